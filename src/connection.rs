@@ -1,0 +1,400 @@
+//! One WebSocket connection after the upgrade: the task that owns the socket. It reads bytes
+//! into one buffer, de-frames WebSocket in place, parses STOMP frames straight from that buffer
+//! and hands them to the `Session`; it writes everything queued on the `Outbound` in vectored,
+//! coalesced writes, and keeps the heart-beat and connect timers. One task, one `select!`.
+
+use std::io::{self, IoSlice};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant, Sleep};
+
+use crate::metrics::{CloseReason, METRICS};
+use crate::node::Node;
+use crate::outbound::{FrameKind, OutFrame, Outbound};
+use crate::protocol::{self, Parsed};
+use crate::session::{Outcome, Session};
+use crate::ws::{self, Control, Decoder};
+
+/// Frames per vectored write (two slices each: WebSocket header and payload).
+const WRITE_BATCH: usize = 32;
+/// Socket reads per wake-up before the task lets others run.
+const READS_PER_WAKE: usize = 16;
+/// Room made in the read buffer before a read.
+const READ_CHUNK: usize = 4096;
+/// A read buffer larger than this is given back as soon as it is empty again.
+const KEEP_BUFFER: usize = 16 * 1024;
+/// How long the closing handshake may take to flush before the socket is dropped.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+pub struct Connection {
+    stream: TcpStream,
+    node: Rc<Node>,
+    session: Session,
+    outbound: Rc<Outbound>,
+    /// `[STOMP bytes already de-framed | raw WebSocket bytes]`. Unallocated while idle.
+    buf: Vec<u8>,
+    /// Length of the de-framed STOMP prefix of `buf`.
+    data_len: usize,
+    decoder: Decoder,
+    limits: protocol::Limits,
+    /// Bytes of the front queued frame already written (after a partial write).
+    front_written: usize,
+    last_read: Instant,
+    last_write: Instant,
+    opened: Instant,
+    connect_timeout: Duration,
+    /// One timer for heart-beats and the CONNECT deadline, re-armed only when it fires.
+    timer: std::pin::Pin<Box<Sleep>>,
+    /// Whether the timer was re-armed for the heart-beats agreed at CONNECT.
+    heartbeat_armed: bool,
+}
+
+/// What woke the task.
+enum Event {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Queued,
+    Timer,
+}
+
+impl Connection {
+    pub fn new(
+        stream: TcpStream,
+        node: Rc<Node>,
+        connection: u64,
+        session_id: Rc<str>,
+        outbound: Rc<Outbound>,
+        initial: Bytes,
+    ) -> Connection {
+        let config = node.config();
+        let limits = protocol::Limits {
+            max_frame_bytes: config.limits.max_frame_bytes,
+            max_headers: config.limits.max_headers,
+            max_header_line_bytes: config.limits.max_header_line_bytes,
+        };
+        let now = Instant::now();
+        let connect_timeout = config.stomp.connect_timeout();
+        Connection {
+            stream,
+            session: Session::new(connection, session_id, outbound.clone()),
+            outbound,
+            buf: initial.to_vec(),
+            data_len: 0,
+            // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
+            decoder: Decoder::new(config.limits.max_frame_bytes + 1024),
+            limits,
+            front_written: 0,
+            last_read: now,
+            last_write: now,
+            opened: now,
+            connect_timeout,
+            timer: Box::pin(sleep_until(now + connect_timeout)),
+            heartbeat_armed: false,
+            node,
+        }
+    }
+
+    /// Serves the connection until it closes, then cleans up; returns why it closed.
+    pub async fn run(mut self) -> CloseReason {
+        let reason = self.serve().await;
+        let reason = self.finish(reason).await;
+        self.session.end(&self.node);
+        self.node.unregister_connection(self.session.connection);
+        METRICS.closes.inc(reason.as_str());
+        log::debug!("session {} closed: {}", self.session.session_id, reason.as_str());
+        reason
+    }
+
+    async fn serve(&mut self) -> CloseReason {
+        if !self.buf.is_empty() {
+            if let Err(reason) = self.process() {
+                return reason;
+            }
+        }
+        loop {
+            if let Some(reason) = self.outbound.closing() {
+                return reason;
+            }
+            if let Err(e) = self.flush() {
+                return io_reason(&e);
+            }
+            let pending = !self.outbound.is_empty();
+            let event = tokio::select! {
+                r = self.stream.readable() => Event::Readable(r),
+                r = self.stream.writable(), if pending => Event::Writable(r),
+                () = self.outbound.notified() => Event::Queued,
+                () = &mut self.timer => Event::Timer,
+            };
+            let result = match event {
+                Event::Readable(Ok(())) => self.on_readable(),
+                Event::Readable(Err(e)) | Event::Writable(Err(e)) => Err(io_reason(&e)),
+                Event::Writable(Ok(())) | Event::Queued => Ok(()),
+                Event::Timer => self.on_timer(),
+            };
+            if let Err(reason) = result {
+                return reason;
+            }
+        }
+    }
+
+    /// Reads what the socket has, a bounded number of times, processing after each read.
+    fn on_readable(&mut self) -> Result<(), CloseReason> {
+        for _ in 0..READS_PER_WAKE {
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match self.stream.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(CloseReason::SocketClosed),
+                Ok(n) => {
+                    METRICS.bytes_received.add(n as u64);
+                    self.last_read = Instant::now();
+                    self.process()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(io_reason(&e)),
+            }
+        }
+        if self.buf.is_empty() {
+            // Idle connections hold no read buffer at all.
+            self.buf = Vec::new();
+        } else if self.buf.capacity() > KEEP_BUFFER && self.buf.len() < KEEP_BUFFER / 2 {
+            self.buf.shrink_to(KEEP_BUFFER / 2);
+        }
+        Ok(())
+    }
+
+    /// De-frames WebSocket, then handles every complete STOMP frame in the buffer.
+    fn process(&mut self) -> Result<(), CloseReason> {
+        let outbound = &self.outbound;
+        let mut peer_closed = false;
+        let decoded = self.decoder.decode(&mut self.buf, &mut self.data_len, &mut |control| match control {
+            Control::Ping(payload) => {
+                outbound.push_unbounded(OutFrame { bytes: ws::pong_frame(&payload), kind: FrameKind::Raw })
+            }
+            Control::Pong => {}
+            Control::Close { .. } => peer_closed = true,
+        });
+        if let Err(e) = decoded {
+            METRICS.protocol_errors.inc("websocket");
+            log::debug!("session {}: websocket error: {e}", self.session.session_id);
+            // STOMP clients show ERROR frames, not close codes: say it in both.
+            self.session.send_error(&format!("websocket: {e}"), None);
+            self.outbound.push_unbounded(OutFrame {
+                bytes: ws::close_frame(e.close_code(), &e.to_string()),
+                kind: FrameKind::Raw,
+            });
+            return Err(CloseReason::WebSocketProtocolError);
+        }
+        let mut consumed = 0;
+        let mut outcome = Ok(());
+        while consumed < self.data_len {
+            match protocol::parse(&self.buf[consumed..self.data_len], self.session.version(), &self.limits) {
+                Ok(None) => break,
+                Ok(Some((Parsed::HeartBeat, n))) => consumed += n,
+                Ok(Some((Parsed::Frame(frame), n))) => {
+                    consumed += n;
+                    if let Outcome::Close(reason) = self.session.handle(&frame, &self.node) {
+                        outcome = Err(reason);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    METRICS.protocol_errors.inc(e.reason());
+                    self.session.send_error(&e.to_string(), None);
+                    outcome = Err(CloseReason::ProtocolError);
+                    break;
+                }
+            }
+        }
+        if consumed > 0 {
+            self.buf.copy_within(consumed.., 0);
+            self.buf.truncate(self.buf.len() - consumed);
+            self.data_len -= consumed;
+        }
+        outcome?;
+        if !self.heartbeat_armed && self.session.is_connected() {
+            // CONNECT agreed the heart-beats: let the timer compute its next deadline now.
+            self.heartbeat_armed = true;
+            self.timer.as_mut().reset(Instant::now());
+        }
+        if peer_closed {
+            return Err(CloseReason::WebSocketClose);
+        }
+        Ok(())
+    }
+
+    /// Sends a heart-beat when one is due, closes a silent client, re-arms the timer.
+    fn on_timer(&mut self) -> Result<(), CloseReason> {
+        let now = Instant::now();
+        let mut next = now + Duration::from_secs(3600);
+        if !self.session.is_connected() {
+            let due = self.opened + self.connect_timeout;
+            if now >= due {
+                return Err(CloseReason::ConnectTimeout);
+            }
+            next = next.min(due);
+        }
+        if let Some(interval) = self.session.heartbeat.receive {
+            let due = self.last_read + interval * 2;
+            if now >= due {
+                return Err(CloseReason::HeartbeatTimeout);
+            }
+            next = next.min(due);
+        }
+        if let Some(interval) = self.session.heartbeat.send {
+            let mut due = self.last_write + interval;
+            if now >= due && self.outbound.is_empty() {
+                self.outbound
+                    .push_unbounded(OutFrame { bytes: Bytes::from_static(b"\n"), kind: FrameKind::Text });
+                METRICS.heartbeats_sent.inc();
+                due = now + interval;
+            }
+            next = next.min(due.max(now + Duration::from_millis(1)));
+        }
+        self.timer.as_mut().reset(next);
+        Ok(())
+    }
+
+    /// Writes as much of the queue as the socket takes now, in vectored batches.
+    fn flush(&mut self) -> io::Result<()> {
+        loop {
+            let stream = &self.stream;
+            let front_written = self.front_written;
+            let batch = self.outbound.with_queue(|queue| write_batch(stream, queue, front_written));
+            let (written, frames_done, new_front) = match batch {
+                Ok(Some(w)) => w,
+                Ok(None) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            METRICS.socket_writes.inc();
+            METRICS.bytes_sent.add(written as u64);
+            METRICS.frames_sent.add(frames_done as u64);
+            self.last_write = Instant::now();
+            self.outbound.pop_written(frames_done);
+            self.front_written = new_front;
+        }
+    }
+
+    /// Says goodbye as the reason calls for (ERROR frame, WebSocket close), flushes with a
+    /// deadline and shuts the socket.
+    async fn finish(&mut self, reason: CloseReason) -> CloseReason {
+        let message = match reason {
+            CloseReason::SlowConsumer => {
+                let dropped = self.outbound.clear_after_front(self.front_written > 0);
+                METRICS.messages_dropped.add("slow_consumer", dropped as u64);
+                Some("slow consumer: too many bytes queued for this client, closing".to_string())
+            }
+            CloseReason::ServerShutdown => Some("server shutting down".to_string()),
+            CloseReason::HeartbeatTimeout => Some(format!(
+                "no heart-beat or frame from the client in {} ms",
+                self.session.heartbeat.receive.map_or(0, |d| d.as_millis() * 2)
+            )),
+            CloseReason::ConnectTimeout => {
+                Some(format!("no CONNECT within {} ms", self.connect_timeout.as_millis()))
+            }
+            _ => None,
+        };
+        if let Some(message) = message {
+            self.session.send_error(&message, None);
+        }
+        let code = match reason {
+            CloseReason::SocketClosed | CloseReason::IoError => None,
+            CloseReason::ClientDisconnect | CloseReason::WebSocketClose => Some(1000),
+            CloseReason::ServerShutdown | CloseReason::HeartbeatTimeout | CloseReason::ConnectTimeout => {
+                Some(1001)
+            }
+            CloseReason::WebSocketProtocolError => None, // its close frame is already queued
+            CloseReason::ProtocolError | CloseReason::AuthFailed | CloseReason::SlowConsumer => Some(1008),
+        };
+        if matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
+            return reason;
+        }
+        if let Some(code) = code {
+            self.outbound.push_unbounded(OutFrame {
+                bytes: ws::close_frame(code, reason.as_str()),
+                kind: FrameKind::Raw,
+            });
+        }
+        // A slow consumer is not reading: give its goodbye only a moment.
+        let flush_for = if reason == CloseReason::SlowConsumer { CLOSE_FLUSH / 8 } else { CLOSE_FLUSH };
+        let deadline = Instant::now() + flush_for;
+        while !self.outbound.is_empty() {
+            if self.flush().is_err() {
+                break;
+            }
+            if self.outbound.is_empty() {
+                break;
+            }
+            tokio::select! {
+                r = self.stream.writable() => if r.is_err() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        // Half-close so the client sees the end after the close frame.
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        reason
+    }
+}
+
+/// Writes up to `WRITE_BATCH` queued frames in one vectored write. Returns the bytes written,
+/// the frames completed and how much of the next frame was written, or None if nothing queued.
+fn write_batch(
+    stream: &TcpStream,
+    queue: &std::collections::VecDeque<OutFrame>,
+    front_written: usize,
+) -> io::Result<Option<(usize, usize, usize)>> {
+    if queue.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = [[0u8; 10]; WRITE_BATCH];
+    let mut header_lens = [0usize; WRITE_BATCH];
+    let count = queue.len().min(WRITE_BATCH);
+    for (i, frame) in queue.iter().take(count).enumerate() {
+        header_lens[i] = match frame.kind {
+            FrameKind::Raw => 0,
+            FrameKind::Text => ws::encode_header(ws::OP_TEXT, frame.bytes.len(), &mut headers[i]),
+            FrameKind::Binary => ws::encode_header(ws::OP_BINARY, frame.bytes.len(), &mut headers[i]),
+        };
+    }
+    let mut slices: heapless::Vec<IoSlice<'_>, { 2 * WRITE_BATCH }> = heapless::Vec::new();
+    let mut skip = front_written;
+    for (i, frame) in queue.iter().take(count).enumerate() {
+        let header = &headers[i][..header_lens[i]];
+        let h_skip = skip.min(header.len());
+        let p_skip = skip - h_skip;
+        skip = 0;
+        if h_skip < header.len() {
+            let _ = slices.push(IoSlice::new(&header[h_skip..]));
+        }
+        if p_skip < frame.bytes.len() {
+            let _ = slices.push(IoSlice::new(&frame.bytes[p_skip..]));
+        }
+    }
+    let written = stream.try_write_vectored(&slices)?;
+    // Walk the frames to see how far the write got.
+    let mut left = written + front_written;
+    let mut done = 0;
+    for (i, frame) in queue.iter().take(count).enumerate() {
+        let total = header_lens[i] + frame.bytes.len();
+        if left >= total {
+            left -= total;
+            done += 1;
+        } else {
+            return Ok(Some((written, done, left)));
+        }
+    }
+    Ok(Some((written, done, 0)))
+}
+
+fn io_reason(e: &io::Error) -> CloseReason {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+            CloseReason::SocketClosed
+        }
+        _ => CloseReason::IoError,
+    }
+}

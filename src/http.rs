@@ -1,0 +1,173 @@
+//! The HTTP side of the one port: routes for the page, `/healthz`, `/metrics`, `/api/rooms`
+//! and the `/ws` upgrade. hyper parses the requests; answers are small and built in memory.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::connection::Connection;
+use crate::metrics::{self, METRICS};
+use crate::node::{Node, Refusal};
+use crate::ws::handshake;
+
+pub type Body = Full<Bytes>;
+
+/// The page at `/`, embedded at build time.
+const INDEX_HTML: &str = include_str!("../web/index.html");
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    respond(status, "application/json", serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    status: &'static str,
+    mode: &'static str,
+    server_id: String,
+    redis: &'static str,
+    connections: usize,
+    uptime_seconds: u64,
+}
+
+/// Routes one request.
+pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path();
+    let response = match path {
+        "/ws" | "/ws/" => {
+            METRICS.http_requests.inc("ws");
+            upgrade(node, request)
+        }
+        "/" | "/index.html" => {
+            METRICS.http_requests.inc("page");
+            respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML)
+        }
+        "/healthz" => {
+            METRICS.http_requests.inc("healthz");
+            health(&node)
+        }
+        "/metrics" => {
+            METRICS.http_requests.inc("metrics");
+            metrics_page(&node)
+        }
+        _ => {
+            METRICS.http_requests.inc("not_found");
+            text(StatusCode::NOT_FOUND, "not found\n")
+        }
+    };
+    Ok(response)
+}
+
+fn health(node: &Node) -> Response<Body> {
+    let draining = node.is_draining();
+    let body = Health {
+        status: if draining { "draining" } else { "ok" },
+        mode: node.broker.mode().as_str(),
+        server_id: node.server_id(),
+        redis: node.broker.redis_state().as_str(),
+        connections: node.connection_count(),
+        uptime_seconds: node.uptime_seconds(),
+    };
+    json(if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)
+}
+
+fn metrics_page(node: &Node) -> Response<Body> {
+    let (gauges, counters) = node.broker.metrics();
+    let mut gauges = gauges;
+    gauges.push((
+        "destinations_current",
+        "Destinations with local subscribers.",
+        node.hub.destination_count() as u64,
+    ));
+    gauges.push(("uptime_seconds", "Seconds since start.", node.uptime_seconds()));
+    let text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
+    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
+}
+
+/// Answers `GET /ws`: refuses with a clear status, or answers 101 and hands the socket to a
+/// new `Connection` once hyper has written the response.
+fn upgrade(node: Rc<Node>, mut request: Request<Incoming>) -> Response<Body> {
+    let config = node.config();
+    let accepted =
+        match handshake::check(request.method(), request.headers(), &config.websocket.allowed_origins) {
+            Ok(a) => a,
+            Err(refused) => {
+                METRICS.connections_rejected.inc(refused.reason);
+                if refused.reason == "bad_upgrade" {
+                    METRICS.http_requests.inc("bad_request");
+                }
+                let mut response = text(refused.status, refused.message);
+                if refused.status == StatusCode::UPGRADE_REQUIRED {
+                    response
+                        .headers_mut()
+                        .insert("sec-websocket-version", hyper::header::HeaderValue::from_static("13"));
+                }
+                return response;
+            }
+        };
+    let (connection, outbound, session_id) = match node.register_connection() {
+        Ok(registered) => registered,
+        Err(refusal) => {
+            let (label, message) = match refusal {
+                Refusal::Limit => ("limit", "connection limit reached, try again later\n"),
+                Refusal::Draining => ("shutdown", "server shutting down\n"),
+            };
+            METRICS.connections_rejected.inc(label);
+            return text(StatusCode::SERVICE_UNAVAILABLE, message);
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let task_node = node.clone();
+    tokio::task::spawn_local(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                log::debug!("upgrade failed: {e}");
+                task_node.unregister_connection(connection);
+                return;
+            }
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let stream = parts.io.into_inner();
+                Connection::new(stream, task_node, connection, session_id, outbound, parts.read_buf)
+                    .run()
+                    .await;
+            }
+            Err(_) => {
+                log::error!("upgraded connection is not a TCP stream");
+                task_node.unregister_connection(connection);
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert("upgrade", hyper::header::HeaderValue::from_static("websocket"));
+    h.insert("connection", hyper::header::HeaderValue::from_static("Upgrade"));
+    h.insert("sec-websocket-accept", handshake::header_value(&accepted.accept_key));
+    if let Some(p) = accepted.subprotocol {
+        h.insert("sec-websocket-protocol", hyper::header::HeaderValue::from_static(p));
+    }
+    response
+}

@@ -1,0 +1,75 @@
+//! stomp-edge: a small STOMP-over-WebSocket chat and pub/sub server for Raspberry-Pi-class
+//! boards. Browsers speak STOMP over WebSocket to it; several boards share rooms through Redis
+//! Pub/Sub; without Redis each board serves its own clients alone.
+//!
+//! # Layout
+//!
+//! - `config`: the typed configuration from the documented default file, `--config`, the
+//!   environment and flags.
+//! - `protocol`: STOMP frames: the zero-copy parser and the encoder.
+//! - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec.
+//! - `http`: the routes of the one port (`/`, `/ws`, `/healthz`, `/metrics`, `/api`).
+//! - `server`: the listener, accept loop and signals (drain, reload).
+//! - `connection`: one client's socket task: read, de-frame, parse, write, heart-beats.
+//! - `session`: one client's STOMP state machine (CONNECT … DISCONNECT), no I/O.
+//! - `outbound`: the bounded per-client queue between the hub and the socket task.
+//! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
+//! - `engine`: the `Broker` interface between nodes; `engine::memory` for a node alone.
+//! - `node`: glues config, hub, engine, application and the connection table together.
+//! - `app`: the `/app` application hook and `/user/queue/errors` replies.
+//! - `auth`: CONNECT login/passcode checks.
+//! - `metrics`: counters and the Prometheus text for `/metrics`.
+//!
+//! # The data path
+//!
+//! A client's `SEND /topic/x` arrives in `connection` (bytes → WebSocket de-framing in place →
+//! `protocol::parse`), is handled by `session` (`route_send`), and reaches `Node::publish`,
+//! which delivers it to this node's subscribers through `Hub::deliver` (one MESSAGE encoding
+//! per distinct subscription id, the bytes shared by every recipient's `Outbound`) and then
+//! hands it to the engine for the other nodes. Each recipient's `connection` task wakes and
+//! writes its whole queue in one vectored write.
+
+pub mod app;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod outbound;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod ws;
+
+use std::rc::Rc;
+
+use config::Config;
+use engine::memory::MemoryBroker;
+use node::Node;
+
+/// Builds the node for `config` and serves until a stop signal. Runs its own single-threaded
+/// runtime: all state lives on this one thread, without locks.
+pub fn run(
+    config: Config,
+    hooks: Rc<dyn server::Hooks>,
+    reload: Box<dyn Fn() -> Result<Config, String>>,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = server::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        if config.redis_url.is_some() {
+            log::warn!("cluster mode is not available in this build yet; running local-only");
+        }
+        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
+        server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
+    })
+}

@@ -1,0 +1,49 @@
+//! The `stomp-edge` binary: reads the configuration, starts logging and runs the server.
+
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use stomp_edge::config::{self, Action, Config};
+
+fn load() -> Result<Action, String> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    Config::from_args_and_env(std::env::args().skip(1), &env)
+}
+
+fn main() -> ExitCode {
+    let config = match load() {
+        Ok(Action::Run(config)) => *config,
+        Ok(Action::PrintHelp) => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Action::PrintConfig) => {
+            print!("{}", config::DEFAULT_FILE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Action::PrintVersion) => {
+            println!("stomp-edge {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("stomp-edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Log to stderr (journald adds its own timestamps under systemd).
+    if let Err(e) = simple_logger::SimpleLogger::new().with_level(config.log_level).init() {
+        eprintln!("stomp-edge: cannot start logging: {e}");
+    }
+    let reload = Box::new(|| match load()? {
+        Action::Run(config) => Ok(*config),
+        _ => Err("unexpected arguments on reload".to_string()),
+    });
+    match stomp_edge::run(config, Rc::new(stomp_edge::server::NoHooks), reload) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("stomp-edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Counters and gauges for `/metrics`, rendered in the Prometheus text format with the
+//! `stomp_edge_` prefix. Counters are process-wide atomics (relaxed, uncontended on the one
+//! runtime thread), so any module can count without holding a handle.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A value that goes up and down.
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub const fn new() -> Self {
+        Gauge(AtomicU64::new(0))
+    }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        // Saturating, so an unbalanced decrement can never wrap to a huge value.
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+    }
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Gauge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A labelled counter family: one counter per label value, labels known up front.
+pub struct Family<const N: usize> {
+    labels: [&'static str; N],
+    counters: [Counter; N],
+}
+
+impl<const N: usize> Family<N> {
+    pub const fn new(labels: [&'static str; N]) -> Self {
+        Family { labels, counters: [const { Counter::new() }; N] }
+    }
+    /// Counts one for `label`; an unknown label counts under the last one ("other").
+    pub fn inc(&self, label: &str) {
+        self.add(label, 1);
+    }
+    pub fn add(&self, label: &str, n: u64) {
+        let i = self.labels.iter().position(|l| *l == label).unwrap_or(N - 1);
+        self.counters[i].add(n);
+    }
+    pub fn get(&self, label: &str) -> u64 {
+        self.labels.iter().position(|l| *l == label).map_or(0, |i| self.counters[i].get())
+    }
+}
+
+/// Why a connection ended; the same names appear in logs, ERROR frames and `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientDisconnect,
+    SocketClosed,
+    WebSocketClose,
+    ProtocolError,
+    WebSocketProtocolError,
+    HeartbeatTimeout,
+    ConnectTimeout,
+    SlowConsumer,
+    AuthFailed,
+    ServerShutdown,
+    IoError,
+}
+
+impl CloseReason {
+    pub const ALL: [&'static str; 11] = [
+        "client_disconnect",
+        "socket_closed",
+        "websocket_close",
+        "protocol_error",
+        "websocket_protocol_error",
+        "heartbeat_timeout",
+        "connect_timeout",
+        "slow_consumer",
+        "auth_failed",
+        "server_shutdown",
+        "io_error",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL[self as usize]
+    }
+}
+
+/// Every metric of the server.
+pub struct Metrics {
+    pub connections_current: Gauge,
+    pub connections_total: Counter,
+    pub connections_rejected: Family<5>,
+    pub closes: Family<11>,
+    pub protocol_errors: Family<17>,
+    pub frames_received: Counter,
+    pub frames_sent: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub socket_writes: Counter,
+    pub heartbeats_sent: Counter,
+    pub messages_published: Counter,
+    pub messages_delivered: Counter,
+    pub messages_unrouted: Counter,
+    pub messages_dropped: Family<5>,
+    pub message_encodings: Counter,
+    pub subscriptions_current: Gauge,
+    pub subscriptions_rejected: Family<4>,
+    pub receipts_sent: Counter,
+    pub app_errors: Family<12>,
+    pub http_requests: Family<8>,
+    pub transactions: Family<4>,
+}
+
+pub static METRICS: Metrics = Metrics {
+    connections_current: Gauge::new(),
+    connections_total: Counter::new(),
+    connections_rejected: Family::new(["limit", "origin", "bad_upgrade", "shutdown", "other"]),
+    closes: Family::new(CloseReason::ALL),
+    protocol_errors: Family::new([
+        "unknown_command",
+        "frame_too_large",
+        "too_many_headers",
+        "header_line_too_long",
+        "malformed_header",
+        "invalid_escape",
+        "invalid_utf8",
+        "bad_content_length",
+        "missing_nul",
+        "not_connected",
+        "already_connected",
+        "unsupported_version",
+        "missing_header",
+        "bad_header",
+        "transaction",
+        "websocket",
+        "other",
+    ]),
+    frames_received: Counter::new(),
+    frames_sent: Counter::new(),
+    bytes_received: Counter::new(),
+    bytes_sent: Counter::new(),
+    socket_writes: Counter::new(),
+    heartbeats_sent: Counter::new(),
+    messages_published: Counter::new(),
+    messages_delivered: Counter::new(),
+    messages_unrouted: Counter::new(),
+    messages_dropped: Family::new([
+        "slow_consumer",
+        "transaction_aborted",
+        "transaction_unfinished",
+        "no_error_subscription",
+        "other",
+    ]),
+    message_encodings: Counter::new(),
+    subscriptions_current: Gauge::new(),
+    subscriptions_rejected: Family::new(["limit", "destination_limit", "bad_destination", "other"]),
+    receipts_sent: Counter::new(),
+    app_errors: Family::new([
+        "not_joined",
+        "invalid_room_id",
+        "invalid_username",
+        "invalid_message",
+        "invalid_payload",
+        "username_taken",
+        "room_full",
+        "too_many_rooms",
+        "forbidden",
+        "unknown_destination",
+        "unavailable",
+        "other",
+    ]),
+    http_requests: Family::new([
+        "page",
+        "ws",
+        "healthz",
+        "metrics",
+        "api",
+        "not_found",
+        "bad_request",
+        "other",
+    ]),
+    transactions: Family::new(["begun", "committed", "aborted", "other"]),
+};
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} counter\nstomp_edge_{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} gauge\nstomp_edge_{name} {value}"
+    );
+}
+
+fn family<const N: usize>(out: &mut String, name: &str, label: &str, help: &str, f: &Family<N>) {
+    let _ = writeln!(out, "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} counter");
+    for (l, c) in f.labels.iter().zip(f.counters.iter()) {
+        let _ = writeln!(out, "stomp_edge_{name}{{{label}=\"{l}\"}} {}", c.get());
+    }
+}
+
+/// Extra lines from parts that keep their own numbers (the engine, the chat rooms).
+pub struct Extra<'a> {
+    pub gauges: &'a [(&'a str, &'a str, u64)],
+    pub counters: &'a [(&'a str, &'a str, u64)],
+}
+
+/// Renders every metric in the Prometheus text exposition format.
+pub fn render(extra: &Extra<'_>) -> String {
+    let m = &METRICS;
+    let mut out = String::with_capacity(8192);
+    gauge(&mut out, "connections_current", "Open STOMP connections.", m.connections_current.get());
+    counter(&mut out, "connections_total", "STOMP connections accepted.", m.connections_total.get());
+    family(
+        &mut out,
+        "connections_rejected_total",
+        "reason",
+        "WebSocket upgrades refused.",
+        &m.connections_rejected,
+    );
+    family(&mut out, "closes_total", "reason", "Connections closed, by reason.", &m.closes);
+    family(
+        &mut out,
+        "protocol_errors_total",
+        "reason",
+        "STOMP protocol errors answered with ERROR.",
+        &m.protocol_errors,
+    );
+    counter(&mut out, "frames_received_total", "STOMP frames received.", m.frames_received.get());
+    counter(&mut out, "frames_sent_total", "STOMP frames sent.", m.frames_sent.get());
+    counter(&mut out, "bytes_received_total", "WebSocket bytes received.", m.bytes_received.get());
+    counter(&mut out, "bytes_sent_total", "WebSocket bytes sent.", m.bytes_sent.get());
+    counter(
+        &mut out,
+        "socket_writes_total",
+        "Write system calls; frames_sent / this is the coalescing ratio.",
+        m.socket_writes.get(),
+    );
+    counter(&mut out, "heartbeats_sent_total", "Heart-beat EOLs sent.", m.heartbeats_sent.get());
+    counter(
+        &mut out,
+        "messages_published_total",
+        "Messages published to a destination.",
+        m.messages_published.get(),
+    );
+    counter(
+        &mut out,
+        "messages_delivered_total",
+        "MESSAGE frames queued to subscribers.",
+        m.messages_delivered.get(),
+    );
+    counter(
+        &mut out,
+        "messages_unrouted_total",
+        "Messages published where this node had no subscriber.",
+        m.messages_unrouted.get(),
+    );
+    family(
+        &mut out,
+        "messages_dropped_total",
+        "reason",
+        "Accepted messages that were not delivered.",
+        &m.messages_dropped,
+    );
+    counter(
+        &mut out,
+        "message_encodings_total",
+        "MESSAGE frames encoded (once per distinct subscription id).",
+        m.message_encodings.get(),
+    );
+    gauge(&mut out, "subscriptions_current", "Active subscriptions.", m.subscriptions_current.get());
+    family(
+        &mut out,
+        "subscriptions_rejected_total",
+        "reason",
+        "SUBSCRIBE frames refused.",
+        &m.subscriptions_rejected,
+    );
+    counter(&mut out, "receipts_sent_total", "RECEIPT frames sent.", m.receipts_sent.get());
+    family(
+        &mut out,
+        "app_errors_total",
+        "code",
+        "Application errors sent on /user/queue/errors.",
+        &m.app_errors,
+    );
+    family(&mut out, "http_requests_total", "route", "HTTP requests, by route.", &m.http_requests);
+    family(&mut out, "transactions_total", "outcome", "STOMP transactions.", &m.transactions);
+    for (name, help, v) in extra.gauges {
+        gauge(&mut out, name, help, *v);
+    }
+    for (name, help, v) in extra.counters {
+        counter(&mut out, name, help, *v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_count_by_label_and_fold_unknown_into_other() {
+        let f: Family<3> = Family::new(["a", "b", "other"]);
+        f.inc("a");
+        f.add("b", 2);
+        f.inc("zzz");
+        assert_eq!((f.get("a"), f.get("b"), f.get("other")), (1, 2, 1));
+    }
+
+    #[test]
+    fn render_is_prometheus_text() {
+        let text = render(&Extra { gauges: &[("engine_up", "Up.", 1)], counters: &[] });
+        assert!(text.contains("# TYPE stomp_edge_connections_current gauge"));
+        assert!(text.contains("stomp_edge_closes_total{reason=\"slow_consumer\"}"));
+        assert!(text.contains("stomp_edge_engine_up 1"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("stomp_edge_"), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn close_reasons_line_up_with_their_names() {
+        assert_eq!(CloseReason::SlowConsumer.as_str(), "slow_consumer");
+        assert_eq!(CloseReason::IoError.as_str(), "io_error");
+        assert_eq!(CloseReason::HeartbeatTimeout.as_str(), "heartbeat_timeout");
+    }
+}

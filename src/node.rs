@@ -1,0 +1,203 @@
+//! The node glues the parts of one server together: configuration, the local `Hub`, the
+//! engine (`dyn Broker`), the application under `/app`, and the table of live connections.
+//! Publishing goes through here: local fan-out first, then the engine for the other nodes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::app::Application;
+use crate::auth::Authenticator;
+use crate::broker::{Hub, HubError, Publication, Subscriber};
+use crate::config::Config;
+use crate::engine::Broker;
+use crate::metrics::{CloseReason, METRICS};
+use crate::outbound::Outbound;
+
+pub struct Node {
+    /// Replaced as a whole on SIGHUP; sessions read it when they need a limit.
+    config: RefCell<Rc<Config>>,
+    pub hub: Hub,
+    pub broker: Rc<dyn Broker>,
+    pub auth: RefCell<Authenticator>,
+    /// The application mounted under `/app` (the chat rooms), if any.
+    app: RefCell<Option<Rc<dyn Application>>>,
+    /// Every live STOMP connection's outbound queue, so shutdown can reach them all.
+    connections: RefCell<HashMap<u64, Rc<Outbound>>>,
+    next_connection: Cell<u64>,
+    next_message: Cell<u64>,
+    /// `{server_id}-{start time}`: session ids stay unique across restarts and nodes.
+    session_prefix: String,
+    started: Instant,
+    draining: Cell<bool>,
+}
+
+/// Why a connection could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Limit,
+    Draining,
+}
+
+impl Node {
+    pub fn new(config: Config, broker: Rc<dyn Broker>) -> Node {
+        let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Node {
+            hub: Hub::new(config.limits.max_destinations),
+            auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
+            session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
+            config: RefCell::new(Rc::new(config)),
+            broker,
+            app: RefCell::new(None),
+            connections: RefCell::new(HashMap::new()),
+            next_connection: Cell::new(0),
+            next_message: Cell::new(0),
+            started: Instant::now(),
+            draining: Cell::new(false),
+        }
+    }
+
+    pub fn config(&self) -> Rc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Applies a reloaded configuration's reloadable parts (limits, auth, log level).
+    pub fn reload(&self, config: Config) {
+        *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
+        for out in self.connections.borrow().values() {
+            out.set_limit(config.limits.max_outbound_bytes);
+        }
+        *self.config.borrow_mut() = Rc::new(config);
+    }
+
+    pub fn server_id(&self) -> String {
+        self.config.borrow().server_id.clone()
+    }
+
+    pub fn set_app(&self, app: Rc<dyn Application>) {
+        *self.app.borrow_mut() = Some(app);
+    }
+
+    pub fn app(&self) -> Option<Rc<dyn Application>> {
+        self.app.borrow().clone()
+    }
+
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Publishes: this node's subscribers first, then the other nodes through the engine.
+    pub fn publish(&self, publication: Publication) {
+        METRICS.messages_published.inc();
+        self.hub.deliver(&publication);
+        self.broker.publish(&publication);
+    }
+
+    /// Delivers a publication that another node relayed here.
+    pub fn deliver_remote(&self, publication: &Publication) {
+        self.hub.deliver(publication);
+    }
+
+    /// A message id unique across the cluster.
+    pub fn next_message_id(&self) -> Rc<str> {
+        let n = self.next_message.get() + 1;
+        self.next_message.set(n);
+        Rc::from(format!("{}-{}", self.session_prefix, n))
+    }
+
+    pub fn subscribe(&self, destination: &str, subscriber: Subscriber) -> Result<Rc<str>, HubError> {
+        let (key, first) = self.hub.subscribe(destination, subscriber)?;
+        METRICS.subscriptions_current.inc();
+        if first {
+            self.broker.interest(&key, true);
+        }
+        Ok(key)
+    }
+
+    pub fn unsubscribe(&self, destination: &str, connection: u64, subscription_id: &str) {
+        METRICS.subscriptions_current.dec();
+        if self.hub.unsubscribe(destination, connection, subscription_id) {
+            self.broker.interest(destination, false);
+        }
+    }
+
+    /// Registers a new connection, or refuses it at the limit or while draining.
+    pub fn register_connection(&self) -> Result<(u64, Rc<Outbound>, Rc<str>), Refusal> {
+        if self.draining.get() {
+            return Err(Refusal::Draining);
+        }
+        let config = self.config();
+        if self.connections.borrow().len() >= config.limits.max_connections {
+            return Err(Refusal::Limit);
+        }
+        let id = self.next_connection.get() + 1;
+        self.next_connection.set(id);
+        let outbound = Rc::new(Outbound::new(config.limits.max_outbound_bytes));
+        self.connections.borrow_mut().insert(id, outbound.clone());
+        METRICS.connections_current.set(self.connections.borrow().len() as u64);
+        METRICS.connections_total.inc();
+        let session_id = Rc::from(format!("{}-{}", self.session_prefix, base36(id)));
+        Ok((id, outbound, session_id))
+    }
+
+    pub fn unregister_connection(&self, id: u64) {
+        self.connections.borrow_mut().remove(&id);
+        METRICS.connections_current.set(self.connections.borrow().len() as u64);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.borrow().len()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Starts a graceful shutdown: refuse new connections and ask every open one to close.
+    pub fn drain(&self) {
+        self.draining.set(true);
+        for out in self.connections.borrow().values() {
+            out.close(CloseReason::ServerShutdown);
+        }
+    }
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::memory::MemoryBroker;
+
+    #[test]
+    fn ids_are_unique_and_carry_the_server_id() {
+        let mut config = Config::embedded();
+        config.server_id = "n1".into();
+        config.limits.max_connections = 2;
+        let node = Node::new(config, Rc::new(MemoryBroker));
+        let (a, _, sa) = node.register_connection().unwrap();
+        let (b, _, sb) = node.register_connection().unwrap();
+        assert_ne!((a, &sa), (b, &sb));
+        assert!(sa.starts_with("n1-"));
+        assert_eq!(node.register_connection().unwrap_err(), Refusal::Limit);
+        node.unregister_connection(a);
+        node.drain();
+        assert_eq!(node.register_connection().unwrap_err(), Refusal::Draining);
+        assert_ne!(node.next_message_id(), node.next_message_id());
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+    }
+}

@@ -1,0 +1,127 @@
+//! The listener: binds the one port, accepts TCP connections (with back-off when the process
+//! is out of file descriptors), serves each with hyper, and runs the signals: SIGTERM/SIGINT
+//! drain and stop, SIGHUP reloads the reloadable settings.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::node::Node;
+
+/// How long a client may take to send its request head (slow-loris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP connections still in their request phase, beyond the WebSocket limit.
+const HTTP_HEADROOM: usize = 256;
+
+/// Things the embedding program is told about (systemd notification, tests).
+pub trait Hooks {
+    /// The listener is bound and accepting.
+    fn ready(&self, _addr: SocketAddr) {}
+    /// A SIGHUP reload was applied.
+    fn reloaded(&self) {}
+    /// The drain has begun.
+    fn stopping(&self) {}
+    /// Called about once a second from the event loop (the systemd watchdog).
+    fn tick(&self) {}
+}
+
+/// No hooks.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// Binds the listener. Separate from `serve` so a failure to bind is reported before start.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until SIGTERM/SIGINT, then drains. Must run inside a `LocalSet`.
+/// `reload` re-reads the configuration for SIGHUP.
+pub async fn serve(
+    listener: TcpListener,
+    node: Rc<Node>,
+    hooks: Rc<dyn Hooks>,
+    reload: Box<dyn Fn() -> Result<Config, String>>,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    log::info!("listening on {addr} (server id {}, {} mode)", node.server_id(), node.broker.mode().as_str());
+    hooks.ready(addr);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let open_http = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let limit = node.config().limits.max_connections + HTTP_HEADROOM;
+                    if open_http.get() >= limit {
+                        crate::metrics::METRICS.connections_rejected.inc("limit");
+                        drop(stream);
+                        continue;
+                    }
+                    spawn_http(stream, peer, node.clone(), open_http.clone());
+                }
+                Err(e) => {
+                    // Usually EMFILE: wait for connections to close instead of spinning.
+                    log::warn!("accept failed: {e}; pausing accepts for 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => match reload() {
+                Ok(config) => {
+                    log::set_max_level(config.log_level);
+                    node.reload(config);
+                    log::info!("configuration reloaded");
+                    hooks.reloaded();
+                }
+                Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+            },
+            _ = tick.tick() => hooks.tick(),
+        }
+    }
+    drop(listener);
+    hooks.stopping();
+    let timeout = Duration::from_millis(node.config().shutdown_timeout_ms);
+    log::info!(
+        "shutting down: draining {} connections (at most {} ms)",
+        node.connection_count(),
+        timeout.as_millis()
+    );
+    node.drain();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while node.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hooks.tick();
+    }
+    log::info!("stopped ({} connections left)", node.connection_count());
+    Ok(())
+}
+
+fn spawn_http(stream: TcpStream, peer: SocketAddr, node: Rc<Node>, open_http: Rc<std::cell::Cell<usize>>) {
+    let _ = stream.set_nodelay(true);
+    open_http.set(open_http.get() + 1);
+    tokio::task::spawn_local(async move {
+        let service = service_fn(move |request| crate::http::handle(node.clone(), request));
+        let result = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(16 * 1024)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+        if let Err(e) = result {
+            log::debug!("http connection from {peer}: {e}");
+        }
+        open_http.set(open_http.get().saturating_sub(1));
+    });
+}

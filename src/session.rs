@@ -1,0 +1,493 @@
+//! One client's STOMP session: the protocol state machine from CONNECT to DISCONNECT. It turns
+//! parsed frames into effects on the node (subscribe, publish, the `/app` application) and
+//! queues its replies (CONNECTED, RECEIPT, ERROR) on its own outbound queue. No I/O here:
+//! `connection.rs` owns the socket and the timers.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::app::{AppError, SessionHandle};
+use crate::broker::{is_transport_header, AckMode, Publication, Subscriber};
+use crate::metrics::{CloseReason, METRICS};
+use crate::node::Node;
+use crate::outbound::{OutFrame, Outbound};
+use crate::protocol::{Command, Frame, FrameWriter, Version};
+
+/// The `server` header of CONNECTED.
+pub const SERVER_NAME: &str = concat!("stomp-edge/", env!("CARGO_PKG_VERSION"));
+
+/// What the connection must do after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    /// Flush what is queued (an ERROR or a RECEIPT), then close.
+    Close(CloseReason),
+}
+
+/// A protocol error: answered with an ERROR frame, then the connection closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// Label for `/metrics`.
+    pub reason: &'static str,
+    pub message: String,
+    pub close: CloseReason,
+}
+
+impl ProtocolError {
+    fn new(reason: &'static str, message: impl Into<String>) -> ProtocolError {
+        ProtocolError { reason, message: message.into(), close: CloseReason::ProtocolError }
+    }
+}
+
+/// A subscription of this session.
+struct Subscription {
+    id: Rc<str>,
+    destination: Rc<str>,
+    /// `/user/**` subscriptions are this session's alone and are not in the hub.
+    user: bool,
+}
+
+/// A SEND held in an open transaction until COMMIT.
+struct HeldSend {
+    destination: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+struct Transaction {
+    id: String,
+    sends: Vec<HeldSend>,
+    bytes: usize,
+}
+
+/// Heart-beat intervals agreed at CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeartBeat {
+    /// The server sends an EOL when it has written nothing for this long (None: never).
+    pub send: Option<Duration>,
+    /// The client must send something at least this often (None: not checked).
+    pub receive: Option<Duration>,
+}
+
+/// Negotiates heart-beats: each direction is the larger of what the sender can do and what the
+/// receiver wants, or off when either says 0 (STOMP 1.1 §Heart-beating).
+pub fn negotiate_heartbeat(client: (u64, u64), server_send_ms: u64, server_receive_ms: u64) -> HeartBeat {
+    let (client_send, client_receive) = client;
+    let send = (server_send_ms != 0 && client_receive != 0).then(|| server_send_ms.max(client_receive));
+    let receive = (server_receive_ms != 0 && client_send != 0).then(|| server_receive_ms.max(client_send));
+    HeartBeat { send: send.map(Duration::from_millis), receive: receive.map(Duration::from_millis) }
+}
+
+fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
+    let (a, b) = text.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+pub struct Session {
+    pub connection: u64,
+    pub session_id: Rc<str>,
+    outbound: Rc<Outbound>,
+    /// Set by CONNECT; `None` until then.
+    handle: Option<Rc<SessionHandle>>,
+    version: Version,
+    pub heartbeat: HeartBeat,
+    subscriptions: Vec<Subscription>,
+    transactions: Vec<Transaction>,
+}
+
+impl Session {
+    pub fn new(connection: u64, session_id: Rc<str>, outbound: Rc<Outbound>) -> Session {
+        Session {
+            connection,
+            session_id,
+            outbound,
+            handle: None,
+            version: Version::V1_2,
+            heartbeat: HeartBeat::default(),
+            subscriptions: Vec::new(),
+            transactions: Vec::new(),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.handle.is_some()
+    }
+
+    /// The version frames are parsed with (1.2 rules before CONNECT; CONNECT is never escaped).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Handles one frame from the client.
+    pub fn handle(&mut self, frame: &Frame<'_>, node: &Node) -> Outcome {
+        METRICS.frames_received.inc();
+        let receipt = frame.header("receipt").map(|r| r.into_owned());
+        match self.dispatch(frame, node) {
+            Ok(outcome) => {
+                if let (Some(receipt), false) = (&receipt, frame.command == Command::Connect) {
+                    self.send_receipt(receipt);
+                }
+                outcome
+            }
+            Err(e) => {
+                self.send_error(&e.message, receipt.as_deref());
+                METRICS.protocol_errors.inc(e.reason);
+                Outcome::Close(e.close)
+            }
+        }
+    }
+
+    fn dispatch(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
+        match frame.command {
+            Command::Connect | Command::Stomp => self.connect(frame, node),
+            _ if !self.is_connected() => Err(ProtocolError::new(
+                "not_connected",
+                format!("{} before CONNECT: send CONNECT first", frame.command.as_str()),
+            )),
+            Command::Send => self.send(frame, node),
+            Command::Subscribe => self.subscribe(frame, node),
+            Command::Unsubscribe => self.unsubscribe(frame, node),
+            Command::Ack | Command::Nack => self.ack(frame),
+            Command::Begin => self.begin(frame, node),
+            Command::Commit => self.commit(frame, node),
+            Command::Abort => self.abort(frame),
+            Command::Disconnect => Ok(Outcome::Close(CloseReason::ClientDisconnect)),
+            other => {
+                Err(ProtocolError::new("unknown_command", format!("{} is a server frame", other.as_str())))
+            }
+        }
+    }
+
+    fn connect(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
+        if self.is_connected() {
+            return Err(ProtocolError::new("already_connected", "already connected"));
+        }
+        let version = match frame.header("accept-version") {
+            None => Version::V1_0,
+            Some(list) => Version::parse_list(&list).ok_or_else(|| {
+                ProtocolError::new(
+                    "unsupported_version",
+                    format!("no supported version in accept-version:{list}; this server speaks 1.0,1.1,1.2"),
+                )
+            })?,
+        };
+        self.version = version;
+        let login = frame.header("login");
+        let passcode = frame.header("passcode");
+        if !node.auth.borrow().check(login.as_deref(), passcode.as_deref()) {
+            let mut e = ProtocolError::new("other", "bad credentials: wrong or missing login/passcode");
+            e.close = CloseReason::AuthFailed;
+            return Err(e);
+        }
+        let client_heartbeat = match frame.header("heart-beat") {
+            None => (0, 0),
+            Some(text) => parse_heartbeat(&text).ok_or_else(|| {
+                ProtocolError::new(
+                    "bad_header",
+                    format!("heart-beat must be two numbers like 10000,10000, not {text:?}"),
+                )
+            })?,
+        };
+        let config = node.config();
+        self.heartbeat = negotiate_heartbeat(
+            client_heartbeat,
+            config.stomp.heartbeat_send_ms,
+            config.stomp.heartbeat_receive_ms,
+        );
+        let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as u64);
+        let mut out = Vec::with_capacity(160);
+        let mut w = FrameWriter::new(&mut out, Command::Connected, version);
+        w.header("version", version.as_str());
+        w.header("server", SERVER_NAME);
+        w.header("session", &self.session_id);
+        w.header("heart-beat", &format!("{},{}", ms(self.heartbeat.send), ms(self.heartbeat.receive)));
+        if let Some(login) = &login {
+            w.header("user-name", login);
+        }
+        w.body(b"");
+        self.outbound.push_unbounded(OutFrame::stomp(Bytes::from(out)));
+        self.handle = Some(Rc::new(SessionHandle::new(
+            self.session_id.clone(),
+            self.connection,
+            version,
+            self.outbound.clone(),
+        )));
+        Ok(Outcome::Continue)
+    }
+
+    fn required<'f>(frame: &'f Frame<'_>, name: &str) -> Result<std::borrow::Cow<'f, str>, ProtocolError> {
+        match frame.header(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(ProtocolError::new(
+                "missing_header",
+                format!("{} needs a `{name}` header", frame.command.as_str()),
+            )),
+        }
+    }
+
+    fn send(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
+        let destination = Self::required(frame, "destination")?;
+        let headers: Vec<(String, String)> = frame
+            .headers()
+            .filter(|(name, _)| !is_transport_header(name))
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        let body = Bytes::copy_from_slice(frame.body);
+        if let Some(tx) = frame.header("transaction") {
+            let limits = node.config();
+            let t = self.transaction(&tx)?;
+            if t.sends.len() >= limits.stomp.max_transaction_frames
+                || t.bytes + body.len() > limits.stomp.max_transaction_bytes
+            {
+                return Err(ProtocolError::new(
+                    "transaction",
+                    format!(
+                        "transaction {tx} holds more than {} frames or {} bytes",
+                        limits.stomp.max_transaction_frames, limits.stomp.max_transaction_bytes
+                    ),
+                ));
+            }
+            t.bytes += body.len();
+            t.sends.push(HeldSend { destination: destination.into_owned(), headers, body });
+            return Ok(Outcome::Continue);
+        }
+        self.route_send(&destination, headers, body, node);
+        Ok(Outcome::Continue)
+    }
+
+    /// Sends a SEND where its destination leads: `/topic/**` to the broker, `/app/**` to the
+    /// application. Problems here are application errors: the session stays open.
+    fn route_send(&mut self, destination: &str, headers: Vec<(String, String)>, body: Bytes, node: &Node) {
+        let Some(handle) = self.handle.clone() else { return };
+        let result = if destination.starts_with("/topic/") {
+            if node.config().stomp.allow_client_topic_send {
+                node.publish(Publication {
+                    destination: Rc::from(destination),
+                    message_id: node.next_message_id(),
+                    headers,
+                    body,
+                });
+                Ok(())
+            } else {
+                Err(AppError::new(
+                    "forbidden",
+                    "clients may not send to /topic/** on this server",
+                    destination,
+                ))
+            }
+        } else if destination.starts_with("/app/") {
+            match node.app() {
+                Some(app) => app.on_send(&handle, destination, &body),
+                None => Err(AppError::new(
+                    "unknown_destination",
+                    "no application is mounted at /app",
+                    destination,
+                )),
+            }
+        } else {
+            Err(AppError::new(
+                "unknown_destination",
+                "destinations start with /topic/ (broadcast) or /app/ (application)",
+                destination,
+            ))
+        };
+        if let Err(e) = result {
+            handle.send_error(&e);
+        }
+    }
+
+    fn subscribe(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
+        let destination = Self::required(frame, "destination")?;
+        let id: Rc<str> = match frame.header("id") {
+            Some(id) if !id.is_empty() => Rc::from(&*id),
+            _ if self.version == Version::V1_0 => Rc::from(&*destination),
+            _ => return Err(ProtocolError::new("missing_header", "SUBSCRIBE needs an `id` header")),
+        };
+        let ack = AckMode::parse(frame.header("ack").as_deref()).ok_or_else(|| {
+            ProtocolError::new("bad_header", "ack must be auto, client or client-individual")
+        })?;
+        if self.subscriptions.iter().any(|s| s.id == id) {
+            return Err(ProtocolError::new("bad_header", format!("subscription id {id} is already in use")));
+        }
+        let limit = node.config().limits.max_subscriptions;
+        if self.subscriptions.len() >= limit {
+            METRICS.subscriptions_rejected.inc("limit");
+            return Err(ProtocolError::new(
+                "other",
+                format!("too many subscriptions: at most {limit} per connection"),
+            ));
+        }
+        let user = destination.starts_with("/user/");
+        if !(user || destination.starts_with("/topic/")) || destination.len() > 512 {
+            METRICS.subscriptions_rejected.inc("bad_destination");
+            return Err(ProtocolError::new(
+                "bad_header",
+                format!("cannot subscribe to {destination}: use /topic/... or /user/queue/..."),
+            ));
+        }
+        let key = if user {
+            let key: Rc<str> = Rc::from(&*destination);
+            if let Some(handle) = &self.handle {
+                handle.add_user_subscription(key.clone(), id.clone());
+            }
+            key
+        } else {
+            let subscriber = Subscriber {
+                connection: self.connection,
+                subscription_id: id.clone(),
+                version: self.version,
+                ack,
+                outbound: self.outbound.clone(),
+            };
+            node.subscribe(&destination, subscriber).map_err(|e| {
+                METRICS.subscriptions_rejected.inc("destination_limit");
+                ProtocolError::new("other", e.to_string())
+            })?
+        };
+        self.subscriptions.push(Subscription { id, destination: key, user });
+        Ok(Outcome::Continue)
+    }
+
+    fn unsubscribe(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
+        let id = match frame.header("id") {
+            Some(id) => id,
+            None if self.version == Version::V1_0 => Self::required(frame, "destination")?,
+            None => return Err(ProtocolError::new("missing_header", "UNSUBSCRIBE needs an `id` header")),
+        };
+        if let Some(i) = self.subscriptions.iter().position(|s| *s.id == *id) {
+            let s = self.subscriptions.swap_remove(i);
+            self.drop_subscription(s, node);
+        }
+        Ok(Outcome::Continue)
+    }
+
+    fn drop_subscription(&self, s: Subscription, node: &Node) {
+        if s.user {
+            if let Some(handle) = &self.handle {
+                handle.remove_user_subscription(&s.id);
+            }
+        } else {
+            node.unsubscribe(&s.destination, self.connection, &s.id);
+        }
+    }
+
+    fn ack(&mut self, frame: &Frame<'_>) -> Result<Outcome, ProtocolError> {
+        // Topics have no redelivery: ACK and NACK are checked and accepted.
+        let name = if self.version == Version::V1_2 { "id" } else { "message-id" };
+        Self::required(frame, name)?;
+        if let Some(tx) = frame.header("transaction") {
+            self.transaction(&tx)?;
+        }
+        Ok(Outcome::Continue)
+    }
+
+    fn transaction(&mut self, id: &str) -> Result<&mut Transaction, ProtocolError> {
+        self.transactions
+            .iter_mut()
+            .find(|t| t.id == id)
+            .ok_or_else(|| ProtocolError::new("transaction", format!("unknown transaction {id}")))
+    }
+
+    fn begin(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
+        let id = Self::required(frame, "transaction")?;
+        if self.transactions.iter().any(|t| *t.id == *id) {
+            return Err(ProtocolError::new("transaction", format!("transaction {id} is already open")));
+        }
+        let limit = node.config().stomp.max_transactions;
+        if self.transactions.len() >= limit {
+            return Err(ProtocolError::new(
+                "transaction",
+                format!("too many open transactions: at most {limit}"),
+            ));
+        }
+        METRICS.transactions.inc("begun");
+        self.transactions.push(Transaction { id: id.into_owned(), sends: Vec::new(), bytes: 0 });
+        Ok(Outcome::Continue)
+    }
+
+    fn take_transaction(&mut self, frame: &Frame<'_>) -> Result<Transaction, ProtocolError> {
+        let id = Self::required(frame, "transaction")?;
+        let i = self
+            .transactions
+            .iter()
+            .position(|t| *t.id == *id)
+            .ok_or_else(|| ProtocolError::new("transaction", format!("unknown transaction {id}")))?;
+        Ok(self.transactions.swap_remove(i))
+    }
+
+    fn commit(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
+        let t = self.take_transaction(frame)?;
+        METRICS.transactions.inc("committed");
+        for send in t.sends {
+            self.route_send(&send.destination, send.headers, send.body, node);
+        }
+        Ok(Outcome::Continue)
+    }
+
+    fn abort(&mut self, frame: &Frame<'_>) -> Result<Outcome, ProtocolError> {
+        let t = self.take_transaction(frame)?;
+        METRICS.transactions.inc("aborted");
+        METRICS.messages_dropped.add("transaction_aborted", t.sends.len() as u64);
+        Ok(Outcome::Continue)
+    }
+
+    fn send_receipt(&self, receipt: &str) {
+        let mut out = Vec::with_capacity(32 + receipt.len());
+        let mut w = FrameWriter::new(&mut out, Command::Receipt, self.version);
+        w.header("receipt-id", receipt);
+        w.body(b"");
+        self.outbound.push_unbounded(OutFrame::stomp(Bytes::from(out)));
+        METRICS.receipts_sent.inc();
+    }
+
+    /// Queues an ERROR frame (the connection closes after it is flushed).
+    pub fn send_error(&self, message: &str, receipt: Option<&str>) {
+        let mut out = Vec::with_capacity(64 + message.len() * 2);
+        let mut w = FrameWriter::new(&mut out, Command::Error, self.version);
+        // The `message` header is one line: keep it short, the body has the whole text.
+        let short: String = message.chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
+        w.header("message", &short);
+        if let Some(r) = receipt {
+            w.header("receipt-id", r);
+        }
+        w.header("content-type", "text/plain");
+        w.body(message.as_bytes());
+        self.outbound.push_unbounded(OutFrame::stomp(Bytes::from(out)));
+    }
+
+    /// Ends the session: drops its subscriptions and tells the application it left.
+    pub fn end(&mut self, node: &Node) {
+        for s in std::mem::take(&mut self.subscriptions) {
+            self.drop_subscription(s, node);
+        }
+        for t in std::mem::take(&mut self.transactions) {
+            METRICS.messages_dropped.add("transaction_unfinished", t.sends.len() as u64);
+        }
+        if let Some(handle) = self.handle.take() {
+            if let Some(app) = node.app() {
+                app.on_session_end(&handle);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_take_the_larger_interval_or_none() {
+        let hb = negotiate_heartbeat((1000, 1000), 10_000, 10_000);
+        assert_eq!(hb.send, Some(Duration::from_secs(10)));
+        assert_eq!(hb.receive, Some(Duration::from_secs(10)));
+        let hb = negotiate_heartbeat((20_000, 0), 10_000, 10_000);
+        assert_eq!((hb.send, hb.receive), (None, Some(Duration::from_secs(20))));
+        let hb = negotiate_heartbeat((0, 5000), 0, 10_000);
+        assert_eq!((hb.send, hb.receive), (None, None));
+        assert_eq!(parse_heartbeat("10000, 5000"), Some((10000, 5000)));
+        assert_eq!(parse_heartbeat("x,1"), None);
+        assert_eq!(parse_heartbeat("-1,1"), None);
+    }
+}
