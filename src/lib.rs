@@ -19,6 +19,7 @@
 //! - `app`: the `/app` application hook and `/user/queue/errors` replies.
 //! - `auth`: CONNECT login/passcode checks.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
+//! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
 //!
 //! # The data path
 //!
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod metrics;

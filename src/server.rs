@@ -24,7 +24,9 @@ const HTTP_HEADROOM: usize = 256;
 pub trait Hooks {
     /// The listener is bound and accepting.
     fn ready(&self, _addr: SocketAddr) {}
-    /// A SIGHUP reload was applied.
+    /// A SIGHUP reload is starting.
+    fn reloading(&self) {}
+    /// The SIGHUP reload is over (applied or refused).
     fn reloaded(&self) {}
     /// The drain has begun.
     fn stopping(&self) {}
@@ -77,15 +79,18 @@ pub async fn serve(
             },
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
-            _ = sighup.recv() => match reload() {
-                Ok(config) => {
-                    log::set_max_level(config.log_level);
-                    node.reload(config);
-                    log::info!("configuration reloaded");
-                    hooks.reloaded();
+            _ = sighup.recv() => {
+                hooks.reloading();
+                match reload() {
+                    Ok(config) => {
+                        log::set_max_level(config.log_level);
+                        node.reload(config);
+                        log::info!("configuration reloaded");
+                    }
+                    Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
                 }
-                Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
-            },
+                hooks.reloaded();
+            }
             _ = tick.tick() => hooks.tick(),
         }
     }
