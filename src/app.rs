@@ -114,4 +114,12 @@ pub trait Application {
 
     /// The session ended (DISCONNECT, socket closed, heart-beat timeout, shutdown).
     fn on_session_end(&self, session: &Rc<SessionHandle>);
+
+    /// A SIGHUP reload applied a new configuration.
+    fn reload(&self, _config: &crate::config::Config) {}
+
+    /// Gauges for `/metrics`: (name, help, value).
+    fn metrics(&self) -> crate::engine::MetricLines {
+        Vec::new()
+    }
 }

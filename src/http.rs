@@ -70,12 +70,61 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
             METRICS.http_requests.inc("metrics");
             metrics_page(&node)
         }
+        "/api/rooms" | "/api/rooms/" => {
+            METRICS.http_requests.inc("api");
+            let rooms = node.presence.rooms().await;
+            let list: Vec<RoomSummary> = rooms
+                .into_iter()
+                .map(|(room_id, participant_count)| RoomSummary { room_id, participant_count })
+                .collect();
+            json(StatusCode::OK, &list)
+        }
+        _ if path.starts_with("/api/rooms/") => {
+            METRICS.http_requests.inc("api");
+            room_detail(&node, &path["/api/rooms/".len()..]).await
+        }
         _ => {
             METRICS.http_requests.inc("not_found");
             text(StatusCode::NOT_FOUND, "not found\n")
         }
     };
     Ok(response)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomSummary {
+    room_id: String,
+    participant_count: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomDetail {
+    room_id: String,
+    participants: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    error: &'static str,
+    message: String,
+}
+
+async fn room_detail(node: &Node, room_id: &str) -> Response<Body> {
+    let room = match crate::chat::room::room_id(room_id, &node.config().chat) {
+        Ok(room) => room,
+        Err(message) => {
+            return json(StatusCode::BAD_REQUEST, &ApiError { error: "invalid_room_id", message })
+        }
+    };
+    match node.presence.members(&room).await {
+        Some(participants) => json(StatusCode::OK, &RoomDetail { room_id: room.to_string(), participants }),
+        None => json(
+            StatusCode::NOT_FOUND,
+            &ApiError { error: "room_not_found", message: format!("no room {room} right now") },
+        ),
+    }
 }
 
 fn health(node: &Node) -> Response<Body> {
@@ -94,6 +143,9 @@ fn health(node: &Node) -> Response<Body> {
 fn metrics_page(node: &Node) -> Response<Body> {
     let (gauges, counters) = node.broker.metrics();
     let mut gauges = gauges;
+    if let Some(app) = node.app() {
+        gauges.extend(app.metrics());
+    }
     gauges.push((
         "destinations_current",
         "Destinations with local subscribers.",

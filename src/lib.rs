@@ -17,6 +17,7 @@
 //! - `engine`: the `Broker` interface between nodes; `engine::memory` for a node alone.
 //! - `node`: glues config, hub, engine, application and the connection table together.
 //! - `app`: the `/app` application hook and `/user/queue/errors` replies.
+//! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`.
 //! - `auth`: CONNECT login/passcode checks.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
@@ -33,6 +34,7 @@
 pub mod app;
 pub mod auth;
 pub mod broker;
+pub mod chat;
 pub mod config;
 pub mod connection;
 pub mod edge;
@@ -49,7 +51,7 @@ pub mod ws;
 use std::rc::Rc;
 
 use config::Config;
-use engine::memory::MemoryBroker;
+use engine::memory::{MemoryBroker, MemoryPresence};
 use node::Node;
 
 /// Builds the node for `config` and serves until a stop signal. Runs its own single-threaded
@@ -71,7 +73,10 @@ pub fn run(
         if config.redis_url.is_some() {
             log::warn!("cluster mode is not available in this build yet; running local-only");
         }
-        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
+        let presence =
+            Rc::new(MemoryPresence::new(config.chat.max_rooms, config.chat.max_participants_per_room));
+        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker), presence.clone()));
+        node.set_app(chat::ChatApp::new(&node, presence));
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })
 }

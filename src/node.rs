@@ -11,7 +11,7 @@ use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::Config;
-use crate::engine::Broker;
+use crate::engine::{Broker, Presence};
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
 
@@ -20,6 +20,8 @@ pub struct Node {
     config: RefCell<Rc<Config>>,
     pub hub: Hub,
     pub broker: Rc<dyn Broker>,
+    /// Who is in which chat room (this node's table, or the cluster's through Redis).
+    pub presence: Rc<dyn Presence>,
     pub auth: RefCell<Authenticator>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
@@ -41,7 +43,7 @@ pub enum Refusal {
 }
 
 impl Node {
-    pub fn new(config: Config, broker: Rc<dyn Broker>) -> Node {
+    pub fn new(config: Config, broker: Rc<dyn Broker>, presence: Rc<dyn Presence>) -> Node {
         let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         Node {
             hub: Hub::new(config.limits.max_destinations),
@@ -49,6 +51,7 @@ impl Node {
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
             config: RefCell::new(Rc::new(config)),
             broker,
+            presence,
             app: RefCell::new(None),
             connections: RefCell::new(HashMap::new()),
             next_connection: Cell::new(0),
@@ -67,6 +70,9 @@ impl Node {
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
         for out in self.connections.borrow().values() {
             out.set_limit(config.limits.max_outbound_bytes);
+        }
+        if let Some(app) = self.app() {
+            app.reload(&config);
         }
         *self.config.borrow_mut() = Rc::new(config);
     }
@@ -180,14 +186,14 @@ fn base36(mut n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::memory::MemoryBroker;
+    use crate::engine::memory::{MemoryBroker, MemoryPresence};
 
     #[test]
     fn ids_are_unique_and_carry_the_server_id() {
         let mut config = Config::embedded();
         config.server_id = "n1".into();
         config.limits.max_connections = 2;
-        let node = Node::new(config, Rc::new(MemoryBroker));
+        let node = Node::new(config, Rc::new(MemoryBroker), Rc::new(MemoryPresence::new(10, 10)));
         let (a, _, sa) = node.register_connection().unwrap();
         let (b, _, sb) = node.register_connection().unwrap();
         assert_ne!((a, &sa), (b, &sb));

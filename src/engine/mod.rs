@@ -12,6 +12,7 @@
 pub mod memory;
 
 use crate::broker::Publication;
+use crate::chat::room::{RoomId, Username};
 
 /// Which kind of deployment the engine serves, as `/healthz` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,5 +69,74 @@ pub trait Broker {
     /// Extra `/metrics` lines as (name, help, value): gauges then counters.
     fn metrics(&self) -> (MetricLines, MetricLines) {
         (Vec::new(), Vec::new())
+    }
+}
+
+/// Who is in which chat room, in the spirit of centrifuge's PresenceManager. The memory
+/// implementation answers at once; the cluster one asks Redis, so the calls are futures.
+pub trait Presence {
+    /// Adds a member to a room (creating the room). Fails when the room is full, the node
+    /// has too many rooms, or the name is taken in that room. Returns the new member count.
+    fn join<'a>(&'a self, room: &'a RoomId, member: Member) -> LocalBoxFuture<'a, Result<usize, JoinError>>;
+
+    /// Removes a session from a room; returns its name and the remaining count, or None if it
+    /// was not there. An emptied room is freed.
+    fn leave<'a>(
+        &'a self,
+        room: &'a RoomId,
+        session_id: &'a str,
+    ) -> LocalBoxFuture<'a, Option<(Username, usize)>>;
+
+    /// Member count of a room, as last known (no round trip: used for every chat message).
+    fn count(&self, room: &RoomId) -> usize;
+
+    /// Every room with its member count.
+    fn rooms(&self) -> LocalBoxFuture<'_, Vec<(String, usize)>>;
+
+    /// The member names of a room in join order, or None when there is no such room.
+    fn members<'a>(&'a self, room: &'a RoomId) -> LocalBoxFuture<'a, Option<Vec<String>>>;
+}
+
+/// A boxed future that stays on this thread.
+pub type LocalBoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
+/// A participant of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub session_id: std::rc::Rc<str>,
+    pub username: Username,
+}
+
+/// Why a join was refused; each maps to an application error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    RoomFull {
+        limit: usize,
+    },
+    TooManyRooms {
+        limit: usize,
+    },
+    UsernameTaken,
+    /// The cluster state could not be reached in time.
+    Unavailable,
+}
+
+impl JoinError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            JoinError::RoomFull { .. } => "room_full",
+            JoinError::TooManyRooms { .. } => "too_many_rooms",
+            JoinError::UsernameTaken => "username_taken",
+            JoinError::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            JoinError::RoomFull { limit } => format!("the room is full ({limit} participants)"),
+            JoinError::TooManyRooms { limit } => format!("the server has its maximum of {limit} rooms"),
+            JoinError::UsernameTaken => "that username is already in this room".into(),
+            JoinError::Unavailable => "room state is unavailable, try again".into(),
+        }
     }
 }

@@ -1,0 +1,266 @@
+//! The chat application of the original design, mounted at `/app` (Spring's
+//! `@MessageMapping("/room/{roomId}/join|message|leave")`): validates requests, keeps each
+//! session in at most one room through the engine's `Presence`, and publishes every change on
+//! `/topic/room/{roomId}` as one JSON event built once per message.
+//!
+//! Join and leave may wait on the cluster's presence, so each session's chat operations run in
+//! order on a small per-session queue; a chat message with nothing queued before it is handled
+//! at once, on the path of the SEND.
+
+pub mod room;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+
+use crate::app::{AppError, Application, SessionHandle};
+use crate::broker::Publication;
+use crate::config::ChatConfig;
+use crate::engine::{Member, Presence};
+use crate::node::Node;
+use room::{EventType, RoomEvent, RoomId, Username};
+
+/// Prefix of the chat destinations.
+const ROOM_PREFIX: &str = "/app/room/";
+
+/// A queued chat operation of one session.
+enum Op {
+    Join(RoomId, Username),
+    Leave(RoomId, String),
+    /// A chat message that arrived while a join or leave was in flight (room, text, destination).
+    Message(RoomId, String, String),
+    /// The session ended: leave whatever room it is in.
+    End,
+}
+
+/// Chat state of one session.
+struct ChatSession {
+    handle: Rc<SessionHandle>,
+    /// The room this session is in, and its name there.
+    room: RefCell<Option<(RoomId, Username)>>,
+    /// Operations waiting for the one running before them.
+    queue: RefCell<VecDeque<Op>>,
+    running: Cell<bool>,
+}
+
+pub struct ChatApp {
+    /// This app itself, for the per-session runner tasks it spawns.
+    me: Weak<ChatApp>,
+    node: Weak<Node>,
+    presence: Rc<dyn Presence>,
+    config: RefCell<ChatConfig>,
+    /// Sessions that have used the chat, by connection id.
+    sessions: RefCell<HashMap<u64, Rc<ChatSession>>>,
+}
+
+impl ChatApp {
+    pub fn new(node: &Rc<Node>, presence: Rc<dyn Presence>) -> Rc<ChatApp> {
+        Rc::new_cyclic(|me| ChatApp {
+            me: me.clone(),
+            node: Rc::downgrade(node),
+            presence,
+            config: RefCell::new(node.config().chat.clone()),
+            sessions: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn session(&self, handle: &Rc<SessionHandle>) -> Rc<ChatSession> {
+        self.sessions
+            .borrow_mut()
+            .entry(handle.connection)
+            .or_insert_with(|| {
+                Rc::new(ChatSession {
+                    handle: handle.clone(),
+                    room: RefCell::new(None),
+                    queue: RefCell::new(VecDeque::new()),
+                    running: Cell::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Publishes a room event on `/topic/room/{roomId}`: encoded once, fanned out by the node.
+    fn broadcast(&self, kind: EventType, room: &RoomId, sender: &str, message: &str, count: usize) {
+        let Some(node) = self.node.upgrade() else { return };
+        let event = RoomEvent {
+            kind,
+            room_id: room.to_string(),
+            sender: sender.to_string(),
+            message: message.to_string(),
+            timestamp: room::now_ms(),
+            participant_count: count,
+        };
+        let body = serde_json::to_vec(&event).unwrap_or_default();
+        node.publish(Publication {
+            destination: Rc::from(format!("/topic/room/{room}")),
+            message_id: node.next_message_id(),
+            headers: vec![("content-type".to_string(), "application/json".to_string())],
+            body: Bytes::from(body),
+        });
+    }
+
+    /// Queues an operation and starts the session's runner if it is idle.
+    fn enqueue(&self, session: &Rc<ChatSession>, op: Op) {
+        session.queue.borrow_mut().push_back(op);
+        if session.running.replace(true) {
+            return;
+        }
+        let Some(app) = self.me.upgrade() else { return };
+        let session = session.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let op = session.queue.borrow_mut().pop_front();
+                let Some(op) = op else { break };
+                app.run_op(&session, op).await;
+            }
+            session.running.set(false);
+        });
+    }
+
+    async fn run_op(&self, session: &Rc<ChatSession>, op: Op) {
+        match op {
+            Op::Join(room, name) => {
+                let current = session.room.borrow().clone();
+                if current.as_ref().is_some_and(|(r, n)| *r == room && *n == name) {
+                    return; // already there under that name
+                }
+                let member = Member { session_id: session.handle.session_id.clone(), username: name.clone() };
+                match self.presence.join(&room, member).await {
+                    Ok(count) => {
+                        if let Some((old_room, old_name)) = current {
+                            self.leave_room(session, &old_room, &old_name).await;
+                        }
+                        *session.room.borrow_mut() = Some((room.clone(), name.clone()));
+                        self.broadcast(EventType::Join, &room, &name, &format!("{name} joined"), count);
+                    }
+                    Err(e) => session.handle.send_error(&AppError::new(
+                        e.code(),
+                        e.message(),
+                        &format!("{ROOM_PREFIX}{room}/join"),
+                    )),
+                }
+            }
+            Op::Leave(room, destination) => {
+                let current = session.room.borrow().clone();
+                match current {
+                    Some((r, name)) if r == room => self.leave_room(session, &r, &name).await,
+                    _ => session.handle.send_error(&AppError::new(
+                        "not_joined",
+                        "you are not in this room",
+                        &destination,
+                    )),
+                }
+            }
+            Op::Message(room, text, destination) => {
+                if let Err(e) = self.chat(session, &room, &text, &destination) {
+                    session.handle.send_error(&e);
+                }
+            }
+            Op::End => {
+                let current = session.room.borrow().clone();
+                if let Some((room, name)) = current {
+                    self.leave_room(session, &room, &name).await;
+                }
+                self.sessions.borrow_mut().remove(&session.handle.connection);
+            }
+        }
+    }
+
+    async fn leave_room(&self, session: &ChatSession, room: &RoomId, name: &Username) {
+        *session.room.borrow_mut() = None;
+        if let Some((_, count)) = self.presence.leave(room, &session.handle.session_id).await {
+            self.broadcast(EventType::Leave, room, name, &format!("{name} left"), count);
+        }
+    }
+}
+
+/// Splits `/app/room/{roomId}/{action}`.
+fn split_destination(destination: &str) -> Option<(&str, &str)> {
+    destination.strip_prefix(ROOM_PREFIX)?.rsplit_once('/')
+}
+
+impl Application for ChatApp {
+    fn on_send(&self, handle: &Rc<SessionHandle>, destination: &str, body: &[u8]) -> Result<(), AppError> {
+        let err = |code: &'static str, message: String| AppError::new(code, message, destination);
+        let (room_text, action) = split_destination(destination).ok_or_else(|| {
+            err("unknown_destination", "chat destinations are /app/room/{roomId}/join|message|leave".into())
+        })?;
+        let config = self.config.borrow().clone();
+        let room = room::room_id(room_text, &config).map_err(|m| err("invalid_room_id", m))?;
+        let session = self.session(handle);
+        match action {
+            "join" => {
+                let request: room::JoinRequest = serde_json::from_slice(body).map_err(|e| {
+                    err("invalid_payload", format!("join needs {{\"username\":\"...\"}}: {e}"))
+                })?;
+                let name =
+                    room::username(&request.username, &config).map_err(|m| err("invalid_username", m))?;
+                self.enqueue(&session, Op::Join(room, name));
+                Ok(())
+            }
+            "message" => {
+                let request: room::MessageRequest = serde_json::from_slice(body).map_err(|e| {
+                    err("invalid_payload", format!("message needs {{\"message\":\"...\"}}: {e}"))
+                })?;
+                if request.message.is_empty() || request.message.len() > config.max_message_bytes {
+                    return Err(err(
+                        "invalid_message",
+                        format!("message must be 1 to {} bytes of UTF-8", config.max_message_bytes),
+                    ));
+                }
+                if session.running.get() {
+                    // A join or leave is still in flight: wait for it, keep the order.
+                    self.enqueue(&session, Op::Message(room, request.message, destination.to_string()));
+                    return Ok(());
+                }
+                self.chat(&session, &room, &request.message, destination)
+            }
+            "leave" => {
+                self.enqueue(&session, Op::Leave(room, destination.to_string()));
+                Ok(())
+            }
+            _ => Err(err(
+                "unknown_destination",
+                format!("unknown chat action `{action}`: use join, message or leave"),
+            )),
+        }
+    }
+
+    fn reload(&self, config: &crate::config::Config) {
+        *self.config.borrow_mut() = config.chat.clone();
+    }
+
+    fn metrics(&self) -> crate::engine::MetricLines {
+        let in_rooms = self.sessions.borrow().values().filter(|s| s.room.borrow().is_some()).count();
+        vec![("chat_participants_local", "Sessions of this node that are in a chat room.", in_rooms as u64)]
+    }
+
+    fn on_session_end(&self, handle: &Rc<SessionHandle>) {
+        let session = self.sessions.borrow().get(&handle.connection).cloned();
+        if let Some(session) = session {
+            self.enqueue(&session, Op::End);
+        }
+    }
+}
+
+impl ChatApp {
+    /// Sends a chat message to the session's room, if it is in that room.
+    fn chat(
+        &self,
+        session: &ChatSession,
+        room: &RoomId,
+        text: &str,
+        destination: &str,
+    ) -> Result<(), AppError> {
+        let current = session.room.borrow().clone();
+        match current {
+            Some((r, name)) if r == *room => {
+                self.broadcast(EventType::Chat, room, &name, text, self.presence.count(room));
+                Ok(())
+            }
+            _ => Err(AppError::new("not_joined", "join the room before sending messages to it", destination)),
+        }
+    }
+}

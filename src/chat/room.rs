@@ -1,0 +1,114 @@
+//! Chat room vocabulary: validated room ids and user names (fixed-capacity `heapless`
+//! strings, no heap), the requests the `/app` destinations carry and the event every room
+//! broadcasts, with the contract's JSON shape.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ChatConfig, ROOM_ID_CEILING, USERNAME_CEILING};
+
+/// A room id: 1..=64 characters of `[A-Za-z0-9_-]`, stored inline.
+pub type RoomId = heapless::String<ROOM_ID_CEILING>;
+/// A user name: 1..=32 characters, no control characters, stored inline.
+pub type Username = heapless::String<USERNAME_CEILING>;
+
+/// Checks a room id against the contract and the configured length.
+pub fn room_id(text: &str, config: &ChatConfig) -> Result<RoomId, String> {
+    let chars = text.chars().count();
+    if chars == 0 || chars > config.max_room_id_chars {
+        return Err(format!("room id must be 1 to {} characters", config.max_room_id_chars));
+    }
+    if !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err("room id may only contain letters, digits, '_' and '-'".into());
+    }
+    RoomId::try_from(text).map_err(|_| "room id is too long".into())
+}
+
+/// Checks a user name against the contract and the configured length.
+pub fn username(text: &str, config: &ChatConfig) -> Result<Username, String> {
+    let chars = text.chars().count();
+    if chars == 0 || chars > config.max_username_chars || text.trim().is_empty() {
+        return Err(format!("username must be 1 to {} characters", config.max_username_chars));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("username may not contain control characters".into());
+    }
+    Username::try_from(text).map_err(|_| "username is too long".into())
+}
+
+/// Body of `SEND /app/room/{roomId}/join`.
+#[derive(Debug, Deserialize)]
+pub struct JoinRequest {
+    pub username: String,
+}
+
+/// Body of `SEND /app/room/{roomId}/message`.
+#[derive(Debug, Deserialize)]
+pub struct MessageRequest {
+    pub message: String,
+}
+
+/// What happened in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    Join,
+    Chat,
+    Leave,
+}
+
+/// The JSON broadcast on `/topic/room/{roomId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomEvent {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub room_id: String,
+    pub sender: String,
+    pub message: String,
+    /// Epoch milliseconds.
+    pub timestamp: u64,
+    pub participant_count: usize,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn room_ids_and_usernames_follow_the_contract() {
+        let c = Config::embedded().chat;
+        assert!(room_id("lobby_1-A", &c).is_ok());
+        assert!(room_id("", &c).is_err());
+        assert!(room_id(&"a".repeat(64), &c).is_ok());
+        assert!(room_id(&"a".repeat(65), &c).is_err());
+        assert!(room_id("a.b", &c).is_err());
+        assert!(room_id("방", &c).is_err());
+        assert!(username("앨리스 🙂", &c).is_ok());
+        assert!(username(&"é".repeat(32), &c).is_ok());
+        assert!(username(&"é".repeat(33), &c).is_err());
+        assert!(username("", &c).is_err());
+        assert!(username("   ", &c).is_err());
+        assert!(username("a\u{7}b", &c).is_err());
+    }
+
+    #[test]
+    fn events_serialize_as_the_contract_says() {
+        let e = RoomEvent {
+            kind: EventType::Join,
+            room_id: "r".into(),
+            sender: "alice".into(),
+            message: "alice joined".into(),
+            timestamp: 1764067200000,
+            participant_count: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"JOIN","roomId":"r","sender":"alice","message":"alice joined","timestamp":1764067200000,"participantCount":3}"#
+        );
+    }
+}
