@@ -28,7 +28,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/app.js", "text/javascript; charset=utf-8", include_str!("../web/app.js")),
     ("/style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
     ("/legacy.html", "text/html; charset=utf-8", include_str!("../web/legacy.html")),
-    ("/vendor/stomp.umd.min.js", "text/javascript; charset=utf-8", include_str!("../web/vendor/stomp.umd.min.js")),
+    (
+        "/vendor/stomp.umd.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/vendor/stomp.umd.min.js"),
+    ),
     (
         "/vendor/stomp-2.3.3.min.js",
         "text/javascript; charset=utf-8",

@@ -108,6 +108,11 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
         hooks.tick();
     }
+    // Let the sessions' last room leaves reach the other nodes, then leave the cluster.
+    while node.app().is_some_and(|app| app.busy()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = tokio::time::timeout_at(deadline + Duration::from_secs(2), node.broker.shutdown()).await;
     log::info!("stopped ({} connections left)", node.connection_count());
     Ok(())
 }

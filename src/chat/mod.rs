@@ -237,6 +237,10 @@ impl Application for ChatApp {
         vec![("chat_participants_local", "Sessions of this node that are in a chat room.", in_rooms as u64)]
     }
 
+    fn busy(&self) -> bool {
+        self.sessions.borrow().values().any(|s| s.running.get())
+    }
+
     fn on_session_end(&self, handle: &Rc<SessionHandle>) {
         let session = self.sessions.borrow().get(&handle.connection).cloned();
         if let Some(session) = session {

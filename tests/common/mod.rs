@@ -128,6 +128,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test shows what the server said.
+            eprintln!(
+                "---- log of server {} ----\n{}",
+                self.addr,
+                self.log.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -290,3 +298,5 @@ impl Client {
         }
     }
 }
+
+pub mod redis;
