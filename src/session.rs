@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::app::{AppError, SessionHandle};
 use crate::broker::{is_transport_header, AckMode, Publication, Subscriber};
+use crate::engine::LocalBoxFuture;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{OutFrame, Outbound};
@@ -80,6 +81,14 @@ pub fn negotiate_heartbeat(client: (u64, u64), server_send_ms: u64, server_recei
     HeartBeat { send: send.map(Duration::from_millis), receive: receive.map(Duration::from_millis) }
 }
 
+fn receipt_frame(receipt: &str, version: Version) -> Bytes {
+    let mut out = Vec::with_capacity(32 + receipt.len());
+    let mut w = FrameWriter::new(&mut out, Command::Receipt, version);
+    w.header("receipt-id", receipt);
+    w.body(b"");
+    Bytes::from(out)
+}
+
 fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
     let (a, b) = text.split_once(',')?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
@@ -95,6 +104,8 @@ pub struct Session {
     pub heartbeat: HeartBeat,
     subscriptions: Vec<Subscription>,
     transactions: Vec<Transaction>,
+    /// Set by a SUBSCRIBE whose cluster subscription is not active yet: its RECEIPT waits.
+    receipt_after: Option<LocalBoxFuture<'static, ()>>,
 }
 
 impl Session {
@@ -108,6 +119,7 @@ impl Session {
             heartbeat: HeartBeat::default(),
             subscriptions: Vec::new(),
             transactions: Vec::new(),
+            receipt_after: None,
         }
     }
 
@@ -124,10 +136,15 @@ impl Session {
     pub fn handle(&mut self, frame: &Frame<'_>, node: &Node) -> Outcome {
         METRICS.frames_received.inc();
         let receipt = frame.header("receipt").map(|r| r.into_owned());
-        match self.dispatch(frame, node) {
+        let result = self.dispatch(frame, node);
+        // Taken whatever the result, so a failed SUBSCRIBE leaves nothing behind.
+        let wait = self.receipt_after.take();
+        match result {
             Ok(outcome) => {
-                if let (Some(receipt), false) = (&receipt, frame.command == Command::Connect) {
-                    self.send_receipt(receipt);
+                match (receipt, frame.command == Command::Connect, wait) {
+                    (Some(receipt), false, None) => self.send_receipt(&receipt),
+                    (Some(receipt), false, Some(wait)) => self.send_receipt_after(wait, receipt, node),
+                    _ => {}
                 }
                 outcome
             }
@@ -328,6 +345,9 @@ impl Session {
                 format!("cannot subscribe to {destination}: use /topic/... or /user/queue/..."),
             ));
         }
+        if frame.header("receipt").is_some() {
+            self.receipt_after = node.broker.ready(&destination);
+        }
         let key = if user {
             let key: Rc<str> = Rc::from(&*destination);
             if let Some(handle) = &self.handle {
@@ -434,12 +454,19 @@ impl Session {
         Ok(Outcome::Continue)
     }
 
+    /// Sends a RECEIPT once `wait` resolves (bounded by the cluster command timeout).
+    fn send_receipt_after(&self, wait: LocalBoxFuture<'static, ()>, receipt: String, node: &Node) {
+        let limit = Duration::from_millis(node.config().cluster.command_timeout_ms);
+        let (outbound, version) = (self.outbound.clone(), self.version);
+        tokio::task::spawn_local(async move {
+            let _ = tokio::time::timeout(limit, wait).await;
+            outbound.push_unbounded(OutFrame::stomp(receipt_frame(&receipt, version)));
+            METRICS.receipts_sent.inc();
+        });
+    }
+
     fn send_receipt(&self, receipt: &str) {
-        let mut out = Vec::with_capacity(32 + receipt.len());
-        let mut w = FrameWriter::new(&mut out, Command::Receipt, self.version);
-        w.header("receipt-id", receipt);
-        w.body(b"");
-        self.outbound.push_unbounded(OutFrame::stomp(Bytes::from(out)));
+        self.outbound.push_unbounded(OutFrame::stomp(receipt_frame(receipt, self.version)));
         METRICS.receipts_sent.inc();
     }
 

@@ -149,6 +149,9 @@ async fn cross_node_chat_with_cluster_wide_state_and_no_duplicates() {
     assert_eq!(redis.calls("publish") - publishes_before, 100);
     assert_eq!(n1.metric("stomp_edge_cluster_sequence_gaps_total"), 0);
     assert_eq!(n1.metric("stomp_edge_cluster_duplicates_ignored_total"), 0);
+    // A healthy link stays up through many heart-beat pings.
+    assert_eq!(n1.metric("stomp_edge_cluster_pubsub_reconnects_total"), 0);
+    assert_eq!(n2.metric("stomp_edge_cluster_pubsub_reconnects_total"), 0);
     assert!(n1.metric("stomp_edge_cluster_echoes_ignored_total") >= 50);
 
     // Plain /topic/** SENDs cross nodes too, only to nodes with interest.

@@ -218,9 +218,7 @@ mod tests {
             let id = if i < 3 { "sub-0" } else { "other" };
             hub.subscribe("/topic/a", sub(i as u64, id, out)).unwrap();
         }
-        let before = METRICS.message_encodings.get();
         assert_eq!(hub.deliver(&publication("/topic/a", b"hi")), 4);
-        assert!(METRICS.message_encodings.get() - before <= 2 + 2 /* other tests may run alongside */);
         let ptr = |o: &Rc<Outbound>| o.with_queue(|q| q[0].bytes.as_ptr());
         // The three sub-0 subscribers hold the very same bytes.
         assert_eq!(ptr(&outs[0]), ptr(&outs[1]));

@@ -53,6 +53,7 @@ struct Stats {
     sequence_gaps: Counter,
     bad_envelopes: Counter,
     resyncs: Counter,
+    pubsub_reconnects: Counter,
     dead_nodes_cleaned: Counter,
     state_write_errors: Counter,
 }
@@ -70,6 +71,10 @@ pub struct RedisEngine {
     wanted: RefCell<HashMap<String, Vec<String>>>,
     /// Wakes the pub/sub task when `wanted` changed.
     interest_changed: tokio::sync::Notify,
+    /// Channels the pub/sub connection has confirmed subscriptions to.
+    active: RefCell<HashSet<String>>,
+    /// Wakes whoever waits for a channel to become active.
+    active_changed: tokio::sync::Notify,
     /// Publications waiting for the publisher task, bounded by the relay buffer settings.
     outbox: RefCell<VecDeque<Outgoing>>,
     outbox_ready: tokio::sync::Notify,
@@ -108,6 +113,8 @@ impl RedisEngine {
             pubsub_up: Cell::new(false),
             wanted: RefCell::new(HashMap::new()),
             interest_changed: tokio::sync::Notify::new(),
+            active: RefCell::new(HashSet::new()),
+            active_changed: tokio::sync::Notify::new(),
             outbox: RefCell::new(VecDeque::new()),
             outbox_ready: tokio::sync::Notify::new(),
             sequences: RefCell::new(HashMap::new()),
@@ -201,6 +208,29 @@ impl Broker for RedisEngine {
         self.interest_changed.notify_one();
     }
 
+    fn ready(&self, destination: &str) -> Option<LocalBoxFuture<'static, ()>> {
+        let channels = self.keys.channels(destination);
+        let active = move |me: &RedisEngine| {
+            let active = me.active.borrow();
+            channels.iter().all(|c| active.contains(c))
+        };
+        if !self.redis_up() || active(self) {
+            return None;
+        }
+        let me = self.me.upgrade()?;
+        Some(Box::pin(async move {
+            loop {
+                let changed = me.active_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if !me.redis_up() || active(&me) {
+                    return;
+                }
+                changed.await;
+            }
+        }))
+    }
+
     fn mode(&self) -> Mode {
         if self.redis_up() {
             Mode::Cluster
@@ -289,6 +319,11 @@ impl Broker for RedisEngine {
                 "cluster_bad_envelopes_total",
                 "Messages on the channels that could not be read.",
                 s.bad_envelopes.get(),
+            ),
+            (
+                "cluster_pubsub_reconnects_total",
+                "Times the pub/sub connection was lost and made again.",
+                s.pubsub_reconnects.get(),
             ),
             (
                 "cluster_resyncs_total",

@@ -168,6 +168,8 @@ impl RedisEngine {
                     break 'connected;
                 }
                 subscribed = wanted;
+                *self.active.borrow_mut() = subscribed.clone();
+                self.active_changed.notify_waiters();
                 if !self.pubsub_up.replace(true) {
                     log::info!("redis pub/sub up ({} channels)", subscribed.len());
                 }
@@ -180,15 +182,19 @@ impl RedisEngine {
                         },
                         () = self.interest_changed.notified() => continue 'connected,
                         () = tokio::time::sleep_until(next_ping) => {
-                            // A silent partition never ends the stream: a ping notices it.
+                            // A silent partition never ends the stream: a ping notices it. (Any
+                            // answer will do: once subscribed, Redis answers ["pong", ""].)
                             next_ping = Instant::now() + ping_every;
-                            if !matches!(tokio::time::timeout(timeout, sink.ping::<String>()).await, Ok(Ok(_))) {
+                            if !matches!(tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
                                 break 'connected;
                             }
                         }
                     }
                 }
             }
+            self.active.borrow_mut().clear();
+            self.active_changed.notify_waiters();
+            self.stats.pubsub_reconnects.inc();
             log::warn!("redis pub/sub connection lost; reconnecting");
         }
     }

@@ -61,6 +61,13 @@ pub trait Broker {
     /// its last one (`false`), so the engine only listens for what someone here wants.
     fn interest(&self, destination: &str, interested: bool);
 
+    /// Resolves once publications of other nodes to `destination` reach this node (its
+    /// cluster subscription is active); None when there is nothing to wait for. A SUBSCRIBE's
+    /// RECEIPT waits for it, so a client that waits for its receipt misses nothing after it.
+    fn ready(&self, _destination: &str) -> Option<LocalBoxFuture<'static, ()>> {
+        None
+    }
+
     /// Local-only, or cluster (and then `Up`/`Down` follows the Redis link).
     fn mode(&self) -> Mode;
 

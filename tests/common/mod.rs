@@ -220,6 +220,8 @@ pub struct Client {
     pub subprotocol: Option<String>,
     /// Heart-beat EOLs received.
     pub heartbeats: usize,
+    /// Frames that arrived while waiting for a RECEIPT, handed out by the next `recv`s.
+    pending: std::collections::VecDeque<Frame>,
 }
 
 impl Client {
@@ -244,7 +246,7 @@ impl Client {
             .expect("connect timed out")?;
         let subprotocol =
             response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap_or("").to_string());
-        Ok(Client { ws, subprotocol, heartbeats: 0 })
+        Ok(Client { ws, subprotocol, heartbeats: 0, pending: Default::default() })
     }
 
     /// Opens and CONNECTs; returns the client and the CONNECTED frame.
@@ -266,11 +268,19 @@ impl Client {
 
     pub async fn subscribe(&mut self, dest: &str, id: &str) {
         self.send_text(&format!("SUBSCRIBE\ndestination:{dest}\nid:{id}\nreceipt:r-{id}\n\n\0")).await;
-        let r = self.recv().await;
-        assert_eq!(
-            (r.command.as_str(), r.header("receipt-id")),
-            ("RECEIPT", Some(format!("r-{id}").as_str()))
-        );
+        // Deliveries may come before the RECEIPT (in cluster mode it waits until the cluster
+        // subscription is active): keep them for later.
+        let mut early = Vec::new();
+        loop {
+            let r = self.recv().await;
+            if r.command == "RECEIPT" {
+                assert_eq!(r.header("receipt-id"), Some(format!("r-{id}").as_str()));
+                break;
+            }
+            assert_eq!(r.command, "MESSAGE", "{r:?}");
+            early.push(r);
+        }
+        self.pending.extend(early);
     }
 
     /// Next STOMP frame (skipping heart-beat EOLs); panics after WAIT.
@@ -280,6 +290,9 @@ impl Client {
 
     /// Next frame within `limit`, or None on timeout or close.
     pub async fn try_recv(&mut self, limit: Duration) -> Option<Frame> {
+        if let Some(f) = self.pending.pop_front() {
+            return Some(f);
+        }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??.ok()?;
