@@ -8,9 +8,11 @@
 //!   environment and flags.
 //! - `protocol`: STOMP frames: the zero-copy parser and the encoder.
 //! - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec.
-//! - `http`: the routes of the one port (`/`, `/ws`, `/healthz`, `/metrics`, `/api`).
+//! - `http`: the routes of the one port (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`,
+//!   `/api`).
 //! - `server`: the listener, accept loop and signals (drain, reload).
 //! - `connection`: one client's socket task: read, de-frame, parse, write, heart-beats.
+//! - `sockjs`: the SockJS transports under `/ws/**`, each session a STOMP connection too.
 //! - `stomp_input`: received STOMP bytes → frames → `Session`, for every transport.
 //! - `liveness`: a connection's STOMP clock: CONNECT deadline and heart-beats.
 //! - `session`: one client's STOMP state machine (CONNECT … DISCONNECT), no I/O.
@@ -49,6 +51,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod sockjs;
 pub mod stomp_input;
 pub mod ws;
 

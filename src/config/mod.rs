@@ -30,6 +30,16 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub auth: AuthConfig,
     pub chat: ChatConfig,
+    pub sockjs: SockJsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockJsConfig {
+    pub enabled: bool,
+    pub heartbeat_ms: u64,
+    pub disconnect_delay_ms: u64,
+    pub streaming_bytes: usize,
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +145,13 @@ impl Config {
                 max_username_chars: 0,
                 max_message_bytes: 0,
             },
+            sockjs: SockJsConfig {
+                enabled: true,
+                heartbeat_ms: 0,
+                disconnect_delay_ms: 0,
+                streaming_bytes: 0,
+                max_message_bytes: 0,
+            },
         }
     }
 
@@ -185,6 +202,11 @@ impl Config {
                 self.chat.max_username_chars = v.int(1, USERNAME_CEILING as u64)? as usize
             }
             "chat.max_message_bytes" => self.chat.max_message_bytes = v.int(1, 1 << 20)? as usize,
+            "sockjs.enabled" => self.sockjs.enabled = v.bool()?,
+            "sockjs.heartbeat_ms" => self.sockjs.heartbeat_ms = v.int(100, 3_600_000)?,
+            "sockjs.disconnect_delay_ms" => self.sockjs.disconnect_delay_ms = v.int(100, 600_000)?,
+            "sockjs.streaming_bytes" => self.sockjs.streaming_bytes = v.int(4096, 1 << 30)? as usize,
+            "sockjs.max_message_bytes" => self.sockjs.max_message_bytes = v.int(1024, 64 << 20)? as usize,
             _ => return Err(format!("unknown key `{key}`")),
         }
         Ok(())
@@ -254,7 +276,7 @@ impl Config {
 /// The config keys an environment variable can name, e.g. `LIMITS_MAX_CONNECTIONS`.
 fn env_key(rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
-    const SECTIONS: [&str; 5] = ["stomp", "limits", "websocket", "auth", "chat"];
+    const SECTIONS: [&str; 6] = ["stomp", "limits", "websocket", "auth", "chat", "sockjs"];
     for section in SECTIONS {
         if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             return Some(format!("{section}.{key}"));
