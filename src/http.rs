@@ -24,8 +24,25 @@ use crate::ws::handshake;
 /// Whole answers, or a SockJS receiving request's stream.
 pub type Body = Either<Full<Bytes>, sockjs::StreamBody>;
 
-/// The page at `/`, embedded at build time.
-const INDEX_HTML: &str = include_str!("../web/index.html");
+/// The chat page, its files and the legacy stomp.js 2.3.3 page, embedded at build time:
+/// (path, content type, text). Nothing is read from disk at run time; no external URL is used.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/", "text/html; charset=utf-8", include_str!("../web/index.html")),
+    ("/index.html", "text/html; charset=utf-8", include_str!("../web/index.html")),
+    ("/app.js", "text/javascript; charset=utf-8", include_str!("../web/app.js")),
+    ("/style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
+    ("/legacy.html", "text/html; charset=utf-8", include_str!("../web/legacy.html")),
+    ("/vendor/stomp.umd.min.js", "text/javascript; charset=utf-8", include_str!("../web/vendor/stomp.umd.min.js")),
+    (
+        "/vendor/stomp-2.3.3.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/vendor/stomp-2.3.3.min.js"),
+    ),
+];
+
+fn asset(path: &str) -> Option<(&'static str, &'static str)> {
+    ASSETS.iter().find(|(p, _, _)| *p == path).map(|(_, content_type, text)| (*content_type, *text))
+}
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Either::Left(Full::new(body.into())));
@@ -70,10 +87,6 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
             METRICS.http_requests.inc("ws");
             sockjs::handle(node, request).await
         }
-        "/" | "/index.html" => {
-            METRICS.http_requests.inc("page");
-            respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML)
-        }
         "/healthz" => {
             METRICS.http_requests.inc("healthz");
             health(&node)
@@ -96,6 +109,10 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
             room_detail(&node, &path["/api/rooms/".len()..]).await
         }
         _ => {
+            if let Some((content_type, text)) = asset(path) {
+                METRICS.http_requests.inc("page");
+                return Ok(respond(StatusCode::OK, content_type, text));
+            }
             METRICS.http_requests.inc("not_found");
             text(StatusCode::NOT_FOUND, "not found\n")
         }

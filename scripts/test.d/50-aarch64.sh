@@ -93,7 +93,8 @@ for _ in $(seq 50); do [ -S "$work/notify.sock" ] && break; sleep 0.1; done
 touch "$work/notify.log"
 
 start_s=$(date +%s.%N)
-NOTIFY_SOCKET=$work/notify.sock WATCHDOG_USEC=2000000 \
+# The server refuses unknown STOMP_EDGE_* variables, and the test runner sets STOMP_EDGE_BIN.
+env -u STOMP_EDGE_BIN NOTIFY_SOCKET="$work/notify.sock" WATCHDOG_USEC=2000000 \
     "$QEMU" -L "$SYSROOT" "$BIN" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 

@@ -4,12 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ChatConfig, ROOM_ID_CEILING, USERNAME_CEILING};
+use crate::config::{ChatConfig, ROOM_ID_CEILING, USERNAME_BYTES};
 
 /// A room id: 1..=64 characters of `[A-Za-z0-9_-]`, stored inline.
 pub type RoomId = heapless::String<ROOM_ID_CEILING>;
-/// A user name: 1..=32 characters, no control characters, stored inline.
-pub type Username = heapless::String<USERNAME_CEILING>;
+/// A user name: 1..=32 characters (so up to 128 bytes of UTF-8), no control characters,
+/// stored inline.
+pub type Username = heapless::String<USERNAME_BYTES>;
 
 /// Checks a room id against the contract and the configured length.
 pub fn room_id(text: &str, config: &ChatConfig) -> Result<RoomId, String> {
@@ -91,6 +92,8 @@ mod tests {
         assert!(username("앨리스 🙂", &c).is_ok());
         assert!(username(&"é".repeat(32), &c).is_ok());
         assert!(username(&"é".repeat(33), &c).is_err());
+        assert!(username(&"한".repeat(32), &c).is_ok());
+        assert!(username(&"🙂".repeat(32), &c).is_ok());
         assert!(username("", &c).is_err());
         assert!(username("   ", &c).is_err());
         assert!(username("a\u{7}b", &c).is_err());

@@ -1,0 +1,483 @@
+// The stomp-edge chat page. One @stomp/stompjs client (vendored, global `StompJs`) talks to the
+// board's own /ws; the room list and participant lists come from GET /api/rooms[/{roomId}].
+// Rooms: SUBSCRIBE /topic/room/{id}, then SEND /app/room/{id}/join; our own JOIN event confirms
+// the join. Errors arrive on /user/queue/errors. After a reconnect the page re-subscribes and
+// re-joins the room it was in. All user text goes through textContent, never HTML.
+(function () {
+  'use strict';
+
+  // The server's default limits (CONTRACT.md); the server checks them again.
+  const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+  const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
+  const MAX_USERNAME_CHARS = 32;
+  const MAX_MESSAGE_BYTES = 4096;
+
+  const ROOMS_POLL_MS = 3000;
+  const RECONNECT_DELAY_MS = 2000;
+  const REJOIN_RETRY_MS = 2000;
+  const REJOIN_MAX_TRIES = 10;
+  const ERROR_SHOW_MS = 8000;
+  const MAX_MESSAGES_SHOWN = 500;
+
+  const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
+  const ui = {
+    conn: $('connection-state'),
+    me: $('me'),
+    nameView: $('name-view'),
+    nameForm: $('name-form'),
+    nameInput: $('name-input'),
+    nameError: $('name-error'),
+    chatView: $('chat-view'),
+    roomList: $('room-list'),
+    roomListEmpty: $('room-list-empty'),
+    joinForm: $('join-form'),
+    roomInput: $('room-input'),
+    roomInputError: $('room-input-error'),
+    noRoom: $('no-room'),
+    roomView: $('room-view'),
+    currentRoom: $('current-room'),
+    showRooms: $('show-rooms'),
+    leave: $('leave-button'),
+    participantCount: $('participant-count'),
+    participants: $('participants'),
+    messages: $('messages'),
+    messageForm: $('message-form'),
+    messageInput: $('message-input'),
+    errors: $('errors'),
+  };
+
+  const state = {
+    username: null,
+    room: null, // the room on screen (joined, or being re-joined after a reconnect)
+    pending: null, // the room we sent a join for and have not seen our own JOIN in yet
+    leftWhilePending: false, // our LEAVE arrived from `room` while switching to `pending`
+    rejoinTries: 0,
+    subs: new Map(), // roomId -> stompjs subscription on /topic/room/{roomId}
+    everConnected: false,
+    roomsJson: '',
+  };
+
+  // ---------------------------------------------------------------------------------------------
+  // Connection
+
+  const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+  const client = new StompJs.Client({
+    brokerURL: scheme + location.host + '/ws',
+    reconnectDelay: RECONNECT_DELAY_MS,
+    connectionTimeout: 5000,
+    heartbeatIncoming: 10000,
+    heartbeatOutgoing: 10000,
+    debug: () => {},
+  });
+
+  client.onConnect = () => {
+    const again = state.everConnected;
+    state.everConnected = true;
+    setConnState('connected');
+    state.subs.clear(); // subscriptions ended with the old connection
+    client.subscribe('/user/queue/errors', onErrorMessage);
+    if (again && state.room) notice('Reconnected.', 'local');
+    const room = state.pending || state.room;
+    if (room && state.username) {
+      state.rejoinTries = 0;
+      sendJoin(room);
+    }
+    refreshRooms();
+  };
+
+  client.onWebSocketClose = () => {
+    if (state.everConnected && ui.conn.dataset.state === 'connected' && state.room) {
+      notice('Connection lost, reconnecting…', 'local');
+    }
+    setConnState(state.everConnected ? 'reconnecting' : 'connecting');
+  };
+
+  client.onStompError = (frame) => {
+    showError('stomp', frame.headers.message || 'the server closed the connection');
+  };
+
+  function setConnState(s) {
+    ui.conn.dataset.state = s;
+    ui.conn.textContent = s;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Rooms
+
+  function sendJoin(roomId) {
+    state.pending = roomId;
+    state.leftWhilePending = false;
+    if (!client.connected) return; // onConnect sends it
+    if (!state.subs.has(roomId)) {
+      state.subs.set(roomId, client.subscribe('/topic/room/' + roomId, (m) => onRoomMessage(roomId, m)));
+    }
+    client.publish({
+      destination: '/app/room/' + roomId + '/join',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: state.username }),
+    });
+  }
+
+  function unsubscribe(roomId) {
+    const sub = state.subs.get(roomId);
+    state.subs.delete(roomId);
+    if (sub && client.connected) sub.unsubscribe();
+  }
+
+  function joinRoom(roomId) {
+    if (!state.username || roomId === state.room) {
+      showRoomsOnPhone(false);
+      return;
+    }
+    state.rejoinTries = REJOIN_MAX_TRIES; // a join the person asked for is not retried
+    sendJoin(roomId);
+    if (!client.connected) notice('Not connected yet: joining #' + roomId + ' once connected.', 'local');
+  }
+
+  function leaveRoom() {
+    const room = state.room;
+    if (!room) return;
+    if (client.connected) {
+      client.publish({ destination: '/app/room/' + room + '/leave', body: '{}' });
+    }
+    unsubscribe(room);
+    if (state.pending && state.pending !== room) unsubscribe(state.pending);
+    state.room = null;
+    state.pending = null;
+    renderRoom(true);
+    refreshRooms();
+    setTimeout(refreshRooms, 300);
+  }
+
+  /** Our own JOIN arrived: the room is ours now (and the previous one is left). */
+  function confirmJoin(roomId) {
+    const previous = state.room;
+    state.pending = null;
+    state.rejoinTries = 0;
+    if (previous && previous !== roomId) unsubscribe(previous);
+    state.room = roomId;
+    if (previous !== roomId) renderRoom(true);
+    showRoomsOnPhone(false);
+  }
+
+  /** We are out of `roomId` (refused, removed): back to the room list. */
+  function dropRoom(roomId) {
+    unsubscribe(roomId);
+    if (state.room === roomId) {
+      state.room = null;
+      renderRoom(true);
+    }
+  }
+
+  function onRoomMessage(roomId, frame) {
+    let ev;
+    try {
+      ev = JSON.parse(frame.body);
+    } catch (_) {
+      return;
+    }
+    const mine = ev.sender === state.username;
+    if (ev.type === 'JOIN' && mine && roomId === state.pending) confirmJoin(roomId);
+    if (roomId !== state.room) return; // a room we are leaving or not yet in
+    if (ev.type === 'LEAVE' && mine) {
+      if (state.pending && state.pending !== roomId) {
+        state.leftWhilePending = true; // switching rooms: the server left this one for us
+        return;
+      }
+      if (!state.pending) {
+        addEvent(ev);
+        dropRoom(roomId);
+        refreshRooms();
+        return;
+      }
+    }
+    addEvent(ev);
+    if (ev.type === 'JOIN' || ev.type === 'LEAVE') {
+      if (Number.isInteger(ev.participantCount)) ui.participantCount.textContent = String(ev.participantCount);
+      refreshParticipants();
+      refreshRooms();
+    }
+  }
+
+  function onErrorMessage(frame) {
+    let err;
+    try {
+      err = JSON.parse(frame.body);
+    } catch (_) {
+      err = { code: 'error', message: frame.body };
+    }
+    const m = /^\/app\/room\/([^/]*)\/join$/.exec(err.destination || '');
+    if (m && m[1] === state.pending) {
+      const roomId = m[1];
+      // After a reconnect our old session may still hold the name until the server notices it
+      // is gone: retry a few times before giving up.
+      if (err.code === 'username_taken' && roomId === state.room && state.rejoinTries < REJOIN_MAX_TRIES) {
+        state.rejoinTries += 1;
+        setTimeout(() => {
+          if (state.pending === roomId && client.connected) sendJoin(roomId);
+        }, REJOIN_RETRY_MS);
+        return;
+      }
+      state.pending = null;
+      if (roomId !== state.room) unsubscribe(roomId);
+      if (roomId === state.room || state.leftWhilePending) dropRoom(state.room);
+    }
+    showError(err.code || 'error', err.message || 'request refused', err.destination);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // REST: room list and participants
+
+  async function getJson(path) {
+    const res = await fetch(path, { cache: 'no-store', headers: { accept: 'application/json' } });
+    if (res.status === 404) return null;
+    if (!res.ok) throw new Error('HTTP ' + res.status);
+    return res.json();
+  }
+
+  async function refreshRooms() {
+    let rooms;
+    try {
+      rooms = await getJson('/api/rooms');
+    } catch (_) {
+      return; // server away: the connection state already says so
+    }
+    if (!Array.isArray(rooms)) return;
+    rooms.sort((a, b) => b.participantCount - a.participantCount || String(a.roomId).localeCompare(String(b.roomId)));
+    const json = JSON.stringify([rooms, state.room]);
+    if (json === state.roomsJson) return;
+    state.roomsJson = json;
+    renderRoomList(rooms);
+  }
+
+  async function refreshParticipants() {
+    const room = state.room;
+    if (!room) return;
+    let info;
+    try {
+      info = await getJson('/api/rooms/' + encodeURIComponent(room));
+    } catch (_) {
+      return;
+    }
+    if (room !== state.room) return; // moved on meanwhile
+    const names = info && Array.isArray(info.participants) ? info.participants.slice() : [];
+    names.sort((a, b) => (a === state.username ? -1 : b === state.username ? 1 : a.localeCompare(b)));
+    ui.participants.replaceChildren(
+      ...names.map((name) => {
+        const li = document.createElement('li');
+        li.dataset.testid = 'participant';
+        li.textContent = name;
+        if (name === state.username) li.className = 'self';
+        return li;
+      }),
+    );
+    ui.participantCount.textContent = String(names.length);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Rendering
+
+  function renderRoomList(rooms) {
+    ui.roomListEmpty.hidden = rooms.length > 0;
+    ui.roomList.replaceChildren(
+      ...rooms.map((r) => {
+        const li = document.createElement('li');
+        const button = document.createElement('button');
+        button.type = 'button';
+        button.dataset.testid = 'room-item';
+        button.dataset.roomId = r.roomId;
+        if (r.roomId === state.room) button.setAttribute('aria-current', 'true');
+        const name = document.createElement('span');
+        name.className = 'room-name';
+        name.textContent = '#' + r.roomId;
+        const count = document.createElement('span');
+        count.className = 'room-count';
+        count.dataset.testid = 'room-count';
+        count.textContent = String(r.participantCount);
+        count.title = r.participantCount === 1 ? '1 person' : r.participantCount + ' people';
+        button.append(name, count);
+        button.addEventListener('click', () => joinRoom(r.roomId));
+        li.append(button);
+        return li;
+      }),
+    );
+  }
+
+  /** Shows the current room (or the "pick a room" placeholder); `fresh` clears the history. */
+  function renderRoom(fresh) {
+    const room = state.room;
+    document.body.classList.toggle('in-room', !!room);
+    ui.roomView.hidden = !room;
+    ui.noRoom.hidden = !!room;
+    if (fresh) {
+      ui.messages.replaceChildren();
+      ui.participants.replaceChildren();
+      ui.participantCount.textContent = '0';
+    }
+    ui.currentRoom.textContent = room || '';
+    document.title = room ? '#' + room + ' · stomp-edge chat' : 'stomp-edge chat';
+    state.roomsJson = ''; // highlight the current room on the next refresh
+    if (room) {
+      refreshParticipants();
+      ui.messageInput.focus();
+    }
+  }
+
+  function showRoomsOnPhone(show) {
+    document.body.classList.toggle('show-rooms', show);
+  }
+
+  function appendItem(li) {
+    const list = ui.messages;
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    list.append(li);
+    while (list.childElementCount > MAX_MESSAGES_SHOWN) list.firstElementChild.remove();
+    if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  function timeOf(ms) {
+    const d = new Date(typeof ms === 'number' ? ms : Date.now());
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+
+  function addEvent(ev) {
+    const li = document.createElement('li');
+    li.dataset.testid = 'message';
+    li.dataset.type = String(ev.type);
+    li.dataset.sender = String(ev.sender);
+    if (ev.type === 'CHAT') {
+      li.className = ev.sender === state.username ? 'msg mine' : 'msg';
+      const meta = document.createElement('div');
+      meta.className = 'meta';
+      const sender = document.createElement('span');
+      sender.className = 'sender';
+      sender.dataset.testid = 'message-sender';
+      sender.textContent = String(ev.sender);
+      const time = document.createElement('time');
+      time.textContent = timeOf(ev.timestamp);
+      meta.append(sender, time);
+      const text = document.createElement('div');
+      text.className = 'text';
+      text.dataset.testid = 'message-text';
+      text.textContent = String(ev.message ?? '');
+      li.append(meta, text);
+    } else {
+      li.className = 'notice';
+      const verb = ev.type === 'JOIN' ? 'joined' : ev.type === 'LEAVE' ? 'left' : String(ev.type).toLowerCase();
+      li.textContent = `${ev.sender} ${verb} · ${timeOf(ev.timestamp)}`;
+    }
+    appendItem(li);
+  }
+
+  function notice(text, kind) {
+    if (!state.room) return;
+    const li = document.createElement('li');
+    li.className = 'notice ' + (kind || '');
+    li.dataset.testid = 'notice';
+    li.textContent = text;
+    appendItem(li);
+  }
+
+  function showError(code, message, destination) {
+    const li = document.createElement('li');
+    li.dataset.testid = 'error';
+    li.dataset.code = code;
+    li.title = destination ? 'from ' + destination + ' (click to dismiss)' : 'click to dismiss';
+    const c = document.createElement('code');
+    c.textContent = code;
+    li.append(c, document.createTextNode(message));
+    li.addEventListener('click', () => li.remove());
+    ui.errors.append(li);
+    while (ui.errors.childElementCount > 3) ui.errors.firstElementChild.remove();
+    setTimeout(() => li.remove(), ERROR_SHOW_MS);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Forms
+
+  function validUsername(name) {
+    const chars = [...name].length;
+    if (chars < 1) return 'Enter a name.';
+    if (chars > MAX_USERNAME_CHARS) return `At most ${MAX_USERNAME_CHARS} characters.`;
+    if (CONTROL_RE.test(name)) return 'No control characters.';
+    return null;
+  }
+
+  function setFieldError(node, text) {
+    node.textContent = text || '';
+    node.hidden = !text;
+  }
+
+  function start(name) {
+    state.username = name;
+    ui.me.textContent = name;
+    ui.me.hidden = false;
+    ui.nameView.hidden = true;
+    ui.chatView.hidden = false;
+    try {
+      sessionStorage.setItem('stomp-edge.username', name);
+    } catch (_) {
+      /* storage disabled: fine */
+    }
+    ui.roomInput.focus();
+    refreshRooms();
+  }
+
+  ui.nameForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const name = ui.nameInput.value.trim();
+    const problem = validUsername(name);
+    setFieldError(ui.nameError, problem);
+    if (!problem) start(name);
+  });
+
+  ui.joinForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const roomId = ui.roomInput.value.trim();
+    const ok = ROOM_ID_RE.test(roomId);
+    setFieldError(ui.roomInputError, ok ? null : 'A room id is 1–64 letters, digits, "_" or "-".');
+    if (!ok) return;
+    ui.roomInput.value = '';
+    joinRoom(roomId);
+  });
+
+  ui.messageForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = ui.messageInput.value;
+    if (!state.room || text.trim() === '') return;
+    if (new TextEncoder().encode(text).length > MAX_MESSAGE_BYTES) {
+      showError('invalid_message', `A message is at most ${MAX_MESSAGE_BYTES} bytes.`);
+      return;
+    }
+    if (!client.connected) {
+      showError('offline', 'Not connected: the message was not sent.');
+      return;
+    }
+    client.publish({
+      destination: '/app/room/' + state.room + '/message',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ message: text }),
+    });
+    ui.messageInput.value = '';
+  });
+
+  ui.leave.addEventListener('click', leaveRoom);
+  ui.showRooms.addEventListener('click', () => showRoomsOnPhone(true));
+
+  // ---------------------------------------------------------------------------------------------
+  // Start
+
+  let saved = null;
+  try {
+    saved = sessionStorage.getItem('stomp-edge.username');
+  } catch (_) {
+    /* storage disabled */
+  }
+  if (saved && !validUsername(saved)) start(saved);
+  else ui.nameInput.focus();
+
+  setInterval(() => {
+    if (state.username) refreshRooms();
+  }, ROOMS_POLL_MS);
+  client.activate();
+})();
