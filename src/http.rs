@@ -24,7 +24,8 @@ use crate::ws::handshake;
 /// Whole answers, or a SockJS receiving request's stream.
 pub type Body = Either<Full<Bytes>, sockjs::StreamBody>;
 
-/// The chat page, its files and the legacy stomp.js 2.3.3 page, embedded at build time:
+/// The chat page, its files, the legacy stomp.js 2.3.3 page and the SockJS one (Spring-style,
+/// sockjs-client 1.6.1 + stomp.js 2.3.3), embedded at build time:
 /// (path, content type, text). Nothing is read from disk at run time; no external URL is used.
 const ASSETS: &[(&str, &str, &str)] = &[
     ("/", "text/html; charset=utf-8", include_str!("../web/index.html")),
@@ -32,6 +33,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/app.js", "text/javascript; charset=utf-8", include_str!("../web/app.js")),
     ("/style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
     ("/legacy.html", "text/html; charset=utf-8", include_str!("../web/legacy.html")),
+    ("/sockjs.html", "text/html; charset=utf-8", include_str!("../web/sockjs.html")),
+    (
+        "/vendor/sockjs-1.6.1.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/vendor/sockjs-1.6.1.min.js"),
+    ),
     ("/vendor/stomp.umd.min.js", "text/javascript; charset=utf-8", include_str!("../web/vendor/stomp.umd.min.js")),
     (
         "/vendor/stomp-2.3.3.min.js",
