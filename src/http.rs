@@ -39,7 +39,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../web/vendor/sockjs-1.6.1.min.js"),
     ),
-    ("/vendor/stomp.umd.min.js", "text/javascript; charset=utf-8", include_str!("../web/vendor/stomp.umd.min.js")),
+    (
+        "/vendor/stomp.umd.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/vendor/stomp.umd.min.js"),
+    ),
     (
         "/vendor/stomp-2.3.3.min.js",
         "text/javascript; charset=utf-8",

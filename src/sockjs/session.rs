@@ -62,8 +62,23 @@ impl ReceiverKind {
                 out.push(b'\n');
             }
             ReceiverKind::EventSource => {
+                // sockjs-client runs decodeURI over each event: `%` (and the bytes that would
+                // end an event) go percent-encoded, as sockjs-node sends them.
                 out.extend_from_slice(b"data: ");
-                out.extend_from_slice(sockjs_frame);
+                let mut start = 0;
+                for (i, b) in sockjs_frame.iter().enumerate() {
+                    let escape: &[u8] = match b {
+                        b'%' => b"%25",
+                        b'\r' => b"%0D",
+                        b'\n' => b"%0A",
+                        0 => b"%00",
+                        _ => continue,
+                    };
+                    out.extend_from_slice(&sockjs_frame[start..i]);
+                    out.extend_from_slice(escape);
+                    start = i + 1;
+                }
+                out.extend_from_slice(&sockjs_frame[start..]);
                 out.extend_from_slice(b"\r\n\r\n");
             }
         }
@@ -390,6 +405,9 @@ mod tests {
         ReceiverKind::Streaming.wrap(b"o", &mut out);
         ReceiverKind::EventSource.wrap(b"a[\"x\"]", &mut out);
         assert_eq!(out, b"o\ndata: a[\"x\"]\r\n\r\n");
+        out.clear();
+        ReceiverKind::EventSource.wrap(b"a[\"100%\r\n\0\"]", &mut out);
+        assert_eq!(out, b"data: a[\"100%25%0D%0A%00\"]\r\n\r\n");
         let prelude = ReceiverKind::Streaming.prelude();
         assert_eq!(prelude.len(), 2049);
         assert!(prelude[..2048].iter().all(|b| *b == b'h') && prelude[2048] == b'\n');

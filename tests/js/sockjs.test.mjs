@@ -155,7 +155,7 @@ describe('sockjs-client + @stomp/stompjs over each transport', () => {
         assert.match(client.connectedFrame.headers.server ?? '', /^stomp-edge/);
         const dest = `/topic/sockjs-${transport}`;
         const sub = await subscribe(client, dest);
-        const body = `hello over ${transport}: 안녕 😀 "quotes" \\ and\nnewlines`;
+        const body = `hello over ${transport}: 안녕 😀 "quotes" \\ and\nnewlines, 100% sure %41`;
         client.publish({ destination: dest, body, headers: { 'x-custom': 'a:b' } });
         const msg = await sub.next(WAIT_MS);
         assert.equal(msg.body, body);
