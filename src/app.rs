@@ -118,6 +118,11 @@ pub trait Application {
     /// A SIGHUP reload applied a new configuration.
     fn reload(&self, _config: &crate::config::Config) {}
 
+    /// Whether work is still queued (a graceful shutdown waits for it).
+    fn busy(&self) -> bool {
+        false
+    }
+
     /// Gauges for `/metrics`: (name, help, value).
     fn metrics(&self) -> crate::engine::MetricLines {
         Vec::new()

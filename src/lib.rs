@@ -18,7 +18,8 @@
 //! - `session`: one client's STOMP state machine (CONNECT … DISCONNECT), no I/O.
 //! - `outbound`: the bounded per-client queue between the hub and the socket task.
 //! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
-//! - `engine`: the `Broker` interface between nodes; `engine::memory` for a node alone.
+//! - `engine`: the `Broker` and `Presence` interfaces; `engine::memory` for a node alone.
+//! - `cluster`: the Redis engine behind the same interfaces: relay, presence, registry.
 //! - `node`: glues config, hub, engine, application and the connection table together.
 //! - `app`: the `/app` application hook and `/user/queue/errors` replies.
 //! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`.
@@ -39,6 +40,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod edge;
@@ -77,13 +79,21 @@ pub fn run(
         let listener = server::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        if config.redis_url.is_some() {
-            log::warn!("cluster mode is not available in this build yet; running local-only");
-        }
-        let presence =
-            Rc::new(MemoryPresence::new(config.chat.max_rooms, config.chat.max_participants_per_room));
-        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker), presence.clone()));
-        node.set_app(chat::ChatApp::new(&node, presence));
+        let node = if config.redis_url.is_some() {
+            // Cluster mode: the Redis engine is both broker and presence. It connects in the
+            // background; the node serves its own clients from the first moment.
+            let engine = cluster::RedisEngine::new(&config)?;
+            let node = Rc::new(Node::new(config, engine.clone(), engine.clone()));
+            engine.start(&node);
+            node.set_app(chat::ChatApp::new(&node, engine));
+            node
+        } else {
+            let presence =
+                Rc::new(MemoryPresence::new(config.chat.max_rooms, config.chat.max_participants_per_room));
+            let node = Rc::new(Node::new(config, Rc::new(MemoryBroker), presence.clone()));
+            node.set_app(chat::ChatApp::new(&node, presence));
+            node
+        };
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })
 }

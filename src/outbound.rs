@@ -90,9 +90,16 @@ impl Outbound {
         true
     }
 
-    /// Queues a frame the server itself must send (replies, ERROR, close): not subject to the
-    /// limit, since each such frame is answered to the client's own frame and small.
+    /// Queues a frame the server itself must send (replies, ERROR, close). Replies get twice
+    /// the limit, so a client that asks for receipts and never reads them is still bounded;
+    /// once the connection is closing, its last frames (ERROR, close) always go in.
     pub fn push_unbounded(&self, frame: OutFrame) {
+        if self.closing.get().is_none() && self.queued_bytes.get() + frame.bytes.len() > 2 * self.limit.get()
+        {
+            METRICS.messages_dropped.inc("slow_consumer");
+            self.close(CloseReason::SlowConsumer);
+            return;
+        }
         self.queued_bytes.set(self.queued_bytes.get() + frame.bytes.len());
         self.queue.borrow_mut().push_back(frame);
         self.wake();
@@ -197,6 +204,18 @@ mod tests {
         out.pop_written(1);
         assert!(out.is_empty());
         assert_eq!(out.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn replies_are_bounded_too_but_last_words_always_go_in() {
+        let out = Outbound::new(10);
+        out.push_unbounded(OutFrame::stomp(Bytes::from_static(b"RECEIPT 1234")));
+        out.push_unbounded(OutFrame::stomp(Bytes::from_static(b"R 12")));
+        assert_eq!(out.closing(), None);
+        out.push_unbounded(OutFrame::stomp(Bytes::from_static(b"xxxxx")));
+        assert_eq!(out.closing(), Some(CloseReason::SlowConsumer));
+        out.push_unbounded(OutFrame::stomp(Bytes::from_static(b"ERROR slow consumer")));
+        assert_eq!(out.with_queue(|q| q.len()), 3);
     }
 
     #[test]

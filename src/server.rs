@@ -59,7 +59,11 @@ pub async fn serve(
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let open_http = Rc::new(std::cell::Cell::new(0usize));
+    // Set on SIGTERM/SIGINT: until then, serve; after, drain while still answering HTTP
+    // (`/healthz` says 503, upgrades are refused) so load balancers and monitors can see it.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
+        let draining = drain_deadline.is_some();
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -77,8 +81,8 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = sigterm.recv(), if !draining => drain_deadline = Some(start_drain(&node, &*hooks)),
+            _ = sigint.recv(), if !draining => drain_deadline = Some(start_drain(&node, &*hooks)),
             _ = sighup.recv() => {
                 hooks.reloading();
                 match reload() {
@@ -92,9 +96,23 @@ pub async fn serve(
                 hooks.reloaded();
             }
             _ = tick.tick() => hooks.tick(),
+            () = tokio::time::sleep(Duration::from_millis(20)), if draining => {
+                let done = node.connection_count() == 0 && !node.app().is_some_and(|app| app.busy());
+                if done || drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break;
+                }
+            }
         }
     }
     drop(listener);
+    // The sessions' last room leaves are out: flush the relay and leave the cluster.
+    let _ = tokio::time::timeout(Duration::from_secs(3), node.broker.shutdown()).await;
+    log::info!("stopped ({} connections left)", node.connection_count());
+    Ok(())
+}
+
+/// Begins the graceful shutdown; returns its deadline.
+fn start_drain(node: &Node, hooks: &dyn Hooks) -> tokio::time::Instant {
     hooks.stopping();
     let timeout = Duration::from_millis(node.config().shutdown_timeout_ms);
     log::info!(
@@ -103,13 +121,7 @@ pub async fn serve(
         timeout.as_millis()
     );
     node.drain();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while node.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        hooks.tick();
-    }
-    log::info!("stopped ({} connections left)", node.connection_count());
-    Ok(())
+    tokio::time::Instant::now() + timeout
 }
 
 fn spawn_http(stream: TcpStream, peer: SocketAddr, node: Rc<Node>, open_http: Rc<std::cell::Cell<usize>>) {

@@ -214,6 +214,7 @@ impl Session {
             version,
             self.outbound.clone(),
         )));
+        node.presence.session_started(&self.session_id);
         Ok(Outcome::Continue)
     }
 
@@ -469,6 +470,7 @@ impl Session {
             if let Some(app) = node.app() {
                 app.on_session_end(&handle);
             }
+            node.presence.session_ended(&self.session_id);
         }
     }
 }

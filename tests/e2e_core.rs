@@ -322,3 +322,28 @@ fn bad_configuration_stops_start_up_naming_the_key() {
         std::process::Command::new(env!("CARGO_BIN_EXE_stomp-edge")).arg("--print-config").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("max_frame_bytes = 131072"));
 }
+
+#[tokio::test]
+async fn a_client_that_asks_for_receipts_and_never_reads_is_bounded() {
+    let server = Server::start_with("[limits]\nmax_outbound_bytes = 65536\n", &[]);
+    let (mut c, _) = Client::connect(&server.url()).await;
+    // Each SEND asks for a RECEIPT; the client never reads. Batches of 1000 frames per
+    // WebSocket message, until the server closes it (socket buffers hold several MiB first).
+    let batch: String =
+        (0..1000).map(|i| format!("SEND\ndestination:/queue/none\nreceipt:{i}\n\n\0")).collect();
+    for _ in 0..1000 {
+        if futures_util::SinkExt::send(
+            &mut c.ws,
+            tokio_tungstenite::tungstenite::Message::text(batch.clone()),
+        )
+        .await
+        .is_err()
+        {
+            break;
+        }
+        if server.metric("stomp_edge_closes_total{reason=\"slow_consumer\"}") >= 1 {
+            break;
+        }
+    }
+    assert!(server.wait_metric("stomp_edge_closes_total{reason=\"slow_consumer\"}", 1));
+}

@@ -24,6 +24,8 @@ use room::{EventType, RoomEvent, RoomId, Username};
 
 /// Prefix of the chat destinations.
 const ROOM_PREFIX: &str = "/app/room/";
+/// Most chat operations one session may have waiting (joins and leaves in flight).
+const MAX_QUEUED_OPS: usize = 32;
 
 /// A queued chat operation of one session.
 enum Op {
@@ -101,8 +103,23 @@ impl ChatApp {
         });
     }
 
-    /// Queues an operation and starts the session's runner if it is idle.
+    /// Queues an operation and starts the session's runner if it is idle. Past
+    /// `MAX_QUEUED_OPS` the operation is refused with `unavailable` (a session's end always
+    /// gets in, so it always leaves its room).
     fn enqueue(&self, session: &Rc<ChatSession>, op: Op) {
+        if session.queue.borrow().len() >= MAX_QUEUED_OPS && !matches!(op, Op::End) {
+            let destination = match &op {
+                Op::Join(room, _) => format!("{ROOM_PREFIX}{room}/join"),
+                Op::Leave(_, d) | Op::Message(_, _, d) => d.clone(),
+                Op::End => String::new(),
+            };
+            session.handle.send_error(&AppError::new(
+                "unavailable",
+                "too many requests in flight, slow down",
+                &destination,
+            ));
+            return;
+        }
         session.queue.borrow_mut().push_back(op);
         if session.running.replace(true) {
             return;
@@ -235,6 +252,10 @@ impl Application for ChatApp {
     fn metrics(&self) -> crate::engine::MetricLines {
         let in_rooms = self.sessions.borrow().values().filter(|s| s.room.borrow().is_some()).count();
         vec![("chat_participants_local", "Sessions of this node that are in a chat room.", in_rooms as u64)]
+    }
+
+    fn busy(&self) -> bool {
+        self.sessions.borrow().values().any(|s| s.running.get())
     }
 
     fn on_session_end(&self, handle: &Rc<SessionHandle>) {

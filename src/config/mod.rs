@@ -16,6 +16,8 @@ pub const DEFAULT_FILE: &str = include_str!("../../config/stomp-edge.toml");
 pub const MAX_HEADERS_CEILING: usize = crate::protocol::MAX_HEADERS_CAP;
 pub const ROOM_ID_CEILING: usize = 64;
 pub const USERNAME_CEILING: usize = 32;
+/// Bytes a user name of `USERNAME_CEILING` characters can take in UTF-8.
+pub const USERNAME_BYTES: usize = USERNAME_CEILING * 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -30,6 +32,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub auth: AuthConfig,
     pub chat: ChatConfig,
+    pub cluster: ClusterConfig,
     pub sockjs: SockJsConfig,
 }
 
@@ -83,6 +86,18 @@ pub struct ChatConfig {
     pub max_room_id_chars: usize,
     pub max_username_chars: usize,
     pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub key_prefix: String,
+    pub heartbeat_ms: u64,
+    pub registry_ttl_ms: u64,
+    pub command_timeout_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub relay_buffer_messages: usize,
+    pub relay_buffer_ms: u64,
 }
 
 /// What the command line asked for besides configuration.
@@ -145,6 +160,16 @@ impl Config {
                 max_username_chars: 0,
                 max_message_bytes: 0,
             },
+            cluster: ClusterConfig {
+                key_prefix: String::new(),
+                heartbeat_ms: 0,
+                registry_ttl_ms: 0,
+                command_timeout_ms: 0,
+                reconnect_min_ms: 0,
+                reconnect_max_ms: 0,
+                relay_buffer_messages: 0,
+                relay_buffer_ms: 0,
+            },
             sockjs: SockJsConfig {
                 enabled: true,
                 heartbeat_ms: 0,
@@ -202,6 +227,16 @@ impl Config {
                 self.chat.max_username_chars = v.int(1, USERNAME_CEILING as u64)? as usize
             }
             "chat.max_message_bytes" => self.chat.max_message_bytes = v.int(1, 1 << 20)? as usize,
+            "cluster.key_prefix" => self.cluster.key_prefix = v.prefix()?,
+            "cluster.heartbeat_ms" => self.cluster.heartbeat_ms = v.int(100, 600_000)?,
+            "cluster.registry_ttl_ms" => self.cluster.registry_ttl_ms = v.int(300, 3_600_000)?,
+            "cluster.command_timeout_ms" => self.cluster.command_timeout_ms = v.int(10, 600_000)?,
+            "cluster.reconnect_min_ms" => self.cluster.reconnect_min_ms = v.int(10, 600_000)?,
+            "cluster.reconnect_max_ms" => self.cluster.reconnect_max_ms = v.int(10, 600_000)?,
+            "cluster.relay_buffer_messages" => {
+                self.cluster.relay_buffer_messages = v.int(0, 1_000_000)? as usize
+            }
+            "cluster.relay_buffer_ms" => self.cluster.relay_buffer_ms = v.int(0, 3_600_000)?,
             "sockjs.enabled" => self.sockjs.enabled = v.bool()?,
             "sockjs.heartbeat_ms" => self.sockjs.heartbeat_ms = v.int(100, 3_600_000)?,
             "sockjs.disconnect_delay_ms" => self.sockjs.disconnect_delay_ms = v.int(100, 600_000)?,
@@ -219,6 +254,12 @@ impl Config {
         }
         if self.limits.max_header_line_bytes > self.limits.max_frame_bytes {
             return Err("limits.max_header_line_bytes must not exceed limits.max_frame_bytes".into());
+        }
+        if self.cluster.registry_ttl_ms < 2 * self.cluster.heartbeat_ms {
+            return Err("cluster.registry_ttl_ms must be at least twice cluster.heartbeat_ms".into());
+        }
+        if self.cluster.reconnect_min_ms > self.cluster.reconnect_max_ms {
+            return Err("cluster.reconnect_min_ms must not exceed cluster.reconnect_max_ms".into());
         }
         if self.chat.max_message_bytes + 1024 > self.limits.max_frame_bytes {
             return Err("chat.max_message_bytes must be at least 1 KiB below limits.max_frame_bytes".into());
@@ -276,7 +317,7 @@ impl Config {
 /// The config keys an environment variable can name, e.g. `LIMITS_MAX_CONNECTIONS`.
 fn env_key(rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
-    const SECTIONS: [&str; 6] = ["stomp", "limits", "websocket", "auth", "chat", "sockjs"];
+    const SECTIONS: [&str; 7] = ["stomp", "limits", "websocket", "auth", "chat", "cluster", "sockjs"];
     for section in SECTIONS {
         if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             return Some(format!("{section}.{key}"));
@@ -381,6 +422,14 @@ impl Setting<'_> {
             ));
         }
         Ok(Some(text.to_string()))
+    }
+
+    fn prefix(&self) -> Result<String, String> {
+        let text = self.text()?;
+        if text.len() > 32 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("`{}` must be at most 32 characters without spaces, not {text:?}", self.key));
+        }
+        Ok(text.to_string())
     }
 
     fn level(&self) -> Result<log::LevelFilter, String> {

@@ -76,6 +76,21 @@ impl MemoryPresence {
         Some((member.username, left))
     }
 
+    /// Adds a member without the limits (its node already decided), if it is not there.
+    pub fn join_forced(&self, room: &RoomId, member: Member) {
+        let mut rooms = self.rooms.borrow_mut();
+        let members = rooms.entry(room.clone()).or_default();
+        if !members.iter().any(|m| m.session_id == member.session_id) {
+            members.push(member);
+        }
+    }
+
+    /// Every (room, member) in the table.
+    pub fn members_of_node(&self) -> Vec<(RoomId, Member)> {
+        let rooms = self.rooms.borrow();
+        rooms.iter().flat_map(|(room, members)| members.iter().map(|m| (room.clone(), m.clone()))).collect()
+    }
+
     pub fn room_count(&self) -> usize {
         self.rooms.borrow().len()
     }

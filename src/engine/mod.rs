@@ -70,6 +70,16 @@ pub trait Broker {
     fn metrics(&self) -> (MetricLines, MetricLines) {
         (Vec::new(), Vec::new())
     }
+
+    /// Whether relays are still in flight (a graceful shutdown waits for them).
+    fn busy(&self) -> bool {
+        false
+    }
+
+    /// Graceful shutdown: flush what is queued and leave the cluster.
+    fn shutdown(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Who is in which chat room, in the spirit of centrifuge's PresenceManager. The memory
@@ -95,6 +105,12 @@ pub trait Presence {
 
     /// The member names of a room in join order, or None when there is no such room.
     fn members<'a>(&'a self, room: &'a RoomId) -> LocalBoxFuture<'a, Option<Vec<String>>>;
+
+    /// A STOMP session began on this node (CONNECTED sent).
+    fn session_started(&self, _session_id: &std::rc::Rc<str>) {}
+
+    /// A STOMP session of this node ended.
+    fn session_ended(&self, _session_id: &std::rc::Rc<str>) {}
 }
 
 /// A boxed future that stays on this thread.

@@ -22,7 +22,7 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub log: Arc<Mutex<String>>,
-    _config: Option<tempfile_path::TempPath>,
+    config_path: Option<tempfile_path::TempPath>,
 }
 
 mod tempfile_path {
@@ -42,6 +42,11 @@ impl Server {
 
     /// Starts the binary with `config` (file text, may be empty) and extra arguments.
     pub fn start_with(config: &str, args: &[&str]) -> Server {
+        Server::start_env(config, args, &[])
+    }
+
+    /// Like `start_with`, with extra environment variables.
+    pub fn start_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stomp-edge"));
         cmd.args(["--listen", "127.0.0.1:0", "--server-id", "test1", "--log-level", "debug"]);
         let mut temp = None;
@@ -53,6 +58,7 @@ impl Server {
             cmd.arg("--config").arg(&path);
             temp = Some(tempfile_path::TempPath(path));
         }
+        cmd.envs(env.iter().copied());
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn stomp-edge");
         let stderr = child.stderr.take().expect("stderr");
@@ -77,11 +83,17 @@ impl Server {
             let _ = child.kill();
             panic!("server did not report its address; log:\n{}", log.lock().unwrap())
         });
-        Server { child, addr, log, _config: temp }
+        Server { child, addr, log, config_path: temp }
     }
 
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// Rewrites the config file the server was started with (for SIGHUP tests).
+    pub fn rewrite_config(&self, text: &str) {
+        let path = &self.config_path.as_ref().expect("started with a config").0;
+        std::fs::write(path, text).expect("rewrite config");
     }
 
     /// A plain HTTP/1.1 GET; returns (status, headers lower-cased, body).
@@ -128,6 +140,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test shows what the server said.
+            eprintln!(
+                "---- log of server {} ----\n{}",
+                self.addr,
+                self.log.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -290,3 +310,5 @@ impl Client {
         }
     }
 }
+
+pub mod redis;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The load generator's quick suite against the release server: builds `--release`, then runs
+# `cargo bench --bench loadgen -- --quick` (1000 idle connections, ~2 s fan-out, latency and chat
+# scenarios, loopback only) and prints its figures beside the targets. Figures only: it exits
+# non-zero when the build or the bench itself fails to run, never for a missed target.
+set -uo pipefail
+
+cd "${REPO_ROOT:-$(dirname "$0")/../..}" || exit 1
+TAG=90-bench
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+export CARGO_TERM_PROGRESS_WHEN=never
+
+echo "[$TAG] cargo build --release"
+if ! cargo build --release; then
+    echo "[$TAG] FAIL release build"
+    exit 1
+fi
+# The bench starts this binary (the test command's STOMP_EDGE_BIN is the debug one).
+export STOMP_EDGE_BIN="$TARGET_DIR/release/stomp-edge"
+echo "[$TAG] cargo bench --bench loadgen -- --quick (server: $STOMP_EDGE_BIN)"
+if ! timeout 600 cargo bench --bench loadgen -- --quick; then
+    echo "[$TAG] FAIL the load generator did not run to the end"
+    exit 1
+fi
+echo "[$TAG] done (figures above; targets are printed, not enforced)"
