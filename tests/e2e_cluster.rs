@@ -305,3 +305,26 @@ fn graceful_shutdown_leaves_the_cluster() {
     assert_eq!(redis.cli(&["EXISTS", "stomp:servers:n2:alive"]).trim(), "0");
     assert_eq!(redis.cli(&["SCARD", "stomp:servers:n2:sessions"]).trim(), "0");
 }
+
+#[test]
+fn redis_urls_with_password_acl_user_and_database() {
+    // A password (requirepass) and database 3.
+    let redis = Redis::start_with(&["--requirepass", "s3cret"], &["-a", "s3cret", "--no-auth-warning"]);
+    let n1 = node(&format!("redis://:s3cret@127.0.0.1:{}/3", redis.port), "n1");
+    assert_eq!(redis.cli(&["-n", "3", "SISMEMBER", "stomp:servers:known", "n1"]).trim(), "1");
+    assert_eq!(redis.cli(&["-n", "0", "EXISTS", "stomp:servers:known"]).trim(), "0");
+    drop(n1);
+    // An ACL user, and a wrong password that never gets the node up.
+    let redis = Redis::start_with(&[], &[]);
+    redis.cli(&["ACL", "SETUSER", "edge", "on", ">pw", "~stomp:*", "&stomp:*", "+@all"]);
+    let n2 = node(&format!("redis://edge:pw@127.0.0.1:{}/0", redis.port), "n2");
+    assert_eq!(redis.cli(&["SISMEMBER", "stomp:servers:known", "n2"]).trim(), "1");
+    drop(n2);
+    let bad = Server::start_with(
+        FAST,
+        &["--redis", &format!("redis://edge:wrong@127.0.0.1:{}", redis.port), "--server-id", "n3"],
+    );
+    assert!(!wait_health(&bad, "cluster", Duration::from_secs(2)));
+    assert_eq!(health(&bad)["redis"], "down");
+    assert_eq!(health(&bad)["mode"], "local");
+}

@@ -13,10 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
-use bytes::Bytes;
-
 use crate::app::{AppError, Application, SessionHandle};
-use crate::broker::Publication;
 use crate::config::ChatConfig;
 use crate::engine::{Member, Presence};
 use crate::node::Node;
@@ -84,23 +81,11 @@ impl ChatApp {
     }
 
     /// Publishes a room event on `/topic/room/{roomId}`: encoded once, fanned out by the node.
-    fn broadcast(&self, kind: EventType, room: &RoomId, sender: &str, message: &str, count: usize) {
+    fn broadcast(&self, kind: EventType, room: &RoomId, sender: &str, message: Option<&str>, count: usize) {
         let Some(node) = self.node.upgrade() else { return };
-        let event = RoomEvent {
-            kind,
-            room_id: room.to_string(),
-            sender: sender.to_string(),
-            message: message.to_string(),
-            timestamp: room::now_ms(),
-            participant_count: count,
-        };
-        let body = serde_json::to_vec(&event).unwrap_or_default();
-        node.publish(Publication {
-            destination: Rc::from(format!("/topic/room/{room}")),
-            message_id: node.next_message_id(),
-            headers: vec![("content-type".to_string(), "application/json".to_string())],
-            body: Bytes::from(body),
-        });
+        node.publish(
+            RoomEvent::new(kind, room, sender, message, count).into_publication(node.next_message_id()),
+        );
     }
 
     /// Queues an operation and starts the session's runner if it is idle. Past
@@ -150,7 +135,7 @@ impl ChatApp {
                             self.leave_room(session, &old_room, &old_name).await;
                         }
                         *session.room.borrow_mut() = Some((room.clone(), name.clone()));
-                        self.broadcast(EventType::Join, &room, &name, &format!("{name} joined"), count);
+                        self.broadcast(EventType::Join, &room, &name, None, count);
                     }
                     Err(e) => session.handle.send_error(&AppError::new(
                         e.code(),
@@ -188,7 +173,7 @@ impl ChatApp {
     async fn leave_room(&self, session: &ChatSession, room: &RoomId, name: &Username) {
         *session.room.borrow_mut() = None;
         if let Some((_, count)) = self.presence.leave(room, &session.handle.session_id).await {
-            self.broadcast(EventType::Leave, room, name, &format!("{name} left"), count);
+            self.broadcast(EventType::Leave, room, name, None, count);
         }
     }
 }
@@ -278,7 +263,7 @@ impl ChatApp {
         let current = session.room.borrow().clone();
         match current {
             Some((r, name)) if r == *room => {
-                self.broadcast(EventType::Chat, room, &name, text, self.presence.count(room));
+                self.broadcast(EventType::Chat, room, &name, Some(text), self.presence.count(room));
                 Ok(())
             }
             _ => Err(AppError::new("not_joined", "join the room before sending messages to it", destination)),

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::broker::Publication;
 use crate::config::{ChatConfig, ROOM_ID_CEILING, USERNAME_BYTES};
 
 /// A room id: 1..=64 characters of `[A-Za-z0-9_-]`, stored inline.
@@ -69,6 +70,41 @@ pub struct RoomEvent {
     /// Epoch milliseconds.
     pub timestamp: u64,
     pub participant_count: usize,
+}
+
+impl RoomEvent {
+    /// An event stamped now. JOIN and LEAVE carry "alice joined" / "alice left" as message.
+    pub fn new(
+        kind: EventType,
+        room: &RoomId,
+        sender: &str,
+        message: Option<&str>,
+        participant_count: usize,
+    ) -> RoomEvent {
+        let message = match (message, kind) {
+            (Some(text), _) => text.to_string(),
+            (None, EventType::Join) => format!("{sender} joined"),
+            (None, _) => format!("{sender} left"),
+        };
+        RoomEvent {
+            kind,
+            room_id: room.to_string(),
+            sender: sender.to_string(),
+            message,
+            timestamp: now_ms(),
+            participant_count,
+        }
+    }
+
+    /// The event as a publication on `/topic/room/{roomId}`: its JSON is built here, once.
+    pub fn into_publication(self, message_id: std::rc::Rc<str>) -> Publication {
+        Publication {
+            destination: std::rc::Rc::from(format!("/topic/room/{}", self.room_id)),
+            message_id,
+            headers: vec![("content-type".to_string(), "application/json".to_string())],
+            body: serde_json::to_vec(&self).unwrap_or_default().into(),
+        }
+    }
 }
 
 pub fn now_ms() -> u64 {

@@ -8,7 +8,6 @@ use std::rc::Rc;
 use redis::{Script, Value};
 
 use super::RedisEngine;
-use crate::broker::Publication;
 use crate::chat::room::{now_ms, EventType, RoomEvent, RoomId, Username};
 use crate::engine::{JoinError, LocalBoxFuture, Member, Presence};
 
@@ -169,21 +168,7 @@ impl RedisEngine {
     /// Publishes a room event to the other nodes only (local clients have seen it).
     fn announce(&self, kind: EventType, room: &RoomId, name: &str, count: usize) {
         let Some(node) = self.node() else { return };
-        let verb = if kind == EventType::Join { "joined" } else { "left" };
-        let event = RoomEvent {
-            kind,
-            room_id: room.to_string(),
-            sender: name.to_string(),
-            message: format!("{name} {verb}"),
-            timestamp: now_ms(),
-            participant_count: count,
-        };
-        self.enqueue(&Publication {
-            destination: Rc::from(format!("/topic/room/{room}")),
-            message_id: node.next_message_id(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: serde_json::to_vec(&event).unwrap_or_default().into(),
-        });
+        self.enqueue(&RoomEvent::new(kind, room, name, None, count).into_publication(node.next_message_id()));
     }
 
     /// Writes this node's state back to Redis after Redis missed some of it (a reconnect, a
@@ -271,20 +256,8 @@ impl RedisEngine {
                         self.announce(EventType::Leave, &room, &name, left);
                     } else if let Some(node) = self.node() {
                         // A dead node's member: every node's clients must hear it, ours too.
-                        let event = RoomEvent {
-                            kind: EventType::Leave,
-                            room_id: room.to_string(),
-                            sender: name.clone(),
-                            message: format!("{name} left"),
-                            timestamp: now_ms(),
-                            participant_count: left,
-                        };
-                        node.publish(Publication {
-                            destination: Rc::from(format!("/topic/room/{room}")),
-                            message_id: node.next_message_id(),
-                            headers: vec![("content-type".into(), "application/json".into())],
-                            body: serde_json::to_vec(&event).unwrap_or_default().into(),
-                        });
+                        let event = RoomEvent::new(EventType::Leave, &room, &name, None, left);
+                        node.publish(event.into_publication(node.next_message_id()));
                     }
                 }
             }

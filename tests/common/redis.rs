@@ -13,11 +13,25 @@ pub fn free_port() -> u16 {
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// Extra server arguments (e.g. `--requirepass`), kept for restarts.
+    extra: Vec<String>,
+    /// Arguments redis-cli needs to log in.
+    auth: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
-        let mut r = Redis { port: free_port(), child: None };
+        Redis::start_with(&[], &[])
+    }
+
+    /// A server with extra arguments; `auth` are the redis-cli arguments to log in.
+    pub fn start_with(extra: &[&str], auth: &[&str]) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            auth: auth.iter().map(|s| s.to_string()).collect(),
+        };
         r.restart();
         r
     }
@@ -39,6 +53,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -50,7 +65,7 @@ impl Redis {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("redis-server did not start on {}", self.port);
+        panic!("redis-server did not start on {}: {:?}", self.port, self.cli(&["PING"]));
     }
 
     pub fn kill(&mut self) {
@@ -63,6 +78,7 @@ impl Redis {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.auth)
             .args(args)
             .output()
             .expect("redis-cli");
