@@ -11,11 +11,13 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use crate::liveness::Liveness;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
-use crate::protocol::{self, Parsed};
-use crate::session::{Outcome, Session};
+use crate::protocol;
+use crate::session::Session;
+use crate::stomp_input;
 use crate::ws::{self, Control, Decoder};
 
 /// Frames per vectored write (two slices each: WebSocket header and payload).
@@ -42,14 +44,10 @@ pub struct Connection {
     limits: protocol::Limits,
     /// Bytes of the front queued frame already written (after a partial write).
     front_written: usize,
-    last_read: Instant,
-    last_write: Instant,
-    opened: Instant,
-    connect_timeout: Duration,
+    /// The CONNECT deadline and heart-beats.
+    liveness: Liveness,
     /// One timer for heart-beats and the CONNECT deadline, re-armed only when it fires.
     timer: std::pin::Pin<Box<Sleep>>,
-    /// Whether the timer was re-armed for the heart-beats agreed at CONNECT.
-    heartbeat_armed: bool,
 }
 
 /// What woke the task.
@@ -75,8 +73,7 @@ impl Connection {
             max_headers: config.limits.max_headers,
             max_header_line_bytes: config.limits.max_header_line_bytes,
         };
-        let now = Instant::now();
-        let connect_timeout = config.stomp.connect_timeout();
+        let liveness = Liveness::new(config.stomp.connect_timeout());
         Connection {
             stream,
             session: Session::new(connection, session_id, outbound.clone()),
@@ -87,12 +84,8 @@ impl Connection {
             decoder: Decoder::new(config.limits.max_frame_bytes + 1024),
             limits,
             front_written: 0,
-            last_read: now,
-            last_write: now,
-            opened: now,
-            connect_timeout,
-            timer: Box::pin(sleep_until(now + connect_timeout)),
-            heartbeat_armed: false,
+            timer: Box::pin(sleep_until(liveness.connect_deadline())),
+            liveness,
             node,
         }
     }
@@ -150,7 +143,7 @@ impl Connection {
                 Ok(0) => return Err(CloseReason::SocketClosed),
                 Ok(n) => {
                     METRICS.bytes_received.add(n as u64);
-                    self.last_read = Instant::now();
+                    self.liveness.last_read = Instant::now();
                     self.process()?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -188,36 +181,16 @@ impl Connection {
             });
             return Err(CloseReason::WebSocketProtocolError);
         }
-        let mut consumed = 0;
-        let mut outcome = Ok(());
-        while consumed < self.data_len {
-            match protocol::parse(&self.buf[consumed..self.data_len], self.session.version(), &self.limits) {
-                Ok(None) => break,
-                Ok(Some((Parsed::HeartBeat, n))) => consumed += n,
-                Ok(Some((Parsed::Frame(frame), n))) => {
-                    consumed += n;
-                    if let Outcome::Close(reason) = self.session.handle(&frame, &self.node) {
-                        outcome = Err(reason);
-                        break;
-                    }
-                }
-                Err(e) => {
-                    METRICS.protocol_errors.inc(e.reason());
-                    self.session.send_error(&e.to_string(), None);
-                    outcome = Err(CloseReason::ProtocolError);
-                    break;
-                }
-            }
-        }
+        let fed = stomp_input::feed(&mut self.session, &self.node, &self.limits, &self.buf[..self.data_len]);
+        let consumed = fed.consumed;
         if consumed > 0 {
             self.buf.copy_within(consumed.., 0);
             self.buf.truncate(self.buf.len() - consumed);
             self.data_len -= consumed;
         }
-        outcome?;
-        if !self.heartbeat_armed && self.session.is_connected() {
+        fed.result?;
+        if self.liveness.just_connected(&self.session) {
             // CONNECT agreed the heart-beats: let the timer compute its next deadline now.
-            self.heartbeat_armed = true;
             self.timer.as_mut().reset(Instant::now());
         }
         if peer_closed {
@@ -228,32 +201,7 @@ impl Connection {
 
     /// Sends a heart-beat when one is due, closes a silent client, re-arms the timer.
     fn on_timer(&mut self) -> Result<(), CloseReason> {
-        let now = Instant::now();
-        let mut next = now + Duration::from_secs(3600);
-        if !self.session.is_connected() {
-            let due = self.opened + self.connect_timeout;
-            if now >= due {
-                return Err(CloseReason::ConnectTimeout);
-            }
-            next = next.min(due);
-        }
-        if let Some(interval) = self.session.heartbeat.receive {
-            let due = self.last_read + interval * 2;
-            if now >= due {
-                return Err(CloseReason::HeartbeatTimeout);
-            }
-            next = next.min(due);
-        }
-        if let Some(interval) = self.session.heartbeat.send {
-            let mut due = self.last_write + interval;
-            if now >= due && self.outbound.is_empty() {
-                self.outbound
-                    .push_unbounded(OutFrame { bytes: Bytes::from_static(b"\n"), kind: FrameKind::Text });
-                METRICS.heartbeats_sent.inc();
-                due = now + interval;
-            }
-            next = next.min(due.max(now + Duration::from_millis(1)));
-        }
+        let next = self.liveness.on_timer(&self.session, &self.outbound)?;
         self.timer.as_mut().reset(next);
         Ok(())
     }
@@ -273,7 +221,7 @@ impl Connection {
             METRICS.socket_writes.inc();
             METRICS.bytes_sent.add(written as u64);
             METRICS.frames_sent.add(frames_done as u64);
-            self.last_write = Instant::now();
+            self.liveness.last_write = Instant::now();
             self.outbound.pop_written(frames_done);
             self.front_written = new_front;
         }
@@ -294,7 +242,7 @@ impl Connection {
                 self.session.heartbeat.receive.map_or(0, |d| d.as_millis() * 2)
             )),
             CloseReason::ConnectTimeout => {
-                Some(format!("no CONNECT within {} ms", self.connect_timeout.as_millis()))
+                Some(format!("no CONNECT within {} ms", self.liveness.connect_timeout().as_millis()))
             }
             _ => None,
         };

@@ -1,11 +1,12 @@
-//! The HTTP side of the one port: routes for the page, `/healthz`, `/metrics`, `/api/rooms`
-//! and the `/ws` upgrade. hyper parses the requests; answers are small and built in memory.
+//! The HTTP side of the one port: routes for the page, `/healthz`, `/metrics`, `/api/rooms`,
+//! the `/ws` upgrade and the SockJS endpoints under `/ws/`. hyper parses the requests; answers
+//! are small and built in memory, except SockJS's streaming ones.
 
 use std::convert::Infallible;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -16,11 +17,15 @@ use tokio::net::TcpStream;
 use crate::connection::Connection;
 use crate::metrics::{self, METRICS};
 use crate::node::{Node, Refusal};
+use crate::outbound::Outbound;
+use crate::sockjs;
 use crate::ws::handshake;
 
-pub type Body = Full<Bytes>;
+/// Whole answers, or a SockJS receiving request's stream.
+pub type Body = Either<Full<Bytes>, sockjs::StreamBody>;
 
-/// The chat page, its files and the legacy stomp.js 2.3.3 page, embedded at build time:
+/// The chat page, its files, the legacy stomp.js 2.3.3 page and the SockJS one (Spring-style,
+/// sockjs-client 1.6.1 + stomp.js 2.3.3), embedded at build time:
 /// (path, content type, text). Nothing is read from disk at run time; no external URL is used.
 const ASSETS: &[(&str, &str, &str)] = &[
     ("/", "text/html; charset=utf-8", include_str!("../web/index.html")),
@@ -28,6 +33,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/app.js", "text/javascript; charset=utf-8", include_str!("../web/app.js")),
     ("/style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
     ("/legacy.html", "text/html; charset=utf-8", include_str!("../web/legacy.html")),
+    ("/sockjs.html", "text/html; charset=utf-8", include_str!("../web/sockjs.html")),
+    (
+        "/vendor/sockjs-1.6.1.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/vendor/sockjs-1.6.1.min.js"),
+    ),
     (
         "/vendor/stomp.umd.min.js",
         "text/javascript; charset=utf-8",
@@ -45,7 +56,7 @@ fn asset(path: &str) -> Option<(&'static str, &'static str)> {
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Either::Left(Full::new(body.into())));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     response.headers_mut().insert(CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
@@ -75,9 +86,17 @@ struct Health {
 pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
     let response = match path {
-        "/ws" | "/ws/" => {
+        "/ws" | "/ws/" | "/ws/websocket" => {
             METRICS.http_requests.inc("ws");
-            upgrade(node, request)
+            upgrade(node, request, |up| async move {
+                Connection::new(up.stream, up.node, up.connection, up.session_id, up.outbound, up.read_buf)
+                    .run()
+                    .await;
+            })
+        }
+        _ if path.starts_with("/ws/") => {
+            METRICS.http_requests.inc("ws");
+            sockjs::handle(node, request).await
         }
         "/healthz" => {
             METRICS.http_requests.inc("healthz");
@@ -177,9 +196,25 @@ fn metrics_page(node: &Node) -> Response<Body> {
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
 }
 
-/// Answers `GET /ws`: refuses with a clear status, or answers 101 and hands the socket to a
-/// new `Connection` once hyper has written the response.
-fn upgrade(node: Rc<Node>, mut request: Request<Incoming>) -> Response<Body> {
+/// A socket handed over after a `101`, with the STOMP connection registered for it.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    pub node: Rc<Node>,
+    pub connection: u64,
+    pub session_id: Rc<str>,
+    pub outbound: Rc<Outbound>,
+    /// Bytes the client sent after its request, already read by hyper.
+    pub read_buf: Bytes,
+}
+
+/// Answers a WebSocket upgrade (`GET /ws`, SockJS's `…/websocket`): refuses with a clear
+/// status, or registers the connection, answers 101 and hands the socket to `serve` once
+/// hyper has written the response.
+pub fn upgrade<F, Fut>(node: Rc<Node>, mut request: Request<Incoming>, serve: F) -> Response<Body>
+where
+    F: FnOnce(Upgraded) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let config = node.config();
     let accepted =
         match handshake::check(request.method(), request.headers(), &config.websocket.allowed_origins) {
@@ -223,9 +258,15 @@ fn upgrade(node: Rc<Node>, mut request: Request<Incoming>) -> Response<Body> {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                Connection::new(stream, task_node, connection, session_id, outbound, parts.read_buf)
-                    .run()
-                    .await;
+                serve(Upgraded {
+                    stream,
+                    node: task_node,
+                    connection,
+                    session_id,
+                    outbound,
+                    read_buf: parts.read_buf,
+                })
+                .await;
             }
             Err(_) => {
                 log::error!("upgraded connection is not a TCP stream");
@@ -233,7 +274,7 @@ fn upgrade(node: Rc<Node>, mut request: Request<Incoming>) -> Response<Body> {
             }
         }
     });
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert("upgrade", hyper::header::HeaderValue::from_static("websocket"));

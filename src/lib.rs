@@ -8,9 +8,13 @@
 //!   environment and flags.
 //! - `protocol`: STOMP frames: the zero-copy parser and the encoder.
 //! - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec.
-//! - `http`: the routes of the one port (`/`, `/ws`, `/healthz`, `/metrics`, `/api`).
+//! - `http`: the routes of the one port (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`,
+//!   `/api`).
 //! - `server`: the listener, accept loop and signals (drain, reload).
 //! - `connection`: one client's socket task: read, de-frame, parse, write, heart-beats.
+//! - `sockjs`: the SockJS transports under `/ws/**`, each session a STOMP connection too.
+//! - `stomp_input`: received STOMP bytes → frames → `Session`, for every transport.
+//! - `liveness`: a connection's STOMP clock: CONNECT deadline and heart-beats.
 //! - `session`: one client's STOMP state machine (CONNECT … DISCONNECT), no I/O.
 //! - `outbound`: the bounded per-client queue between the hub and the socket task.
 //! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
@@ -42,12 +46,15 @@ pub mod connection;
 pub mod edge;
 pub mod engine;
 pub mod http;
+pub mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod sockjs;
+pub mod stomp_input;
 pub mod ws;
 
 use std::rc::Rc;

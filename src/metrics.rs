@@ -140,6 +140,10 @@ pub struct Metrics {
     pub app_errors: Family<12>,
     pub http_requests: Family<8>,
     pub transactions: Family<4>,
+    pub sockjs_sessions: Family<5>,
+    pub sockjs_requests: Family<7>,
+    pub sockjs_rejected: Family<9>,
+    pub sockjs_reaped: Counter,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -211,6 +215,28 @@ pub static METRICS: Metrics = Metrics {
         "other",
     ]),
     transactions: Family::new(["begun", "committed", "aborted", "other"]),
+    sockjs_sessions: Family::new(["websocket", "xhr_streaming", "xhr", "eventsource", "other"]),
+    sockjs_requests: Family::new([
+        "info",
+        "websocket",
+        "xhr",
+        "xhr_streaming",
+        "xhr_send",
+        "eventsource",
+        "other",
+    ]),
+    sockjs_rejected: Family::new([
+        "broken_json",
+        "empty_payload",
+        "unknown_session",
+        "too_large",
+        "origin",
+        "limit",
+        "shutdown",
+        "bad_request",
+        "other",
+    ]),
+    sockjs_reaped: Counter::new(),
 };
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -321,6 +347,27 @@ pub fn render(extra: &Extra<'_>) -> String {
     );
     family(&mut out, "http_requests_total", "route", "HTTP requests, by route.", &m.http_requests);
     family(&mut out, "transactions_total", "outcome", "STOMP transactions.", &m.transactions);
+    family(&mut out, "sockjs_sessions_total", "transport", "SockJS sessions opened.", &m.sockjs_sessions);
+    family(
+        &mut out,
+        "sockjs_requests_total",
+        "transport",
+        "Requests to the SockJS endpoints.",
+        &m.sockjs_requests,
+    );
+    family(
+        &mut out,
+        "sockjs_rejected_total",
+        "reason",
+        "SockJS requests refused (bad JSON, no payload, unknown session, too large, origin, limits).",
+        &m.sockjs_rejected,
+    );
+    counter(
+        &mut out,
+        "sockjs_sessions_reaped_total",
+        "SockJS HTTP sessions closed because their client stopped polling.",
+        m.sockjs_reaped.get(),
+    );
     for (name, help, v) in extra.gauges {
         gauge(&mut out, name, help, *v);
     }

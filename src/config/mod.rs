@@ -33,6 +33,16 @@ pub struct Config {
     pub auth: AuthConfig,
     pub chat: ChatConfig,
     pub cluster: ClusterConfig,
+    pub sockjs: SockJsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockJsConfig {
+    pub enabled: bool,
+    pub heartbeat_ms: u64,
+    pub disconnect_delay_ms: u64,
+    pub streaming_bytes: usize,
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +170,13 @@ impl Config {
                 relay_buffer_messages: 0,
                 relay_buffer_ms: 0,
             },
+            sockjs: SockJsConfig {
+                enabled: true,
+                heartbeat_ms: 0,
+                disconnect_delay_ms: 0,
+                streaming_bytes: 0,
+                max_message_bytes: 0,
+            },
         }
     }
 
@@ -220,6 +237,11 @@ impl Config {
                 self.cluster.relay_buffer_messages = v.int(0, 1_000_000)? as usize
             }
             "cluster.relay_buffer_ms" => self.cluster.relay_buffer_ms = v.int(0, 3_600_000)?,
+            "sockjs.enabled" => self.sockjs.enabled = v.bool()?,
+            "sockjs.heartbeat_ms" => self.sockjs.heartbeat_ms = v.int(100, 3_600_000)?,
+            "sockjs.disconnect_delay_ms" => self.sockjs.disconnect_delay_ms = v.int(100, 600_000)?,
+            "sockjs.streaming_bytes" => self.sockjs.streaming_bytes = v.int(4096, 1 << 30)? as usize,
+            "sockjs.max_message_bytes" => self.sockjs.max_message_bytes = v.int(1024, 64 << 20)? as usize,
             _ => return Err(format!("unknown key `{key}`")),
         }
         Ok(())
@@ -295,7 +317,7 @@ impl Config {
 /// The config keys an environment variable can name, e.g. `LIMITS_MAX_CONNECTIONS`.
 fn env_key(rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
-    const SECTIONS: [&str; 6] = ["stomp", "limits", "websocket", "auth", "chat", "cluster"];
+    const SECTIONS: [&str; 7] = ["stomp", "limits", "websocket", "auth", "chat", "cluster", "sockjs"];
     for section in SECTIONS {
         if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             return Some(format!("{section}.{key}"));

@@ -84,7 +84,8 @@ pub fn choose_subprotocol(headers: &HeaderMap) -> Option<&'static str> {
     SUBPROTOCOLS.into_iter().find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
 }
 
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+/// Whether the request's Origin may use `/ws` (the SockJS endpoints too), as `check` decides it.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     if allowed.iter().any(|a| a == "*") {
         return true;
     }

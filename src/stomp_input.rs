@@ -1,0 +1,98 @@
+//! The transport-independent STOMP input step: bytes a client sent (however they arrived: raw
+//! WebSocket messages or SockJS messages) → `protocol::parse` → `Session::handle`. Both the raw
+//! WebSocket `connection` and the SockJS sessions append every incoming message to one buffer
+//! and call [`feed`] on it, so batched frames, split frames and heart-beat EOLs are all the same.
+
+use crate::metrics::{CloseReason, METRICS};
+use crate::node::Node;
+use crate::protocol::{self, Limits, Parsed};
+use crate::session::{Outcome, Session};
+
+/// What [`feed`] did with the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes at the front of the buffer that were handled (whole frames and heart-beats); the
+    /// caller removes them. The rest is the start of a frame that has not fully arrived.
+    pub consumed: usize,
+    /// `Err` when the connection must close (after flushing the ERROR or RECEIPT queued).
+    pub result: Result<(), CloseReason>,
+}
+
+/// Handles every complete STOMP frame at the front of `data`. A parse error is answered with an
+/// ERROR frame on the session's queue and ends the connection.
+pub fn feed(session: &mut Session, node: &Node, limits: &Limits, data: &[u8]) -> Fed {
+    let mut consumed = 0;
+    while consumed < data.len() {
+        match protocol::parse(&data[consumed..], session.version(), limits) {
+            Ok(None) => break,
+            Ok(Some((Parsed::HeartBeat, n))) => consumed += n,
+            Ok(Some((Parsed::Frame(frame), n))) => {
+                consumed += n;
+                if let Outcome::Close(reason) = session.handle(&frame, node) {
+                    return Fed { consumed, result: Err(reason) };
+                }
+            }
+            Err(e) => {
+                METRICS.protocol_errors.inc(e.reason());
+                session.send_error(&e.to_string(), None);
+                return Fed { consumed, result: Err(CloseReason::ProtocolError) };
+            }
+        }
+    }
+    Fed { consumed, result: Ok(()) }
+}
+
+/// [`feed`] over a whole buffer, removing what it handled from the front.
+pub fn feed_buffer(
+    session: &mut Session,
+    node: &Node,
+    limits: &Limits,
+    buf: &mut Vec<u8>,
+) -> Result<(), CloseReason> {
+    let fed = feed(session, node, limits, buf);
+    buf.drain(..fed.consumed);
+    fed.result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::memory::{MemoryBroker, MemoryPresence};
+    use crate::outbound::Outbound;
+
+    fn setup() -> (Node, Session, Rc<Outbound>) {
+        let node = Node::new(Config::embedded(), Rc::new(MemoryBroker), Rc::new(MemoryPresence::new(10, 10)));
+        let out = Rc::new(Outbound::new(1 << 20));
+        let session = Session::new(1, Rc::from("s1"), out.clone());
+        (node, session, out)
+    }
+
+    #[test]
+    fn split_and_batched_frames_and_heartbeats() {
+        let (node, mut session, out) = setup();
+        let limits = Limits::default();
+        let mut buf = b"\nCONNECT\naccept-version:1.2\n\n".to_vec();
+        assert_eq!(feed_buffer(&mut session, &node, &limits, &mut buf), Ok(()));
+        assert!(!session.is_connected());
+        assert_eq!(buf, b"CONNECT\naccept-version:1.2\n\n");
+        buf.extend_from_slice(b"\0\nSUBSCRIBE\nid:0\ndestination:/topic/a\nreceipt:r\n\n\0");
+        assert_eq!(feed_buffer(&mut session, &node, &limits, &mut buf), Ok(()));
+        assert!(session.is_connected() && buf.is_empty());
+        assert_eq!(out.with_queue(|q| q.len()), 2); // CONNECTED, RECEIPT
+    }
+
+    #[test]
+    fn errors_and_disconnect_close() {
+        let (node, mut session, _out) = setup();
+        let limits = Limits::default();
+        let fed = feed(&mut session, &node, &limits, b"BOGUS\n\n\0");
+        assert_eq!(fed.result, Err(CloseReason::ProtocolError));
+        let (node, mut session, _out) = setup();
+        let fed = feed(&mut session, &node, &limits, b"CONNECT\n\n\0DISCONNECT\n\n\0SEND\n\n\0");
+        assert_eq!(fed.result, Err(CloseReason::ClientDisconnect));
+        assert_eq!(fed.consumed, b"CONNECT\n\n\0DISCONNECT\n\n\0".len());
+    }
+}
