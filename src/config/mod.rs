@@ -3,11 +3,15 @@
 //! that order. Every key is validated where it is set, and errors name the key.
 
 mod file;
+mod help;
+mod setting;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use file::Value;
+pub use help::help_text;
+use setting::Setting;
 
 /// The documented default configuration; it is also the source of every default value.
 pub const DEFAULT_FILE: &str = include_str!("../../config/stomp-edge.toml");
@@ -342,144 +346,6 @@ fn default_server_id() -> String {
     } else {
         id
     }
-}
-
-/// A value being set, with the key for error messages.
-struct Setting<'a> {
-    key: &'a str,
-    value: Value,
-}
-
-impl Setting<'_> {
-    fn text(&self) -> Result<&str, String> {
-        match &self.value {
-            Value::Str(s) => Ok(s),
-            other => Err(format!("`{}` must be a string, not {other}", self.key)),
-        }
-    }
-
-    fn int(&self, min: u64, max: u64) -> Result<u64, String> {
-        let n = match &self.value {
-            Value::Int(n) => *n,
-            Value::Str(s) => s
-                .replace('_', "")
-                .parse::<i64>()
-                .map_err(|_| format!("`{}` must be a whole number, not {s:?}", self.key))?,
-            other => return Err(format!("`{}` must be a whole number, not {other}", self.key)),
-        };
-        if n < min as i64 || n as u64 > max {
-            return Err(format!("`{}` must be between {min} and {max}, not {n}", self.key));
-        }
-        Ok(n as u64)
-    }
-
-    fn bool(&self) -> Result<bool, String> {
-        match &self.value {
-            Value::Bool(b) => Ok(*b),
-            Value::Str(s) if s == "true" || s == "1" => Ok(true),
-            Value::Str(s) if s == "false" || s == "0" => Ok(false),
-            other => Err(format!("`{}` must be true or false, not {other}", self.key)),
-        }
-    }
-
-    fn list(&self) -> Result<Vec<String>, String> {
-        match &self.value {
-            Value::List(items) => Ok(items.clone()),
-            Value::Str(s) if s.is_empty() => Ok(Vec::new()),
-            Value::Str(s) => {
-                Ok(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
-            }
-            other => Err(format!("`{}` must be a list of strings, not {other}", self.key)),
-        }
-    }
-
-    fn addr(&self) -> Result<SocketAddr, String> {
-        let text = self.text()?;
-        text.parse().map_err(|_| format!("`{}` must be an address like 0.0.0.0:8080, not {text:?}", self.key))
-    }
-
-    fn server_id(&self) -> Result<String, String> {
-        let text = self.text()?;
-        if text.len() > 64 || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!(
-                "`{}` must be at most 64 characters of [A-Za-z0-9_-], not {text:?}",
-                self.key
-            ));
-        }
-        Ok(text.to_string())
-    }
-
-    fn redis_url(&self) -> Result<Option<String>, String> {
-        let text = self.text()?;
-        if text.is_empty() {
-            return Ok(None);
-        }
-        if !(text.starts_with("redis://") || text.starts_with("redis+unix://") || text.starts_with("unix://"))
-        {
-            return Err(format!(
-                "`{}` must start with redis:// (TLS is not supported), not {text:?}",
-                self.key
-            ));
-        }
-        Ok(Some(text.to_string()))
-    }
-
-    fn prefix(&self) -> Result<String, String> {
-        let text = self.text()?;
-        if text.len() > 32 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("`{}` must be at most 32 characters without spaces, not {text:?}", self.key));
-        }
-        Ok(text.to_string())
-    }
-
-    fn level(&self) -> Result<log::LevelFilter, String> {
-        let text = self.text()?;
-        text.parse().map_err(|_| {
-            format!("`{}` must be one of error, warn, info, debug, trace, off; not {text:?}", self.key)
-        })
-    }
-
-    fn users(&self) -> Result<Vec<(String, String)>, String> {
-        self.list()?
-            .into_iter()
-            .map(|entry| match entry.split_once(':') {
-                Some((login, pass)) if !login.is_empty() => Ok((login.to_string(), pass.to_string())),
-                _ => Err(format!("`{}` entries must look like \"login:passcode\", not {entry:?}", self.key)),
-            })
-            .collect()
-    }
-}
-
-/// The text of `--help`.
-pub fn help_text() -> String {
-    format!(
-        "stomp-edge {version}: a small STOMP-over-WebSocket chat and pub/sub server.
-
-USAGE:
-    stomp-edge [--config FILE] [--listen ADDR:PORT] [--server-id ID] [--redis URL] [--log-level LEVEL]
-
-OPTIONS:
-    -c, --config FILE      read settings from FILE (see --print-config for every key)
-        --listen ADDR:PORT address of the one listener          [default: 0.0.0.0:8080]
-        --server-id ID     node name, unique in a cluster        [default: host name]
-        --redis URL        redis:// URL: cluster mode; none: local-only mode
-        --log-level LEVEL  error, warn, info, debug or trace     [default: info]
-        --print-config     print the documented default config file and exit
-    -h, --help             print this help
-    -V, --version          print the version
-
-With no config and no flags the server runs local-only on 0.0.0.0:8080 and
-serves the chat page at http://localhost:8080/.
-
-Every key of the config file can also be set in the environment:
-STOMP_EDGE_<KEY> for a top-level key (STOMP_EDGE_LISTEN, STOMP_EDGE_REDIS_URL, ...) and
-STOMP_EDGE_<SECTION>_<KEY> for a key in a section (STOMP_EDGE_LIMITS_MAX_CONNECTIONS=2000).
-Precedence: defaults < --config file < environment < flags.
-
-SIGTERM/SIGINT drain and stop; SIGHUP reloads the log level and limits from the config file.
-",
-        version = env!("CARGO_PKG_VERSION")
-    )
 }
 
 #[cfg(test)]
