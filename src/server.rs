@@ -52,7 +52,9 @@ pub async fn serve(
     reload: Box<dyn Fn() -> Result<Config, String>>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    log::info!("listening on {addr} (server id {}, {} mode)", node.server_id(), node.broker.mode().as_str());
+    let mode =
+        if node.config().redis_url.is_some() { "cluster mode, Redis link starting" } else { "local mode" };
+    log::info!("listening on {addr} (server id {}, {mode})", node.server_id());
     hooks.ready(addr);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

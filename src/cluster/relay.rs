@@ -158,7 +158,7 @@ impl RedisEngine {
                 let remove: Vec<&String> = subscribed.difference(&wanted).collect();
                 if !add.is_empty() {
                     match tokio::time::timeout(timeout, sink.subscribe(&add)).await {
-                        Ok(Ok(())) => self.forget_sequences(&add),
+                        Ok(Ok(())) => {}
                         _ => break 'connected,
                     }
                 }
@@ -167,6 +167,9 @@ impl RedisEngine {
                 {
                     break 'connected;
                 }
+                // Interest ended: that history is done. (A re-made link keeps it, so what was
+                // missed while it was down shows as a gap.)
+                self.forget_sequences(&remove);
                 subscribed = wanted;
                 *self.active.borrow_mut() = subscribed.clone();
                 self.active_changed.notify_waiters();
@@ -199,7 +202,7 @@ impl RedisEngine {
         }
     }
 
-    /// A channel (re)subscribed: its sequence history starts afresh.
+    /// Channels no longer listened to: their sequence history is dropped.
     fn forget_sequences(&self, channels: &[&String]) {
         self.seen.borrow_mut().retain(|(_, channel), _| !channels.contains(&channel));
     }
@@ -258,5 +261,54 @@ impl RedisEngine {
         if let Some(node) = self.node() {
             node.deliver_remote(&publication);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::rc::Rc as StdRc;
+
+    fn engine() -> StdRc<RedisEngine> {
+        let mut config = Config::embedded();
+        config.server_id = "me".into();
+        // Never connected in this test: the URL is only parsed.
+        config.redis_url = Some("redis://127.0.0.1:1".into());
+        RedisEngine::new(&config).unwrap()
+    }
+
+    fn envelope(origin: &str, seq: u64) -> Vec<u8> {
+        let p = Publication {
+            destination: StdRc::from("/topic/x"),
+            message_id: StdRc::from(format!("{origin}-{seq}")),
+            headers: Vec::new(),
+            body: bytes::Bytes::from_static(b"hi"),
+        };
+        Envelope::wrap(origin, seq, &p).encode()
+    }
+
+    #[test]
+    fn gaps_duplicates_echoes_and_restarts_are_told_apart() {
+        let e = engine();
+        let ch = "stomp:broadcast:topic:x";
+        for seq in [1, 2, 5] {
+            e.on_message(ch, &envelope("other", seq));
+        }
+        assert_eq!(e.stats.sequence_gaps.get(), 2, "3 and 4 were lost");
+        e.on_message(ch, &envelope("other", 5));
+        e.on_message(ch, &envelope("other", 4));
+        assert_eq!(e.stats.duplicates_ignored.get(), 2);
+        e.on_message(ch, &envelope("me", 9));
+        assert_eq!(e.stats.echoes_ignored.get(), 1);
+        // The origin restarted: its numbers begin again at 1, which is no duplicate.
+        e.on_message(ch, &envelope("other", 1));
+        assert_eq!(e.stats.received.get(), 4);
+        e.on_message(ch, b"garbage");
+        assert_eq!(e.stats.bad_envelopes.get(), 1);
+        // History survives a re-made link and is dropped only when interest ends.
+        e.forget_sequences(&[&ch.to_string()]);
+        e.on_message(ch, &envelope("other", 7));
+        assert_eq!(e.stats.sequence_gaps.get(), 2);
     }
 }
