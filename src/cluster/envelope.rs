@@ -14,6 +14,9 @@ pub struct Envelope {
     /// Envelope format version.
     pub v: u8,
     pub origin: String,
+    /// When the origin process started (ms): a restarted origin numbers afresh.
+    #[serde(default)]
+    pub epoch: u64,
     pub seq: u64,
     pub id: String,
     pub destination: String,
@@ -28,7 +31,7 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn wrap(origin: &str, seq: u64, p: &Publication) -> Envelope {
+    pub fn wrap(origin: &str, epoch: u64, seq: u64, p: &Publication) -> Envelope {
         let (body, body64) = match std::str::from_utf8(&p.body) {
             Ok(text) => (Some(text.to_string()), None),
             Err(_) => (None, Some(base64_encode(&p.body))),
@@ -36,6 +39,7 @@ impl Envelope {
         Envelope {
             v: 1,
             origin: origin.to_string(),
+            epoch,
             seq,
             id: p.message_id.to_string(),
             destination: p.destination.to_string(),
@@ -121,7 +125,7 @@ mod tests {
                 headers: vec![("content-type".into(), "application/json".into())],
                 body,
             };
-            let e = Envelope::wrap("n1", 7, &p);
+            let e = Envelope::wrap("n1", 1, 7, &p);
             let back = Envelope::decode(&e.encode()).unwrap();
             assert_eq!((back.origin.as_str(), back.seq), ("n1", 7));
             assert_eq!(back.into_publication().unwrap(), p);

@@ -80,8 +80,10 @@ pub struct RedisEngine {
     outbox_ready: tokio::sync::Notify,
     /// Next sequence number per channel this node publishes on (bounded; reset when full).
     sequences: RefCell<HashMap<String, u64>>,
-    /// Last sequence seen per (origin, channel) (bounded; reset when full).
-    seen: RefCell<HashMap<(String, String), u64>>,
+    /// Last (epoch, sequence) seen per (origin, channel) (bounded; reset when full).
+    seen: RefCell<HashMap<(String, String), (u64, u64)>>,
+    /// This process's start (ms), sent as the envelope epoch.
+    epoch: u64,
     /// This node's own room members: the truth for its sessions, and the whole view while
     /// Redis is away.
     local: MemoryPresence,
@@ -119,6 +121,7 @@ impl RedisEngine {
             outbox_ready: tokio::sync::Notify::new(),
             sequences: RefCell::new(HashMap::new()),
             seen: RefCell::new(HashMap::new()),
+            epoch: crate::chat::room::now_ms(),
             local: MemoryPresence::new(config.chat.max_rooms, config.chat.max_participants_per_room),
             counts: RefCell::new(HashMap::new()),
             sessions: RefCell::new(HashSet::new()),

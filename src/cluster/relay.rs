@@ -66,7 +66,7 @@ impl RedisEngine {
             *n += 1;
             *n
         };
-        let payload = Envelope::wrap(&self.server_id, seq, p).encode();
+        let payload = Envelope::wrap(&self.server_id, self.epoch, seq, p).encode();
         let mut outbox = self.outbox.borrow_mut();
         self.expire(&mut outbox);
         if outbox.len() >= self.config.relay_buffer_messages.max(1) && !self.link.is_up() {
@@ -229,17 +229,18 @@ impl RedisEngine {
             }
             let key = (envelope.origin.clone(), channel.to_string());
             match seen.get(&key).copied() {
-                // seq 1 after a higher one: the origin restarted.
-                Some(last) if envelope.seq <= last && envelope.seq != 1 => {
+                // Another epoch: the origin restarted and numbers afresh.
+                Some((epoch, _)) if epoch != envelope.epoch => {}
+                Some((_, last)) if envelope.seq <= last => {
                     self.stats.duplicates_ignored.inc();
                     return;
                 }
-                Some(last) if envelope.seq > last + 1 => {
+                Some((_, last)) if envelope.seq > last + 1 => {
                     self.stats.sequence_gaps.add(envelope.seq - last - 1)
                 }
                 _ => {}
             }
-            seen.insert(key, envelope.seq);
+            seen.insert(key, (envelope.epoch, envelope.seq));
         }
         let publication = match envelope.into_publication() {
             Ok(p) => p,
@@ -279,13 +280,17 @@ mod tests {
     }
 
     fn envelope(origin: &str, seq: u64) -> Vec<u8> {
+        envelope_of(origin, 1, seq)
+    }
+
+    fn envelope_of(origin: &str, epoch: u64, seq: u64) -> Vec<u8> {
         let p = Publication {
             destination: StdRc::from("/topic/x"),
             message_id: StdRc::from(format!("{origin}-{seq}")),
             headers: Vec::new(),
             body: bytes::Bytes::from_static(b"hi"),
         };
-        Envelope::wrap(origin, seq, &p).encode()
+        Envelope::wrap(origin, epoch, seq, &p).encode()
     }
 
     #[test]
@@ -301,9 +306,12 @@ mod tests {
         assert_eq!(e.stats.duplicates_ignored.get(), 2);
         e.on_message(ch, &envelope("me", 9));
         assert_eq!(e.stats.echoes_ignored.get(), 1);
-        // The origin restarted: its numbers begin again at 1, which is no duplicate.
-        e.on_message(ch, &envelope("other", 1));
-        assert_eq!(e.stats.received.get(), 4);
+        // The origin restarted (a new epoch): its numbers begin again, and even if its first
+        // message was missed the next ones are no duplicates.
+        e.on_message(ch, &envelope_of("other", 2, 2));
+        e.on_message(ch, &envelope_of("other", 2, 3));
+        assert_eq!(e.stats.received.get(), 5);
+        assert_eq!(e.stats.duplicates_ignored.get(), 2);
         e.on_message(ch, b"garbage");
         assert_eq!(e.stats.bad_envelopes.get(), 1);
         // History survives a re-made link and is dropped only when interest ends.
