@@ -5,7 +5,9 @@
 //!
 //! `cargo bench --bench loadgen` (suite, about a minute), `-- --quick` (CI), or a single run:
 //! `cargo bench --bench loadgen -- --url ws://127.0.0.1:8080/ws --subscribers 100 --rate 0
-//! --server-pid PID`. Client and server share this machine's cores, so the figures include the
+//! --server-pid PID`. With `--publish-url` the publishers connect to another node than the
+//! subscribers (cluster mode: the cross-node path through Redis); when `redis-server` is on
+//! PATH the default suite also starts Redis and two nodes and prints the cluster figures. Client and server share this machine's cores, so the figures include the
 //! client's own CPU; the client's CPU is printed beside the server's for that reason.
 //!
 //! # Layout
@@ -14,6 +16,7 @@
 //! - `loadgen/clients.rs`: subscriber and publisher tasks
 //! - `loadgen/run.rs`: one measured run, /proc and /metrics readings, the printout
 //! - `loadgen/suite.rs`: the default suite against a stomp-edge it starts itself
+//! - `loadgen/cluster.rs`: the suite's cluster part (Redis and two nodes it starts itself)
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -52,6 +55,8 @@ fn now_ns() -> u64 {
 
 #[path = "loadgen/clients.rs"]
 mod clients;
+#[path = "loadgen/cluster.rs"]
+mod cluster;
 #[path = "loadgen/run.rs"]
 mod run;
 #[path = "loadgen/stomp.rs"]
@@ -60,6 +65,7 @@ mod stomp;
 mod suite;
 
 use clients::*;
+use cluster::*;
 use run::*;
 use stomp::*;
 use suite::*;
@@ -70,6 +76,10 @@ use suite::*;
 #[derive(Clone, Debug)]
 struct Opts {
     url: Option<String>,
+    /// Where the publishers connect (default: `url`); another node measures the cross-node path.
+    publish_url: Option<String>,
+    /// How many of the subscribers connect to `publish_url` instead of `url`.
+    publish_node_subscribers: usize,
     login: Option<String>,
     passcode: Option<String>,
     vhost: Option<String>,
@@ -81,6 +91,11 @@ struct Opts {
     destination: String,
     idle: usize,
     server_pid: Option<u32>,
+    publish_server_pid: Option<u32>,
+    /// Total messages over all publishers, then stop (0: until `duration` ends).
+    count: u64,
+    /// A Redis on 127.0.0.1:PORT whose `INFO commandstats` is reset and read around the window.
+    redis_port: Option<u16>,
     chat: bool,
     room: String,
     window: u64,
@@ -92,6 +107,8 @@ impl Default for Opts {
     fn default() -> Self {
         Opts {
             url: None,
+            publish_url: None,
+            publish_node_subscribers: 0,
             login: None,
             passcode: None,
             vhost: None,
@@ -103,6 +120,9 @@ impl Default for Opts {
             destination: "/topic/bench".into(),
             idle: 0,
             server_pid: None,
+            publish_server_pid: None,
+            count: 0,
+            redis_port: None,
             chat: false,
             room: "bench".into(),
             window: 256,
@@ -112,11 +132,25 @@ impl Default for Opts {
     }
 }
 
+impl Opts {
+    /// Where the publishers (and the first `publish_node_subscribers` subscribers) connect.
+    fn publish_url(&self) -> &str {
+        self.publish_url.as_deref().or(self.url.as_deref()).unwrap_or_default()
+    }
+    /// Publishers and (some) subscribers on different nodes.
+    fn cross_node(&self) -> bool {
+        self.publish_url.is_some() && self.publish_url != self.url
+    }
+}
+
 const HELP: &str =
     "loadgen: STOMP-over-WebSocket load generator (args after `cargo bench --bench loadgen --`)
   (no --url)            start the stomp-edge binary ($STOMP_EDGE_BIN, else the one cargo built)
                         and run the default suite; --quick: ~2 s scenarios, 1000 idle only
   --url ws://H:P/PATH   target server (loopback only unless --allow-remote)
+  --publish-url URL     publishers connect there instead (another cluster node: the
+                        cross-node path through Redis; latency uses this process's clock)
+  --publish-node-subscribers K   K of the subscribers connect to --publish-url too
   --login L --passcode P --vhost V   CONNECT credentials / host header (RabbitMQ: vhost)
   --subscribers N       subscribers on --destination (default 10)
   --publishers P        publishers (default 1)
@@ -126,7 +160,11 @@ const HELP: &str =
   --size BYTES          body size (default 64, min 32)
   --destination D       default /topic/bench
   --idle N              open N idle subscribed connections first (RSS per connection)
-  --server-pid PID      read RSS and CPU of the server from /proc/PID
+  --server-pid PID      read RSS and CPU of the server from /proc/PID (the --url node)
+  --publish-server-pid PID   CPU of the --publish-url node too
+  --count N             stop after N messages in all (--duration stays the cap)
+  --redis-stats PORT    CONFIG RESETSTAT before the window and INFO commandstats after it on
+                        the Redis at 127.0.0.1:PORT: commands per published message
   --chat                publish via /app/room/ROOM/message after joining; subscribers join ROOM
                         and listen on /topic/room/ROOM (--room, default bench)
 ";
@@ -152,6 +190,11 @@ fn parse_args(args: impl Iterator<Item = String>) -> Res<Opts> {
                 std::process::exit(0);
             }
             "--url" => o.url = Some(val()?),
+            "--publish-url" => o.publish_url = Some(val()?),
+            "--publish-node-subscribers" => o.publish_node_subscribers = num(&name, val()?)?,
+            "--publish-server-pid" => o.publish_server_pid = Some(num(&name, val()?)?),
+            "--count" => o.count = num(&name, val()?)?,
+            "--redis-stats" => o.redis_port = Some(num(&name, val()?)?),
             "--login" => o.login = Some(val()?),
             "--passcode" => o.passcode = Some(val()?),
             "--vhost" => o.vhost = Some(val()?),
@@ -182,7 +225,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Res<Opts> {
         return Err("--size must be 32..=1048576".into());
     }
     o.window = o.window.max(1);
-    if let Some(url) = &o.url {
+    if o.publish_url.is_some() && o.url.is_none() {
+        return Err("--publish-url needs --url (where the subscribers connect)".into());
+    }
+    if o.publish_node_subscribers > o.subscribers {
+        return Err("--publish-node-subscribers must be at most --subscribers".into());
+    }
+    for url in o.url.iter().chain(&o.publish_url) {
         let host = url_host_port(url)?.0;
         if !o.allow_remote && !is_loopback(&host) {
             return Err(format!("{host} is not a loopback address; pass --allow-remote to target it"));

@@ -108,6 +108,9 @@ pub struct PubStats {
     pub sent: u64,
     pub stalled: bool,
     pub error: Option<String>,
+    /// The connection, still open: the run closes it after its last reading, so a chat
+    /// publisher's leave (a membership change) does not fall into the measured window.
+    pub sink: Option<futures_util::stream::SplitSink<Ws, Message>>,
 }
 
 /// Publishes from `start` until `end`: at `rate` msgs/s, or (rate 0) as fast as the window of
@@ -155,10 +158,14 @@ pub async fn publisher_loop(
     };
     let mut st = PubStats::default();
     let mut seq = 0u64;
+    // This publisher's share of --count (0: no limit).
+    let pubs = o.publishers.max(1) as u64;
+    let quota =
+        if o.count == 0 { u64::MAX } else { o.count / pubs + u64::from((idx as u64) < o.count % pubs) };
     let mut last_progress = Instant::now();
     'run: loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || seq >= quota {
             break;
         }
         let allowed = if rate > 0.0 {
@@ -168,7 +175,7 @@ pub async fn publisher_loop(
             let delivered = shared.delivered[idx].load(Relaxed).checked_div(shared.subscribers);
             delivered.map_or(seq + 64, |d| d + o.window)
         };
-        let n = allowed.saturating_sub(seq).min(64);
+        let n = allowed.saturating_sub(seq).min(64).min(quota - seq);
         if n == 0 {
             if last_progress.elapsed() > Duration::from_secs(2) {
                 st.stalled = true; // deliveries stopped coming: lost messages or a dead server
@@ -210,6 +217,6 @@ pub async fn publisher_loop(
     if st.error.is_none() {
         st.error = error.lock().unwrap().take();
     }
-    let _ = sink.close().await;
+    st.sink = Some(sink);
     st
 }

@@ -68,6 +68,108 @@ pub async fn scrape_metrics(url: &str) -> Option<Metrics> {
     })
 }
 
+/// One command to the Redis at 127.0.0.1:`port` over a fresh connection, in RESP; the reply
+/// as text (a status, an integer or a bulk string), an error reply as `Err`.
+pub async fn redis_cmd(port: u16, args: &[&str]) -> Res<String> {
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16384];
+        loop {
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("redis closed the connection".to_string());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { continue };
+            let line = String::from_utf8_lossy(&buf[1..eol]).to_string();
+            match buf[0] {
+                b'+' | b':' => return Ok(line),
+                b'-' => return Err(format!("redis: {line}")),
+                b'$' => {
+                    let len: i64 = line.parse().map_err(|_| format!("bad bulk length {line:?}"))?;
+                    if len < 0 {
+                        return Ok(String::new());
+                    }
+                    if buf.len() >= eol + 2 + len as usize {
+                        return Ok(String::from_utf8_lossy(&buf[eol + 2..eol + 2 + len as usize]).to_string());
+                    }
+                }
+                _ => return Err(format!("unexpected redis reply {line:?}")),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), ask)
+        .await
+        .map_err(|_| "redis command timed out".to_string())?
+}
+
+/// `INFO commandstats` → (command, calls), without the calls this program made (INFO, CONFIG).
+pub fn parse_commandstats(info: &str) -> Vec<(String, u64)> {
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            Some((name.to_string(), calls))
+        })
+        .filter(|(n, _)| !n.starts_with("info") && !n.starts_with("config"))
+        .collect()
+}
+
+/// Connects one subscriber to `url` and one publisher to the publish node, and sends probes
+/// until one crosses: the subscribing node's Redis SUBSCRIBE follows the client's SUBSCRIBE
+/// asynchronously, so without this the first messages of a cross-node run could be lost.
+/// Both then unsubscribe from the destination (nobody reads them during the window) and stay
+/// connected until the run ends (in chat mode their leaving would be a membership change).
+async fn warm_up(o: &Opts) -> Res<(Conn, Conn, Duration)> {
+    let t0 = Instant::now();
+    let (mut s, _) = Conn::open(o).await?;
+    if o.chat {
+        s.join_chat(&o.room, "warmup-s").await?;
+    } else {
+        s.subscribe(&o.destination, "sub-0").await?;
+    }
+    let (mut p, _) = Conn::open_at(o, o.publish_url()).await?;
+    let (dest, ctype, body) = if o.chat {
+        p.join_chat(&o.room, "warmup-p").await?;
+        (format!("/app/room/{}/message", o.room), "application/json", "{\"message\":\"loadgen-warmup\"}")
+    } else {
+        (o.destination.clone(), "text/plain", "loadgen-warmup")
+    };
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let frame = format!(
+            "SEND\ndestination:{dest}\ncontent-type:{ctype}\ncontent-length:{}\n\n{body}\0",
+            body.len()
+        );
+        p.send(frame).await?;
+        let crossed = s.wait_for("the warm-up message", |fr| {
+            fr.command == b"MESSAGE" && contains(fr.body, b"loadgen-warmup")
+        });
+        match tokio::time::timeout(Duration::from_millis(200), crossed).await {
+            Ok(r) => break r?,
+            Err(_) if Instant::now() < deadline => {}
+            Err(_) => return Err("warm-up: no message crossed from the publish node in 10 s".into()),
+        }
+    }
+    for (c, what) in [(&mut s, "s"), (&mut p, "p")] {
+        if what == "s" || o.chat {
+            c.send(format!("UNSUBSCRIBE\nid:sub-0\nreceipt:r-unsub-{what}\n\n\0")).await?;
+            let rid = format!("r-unsub-{what}");
+            c.wait_for("RECEIPT for UNSUBSCRIBE", |fr| {
+                fr.command == b"RECEIPT" && fr.header("receipt-id") == Some(rid.as_bytes())
+            })
+            .await?;
+        }
+    }
+    Ok((s, p, t0.elapsed()))
+}
+
 // ---------------------------------------------------------------------------------------------
 // One run
 
@@ -94,6 +196,12 @@ pub struct Report {
     pub stalled: bool,
     pub window_secs: f64,
     pub server_cpu: Option<(f64, f64)>,
+    /// CPU of the publishers' node when it is another one (`--publish-server-pid`).
+    pub publish_server_cpu: Option<(f64, f64)>,
+    /// Time until the first message crossed from the publish node (cross-node runs).
+    pub warm_up: Option<Duration>,
+    /// Redis commands during the window (`--redis-stats`), from `INFO commandstats`.
+    pub redis_calls: Option<Vec<(String, u64)>>,
     pub client_cpu: Option<(f64, f64)>,
     /// CPU seconds used on this machine by processes other than the server and this client
     /// during the window (a concurrent build makes every figure noisier).
@@ -110,6 +218,24 @@ impl Report {
     }
     pub fn deliveries_per_sec(&self) -> f64 {
         self.deliveries as f64 / self.delivery_secs.max(1e-9)
+    }
+    /// Redis calls per published message: (PUBLISH, EVAL/EVALSHA, all others, the others).
+    pub fn redis_per_message(&self) -> Option<(f64, f64, f64, String)> {
+        let calls = self.redis_calls.as_ref()?;
+        let per = |n: u64| n as f64 / self.published.max(1) as f64;
+        let sum = |f: &dyn Fn(&str) -> bool| calls.iter().filter(|(n, _)| f(n)).map(|(_, c)| c).sum::<u64>();
+        let is_eval = |n: &str| n.starts_with("eval") || n.starts_with("fcall");
+        let others: Vec<String> = calls
+            .iter()
+            .filter(|(n, _)| n != "publish" && !is_eval(n))
+            .map(|(n, c)| format!("{n} {c}"))
+            .collect();
+        Some((
+            per(sum(&|n| n == "publish")),
+            per(sum(&is_eval)),
+            per(sum(&|n| n != "publish" && !is_eval(n))),
+            if others.is_empty() { "none".into() } else { others.join(", ") },
+        ))
     }
     pub fn coalescing(&self) -> Option<f64> {
         self.metrics.filter(|m| m.socket_writes > 0).map(|m| m.frames_sent as f64 / m.socket_writes as f64)
@@ -158,7 +284,12 @@ where
         tokio::spawn(async move {
             let permit = sem.acquire_owned().await;
             let r = async {
-                let (mut c, t) = Conn::open(&o).await?;
+                let url = match role {
+                    Role::Pub => o.publish_url(),
+                    Role::Sub if i < o.publish_node_subscribers => o.publish_url(),
+                    _ => o.url.as_deref().unwrap_or_default(),
+                };
+                let (mut c, t) = Conn::open_at(&o, url).await?;
                 match role {
                     Role::Idle => c.subscribe(IDLE_DESTINATION, "sub-0").await?,
                     Role::Sub if o.chat => c.join_chat(&o.room, &format!("s{i}")).await?,
@@ -267,9 +398,29 @@ pub async fn run(o: Opts) -> Report {
     r.rss_after_all = pid.and_then(rss_bytes);
     let publishers_connected = r.connect_ms.len() - connected_before_pubs;
 
+    let mut probes = None;
+    let mut pub_sinks = Vec::new();
+    if o.cross_node() && r.chat_unavailable.is_none() && publishers_connected > 0 {
+        match warm_up(&o).await {
+            Ok((s, p, t)) => {
+                r.warm_up = Some(t);
+                probes = Some((s, p));
+            }
+            Err(e) => {
+                r.errors += 1;
+                r.first_error.get_or_insert(e);
+            }
+        }
+    }
     if r.chat_unavailable.is_none() && publishers_connected > 0 {
+        if let Some(port) = o.redis_port {
+            if let Err(e) = redis_cmd(port, &["CONFIG", "RESETSTAT"]).await {
+                r.first_error.get_or_insert(format!("CONFIG RESETSTAT: {e}"));
+            }
+        }
         let m0 = scrape_metrics(&url).await;
         let cpu0 = pid.and_then(|p| cpu_secs(&p.to_string()));
+        let pub_cpu0 = o.publish_server_pid.and_then(|p| cpu_secs(&p.to_string()));
         let me0 = cpu_secs("self");
         let busy0 = machine_busy_secs();
         let t0 = Instant::now();
@@ -277,7 +428,8 @@ pub async fn run(o: Opts) -> Report {
         go_tx.send_replace(Some((t0, t0 + Duration::from_secs_f64(o.duration))));
         let mut published = vec![0u64; o.publishers];
         for (i, h) in pubs.into_iter().enumerate() {
-            if let Ok(Some(st)) = h.await {
+            if let Ok(Some(mut st)) = h.await {
+                pub_sinks.extend(st.sink.take());
                 published[i] = st.sent;
                 r.stalled |= st.stalled;
                 if let Some(e) = st.error {
@@ -304,10 +456,18 @@ pub async fn run(o: Opts) -> Report {
         }
         r.window_secs = t0.elapsed().as_secs_f64();
         r.server_cpu = diff(cpu0, pid.and_then(|p| cpu_secs(&p.to_string())));
+        r.publish_server_cpu = diff(pub_cpu0, o.publish_server_pid.and_then(|p| cpu_secs(&p.to_string())));
         r.client_cpu = diff(me0, cpu_secs("self"));
         let busy = machine_busy_secs().zip(busy0).map(|(b, a)| b - a);
         let ours = |c: Option<(f64, f64)>| c.map_or(0.0, |(u, s)| u + s);
-        r.other_cpu = busy.map(|b| (b - ours(r.server_cpu) - ours(r.client_cpu)).max(0.0));
+        r.other_cpu =
+            busy.map(|b| (b - ours(r.server_cpu) - ours(r.publish_server_cpu) - ours(r.client_cpu)).max(0.0));
+        if let Some(port) = o.redis_port {
+            match redis_cmd(port, &["INFO", "commandstats"]).await {
+                Ok(info) => r.redis_calls = Some(parse_commandstats(&info)),
+                Err(e) => drop(r.first_error.get_or_insert(format!("INFO commandstats: {e}"))),
+            }
+        }
         r.metrics = match (m0, scrape_metrics(&url).await) {
             (Some(a), Some(b)) => Some(Metrics {
                 frames_sent: b.frames_sent - a.frames_sent,
@@ -350,6 +510,10 @@ pub async fn run(o: Opts) -> Report {
     for h in idle {
         let _ = h.await;
     }
+    for mut sink in pub_sinks {
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    }
+    drop(probes);
     r
 }
 
@@ -362,8 +526,13 @@ pub fn mib(b: u64) -> String {
 
 pub fn print_report(o: &Opts, r: &Report) {
     let url = o.url.as_deref().unwrap_or_default();
+    let publish = if o.cross_node() {
+        format!(" (publishers and {} subscribers on {})", o.publish_node_subscribers, o.publish_url())
+    } else {
+        String::new()
+    };
     println!(
-        "loadgen {url}: {} subscribers, {} publishers, {} idle, rate {}, {} s, {} B{}",
+        "loadgen {url}{publish}: {} subscribers, {} publishers, {} idle, rate {}, {} s, {} B{}",
         o.subscribers,
         o.publishers,
         o.idle,
@@ -385,6 +554,9 @@ pub fn print_report(o: &Opts, r: &Report) {
     }
     if let Some(e) = &r.first_error {
         println!("  first error         {e}");
+    }
+    if let Some(t) = r.warm_up {
+        println!("  warm-up             first message crossed nodes after {:.1} ms", t.as_secs_f64() * 1e3);
     }
     if let (Some(a), Some(b)) = (r.rss_before_idle, r.rss_after_idle) {
         let per = if r.idle > 0 {
@@ -431,6 +603,13 @@ pub fn print_report(o: &Opts, r: &Report) {
                 r.window_secs
             );
         }
+        if let Some((u, s)) = r.publish_server_cpu {
+            println!(
+                "  publish node CPU    {:.3} s (user {u:.3}, sys {s:.3}) = {:.1} % of one core",
+                u + s,
+                100.0 * (u + s) / r.window_secs
+            );
+        }
         if let Some((u, s)) = r.client_cpu {
             println!(
                 "  client CPU          {:.3} s = {:.1} % of one core (same 2 cores as the server)",
@@ -442,6 +621,11 @@ pub fn print_report(o: &Opts, r: &Report) {
             println!(
                 "  other processes     {o:.3} s = {:.1} % of one core (noise from the rest of the machine)",
                 100.0 * o / r.window_secs
+            );
+        }
+        if let Some((p, e, x, others)) = r.redis_per_message() {
+            println!(
+                "  redis commands      per published message: publish {p:.3}, eval/evalsha {e:.3}, others {x:.3} ({others})"
             );
         }
         if let Some(m) = r.metrics {

@@ -160,8 +160,12 @@ pub struct Conn {
 
 impl Conn {
     pub async fn open(o: &Opts) -> Res<(Conn, Duration)> {
+        Conn::open_at(o, o.url.as_deref().unwrap_or_default()).await
+    }
+
+    /// Connects to `url` with the credentials of `o`.
+    pub async fn open_at(o: &Opts, url: &str) -> Res<(Conn, Duration)> {
         let t0 = Instant::now();
-        let url = o.url.as_deref().unwrap_or_default();
         let mut req = url.into_client_request().map_err(|e| format!("bad url: {e}"))?;
         req.headers_mut().insert("Sec-WebSocket-Protocol", "v12.stomp".parse().unwrap());
         // Small client buffers: 10k idle connections must not cost the client gigabytes.

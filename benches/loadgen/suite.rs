@@ -1,5 +1,6 @@
 //! The default suite: starts the real stomp-edge binary per scenario (footprint, fan-out,
-//! latency at 100 msg/s, chat) and prints the figures beside the targets.
+//! latency at 100 msg/s, chat) and prints the figures beside the targets; then the
+//! cluster part (`cluster.rs`) when `redis-server` is on PATH.
 
 use super::*;
 
@@ -9,10 +10,17 @@ pub struct Server {
     pub url: String,
     pub start_to_listen: Duration,
     pub log: Arc<Mutex<VecDeque<String>>>,
+    /// Distinct WARN/ERROR lines the server logged, each with how often.
+    pub warnings: Arc<Mutex<Vec<(String, u64)>>>,
 }
 
 impl Server {
     pub fn start(bin: &PathBuf, config: &PathBuf) -> Res<Server> {
+        Server::start_with(bin, config, "bench", None)
+    }
+
+    /// A node with its own server id, in cluster mode when `redis` is a URL.
+    pub fn start_with(bin: &PathBuf, config: &PathBuf, id: &str, redis: Option<&str>) -> Res<Server> {
         let t0 = Instant::now();
         let mut cmd = Command::new(bin);
         // The server reads STOMP_EDGE_* as overrides and refuses unknown ones (STOMP_EDGE_BIN
@@ -21,8 +29,9 @@ impl Server {
             cmd.env_remove(k);
         }
         let mut child = cmd
-            .args(["--listen", "127.0.0.1:0", "--server-id", "bench", "--config"])
+            .args(["--listen", "127.0.0.1:0", "--server-id", id, "--config"])
             .arg(config)
+            .args(redis.map(|url| ["--redis", url]).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -32,12 +41,22 @@ impl Server {
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
+        let warnings = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+        let warnings2 = warnings.clone();
         // Drains the server's stderr for its whole life (a full pipe would stall the server).
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
                     let _ = tx.send((addr, Instant::now()));
+                }
+                if line.starts_with("WARN") || line.starts_with("ERROR") {
+                    let mut w = warnings2.lock().unwrap();
+                    if let Some((_, n)) = w.iter_mut().find(|(l, _)| *l == line) {
+                        *n += 1;
+                    } else if w.len() < 50 {
+                        w.push((line.clone(), 1));
+                    }
                 }
                 let mut l = log2.lock().unwrap();
                 if l.len() == 20 {
@@ -47,7 +66,8 @@ impl Server {
             }
         });
         let pid = child.id();
-        let mut server = Server { child, pid, url: String::new(), start_to_listen: Duration::ZERO, log };
+        let mut server =
+            Server { child, pid, url: String::new(), start_to_listen: Duration::ZERO, log, warnings };
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok((addr, at)) => {
                 server.url = format!("ws://{addr}/ws");
@@ -109,7 +129,7 @@ pub fn raise_nofile(want: u64) -> u64 {
     nofile().map_or(soft, |l| l.0)
 }
 
-pub struct Row(String, String, String, String);
+pub struct Row(pub String, pub String, pub String, pub String);
 
 pub fn suite(rt: &tokio::runtime::Runtime, quick: bool) -> Res<()> {
     let bin = server_bin();
@@ -146,6 +166,8 @@ pub fn suite(rt: &tokio::runtime::Runtime, quick: bool) -> Res<()> {
         ..Opts::default()
     };
     let t_suite = Instant::now();
+    let mut single = Single::default();
+    let mut cluster_rows = Vec::new();
     let result = (|| -> Res<()> {
         // (a) footprint
         for (i, n) in [1000usize, idle_big].into_iter().filter(|n| *n > 0).enumerate() {
@@ -216,6 +238,11 @@ pub fn suite(rt: &tokio::runtime::Runtime, quick: bool) -> Res<()> {
             };
             let r = rt.block_on(run(o.clone()));
             print_report(&o, &r);
+            match name {
+                "(b) fan-out max" => single.fan_out = Some(Fig::of(&r)),
+                "(c) 100 msg/s" => single.rate_100 = Some(Fig::of(&r)),
+                _ => {}
+            }
             if let Some(e) = &r.chat_unavailable {
                 row(&mut rows, name, "chat scenario unavailable", e.chars().take(60).collect(), "");
                 continue;
@@ -258,13 +285,21 @@ pub fn suite(rt: &tokio::runtime::Runtime, quick: bool) -> Res<()> {
                 row(&mut rows, "", "frames per socket write", format!("{c:.1}"), "");
             }
         }
-        Ok(())
+        cluster_suite(rt, quick, &bin, &config, &single, &mut cluster_rows)
     })();
     let _ = std::fs::remove_file(&config);
     println!();
     println!("{:<16} {:<36} {:<34} target", "scenario", "figure", "value");
     for Row(s, f, v, t) in &rows {
         println!("{s:<16} {f:<36} {v:<34} {t}");
+    }
+    if !cluster_rows.is_empty() {
+        println!();
+        println!("cluster: redis-server + 2 nodes (A: n1, publishers; B: n2, subscribers), same 2 cores");
+        println!("{:<46} {:<26} {:<30} target", "figure", "single node", "2 nodes, cross-node (A->B)");
+        for Row(f, a, b, t) in &cluster_rows {
+            println!("{f:<46} {a:<26} {b:<30} {t}");
+        }
     }
     println!("(suite took {:.0} s; figures only, no pass/fail)", t_suite.elapsed().as_secs_f64());
     result
