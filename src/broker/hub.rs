@@ -60,9 +60,15 @@ impl std::fmt::Display for HubError {
 /// Subscriptions by destination.
 pub struct Hub {
     /// Destination → its local subscribers. Keys are shared with the sessions' own tables.
-    topics: RefCell<HashMap<Rc<str>, Vec<Subscriber>>>,
+    topics: RefCell<HashMap<Rc<str>, Topic>>,
     /// The most destinations that may have subscribers at once (bounds the map).
     max_destinations: usize,
+}
+
+/// The local subscribers of one destination, with the destination's shared name.
+struct Topic {
+    key: Rc<str>,
+    subs: Vec<Subscriber>,
 }
 
 /// MESSAGE bytes already encoded for one publication, keyed by what changes the frame.
@@ -117,29 +123,28 @@ impl Hub {
     /// local subscriber of that destination (the engine then registers interest).
     pub fn subscribe(&self, destination: &str, subscriber: Subscriber) -> Result<(Rc<str>, bool), HubError> {
         let mut topics = self.topics.borrow_mut();
-        let existing = topics.get_key_value(destination).map(|(key, _)| key.clone());
-        if let Some(key) = existing {
-            let subs = topics.get_mut(&key).expect("key just found");
+        if let Some(topic) = topics.get_mut(destination) {
             // Re-use a subscription id Rc already in the list so the encode cache hits by pointer.
             let mut subscriber = subscriber;
-            if let Some(same) = subs.iter().find(|s| *s.subscription_id == *subscriber.subscription_id) {
+            if let Some(same) = topic.subs.iter().find(|s| *s.subscription_id == *subscriber.subscription_id)
+            {
                 subscriber.subscription_id = same.subscription_id.clone();
             }
-            subs.push(subscriber);
-            return Ok((key, false));
+            topic.subs.push(subscriber);
+            return Ok((topic.key.clone(), false));
         }
         if topics.len() >= self.max_destinations {
             return Err(HubError::TooManyDestinations { limit: self.max_destinations });
         }
         let key: Rc<str> = Rc::from(destination);
-        topics.insert(key.clone(), vec![subscriber]);
+        topics.insert(key.clone(), Topic { key: key.clone(), subs: vec![subscriber] });
         Ok((key, true))
     }
 
     /// Removes one subscription; returns true when it was the destination's last one.
     pub fn unsubscribe(&self, destination: &str, connection: u64, subscription_id: &str) -> bool {
         let mut topics = self.topics.borrow_mut();
-        let Some(subs) = topics.get_mut(destination) else { return false };
+        let Some(Topic { subs, .. }) = topics.get_mut(destination) else { return false };
         if let Some(i) =
             subs.iter().position(|s| s.connection == connection && *s.subscription_id == *subscription_id)
         {
@@ -155,7 +160,7 @@ impl Hub {
     /// Queues the publication for every local subscriber of its destination; returns how many.
     pub fn deliver(&self, p: &Publication) -> usize {
         let topics = self.topics.borrow();
-        let Some(subs) = topics.get(&*p.destination) else {
+        let Some(Topic { subs, .. }) = topics.get(&*p.destination) else {
             METRICS.messages_unrouted.inc();
             return 0;
         };
@@ -178,7 +183,7 @@ impl Hub {
     }
 
     pub fn subscriber_count(&self, destination: &str) -> usize {
-        self.topics.borrow().get(destination).map_or(0, Vec::len)
+        self.topics.borrow().get(destination).map_or(0, |t| t.subs.len())
     }
 
     /// Every destination with local subscribers (the cluster engine re-subscribes these).
