@@ -25,4 +25,14 @@ if ! timeout 600 cargo bench --bench loadgen -- --quick; then
     echo "[$TAG] FAIL the load generator did not run to the end"
     exit 1
 fi
+# SockJS beside raw WebSocket (issue 7's figures), with the Node clients the test command installed.
+if [ -d "$REPO_ROOT/tests/js/node_modules" ]; then
+    echo "[$TAG] node tests/js/bench-sockjs.mjs (server: $STOMP_EDGE_BIN)"
+    if ! timeout 120 node "$REPO_ROOT/tests/js/bench-sockjs.mjs"; then
+        echo "[$TAG] FAIL the SockJS benchmark did not run to the end"
+        exit 1
+    fi
+else
+    echo "[$TAG] SockJS benchmark skipped: tests/js/node_modules missing (run scripts/test.sh)"
+fi
 echo "[$TAG] done (figures above; targets are printed, not enforced)"
