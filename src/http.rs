@@ -80,6 +80,12 @@ struct Health {
     redis: &'static str,
     connections: usize,
     uptime_seconds: u64,
+    /// Cluster mode only: times the Redis link came back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_reconnects: Option<u64>,
+    /// Cluster mode only: Redis commands that failed or timed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_command_errors: Option<u64>,
 }
 
 /// Routes one request.
@@ -176,6 +182,8 @@ fn health(node: &Node) -> Response<Body> {
         redis: node.broker.redis_state().as_str(),
         connections: node.connection_count(),
         uptime_seconds: node.uptime_seconds(),
+        redis_reconnects: node.broker.redis_counts().map(|(r, _)| r),
+        redis_command_errors: node.broker.redis_counts().map(|(_, e)| e),
     };
     json(if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)
 }

@@ -238,6 +238,8 @@ async fn nodes_serve_alone_without_redis_and_resume_when_it_returns() {
     until(&mut bob, "CHAT", "alice", Duration::from_secs(5)).await;
     assert!(resumed < Duration::from_secs(10), "took {resumed:?}");
     assert!(n1.metric("stomp_edge_cluster_redis_reconnects_total") >= 1);
+    assert!(health(&n1)["redisReconnects"].as_u64() >= Some(1));
+    assert!(health(&n1)["redisCommandErrors"].is_u64());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

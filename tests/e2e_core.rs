@@ -23,6 +23,8 @@ fn http_routes_answer_as_the_contract_says() {
     assert_eq!(health["serverId"], "test1");
     assert_eq!(health["connections"], 0);
     assert!(health["uptimeSeconds"].is_u64());
+    // Local mode answers exactly the contract's fields.
+    assert_eq!(health.as_object().unwrap().len(), 6, "{health}");
     let (status, headers, body) = server.get("/metrics");
     assert_eq!(status, 200);
     assert!(headers["content-type"].starts_with("text/plain"));

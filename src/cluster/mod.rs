@@ -250,6 +250,11 @@ impl Broker for RedisEngine {
         }
     }
 
+    fn redis_counts(&self) -> Option<(u64, u64)> {
+        let l = &self.link.stats;
+        Some((l.reconnects.get(), l.command_errors.get() + l.command_timeouts.get()))
+    }
+
     fn metrics(&self) -> (MetricLines, MetricLines) {
         let s = &self.stats;
         let l = &self.link.stats;

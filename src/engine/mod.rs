@@ -73,6 +73,12 @@ pub trait Broker {
 
     fn redis_state(&self) -> RedisState;
 
+    /// In cluster mode: (times the Redis link came back, Redis commands that failed or timed
+    /// out), for `/healthz`.
+    fn redis_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// Extra `/metrics` lines as (name, help, value): gauges then counters.
     fn metrics(&self) -> (MetricLines, MetricLines) {
         (Vec::new(), Vec::new())
