@@ -23,11 +23,11 @@ use crate::ws::{self, Control, Decoder};
 /// Frames per vectored write (two slices each: WebSocket header and payload).
 const WRITE_BATCH: usize = 32;
 /// Socket reads per wake-up before the task lets others run.
-const READS_PER_WAKE: usize = 16;
+pub(crate) const READS_PER_WAKE: usize = 16;
 /// Room made in the read buffer before a read.
 const READ_CHUNK: usize = 4096;
 /// A read buffer larger than this is given back as soon as it is empty again.
-const KEEP_BUFFER: usize = 16 * 1024;
+pub(crate) const KEEP_BUFFER: usize = 16 * 1024;
 /// How long the closing handshake may take to flush before the socket is dropped.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -136,26 +136,13 @@ impl Connection {
     /// Reads what the socket has, a bounded number of times, processing after each read.
     fn on_readable(&mut self) -> Result<(), CloseReason> {
         for _ in 0..READS_PER_WAKE {
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
+            if read_once(&self.stream, &mut self.buf)?.is_none() {
+                break;
             }
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(CloseReason::SocketClosed),
-                Ok(n) => {
-                    METRICS.bytes_received.add(n as u64);
-                    self.liveness.last_read = Instant::now();
-                    self.process()?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(io_reason(&e)),
-            }
+            self.liveness.last_read = Instant::now();
+            self.process()?;
         }
-        if self.buf.is_empty() {
-            // Idle connections hold no read buffer at all.
-            self.buf = Vec::new();
-        } else if self.buf.capacity() > KEEP_BUFFER && self.buf.len() < KEEP_BUFFER / 2 {
-            self.buf.shrink_to(KEEP_BUFFER / 2);
-        }
+        trim_buffer(&mut self.buf);
         Ok(())
     }
 
@@ -230,25 +217,8 @@ impl Connection {
     /// Says goodbye as the reason calls for (ERROR frame, WebSocket close), flushes with a
     /// deadline and shuts the socket.
     async fn finish(&mut self, reason: CloseReason) -> CloseReason {
-        let message = match reason {
-            CloseReason::SlowConsumer => {
-                let dropped = self.outbound.clear_after_front(self.front_written > 0);
-                METRICS.messages_dropped.add("slow_consumer", dropped as u64);
-                Some("slow consumer: too many bytes queued for this client, closing".to_string())
-            }
-            CloseReason::ServerShutdown => Some("server shutting down".to_string()),
-            CloseReason::HeartbeatTimeout => Some(format!(
-                "no heart-beat or frame from the client in {} ms",
-                self.session.heartbeat.receive.map_or(0, |d| d.as_millis() * 2)
-            )),
-            CloseReason::ConnectTimeout => {
-                Some(format!("no CONNECT within {} ms", self.liveness.connect_timeout().as_millis()))
-            }
-            _ => None,
-        };
-        if let Some(message) = message {
-            self.session.send_error(&message, None);
-        }
+        let keep_front = self.front_written > 0;
+        self.session.send_goodbye(reason, self.liveness.connect_timeout(), keep_front);
         let code = match reason {
             CloseReason::SocketClosed | CloseReason::IoError => None,
             CloseReason::ClientDisconnect | CloseReason::WebSocketClose => Some(1000),
@@ -338,7 +308,34 @@ fn write_batch(
     Ok(Some((written, done, 0)))
 }
 
-fn io_reason(e: &io::Error) -> CloseReason {
+/// One non-blocking read into `buf`, making room first: Some(bytes read), or None when the
+/// socket has nothing now. End of stream and errors come back as the close reason.
+pub(crate) fn read_once(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<Option<usize>, CloseReason> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    match stream.try_read_buf(buf) {
+        Ok(0) => Err(CloseReason::SocketClosed),
+        Ok(n) => {
+            METRICS.bytes_received.add(n as u64);
+            Ok(Some(n))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(io_reason(&e)),
+    }
+}
+
+/// Gives back a read buffer once it is empty (idle connections hold none at all), and shrinks
+/// one that grew for a large frame.
+pub(crate) fn trim_buffer(buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        *buf = Vec::new();
+    } else if buf.capacity() > KEEP_BUFFER && buf.len() < KEEP_BUFFER / 2 {
+        buf.shrink_to(KEEP_BUFFER / 2);
+    }
+}
+
+pub(crate) fn io_reason(e: &io::Error) -> CloseReason {
     match e.kind() {
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
             CloseReason::SocketClosed

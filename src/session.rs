@@ -485,6 +485,27 @@ impl Session {
         self.outbound.push_unbounded(OutFrame::stomp(Bytes::from(out)));
     }
 
+    /// Tells the client why the server closes it, as an ERROR frame, when it is a reason the
+    /// client should hear about. A slow consumer's queue is dropped first (all but a front
+    /// frame that is partly written, when `keep_front`), and the drop is counted.
+    pub fn send_goodbye(&self, reason: CloseReason, connect_timeout: Duration, keep_front: bool) {
+        let message = match reason {
+            CloseReason::SlowConsumer => {
+                let dropped = self.outbound.clear_after_front(keep_front);
+                METRICS.messages_dropped.add("slow_consumer", dropped as u64);
+                "slow consumer: too many bytes queued for this client, closing".to_string()
+            }
+            CloseReason::ServerShutdown => "server shutting down".to_string(),
+            CloseReason::HeartbeatTimeout => format!(
+                "no heart-beat or frame from the client in {} ms",
+                self.heartbeat.receive.map_or(0, |d| d.as_millis() * 2)
+            ),
+            CloseReason::ConnectTimeout => format!("no CONNECT within {} ms", connect_timeout.as_millis()),
+            _ => return,
+        };
+        self.send_error(&message, None);
+    }
+
     /// Ends the session: drops its subscriptions and tells the application it left.
     pub fn end(&mut self, node: &Node) {
         for s in std::mem::take(&mut self.subscriptions) {

@@ -365,7 +365,7 @@ impl HttpSession {
     async fn end(&self, node: &Node, reason: CloseReason) {
         let close = {
             let mut core = self.core.borrow_mut();
-            let close = core.goodbye(reason, &self.outbound, false);
+            let close = core.goodbye(reason, false);
             core.session.end(node);
             close
         };

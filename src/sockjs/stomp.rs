@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use crate::liveness::Liveness;
-use crate::metrics::{CloseReason, METRICS};
+use crate::metrics::CloseReason;
 use crate::node::Node;
 use crate::outbound::Outbound;
 use crate::protocol::Limits;
@@ -90,31 +90,8 @@ impl Core {
     /// Queues the goodbye the reason calls for (an ERROR frame the client can show) and returns
     /// the SockJS close frame's code and reason: `3000 "Go away!"` for a normal end, the codes
     /// of the raw WebSocket endpoint otherwise.
-    pub fn goodbye(
-        &mut self,
-        reason: CloseReason,
-        outbound: &Outbound,
-        dropped_front: bool,
-    ) -> (u16, &'static str) {
-        let message = match reason {
-            CloseReason::SlowConsumer => {
-                let dropped = outbound.clear_after_front(dropped_front);
-                METRICS.messages_dropped.add("slow_consumer", dropped as u64);
-                Some("slow consumer: too many bytes queued for this client, closing".to_string())
-            }
-            CloseReason::ServerShutdown => Some("server shutting down".to_string()),
-            CloseReason::HeartbeatTimeout => Some(format!(
-                "no heart-beat or frame from the client in {} ms",
-                self.session.heartbeat.receive.map_or(0, |d| d.as_millis() * 2)
-            )),
-            CloseReason::ConnectTimeout => {
-                Some(format!("no CONNECT within {} ms", self.liveness.connect_timeout().as_millis()))
-            }
-            _ => None,
-        };
-        if let Some(message) = message {
-            self.session.send_error(&message, None);
-        }
+    pub fn goodbye(&mut self, reason: CloseReason, dropped_front: bool) -> (u16, &'static str) {
+        self.session.send_goodbye(reason, self.liveness.connect_timeout(), dropped_front);
         match reason {
             CloseReason::ServerShutdown | CloseReason::HeartbeatTimeout | CloseReason::ConnectTimeout => {
                 (1001, reason.as_str())
@@ -153,8 +130,8 @@ mod tests {
         assert_eq!(core.receive_message(&node, both), Ok(Received::Close(CloseReason::ClientDisconnect)));
         assert_eq!(out.with_queue(|q| q.len()), 2); // CONNECTED, RECEIPT
         assert_eq!(core.receive_message(&node, b"[1]"), Err(Broken));
-        assert_eq!(core.goodbye(CloseReason::ClientDisconnect, &out, false), (3000, "Go away!"));
-        assert_eq!(core.goodbye(CloseReason::ConnectTimeout, &out, false), (1001, "connect_timeout"));
+        assert_eq!(core.goodbye(CloseReason::ClientDisconnect, false), (3000, "Go away!"));
+        assert_eq!(core.goodbye(CloseReason::ConnectTimeout, false), (1001, "connect_timeout"));
         assert_eq!(out.with_queue(|q| q.len()), 3); // + the ERROR
     }
 }

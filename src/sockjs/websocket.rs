@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use crate::connection::{io_reason, read_once, trim_buffer, KEEP_BUFFER, READS_PER_WAKE};
 use crate::http::Upgraded;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
@@ -22,12 +23,6 @@ use super::session::BATCH_BYTES;
 use super::stomp::{Core, Received};
 use super::Settings;
 
-/// Socket reads per wake-up before the task lets others run.
-const READS_PER_WAKE: usize = 16;
-/// Room made in the read buffer before a read.
-const READ_CHUNK: usize = 4096;
-/// A read buffer larger than this is given back once it is empty again.
-const KEEP_BUFFER: usize = 16 * 1024;
 /// How long the goodbye may take to flush before the socket is dropped.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -125,24 +120,12 @@ impl WebSocketSession {
 
     fn on_readable(&mut self) -> Result<(), CloseReason> {
         for _ in 0..READS_PER_WAKE {
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
+            if read_once(&self.stream, &mut self.buf)?.is_none() {
+                break;
             }
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(CloseReason::SocketClosed),
-                Ok(n) => {
-                    METRICS.bytes_received.add(n as u64);
-                    self.process()?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(io_reason(&e)),
-            }
+            self.process()?;
         }
-        if self.buf.is_empty() {
-            self.buf = Vec::new();
-        } else if self.buf.capacity() > KEEP_BUFFER && self.buf.len() < KEEP_BUFFER / 2 {
-            self.buf.shrink_to(KEEP_BUFFER / 2);
-        }
+        trim_buffer(&mut self.buf);
         Ok(())
     }
 
@@ -266,11 +249,8 @@ impl WebSocketSession {
         if matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
             return reason;
         }
-        let (code, text) = if self.broken {
-            (1007, "Broken JSON encoding.")
-        } else {
-            self.core.goodbye(reason, &self.outbound, false)
-        };
+        let (code, text) =
+            if self.broken { (1007, "Broken JSON encoding.") } else { self.core.goodbye(reason, false) };
         let ws_code = if code == frame::GO_AWAY.0 { 1000 } else { code };
         if reason != CloseReason::WebSocketProtocolError {
             let mut close = Vec::new();
@@ -302,13 +282,4 @@ fn push_text_message(payload: &[u8], out: &mut Vec<u8>) {
     let n = ws::encode_header(ws::OP_TEXT, payload.len(), &mut header);
     out.extend_from_slice(&header[..n]);
     out.extend_from_slice(payload);
-}
-
-fn io_reason(e: &io::Error) -> CloseReason {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
-            CloseReason::SocketClosed
-        }
-        _ => CloseReason::IoError,
-    }
 }
