@@ -13,32 +13,10 @@ import { after, before, describe, it } from 'node:test';
 
 import { chromium } from 'playwright-core';
 
-import { REPO_ROOT, closeClient, connectClient, sleep, startServer, subscribe, uniqueId } from './lib/server.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, WAIT_MS, until } from './lib/page.mjs';
+import { REPO_ROOT, closeClient, connectClient, startServer, subscribe, uniqueId } from './lib/server.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
-// Playwright gives every launch a new, empty temporary --user-data-dir of its own.
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-const WAIT_MS = 10_000; // every wait here is bounded by this
 const ARTIFACTS = path.join(REPO_ROOT, 'target', 'test-artifacts');
-
-/** Polls `check` (bounded) until it returns a truthy value. */
-async function until(check, what, ms = WAIT_MS) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
-    await sleep(100);
-  }
-}
 
 async function metric(server, name, labels = '') {
   const text = await (await fetch(`${server.http}/metrics`)).text();
