@@ -17,6 +17,7 @@
 //! - `liveness`: a connection's STOMP clock: CONNECT deadline and heart-beats.
 //! - `session`: one client's STOMP state machine (CONNECT … DISCONNECT), no I/O.
 //! - `outbound`: the bounded per-client queue between the hub and the socket task.
+//! - `signal`: the lock-free wake-up flag a connection or SockJS task waits on.
 //! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
 //! - `engine`: the `Broker` and `Presence` interfaces; `engine::memory` for a node alone.
 //! - `cluster`: the Redis engine behind the same interfaces: relay, presence, registry.
@@ -53,6 +54,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod signal;
 pub mod sockjs;
 pub mod stomp_input;
 pub mod ws;

@@ -1,16 +1,15 @@
 //! The bounded queue of frames waiting to be written to one client, shared (`Rc`) between the
 //! hub, which pushes broadcast frames into it, and the connection task, which drains it in
-//! coalesced writes. Single-threaded: `Cell`/`RefCell` and a stored `Waker`, no locks.
+//! coalesced writes. Single-threaded: `Cell`/`RefCell` and a `Signal`, no locks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
 use crate::metrics::{CloseReason, METRICS};
+pub use crate::signal::Notified;
+use crate::signal::Signal;
 
 /// How the connection frames the bytes when it writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +46,8 @@ pub struct Outbound {
     limit: Cell<usize>,
     /// Set once the connection must close; the connection task reads it after each wake-up.
     closing: Cell<Option<CloseReason>>,
-    /// The connection task's waker, stored while it waits for work.
-    waker: Cell<Option<Waker>>,
-    woken: Cell<bool>,
+    /// Wakes the connection task when there is something to write or a close to do.
+    signal: Signal,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -68,8 +66,7 @@ impl Outbound {
             queued_bytes: Cell::new(0),
             limit: Cell::new(limit),
             closing: Cell::new(None),
-            waker: Cell::new(None),
-            woken: Cell::new(false),
+            signal: Signal::default(),
         }
     }
 
@@ -160,31 +157,12 @@ impl Outbound {
     }
 
     fn wake(&self) {
-        self.woken.set(true);
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        self.signal.notify();
     }
 
     /// Resolves once something was pushed or a close was asked for since the last call.
     pub fn notified(&self) -> Notified<'_> {
-        Notified { outbound: self }
-    }
-}
-
-/// Future returned by [`Outbound::notified`].
-pub struct Notified<'a> {
-    outbound: &'a Outbound,
-}
-
-impl Future for Notified<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.outbound.woken.replace(false) {
-            return Poll::Ready(());
-        }
-        self.outbound.waker.set(Some(cx.waker().clone()));
-        Poll::Pending
+        self.signal.notified()
     }
 }
 

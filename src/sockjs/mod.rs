@@ -12,13 +12,11 @@
 //! - `body`: the streaming body of a receiving request.
 //! - `xhr`: the HTTP transports' requests, and `xhr_send`.
 //! - `reply`: CORS, caching, preflights and errors of every SockJS answer.
-//! - `signal`: the wake-up flag of a session task.
 
 mod body;
 mod frame;
 mod reply;
 mod session;
-mod signal;
 mod stomp;
 mod websocket;
 mod xhr;

@@ -20,9 +20,9 @@ use crate::outbound::{FrameKind, Outbound};
 
 use super::body::StreamBody;
 use super::frame::{self, Broken};
-use super::signal::Signal;
 use super::stomp::{Core, Received};
 use super::Settings;
+use crate::signal::Signal;
 
 /// Most bytes of STOMP frames put into one `a[...]` batch (one frame at least).
 pub const BATCH_BYTES: usize = 64 * 1024;

@@ -1,6 +1,6 @@
-//! A wake-up flag for one waiting task on this thread: `notify` from anywhere on the thread,
-//! `notified().await` in the task. Like `Outbound`'s own flag; a notification that comes while
-//! the task is busy is kept, so none is lost.
+//! A wake-up flag for one waiting task on this thread, without locks: `notify` from anywhere
+//! on the thread, `notified().await` in the task. A notification that comes while the task is
+//! busy is kept, so none is lost. `Outbound` and the SockJS sessions wake their tasks with it.
 
 use std::cell::Cell;
 use std::future::Future;
