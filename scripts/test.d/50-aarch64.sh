@@ -38,17 +38,10 @@ need=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 dpkg -s libc6-dev-arm64-cross >/dev/null 2>&1 || need+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || need+=(qemu-user-static)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    say "installing ${need[*]}"
-    timeout 600 $sudo apt-get update -qq || fatal "apt-get update"
-    DEBIAN_FRONTEND=noninteractive timeout 900 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" \
-        || fatal "apt-get install ${need[*]}"
-fi
-if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
-    timeout 600 rustup target add "$TARGET" || fatal "rustup target add $TARGET"
-fi
+# shellcheck source=../lib/cross.sh
+. scripts/lib/cross.sh
+apt_install_missing "${need[@]}" || fatal "apt-get install ${need[*]}"
+rust_target "$TARGET" || fatal "rustup target add $TARGET"
 QEMU=$(command -v qemu-aarch64-static || command -v qemu-aarch64)
 if [ ! -d tests/js/node_modules/@stomp/stompjs ] || [ ! -d tests/js/node_modules/ws ]; then
     (cd tests/js && timeout 600 npm ci --no-audit --no-fund --loglevel=error) || fatal "npm ci in tests/js"

@@ -15,16 +15,10 @@ need=()
 command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
 dpkg -s libc6-dev-armhf-cross >/dev/null 2>&1 || need+=(libc6-dev-armhf-cross)
 command -v qemu-arm-static >/dev/null || need+=(qemu-user-static)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    say "installing ${need[*]}"
-    timeout 600 $sudo apt-get update -qq || fatal "apt-get update"
-    DEBIAN_FRONTEND=noninteractive timeout 900 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" \
-        || fatal "apt-get install ${need[*]}"
-fi
-rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || timeout 600 rustup target add "$TARGET" \
-    || fatal "rustup target add $TARGET"
+# shellcheck source=../lib/cross.sh
+. scripts/lib/cross.sh
+apt_install_missing "${need[@]}" || fatal "apt-get install ${need[*]}"
+rust_target "$TARGET" || fatal "rustup target add $TARGET"
 
 timeout 1500 cargo build --release --target "$TARGET" || fatal "cargo build --release --target $TARGET"
 say "armv7 binary: $(stat -c %s "$BIN") bytes"
