@@ -161,7 +161,10 @@ impl Connection {
             METRICS.protocol_errors.inc("websocket");
             log::debug!("session {}: websocket error: {e}", self.session.session_id);
             // STOMP clients show ERROR frames, not close codes: say it in both.
-            self.session.send_error(&format!("websocket: {e}"), None);
+            // The STOMP frame it interrupted may have asked for a receipt.
+            let pending = self.buf.get(..self.data_len).unwrap_or_default();
+            let receipt = protocol::pending_receipt(pending, self.session.version(), &self.limits);
+            self.session.send_error(&format!("websocket: {e}"), receipt.as_deref());
             self.outbound.push_unbounded(OutFrame {
                 bytes: ws::close_frame(e.close_code(), &e.to_string()),
                 kind: FrameKind::Raw,
