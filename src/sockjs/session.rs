@@ -296,6 +296,9 @@ impl HttpSession {
             let taken = self.outbound.with_queue(|q| frame::write_messages(q, BATCH_BYTES, &mut batch));
             if taken > 0 {
                 self.outbound.pop_written(taken);
+                if batch.is_empty() {
+                    continue; // only frames a SockJS client cannot take (counted as dropped)
+                }
                 METRICS.frames_sent.add(taken as u64);
                 receiver.push(&batch, self.settings.streaming_bytes);
                 return true;

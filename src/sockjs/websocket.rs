@@ -207,9 +207,16 @@ impl WebSocketSession {
         self.write.clear();
         self.written = 0;
         let mut batch = Vec::new();
-        let taken = self.outbound.with_queue(|q| frame::write_messages(q, BATCH_BYTES, &mut batch));
-        if taken > 0 {
+        let mut taken = 0;
+        while batch.is_empty() {
+            // Frames a SockJS client cannot take are taken off without a batch (and counted).
+            taken = self.outbound.with_queue(|q| frame::write_messages(q, BATCH_BYTES, &mut batch));
+            if taken == 0 {
+                break;
+            }
             self.outbound.pop_written(taken);
+        }
+        if !batch.is_empty() {
             METRICS.frames_sent.add(taken as u64);
             self.push_text(&batch);
             self.core.liveness.last_write = Instant::now();
