@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use crate::access;
 use crate::connection::Connection;
 use crate::metrics::{self, METRICS};
 use crate::node::{Node, Refusal};
@@ -90,6 +91,31 @@ struct Health {
 
 /// Routes one request.
 pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let config = node.config();
+    let host = access::check_host(
+        request.version(),
+        request.uri(),
+        request.headers(),
+        &config.http.allowed_hosts,
+        &node.advertise_url(),
+    );
+    if let Err(refusal) = host {
+        METRICS.http_rejected.inc(refusal.reason());
+        return Ok(match refusal {
+            access::HostRefusal::Missing => {
+                text(StatusCode::BAD_REQUEST, "exactly one Host header is required\n")
+            }
+            access::HostRefusal::Malformed => text(StatusCode::BAD_REQUEST, "malformed Host header\n"),
+            access::HostRefusal::NotAllowed => {
+                log::debug!("refused a request for host {:?}", request.headers().get(hyper::header::HOST));
+                text(
+                    StatusCode::FORBIDDEN,
+                    "this board does not answer to that host name (see http.allowed_hosts)\n",
+                )
+            }
+        });
+    }
+    drop(config);
     let path = request.uri().path();
     let response = match path {
         "/ws" | "/ws/" | "/ws/websocket" => {

@@ -8,6 +8,7 @@
 //!   environment and flags.
 //! - `protocol`: STOMP frames: the zero-copy parser and the encoder.
 //! - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec.
+//! - `access`: who may talk to the board: the `Host` allow-list (DNS rebinding), `Origin`.
 //! - `http`: the routes of the one port (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`,
 //!   `/api`).
 //! - `server`: the listener, accept loop and signals (drain, reload).
@@ -39,6 +40,7 @@
 //! hands it to the engine for the other nodes. Each recipient's `connection` task wakes and
 //! writes its whole queue in one vectored write.
 
+pub mod access;
 pub mod advertise;
 pub mod app;
 pub mod auth;

@@ -139,6 +139,7 @@ pub struct Metrics {
     pub receipts_sent: Counter,
     pub app_errors: Family<12>,
     pub http_requests: Family<8>,
+    pub http_rejected: Family<4>,
     pub transactions: Family<4>,
     pub sockjs_sessions: Family<5>,
     pub sockjs_requests: Family<7>,
@@ -215,6 +216,7 @@ pub static METRICS: Metrics = Metrics {
         "bad_request",
         "other",
     ]),
+    http_rejected: Family::new(["missing_host", "bad_host", "host_not_allowed", "other"]),
     transactions: Family::new(["begun", "committed", "aborted", "other"]),
     sockjs_sessions: Family::new(["websocket", "xhr_streaming", "xhr", "eventsource", "other"]),
     sockjs_requests: Family::new([
@@ -347,6 +349,13 @@ pub fn render(extra: &Extra<'_>) -> String {
         &m.app_errors,
     );
     family(&mut out, "http_requests_total", "route", "HTTP requests, by route.", &m.http_requests);
+    family(
+        &mut out,
+        "http_rejected_total",
+        "reason",
+        "HTTP requests refused for their Host (missing, malformed, or not this board's: DNS rebinding).",
+        &m.http_rejected,
+    );
     family(&mut out, "transactions_total", "outcome", "STOMP transactions.", &m.transactions);
     family(&mut out, "sockjs_sessions_total", "transport", "SockJS sessions opened.", &m.sockjs_sessions);
     family(

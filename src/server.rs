@@ -133,8 +133,13 @@ fn start_drain(node: &Node, hooks: &dyn Hooks) -> tokio::time::Instant {
 fn spawn_http(stream: TcpStream, peer: SocketAddr, node: Rc<Node>, open_http: Rc<std::cell::Cell<usize>>) {
     let _ = stream.set_nodelay(true);
     open_http.set(open_http.get() + 1);
+    let local = stream.local_addr().unwrap_or(peer);
+    let from = crate::access::Peer { remote: peer, local };
     tokio::task::spawn_local(async move {
-        let service = service_fn(move |request| crate::http::handle(node.clone(), request));
+        let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(from);
+            crate::http::handle(node.clone(), request)
+        });
         let result = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)

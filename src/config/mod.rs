@@ -33,6 +33,7 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     pub stomp: StompConfig,
     pub limits: Limits,
+    pub http: HttpConfig,
     pub websocket: WebSocketConfig,
     pub auth: AuthConfig,
     pub chat: ChatConfig,
@@ -69,6 +70,12 @@ pub struct Limits {
     pub max_subscriptions: usize,
     pub max_destinations: usize,
     pub max_outbound_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Host names the board answers to besides its own (`crate::access`); `"*"`: any.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +165,7 @@ impl Config {
                 max_destinations: 0,
                 max_outbound_bytes: 0,
             },
+            http: HttpConfig { allowed_hosts: Vec::new() },
             websocket: WebSocketConfig { allowed_origins: Vec::new() },
             auth: AuthConfig { users: Vec::new() },
             chat: ChatConfig {
@@ -222,7 +230,8 @@ impl Config {
             "limits.max_subscriptions" => self.limits.max_subscriptions = v.int(1, 100_000)? as usize,
             "limits.max_destinations" => self.limits.max_destinations = v.int(1, 10_000_000)? as usize,
             "limits.max_outbound_bytes" => self.limits.max_outbound_bytes = v.int(4096, 1 << 30)? as usize,
-            "websocket.allowed_origins" => self.websocket.allowed_origins = v.list()?,
+            "http.allowed_hosts" => self.http.allowed_hosts = v.hosts()?,
+            "websocket.allowed_origins" => self.websocket.allowed_origins = v.origins()?,
             "auth.users" => self.auth.users = v.users()?,
             "chat.max_rooms" => self.chat.max_rooms = v.int(1, 1_000_000)? as usize,
             "chat.max_participants_per_room" => {
@@ -326,7 +335,7 @@ impl Config {
 /// The config keys an environment variable can name, e.g. `LIMITS_MAX_CONNECTIONS`.
 fn env_key(rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
-    const SECTIONS: [&str; 7] = ["stomp", "limits", "websocket", "auth", "chat", "cluster", "sockjs"];
+    const SECTIONS: [&str; 8] = ["stomp", "limits", "http", "websocket", "auth", "chat", "cluster", "sockjs"];
     for section in SECTIONS {
         if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             return Some(format!("{section}.{key}"));

@@ -55,6 +55,20 @@ impl Setting<'_> {
         }
     }
 
+    /// A list of host names for `crate::access`.
+    pub(super) fn hosts(&self) -> Result<Vec<String>, String> {
+        let list = self.list()?;
+        crate::access::validate_hosts(&list).map_err(|e| format!("`{}`: {e}", self.key))?;
+        Ok(list)
+    }
+
+    /// A list of origins for `crate::access`.
+    pub(super) fn origins(&self) -> Result<Vec<String>, String> {
+        let list = self.list()?;
+        crate::access::validate_origins(&list).map_err(|e| format!("`{}`: {e}", self.key))?;
+        Ok(list)
+    }
+
     pub(super) fn addr(&self) -> Result<SocketAddr, String> {
         let text = self.text()?;
         text.parse().map_err(|_| format!("`{}` must be an address like 0.0.0.0:8080, not {text:?}", self.key))

@@ -36,7 +36,6 @@ use crate::config::Config;
 use crate::http::Body;
 use crate::metrics::METRICS;
 use crate::node::Node;
-use crate::ws::handshake;
 
 /// The SockJS settings a session keeps from the configuration it started under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +114,11 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
     if !config.sockjs.enabled {
         return reply::error(headers, StatusCode::NOT_FOUND, "Not found.");
     }
-    if !handshake::origin_allowed(headers, &config.websocket.allowed_origins) {
+    if !crate::access::origin_allowed(headers, &config.websocket.allowed_origins) {
         METRICS.connections_rejected.inc("origin");
         METRICS.sockjs_rejected.inc("origin");
-        return reply::error(headers, StatusCode::FORBIDDEN, "origin not allowed");
+        // A refusal grants nothing: no CORS headers.
+        return reply::refusal(StatusCode::FORBIDDEN, "origin not allowed");
     }
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
