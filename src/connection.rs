@@ -74,9 +74,11 @@ impl Connection {
             max_header_line_bytes: config.limits.max_header_line_bytes,
         };
         let liveness = Liveness::new(config.stomp.connect_timeout());
+        let mut session = Session::new(connection, session_id, outbound.clone());
+        session.set_peer(stream.peer_addr().ok().map(|a| a.ip().to_canonical()));
         Connection {
             stream,
-            session: Session::new(connection, session_id, outbound.clone()),
+            session,
             outbound,
             buf: initial.to_vec(),
             data_len: 0,

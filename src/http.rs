@@ -230,6 +230,11 @@ fn metrics_page(node: &Node) -> Response<Body> {
         node.hub.destination_count() as u64,
     ));
     gauges.push(("uptime_seconds", "Seconds since start.", node.uptime_seconds()));
+    gauges.push((
+        "login_throttle_entries",
+        "Addresses and logins with recent failed logins remembered.",
+        node.login_throttle.entries() as u64,
+    ));
     let text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
 }

@@ -28,6 +28,7 @@
 //! - `app`: the `/app` application hook and `/user/queue/errors` replies.
 //! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`.
 //! - `auth`: CONNECT login/passcode checks.
+//! - `login_throttle`: failed logins per address and login, and the delay they earn.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
 //!
@@ -53,6 +54,7 @@ pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod liveness;
+pub mod login_throttle;
 pub mod metrics;
 pub mod node;
 pub mod outbound;

@@ -137,6 +137,8 @@ pub struct Metrics {
     pub subscriptions_current: Gauge,
     pub subscriptions_rejected: Family<4>,
     pub receipts_sent: Counter,
+    pub login_failures: Counter,
+    pub login_failures_delayed: Counter,
     pub app_errors: Family<12>,
     pub http_requests: Family<8>,
     pub http_rejected: Family<4>,
@@ -192,6 +194,8 @@ pub static METRICS: Metrics = Metrics {
     subscriptions_current: Gauge::new(),
     subscriptions_rejected: Family::new(["limit", "destination_limit", "bad_destination", "other"]),
     receipts_sent: Counter::new(),
+    login_failures: Counter::new(),
+    login_failures_delayed: Counter::new(),
     app_errors: Family::new([
         "not_joined",
         "invalid_room_id",
@@ -341,6 +345,18 @@ pub fn render(extra: &Extra<'_>) -> String {
         &m.subscriptions_rejected,
     );
     counter(&mut out, "receipts_sent_total", "RECEIPT frames sent.", m.receipts_sent.get());
+    counter(
+        &mut out,
+        "login_failures_total",
+        "CONNECTs refused for bad credentials.",
+        m.login_failures.get(),
+    );
+    counter(
+        &mut out,
+        "login_failures_delayed_total",
+        "Failed logins answered after a throttling delay.",
+        m.login_failures_delayed.get(),
+    );
     family(
         &mut out,
         "app_errors_total",

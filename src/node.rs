@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::Config;
 use crate::engine::{Broker, Presence};
+use crate::login_throttle::LoginThrottle;
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
 
@@ -23,6 +24,8 @@ pub struct Node {
     /// Who is in which chat room (this node's table, or the cluster's through Redis).
     pub presence: Rc<dyn Presence>,
     pub auth: RefCell<Authenticator>,
+    /// Failed logins per address and login, to slow guessing (`crate::login_throttle`).
+    pub login_throttle: LoginThrottle,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
     /// Every live STOMP connection's outbound queue, so shutdown can reach them all.
@@ -51,6 +54,7 @@ impl Node {
         Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
+            login_throttle: LoginThrottle::default(),
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
             config: RefCell::new(Rc::new(config)),
             broker,

@@ -88,6 +88,23 @@ pub struct WebSocketConfig {
 pub struct AuthConfig {
     /// `(login, passcode)` pairs; empty means anonymous clients are allowed.
     pub users: Vec<(String, String)>,
+    /// Failed logins per address or login answered at once (`crate::login_throttle`).
+    pub throttle_after_failures: u32,
+    /// The first delay after those, doubling per further failure (0: no delays).
+    pub throttle_delay_ms: u64,
+    /// The longest delay.
+    pub throttle_max_delay_ms: u64,
+}
+
+impl AuthConfig {
+    /// The login throttling policy these settings make.
+    pub fn throttle(&self) -> crate::login_throttle::Policy {
+        crate::login_throttle::Policy {
+            free_failures: self.throttle_after_failures,
+            delay: Duration::from_millis(self.throttle_delay_ms),
+            max_delay: Duration::from_millis(self.throttle_max_delay_ms.max(self.throttle_delay_ms)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +184,12 @@ impl Config {
             },
             http: HttpConfig { allowed_hosts: Vec::new() },
             websocket: WebSocketConfig { allowed_origins: Vec::new() },
-            auth: AuthConfig { users: Vec::new() },
+            auth: AuthConfig {
+                users: Vec::new(),
+                throttle_after_failures: 0,
+                throttle_delay_ms: 0,
+                throttle_max_delay_ms: 0,
+            },
             chat: ChatConfig {
                 max_rooms: 0,
                 max_participants_per_room: 0,
@@ -233,6 +255,9 @@ impl Config {
             "http.allowed_hosts" => self.http.allowed_hosts = v.hosts()?,
             "websocket.allowed_origins" => self.websocket.allowed_origins = v.origins()?,
             "auth.users" => self.auth.users = v.users()?,
+            "auth.throttle_after_failures" => self.auth.throttle_after_failures = v.int(0, 1000)? as u32,
+            "auth.throttle_delay_ms" => self.auth.throttle_delay_ms = v.int(0, 60_000)?,
+            "auth.throttle_max_delay_ms" => self.auth.throttle_max_delay_ms = v.int(0, 600_000)?,
             "chat.max_rooms" => self.chat.max_rooms = v.int(1, 1_000_000)? as usize,
             "chat.max_participants_per_room" => {
                 self.chat.max_participants_per_room = v.int(1, 100_000)? as usize

@@ -122,6 +122,7 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
     }
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
+    let peer = request.extensions().get::<crate::access::Peer>().map(|p| p.remote.ip().to_canonical());
     let (session, transport) = match route(path.strip_prefix("/ws/").unwrap_or("")) {
         Route::Info => {
             METRICS.sockjs_requests.inc("info");
@@ -144,13 +145,13 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
     match (transport, &method, receiving) {
         ("websocket", &Method::GET, _) => crate::http::upgrade(node, request, websocket::run),
         ("websocket", _, _) => method_not_allowed(headers, "GET"),
-        ("eventsource", &Method::GET, Some(kind)) => xhr::receive(&node, headers, session, kind),
+        ("eventsource", &Method::GET, Some(kind)) => xhr::receive(&node, headers, session, kind, peer),
         ("eventsource", _, _) => method_not_allowed(headers, "GET"),
         (_, &Method::OPTIONS, _) if receiving.is_some() || transport == "xhr_send" => {
             reply::preflight(headers, "OPTIONS, POST")
         }
         ("xhr_send", &Method::POST, _) => xhr::send(&node, request, session).await,
-        (_, &Method::POST, Some(kind)) => xhr::receive(&node, headers, session, kind),
+        (_, &Method::POST, Some(kind)) => xhr::receive(&node, headers, session, kind, peer),
         ("xhr_send", _, _) | (_, _, Some(_)) => method_not_allowed(headers, "OPTIONS, POST"),
         _ => not_found(headers),
     }

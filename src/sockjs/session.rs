@@ -189,13 +189,16 @@ impl HttpSession {
         id: &str,
         kind: ReceiverKind,
         settings: Settings,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Rc<HttpSession>, Refusal> {
         let (connection, outbound, session_id) = node.register_connection()?;
+        let mut core = Core::new(node, connection, session_id, outbound.clone());
+        core.session.set_peer(peer);
         let session = Rc::new(HttpSession {
             key: key(node, id),
             settings,
             connection,
-            core: RefCell::new(Core::new(node, connection, session_id, outbound.clone())),
+            core: RefCell::new(core),
             outbound,
             receiver: RefCell::new(None),
             next_receiver: Cell::new(0),

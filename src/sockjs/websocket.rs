@@ -75,6 +75,7 @@ pub async fn run(up: Upgraded) {
         broken: false,
         timer: Box::pin(sleep_until(Instant::now())),
     };
+    s.core.session.set_peer(s.stream.peer_addr().ok().map(|a| a.ip().to_canonical()));
     s.push_text(frame::OPEN);
     let reason = s.serve().await;
     let reason = s.finish(reason).await;
