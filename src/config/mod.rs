@@ -125,6 +125,10 @@ settings! {
     pub struct ClusterConfig {
         #[serde(deserialize_with = "value::prefix")]
         pub key_prefix: String = Restart;
+        /// The URL other boards and browsers reach this board at (`/api/nodes`); empty:
+        /// derived from the listen address when the server starts (`crate::advertise`).
+        #[serde(deserialize_with = "value::http_url")]
+        pub advertise_url: String = Restart;
         pub heartbeat_ms: u64 = Restart [100, 600_000];
         pub registry_ttl_ms: u64 = Restart [300, 3_600_000];
         pub command_timeout_ms: u64 = Restart [10, 600_000];
@@ -375,6 +379,10 @@ mod tests {
         assert!(err("listen = \"nowhere\"\n").starts_with("f: line 1: `listen`"));
         assert!(err("[auth]\nusers = [\n\"a:b\",\n\"nopass\"]\n").contains("login:passcode"));
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
+        assert!(err("[cluster]\nadvertise_url = \"board:8080\"\n").contains("cluster.advertise_url"));
+        let c =
+            Config::from_file_text("[cluster]\nadvertise_url = \"http://10.0.0.7:8080/\"\n", "f").unwrap();
+        assert_eq!(c.cluster.advertise_url, "http://10.0.0.7:8080");
         assert!(err("[limits]\nmax_connections = -1\n").starts_with("f: line 2: `limits.max_connections`"));
         assert!(err("[sockjs]\nenabled = 1\n").starts_with("f: line 2: `sockjs.enabled`"));
         assert!(err("limits = 5\n").starts_with("f: line 1: `limits`"));

@@ -39,6 +39,29 @@ pub fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
     Ok(Some(text))
 }
 
+/// `cluster.advertise_url`: empty, or an `http://` or `https://` URL without a path (a trailing
+/// `/` is dropped).
+pub fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim_end_matches('/');
+    let rest = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://"));
+    let ok = match rest {
+        None => text.is_empty(),
+        Some(host) => {
+            !host.is_empty()
+                && text.len() <= 256
+                && !host.contains('/')
+                && host.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '<' | '>' | '\\'))
+        }
+    };
+    if !ok {
+        return Err(D::Error::custom(format!(
+            "must be empty or a URL like http://10.0.0.7:8080 (scheme, host, port; no path), not {text:?}"
+        )));
+    }
+    Ok(text.to_string())
+}
+
 /// `cluster.key_prefix`: at most 32 characters, no spaces or control characters.
 pub fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
