@@ -29,6 +29,10 @@ const READ_CHUNK: usize = 4096;
 pub(crate) const KEEP_BUFFER: usize = 16 * 1024;
 /// How long the goodbye may take to flush before the socket is dropped.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// How long, after the goodbye is out and the socket half-closed, what the client still sends
+/// is read and dropped (nginx's lingering close): closing a socket with unread input makes the
+/// kernel send a reset, which discards the goodbye before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// The STOMP side of one connection, whatever carries its bytes: the session state machine,
 /// its clock and the parser limits it was opened with.
@@ -280,7 +284,27 @@ impl<F: Framing> Driver<F> {
         self.flush_until(Instant::now() + flush_for).await;
         // Half-close so the client sees the end after the close frame.
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        self.linger(Instant::now() + LINGER).await;
         reason
+    }
+
+    /// Reads and drops what the client still sends until it closes its side, the socket fails
+    /// or `deadline` passes, so the close is a FIN after the goodbye, not a reset before it.
+    async fn linger(&mut self, deadline: Instant) {
+        let mut sink = [0u8; 4096];
+        loop {
+            match self.stream.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(n) => METRICS.bytes_received.add(n as u64),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::select! {
+                        r = self.stream.readable() => if r.is_err() { return },
+                        () = sleep_until(deadline) => return,
+                    }
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     /// Writes what is queued until it is all out, the socket fails or `deadline` passes.
