@@ -161,6 +161,11 @@ impl<F: Framing> Driver<F> {
             self.stomp.session.session_id,
             reason.as_str()
         );
+        if !matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
+            // The connection is over for everyone else (counted, slot free, room left); the
+            // socket lingers only to let the goodbye arrive.
+            self.linger(Instant::now() + LINGER).await;
+        }
         reason
     }
 
@@ -284,7 +289,6 @@ impl<F: Framing> Driver<F> {
         self.flush_until(Instant::now() + flush_for).await;
         // Half-close so the client sees the end after the close frame.
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
-        self.linger(Instant::now() + LINGER).await;
         reason
     }
 
