@@ -86,6 +86,10 @@ struct Health {
     /// Cluster mode only: Redis commands that failed or timed out.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_command_errors: Option<u64>,
+    /// Cluster mode only, while the node stays out of the cluster: why (its server id is in use
+    /// by another live node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_refused: Option<String>,
 }
 
 /// Routes one request.
@@ -209,6 +213,7 @@ fn health(node: &Node) -> Response<Body> {
         uptime_seconds: node.uptime_seconds(),
         redis_reconnects: node.broker.redis_counts().map(|(r, _)| r),
         redis_command_errors: node.broker.redis_counts().map(|(_, e)| e),
+        cluster_refused: node.broker.refusal(),
     };
     json(if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)
 }

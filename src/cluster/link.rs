@@ -72,8 +72,22 @@ impl Link {
         self.connection.borrow().is_some()
     }
 
-    /// Tries once to connect; true when the link is up afterwards.
-    pub async fn connect(&self) -> bool {
+    /// Takes a connection from [`Link::open`] into use: the link is up.
+    pub fn install(&self, connection: MultiplexedConnection) {
+        if self.ever_up.replace(true) {
+            self.stats.reconnects.inc();
+        }
+        *self.connection.borrow_mut() = Some(connection);
+    }
+
+    /// Drops the connection without calling it a loss (the engine chose to stay out).
+    pub fn disconnect(&self) {
+        self.connection.borrow_mut().take();
+    }
+
+    /// Tries once to open a connection, without taking it into use (the engine may check
+    /// something on it first).
+    pub async fn open(&self) -> Option<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
@@ -82,20 +96,14 @@ impl Link {
             self.client.get_multiplexed_async_connection_with_config(&config),
         );
         match attempt.await {
-            Ok(Ok(connection)) => {
-                if self.ever_up.replace(true) {
-                    self.stats.reconnects.inc();
-                }
-                *self.connection.borrow_mut() = Some(connection);
-                true
-            }
+            Ok(Ok(connection)) => Some(connection),
             Ok(Err(e)) => {
                 log::debug!("redis connect failed: {e}");
-                false
+                None
             }
             Err(_) => {
                 log::debug!("redis connect timed out");
-                false
+                None
             }
         }
     }

@@ -97,6 +97,8 @@ pub struct RedisEngine {
     was_down: Cell<bool>,
     scripts: presence::Scripts,
     stats: Stats,
+    /// This process's hold on its server id (`registry`).
+    claim: registry::Claim,
 }
 
 impl RedisEngine {
@@ -129,6 +131,7 @@ impl RedisEngine {
             was_down: Cell::new(true),
             scripts: presence::Scripts::new(),
             stats: Stats::default(),
+            claim: registry::Claim::new(),
         }))
     }
 
@@ -158,15 +161,32 @@ impl RedisEngine {
         loop {
             if !self.link.is_up() {
                 self.was_down.set(true);
-                if self.link.connect().await {
-                    log::info!("redis link up");
-                    attempt = 0;
-                    self.outbox_ready.notify_one();
-                    self.interest_changed.notify_one();
-                } else {
-                    tokio::time::sleep(link::backoff(attempt, min, max, link::jitter_seed())).await;
-                    attempt = attempt.saturating_add(1);
-                    continue;
+                // The id is claimed on the new connection before anything else uses it, so a
+                // process whose id another live node holds never touches the cluster.
+                let claimed = match self.link.open().await {
+                    Some(connection) => {
+                        self.claim_id(connection.clone()).await.map(|ours| (ours, connection))
+                    }
+                    None => Err(link::LinkError::Down),
+                };
+                match claimed {
+                    Ok((true, connection)) => {
+                        self.link.install(connection);
+                        log::info!("redis link up");
+                        attempt = 0;
+                        self.outbox_ready.notify_one();
+                        self.interest_changed.notify_one();
+                    }
+                    Ok((false, _)) => {
+                        attempt = 0;
+                        tokio::time::sleep(heartbeat).await;
+                        continue;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(link::backoff(attempt, min, max, link::jitter_seed())).await;
+                        attempt = attempt.saturating_add(1);
+                        continue;
+                    }
                 }
             }
             if self.needs_resync.get() || self.was_down.get() {
@@ -187,7 +207,7 @@ impl RedisEngine {
     }
 
     fn redis_up(&self) -> bool {
-        self.link.is_up() && self.pubsub_up.get()
+        self.link.is_up() && self.pubsub_up.get() && !self.claim.is_held()
     }
 }
 
@@ -248,6 +268,10 @@ impl Broker for RedisEngine {
         } else {
             RedisState::Down
         }
+    }
+
+    fn refusal(&self) -> Option<String> {
+        RedisEngine::refusal(self)
     }
 
     fn redis_counts(&self) -> Option<(u64, u64)> {

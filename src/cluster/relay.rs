@@ -217,6 +217,9 @@ impl RedisEngine {
                 return;
             }
         };
+        if self.claim.is_held() {
+            return; // not in the cluster: another live node has this node's id
+        }
         if envelope.origin == self.server_id {
             // Already delivered here before it was published.
             self.stats.echoes_ignored.inc();
