@@ -5,7 +5,8 @@
 //! metrics, `Session` and bounded `Outbound`); only the framing of its bytes differs.
 //!
 //! # Layout
-//! - `frame`: SockJS frames out (`o`, `h`, `a[...]`, `c[...]`) and client messages in.
+//! - `frame`: SockJS frames out (`o`, `h`, `a[...]`, `c[...]`) and client messages in (public
+//!   for the fuzz targets).
 //! - `stomp`: the STOMP connection inside a session (`Session`, input buffer, clock).
 //! - `websocket`: the `websocket` transport's socket task.
 //! - `session`: sessions over the HTTP transports, their table, task and reaping.
@@ -14,7 +15,7 @@
 //! - `reply`: CORS, caching, preflights and errors of every SockJS answer.
 
 mod body;
-mod frame;
+pub mod frame;
 mod reply;
 mod session;
 mod stomp;
