@@ -229,9 +229,10 @@ impl Session {
             self.session_id.clone(),
             self.connection,
             version,
+            login.as_deref().map(Rc::from),
             self.outbound.clone(),
         )));
-        node.presence.session_started(&self.session_id);
+        node.broker.session_started(&self.session_id);
         Ok(Outcome::Continue)
     }
 
@@ -276,17 +277,28 @@ impl Session {
     }
 
     /// Sends a SEND where its destination leads: `/topic/**` to the broker, `/app/**` to the
-    /// application. Problems here are application errors: the session stays open.
+    /// application. Problems here are application errors: the session stays open. Checked
+    /// here, on every path a SEND takes (alone or at COMMIT, any version, any transport).
     fn route_send(&mut self, destination: &str, headers: Vec<(String, String)>, body: Bytes, node: &Node) {
         let Some(handle) = self.handle.clone() else { return };
-        let result = if destination.starts_with("/topic/") {
-            if node.config().stomp.allow_client_topic_send {
-                node.publish(Publication {
-                    destination: Rc::from(destination),
-                    message_id: node.next_message_id(),
+        let config = node.config();
+        let result = if let Some(prefix) = config.stomp.server_owned(destination) {
+            // Only the server writes here (the chat's room events): a client's SEND would let
+            // it forge events or speak as someone else (Spring: `simpDestMatchers(..).denyAll()`).
+            METRICS.messages_dropped.inc("server_owned_destination");
+            Err(AppError::new(
+                "forbidden",
+                format!("only the server sends to {prefix}**; use the /app destinations"),
+                destination,
+            ))
+        } else if destination.starts_with("/topic/") {
+            if config.stomp.allow_client_topic_send {
+                node.publish(Publication::message(
+                    Rc::from(destination),
+                    node.next_message_id(),
                     headers,
                     body,
-                });
+                ));
                 Ok(())
             } else {
                 Err(AppError::new(
@@ -518,7 +530,7 @@ impl Session {
             if let Some(app) = node.app() {
                 app.on_session_end(&handle);
             }
-            node.presence.session_ended(&self.session_id);
+            node.broker.session_ended(&self.session_id);
         }
     }
 }

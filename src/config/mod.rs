@@ -54,6 +54,8 @@ pub struct StompConfig {
     pub heartbeat_send_ms: u64,
     pub heartbeat_receive_ms: u64,
     pub allow_client_topic_send: bool,
+    /// Destination prefixes only the server publishes to (`/topic/room/`: the chat's rooms).
+    pub server_owned_prefixes: Vec<String>,
     pub connect_timeout_ms: u64,
     pub max_transactions: usize,
     pub max_transaction_frames: usize,
@@ -90,6 +92,9 @@ pub struct ChatConfig {
     pub max_room_id_chars: usize,
     pub max_username_chars: usize,
     pub max_message_bytes: usize,
+    /// With `auth.users` set: false (default) makes each chat name the session's login;
+    /// true lets users pick any name, as in anonymous mode.
+    pub free_usernames: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +119,11 @@ pub enum Action {
 }
 
 impl StompConfig {
+    /// The server-owned prefix `destination` falls under, if any.
+    pub fn server_owned(&self, destination: &str) -> Option<&str> {
+        self.server_owned_prefixes.iter().map(String::as_str).find(|p| destination.starts_with(p))
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
@@ -141,6 +151,7 @@ impl Config {
                 heartbeat_send_ms: 0,
                 heartbeat_receive_ms: 0,
                 allow_client_topic_send: true,
+                server_owned_prefixes: Vec::new(),
                 connect_timeout_ms: 0,
                 max_transactions: 0,
                 max_transaction_frames: 0,
@@ -163,6 +174,7 @@ impl Config {
                 max_room_id_chars: 0,
                 max_username_chars: 0,
                 max_message_bytes: 0,
+                free_usernames: false,
             },
             cluster: ClusterConfig {
                 key_prefix: String::new(),
@@ -205,6 +217,7 @@ impl Config {
             "stomp.heartbeat_send_ms" => self.stomp.heartbeat_send_ms = v.int(0, 3_600_000)?,
             "stomp.heartbeat_receive_ms" => self.stomp.heartbeat_receive_ms = v.int(0, 3_600_000)?,
             "stomp.allow_client_topic_send" => self.stomp.allow_client_topic_send = v.bool()?,
+            "stomp.server_owned_prefixes" => self.stomp.server_owned_prefixes = v.prefixes()?,
             "stomp.connect_timeout_ms" => self.stomp.connect_timeout_ms = v.int(100, 600_000)?,
             "stomp.max_transactions" => self.stomp.max_transactions = v.int(0, 1024)? as usize,
             "stomp.max_transaction_frames" => self.stomp.max_transaction_frames = v.int(1, 100_000)? as usize,
@@ -231,6 +244,7 @@ impl Config {
                 self.chat.max_username_chars = v.int(1, USERNAME_CEILING as u64)? as usize
             }
             "chat.max_message_bytes" => self.chat.max_message_bytes = v.int(1, 1 << 20)? as usize,
+            "chat.free_usernames" => self.chat.free_usernames = v.bool()?,
             "cluster.key_prefix" => self.cluster.key_prefix = v.prefix()?,
             "cluster.heartbeat_ms" => self.cluster.heartbeat_ms = v.int(100, 600_000)?,
             "cluster.registry_ttl_ms" => self.cluster.registry_ttl_ms = v.int(300, 3_600_000)?,
@@ -371,6 +385,10 @@ mod tests {
         assert!(c.auth.users.is_empty());
         assert!(c.websocket.allowed_origins.is_empty());
         assert_eq!(c.chat.max_room_id_chars, 64);
+        assert_eq!(c.stomp.server_owned_prefixes, vec!["/topic/room/".to_string()]);
+        assert_eq!(c.stomp.server_owned("/topic/room/lobby"), Some("/topic/room/"));
+        assert_eq!(c.stomp.server_owned("/topic/roomy"), None);
+        assert!(!c.chat.free_usernames);
         // Every field was set by the file, none left at the blank zero.
         assert!(
             c.limits.max_outbound_bytes > 0 && c.stomp.max_transaction_frames > 0 && c.chat.max_rooms > 0
@@ -415,6 +433,7 @@ mod tests {
         assert!(err("listen = \"nowhere\"\n").contains("listen"));
         assert!(err("[auth]\nusers = [\"nopass\"]\n").contains("login:passcode"));
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
+        assert!(err("[stomp]\nserver_owned_prefixes = [\"topic\"]\n").contains("stomp.server_owned_prefixes"));
         assert!(run(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
         assert!(run(&[], &[("STOMP_EDGE_LIMITS_NOPE", "1")]).unwrap_err().contains("STOMP_EDGE_LIMITS_NOPE"));
         assert!(run(&["--listen"], &[]).unwrap_err().contains("needs a value"));

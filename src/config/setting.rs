@@ -55,6 +55,21 @@ impl Setting<'_> {
         }
     }
 
+    /// A list of destination prefixes: each starts with `/` and ends with `/`, at most 16.
+    pub(super) fn prefixes(&self) -> Result<Vec<String>, String> {
+        let list = self.list()?;
+        if list.len() > 16 {
+            return Err(format!("`{}` may hold at most 16 prefixes", self.key));
+        }
+        if let Some(bad) = list.iter().find(|p| !p.starts_with('/') || !p.ends_with('/') || p.len() < 2) {
+            return Err(format!(
+                "`{}`: {bad:?} must start and end with '/', like \"/topic/room/\"",
+                self.key
+            ));
+        }
+        Ok(list)
+    }
+
     pub(super) fn addr(&self) -> Result<SocketAddr, String> {
         let text = self.text()?;
         text.parse().map_err(|_| format!("`{}` must be an address like 0.0.0.0:8080, not {text:?}", self.key))

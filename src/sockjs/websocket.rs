@@ -12,10 +12,10 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::connection::{io_reason, read_once, trim_buffer, KEEP_BUFFER, READS_PER_WAKE};
-use crate::http::Upgraded;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
+use crate::upgrade::Upgraded;
 use crate::ws::{self, Control, Decoder};
 
 use super::frame;
