@@ -224,3 +224,69 @@ async fn chat_names_are_logins_where_accounts_are_configured() {
     let seen = collect(&mut alice, Duration::from_millis(500)).await;
     assert_eq!(seen, vec![("room".into(), "JOIN".into(), "captain".into(), 1)]);
 }
+
+/// A STOMP client over SockJS's websocket transport (`/ws/{server}/{session}/websocket`): each
+/// message is a JSON array of strings; the server's are `o`, `h`, `a[...]`, `c[...]`.
+struct SockJs {
+    ws: common::Ws,
+}
+
+impl SockJs {
+    async fn open(server: &Server, session: &str) -> SockJs {
+        use futures_util::StreamExt;
+        let url = format!("ws://{}/ws/000/{session}/websocket", server.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("sockjs websocket");
+        let open = ws.next().await.expect("open frame").expect("open frame");
+        assert_eq!(open.to_text().unwrap_or(""), "o");
+        SockJs { ws }
+    }
+
+    async fn send(&mut self, frame: &str) {
+        use futures_util::SinkExt;
+        let text = serde_json::to_string(&[frame]).unwrap_or_default();
+        self.ws.send(tokio_tungstenite::tungstenite::Message::text(text)).await.expect("send");
+    }
+
+    /// STOMP frames received within `window`.
+    async fn frames(&mut self, window: Duration) -> Vec<Frame> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + window;
+        let mut out = Vec::new();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            let text = m.to_text().unwrap_or("").to_string();
+            let Some(array) = text.strip_prefix('a') else { continue };
+            let items: Vec<String> = serde_json::from_str(array).unwrap_or_default();
+            for item in items {
+                let trimmed = item.trim_start_matches(['\n', '\r']);
+                if !trimmed.is_empty() {
+                    out.push(common::parse_frame(trimmed.as_bytes()));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn forgery_over_sockjs_is_refused_too() {
+    let server = Server::start();
+    let mut alice = watcher(&server, "lobby").await;
+    join(&mut alice, "lobby", "alice").await;
+    assert_eq!(collect(&mut alice, Duration::from_millis(300)).await.len(), 1);
+    let mut mallory = SockJs::open(&server, "mallory1").await;
+    mallory.send("CONNECT\naccept-version:1.1,1.2\nhost:localhost\n\n\0").await;
+    mallory.send("SUBSCRIBE\ndestination:/user/queue/errors\nid:errors\n\n\0").await;
+    mallory.send(&format!("SEND\ndestination:/topic/room/lobby\n\n{FORGED_CHAT}\0")).await;
+    mallory.send("BEGIN\ntransaction:t\n\n\0").await;
+    mallory.send(&format!("SEND\ndestination:/topic/room/lobby\ntransaction:t\n\n{FORGED_JOIN}\0")).await;
+    mallory.send("COMMIT\ntransaction:t\n\n\0").await;
+    let frames = mallory.frames(Duration::from_millis(800)).await;
+    let codes: Vec<String> = frames
+        .iter()
+        .filter(|f| f.command == "MESSAGE")
+        .map(|f| json(f)["code"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(frames.first().map(|f| f.command.as_str()), Some("CONNECTED"));
+    assert_eq!(codes, vec!["forbidden", "forbidden"]);
+    assert!(collect(&mut alice, Duration::from_millis(300)).await.is_empty(), "alice saw a forged event");
+}

@@ -398,7 +398,11 @@ impl RedisMembership {
         }
         let events: Vec<Publication> = changes
             .iter()
-            .filter_map(|(kind, room, name)| self.event(*kind, room, name, self.count(room)))
+            .filter_map(|(kind, room, name)| {
+                // Read from Redis just now (the node is not in sync until this returns).
+                let count = self.counts.borrow().get(room).copied().unwrap_or_else(|| self.local.count(room));
+                self.event(*kind, room, name, count)
+            })
             .collect();
         self.stats.caught_up.add(events.len() as u64);
         let mut held = self.held.borrow_mut();
@@ -472,7 +476,6 @@ impl Membership for RedisMembership {
                     Ok(reply) => {
                         let local = self.local.put(room, member);
                         let mut counts = self.counts.borrow_mut();
-                        counts.insert(room.clone(), reply.count);
                         let left = match (local, reply.left) {
                             (Some(mut l), Some((_, _, n))) => {
                                 l.count = n;
@@ -480,9 +483,11 @@ impl Membership for RedisMembership {
                             }
                             (l, _) => l,
                         };
+                        // The left room first: a rename leaves and joins the same room.
                         if let Some(l) = &left {
                             counts.insert(l.room.clone(), l.count);
                         }
+                        counts.insert(room.clone(), reply.count);
                         return Ok(Joined { count: reply.count, left });
                     }
                     Err(Some(e)) => return Err(e),
