@@ -25,6 +25,8 @@
 //!   alone. Publications are typed (kind, room): engines never read bodies.
 //! - `cluster`: the Redis engine behind the same interface: shard, relay, registry, catch-up.
 //! - `node`: glues config, hub, engine, application and the connection table together.
+//! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).
+//! - `status`: `/api/nodes`, and the `/status` page's snapshot (`/api/status`).
 //! - `app`: the `/app` application hook and `/user/queue/errors` replies.
 //! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`, with their
 //!   membership (`chat::membership`: a memory and a Redis store behind one interface).
@@ -42,6 +44,7 @@
 //! hands it to the engine for the other nodes. Each recipient's `connection` task wakes and
 //! writes its whole queue in one vectored write.
 
+pub mod advertise;
 pub mod app;
 pub mod auth;
 pub mod broker;
@@ -62,6 +65,7 @@ pub mod server;
 pub mod session;
 pub mod signal;
 pub mod sockjs;
+pub mod status;
 pub mod stomp_input;
 pub mod upgrade;
 pub mod ws;
@@ -90,12 +94,15 @@ pub fn run(
         let listener = server::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let bound = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
+        let advertise_url = advertise::advertise_url(&config.cluster.advertise_url, bound);
         let node = if config.redis_url.is_some() {
             // Cluster mode: the Redis engine is the broker, and the chat keeps its rooms in
             // Redis over the same link. The engine connects in the background; the node
             // serves its own clients from the first moment.
             let engine = cluster::RedisEngine::new(&config)?;
             let node = Rc::new(Node::new(config, engine.clone()));
+            node.set_advertise_url(&advertise_url);
             let membership = RedisMembership::new(&node, engine.clone());
             node.set_app(chat::ChatApp::new(&node, membership));
             let handler: std::rc::Weak<dyn BrokerEventHandler> = Rc::downgrade(&node) as std::rc::Weak<Node>;
@@ -105,6 +112,7 @@ pub fn run(
             let membership =
                 Rc::new(MemoryMembership::new(config.chat.max_rooms, config.chat.max_participants_per_room));
             let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
+            node.set_advertise_url(&advertise_url);
             node.set_app(chat::ChatApp::new(&node, membership));
             node
         };

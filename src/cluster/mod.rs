@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use crate::broker::Publication;
 use crate::config::Config;
-use crate::engine::{Broker, BrokerEventHandler, LocalBoxFuture, MetricLines, Mode, RedisState};
+use crate::engine::{
+    Broker, BrokerEventHandler, LocalBoxFuture, MetricLines, Mode, RedisState, RegistryEntry,
+};
 
 pub use keys::Keys;
 pub use registry::NodeState;
@@ -80,7 +82,8 @@ impl RedisEngine {
     /// tasks (supervisor, publisher, subscriber). Must run inside the node's `LocalSet`.
     /// Does not wait for Redis.
     pub fn start(self: &Rc<Self>, handler: Weak<dyn BrokerEventHandler>) {
-        self.relay.set_handler(handler);
+        self.relay.set_handler(handler.clone());
+        self.registry.set_handler(handler);
         let me = self.clone();
         tokio::task::spawn_local(async move { me.supervise().await });
         let relay = self.relay.clone();
@@ -284,6 +287,15 @@ impl Broker for RedisEngine {
             ),
         ];
         (gauges, counters)
+    }
+
+    fn nodes(&self) -> LocalBoxFuture<'_, Option<Vec<RegistryEntry>>> {
+        Box::pin(async move {
+            if !self.shard.link.is_up() {
+                return None;
+            }
+            self.registry.registered_nodes().await
+        })
     }
 
     fn shutdown(&self) -> LocalBoxFuture<'_, ()> {

@@ -1,4 +1,5 @@
-//! The server registry: each live node keeps a key with a TTL (`servers:{id}:alive`) and its
+//! The server registry: each live node keeps a key with a TTL (`servers:{id}:alive`, its value
+//! the JSON `{"url":"http://…","connections":N,"at":ms}` that `/api/nodes` lists) and its
 //! name in `servers:known`, and its STOMP sessions on the contract's session keys. On every
 //! heartbeat a node refreshes its key (a missing key means Redis lost it: catch up) and looks
 //! for known nodes whose key expired; one survivor, chosen by `SET NX`, hands a dead node's
@@ -10,11 +11,27 @@ use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use super::link::LinkError;
 use super::shard::Shard;
 use crate::clock::now_ms;
-use crate::engine::LocalBoxFuture;
+use crate::engine::{BrokerEventHandler, LocalBoxFuture, RegistryEntry};
 use crate::metrics::Counter;
+
+/// The value of a registry entry: what other boards learn about this one at each heartbeat.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    /// The advertised URL (`cluster.advertise_url`).
+    url: String,
+    /// Open STOMP connections at the last heartbeat.
+    connections: u64,
+    /// When it was written, epoch ms.
+    at: u64,
+}
+
+/// Most boards `nodes` lists (a bound on one answer's size).
+const MAX_NODES: usize = 256;
 
 /// A part of the application that keeps state of this node's sessions in Redis (in
 /// centrifuge's terms, a presence manager): the registry asks it to write its state back after
@@ -53,6 +70,8 @@ pub struct Registry {
     /// longer than the TTL every entry has expired, and live nodes need a moment to write
     /// theirs again. Bounded by the known nodes.
     suspects: RefCell<HashMap<String, Instant>>,
+    /// The node, for what its entry says (advertised URL, connection count).
+    handler: RefCell<Option<Weak<dyn BrokerEventHandler>>>,
     pub stats: RegistryStats,
 }
 
@@ -63,8 +82,62 @@ impl Registry {
             sessions: RefCell::new(HashSet::new()),
             states: RefCell::new(Vec::new()),
             suspects: RefCell::new(HashMap::new()),
+            handler: RefCell::new(None),
             stats: RegistryStats::default(),
         }
+    }
+
+    pub fn set_handler(&self, handler: Weak<dyn BrokerEventHandler>) {
+        *self.handler.borrow_mut() = Some(handler);
+    }
+
+    /// This node's registry entry value now.
+    fn entry(&self) -> String {
+        let handler = self.handler.borrow().as_ref().and_then(Weak::upgrade);
+        let (url, connections) = match handler {
+            Some(node) => (node.advertise_url().to_string(), node.connection_count() as u64),
+            None => (String::new(), 0),
+        };
+        serde_json::to_string(&Entry { url, connections, at: now_ms() }).unwrap_or_default()
+    }
+
+    /// The live boards in the registry (known and with an unexpired entry), in server id
+    /// order; None when Redis cannot answer now.
+    pub async fn registered_nodes(&self) -> Option<Vec<RegistryEntry>> {
+        let known_key = self.shard.keys.servers_known();
+        let mut known: Vec<String> = self
+            .shard
+            .link
+            .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&known_key).query_async(&mut c).await })
+            .await
+            .ok()?;
+        known.sort();
+        known.truncate(MAX_NODES);
+        if known.is_empty() {
+            return Some(Vec::new());
+        }
+        let keys: Vec<String> = known.iter().map(|id| self.shard.keys.server_alive(id)).collect();
+        let values: Vec<Option<String>> = self
+            .shard
+            .link
+            .call(|mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
+            .await
+            .ok()?;
+        Some(
+            known
+                .into_iter()
+                .zip(values)
+                .filter_map(|(server_id, value)| {
+                    // An entry of an older version (a bare timestamp) still counts as alive.
+                    let entry = serde_json::from_str::<Entry>(&value?).ok();
+                    Some(RegistryEntry {
+                        server_id,
+                        url: entry.as_ref().map(|e| e.url.clone()).unwrap_or_default(),
+                        connections: entry.map_or(0, |e| e.connections),
+                    })
+                })
+                .collect(),
+        )
     }
 
     pub fn add_state(&self, state: Weak<dyn NodeState>) {
@@ -82,11 +155,12 @@ impl Registry {
         let known = keys.servers_known();
         let ttl = self.shard.config.registry_ttl_ms;
         let id = self.shard.server_id.clone();
+        let entry = self.entry();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
             .arg(&alive)
-            .arg(now_ms())
+            .arg(&entry)
             .arg("PX")
             .arg(ttl)
             .ignore()
@@ -132,6 +206,7 @@ impl Registry {
     pub async fn heartbeat(&self) -> Result<(), ()> {
         let alive = self.shard.keys.server_alive(&self.shard.server_id);
         let ttl = self.shard.config.registry_ttl_ms;
+        let entry = self.entry();
         // XX: only refresh an entry that is still there; a missing one means Redis lost it.
         let refreshed: Result<Option<String>, _> = self
             .shard
@@ -139,7 +214,7 @@ impl Registry {
             .call(|mut c| async move {
                 redis::cmd("SET")
                     .arg(&alive)
-                    .arg(now_ms())
+                    .arg(&entry)
                     .arg("PX")
                     .arg(ttl)
                     .arg("XX")

@@ -52,6 +52,15 @@ impl RedisState {
     }
 }
 
+/// A board as the cluster registry lists it (`GET /api/nodes`): its id, the URL it
+/// advertises (`cluster.advertise_url`) and its connection count as of its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEntry {
+    pub server_id: String,
+    pub url: String,
+    pub connections: u64,
+}
+
 /// Relays publications between nodes.
 pub trait Broker {
     /// Hands a publication that was already delivered locally to the other nodes.
@@ -85,6 +94,12 @@ pub trait Broker {
         (Vec::new(), Vec::new())
     }
 
+    /// The live boards of the cluster from the registry, this one included; None when there
+    /// is no registry to ask (local mode) or it cannot be read now (Redis away).
+    fn nodes(&self) -> LocalBoxFuture<'_, Option<Vec<RegistryEntry>>> {
+        Box::pin(std::future::ready(None))
+    }
+
     /// Whether relays are still in flight (a graceful shutdown waits for them).
     fn busy(&self) -> bool {
         false
@@ -110,4 +125,10 @@ pub type LocalBoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Outpu
 pub trait BrokerEventHandler {
     /// A publication of another node arrived; deliver it to this node's subscribers.
     fn handle_publication(&self, publication: &Publication);
+
+    /// The URL other boards and browsers reach this node at (its registry entry says it).
+    fn advertise_url(&self) -> std::rc::Rc<str>;
+
+    /// Open STOMP connections now (its registry entry says it).
+    fn connection_count(&self) -> usize;
 }
