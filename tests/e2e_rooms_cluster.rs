@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{Proxy, Redis};
 use common::{Client, Server};
 use serde_json::Value;
 
@@ -47,12 +47,16 @@ fn listed(server: &Server, room: &str) -> Option<u64> {
 /// One node's view of a room: (`/api/rooms/{room}` status and names, `/api/rooms` count).
 type View = ((u16, Vec<String>), Option<u64>);
 
-/// Waits until every node shows `room` with exactly `names` (in order) in both APIs.
+/// Waits until every node shows `room` with exactly `names` (in any order) in both APIs.
 async fn agree(nodes: &[&Server], room: &str, names: &[&str], limit: Duration) {
-    let want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    want.sort();
     let start = Instant::now();
     loop {
-        let views: Vec<View> = nodes.iter().map(|n| (members(n, room), listed(n, room))).collect();
+        let mut views: Vec<View> = nodes.iter().map(|n| (members(n, room), listed(n, room))).collect();
+        for ((_, names), _) in &mut views {
+            names.sort();
+        }
         let right = views.iter().all(|((status, got), count)| {
             if want.is_empty() {
                 *status == 404 && count.is_none()
@@ -251,4 +255,46 @@ async fn a_leave_and_a_join_made_while_redis_is_stopped_are_announced_once() {
     send(&mut dave, "/app/room/r/message", r#"{"message":"alone"}"#).await;
     let seen = collect(&mut dave, Duration::from_millis(500)).await;
     assert_eq!(seen, vec![ev("r", "CHAT", "dave", 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_taken_for_dead_announces_its_members_again_when_it_is_back() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.port);
+    let (a, b) = (node(&proxy.url(), "a"), node(&redis.url(), "b"));
+    let mut alice = watcher(&a, &["r"]).await;
+    join(&mut alice, "r", "alice").await;
+    let mut ann = watcher(&a, &["r"]).await;
+    join(&mut ann, "r", "ann").await;
+    let mut bob = watcher(&b, &["r"]).await;
+    join(&mut bob, "r", "bob").await;
+    agree(&[&a, &b], "r", &["alice", "ann", "bob"], Duration::from_secs(5)).await;
+    collect_until(&mut bob, &ev("r", "JOIN", "bob", 3), Duration::from_secs(5), Duration::ZERO).await;
+
+    proxy.pause();
+    // b takes a for dead and tells its clients a's members left; meanwhile alice leaves on a.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    while seen.iter().filter(|e: &&Event| e.1 == "LEAVE").count() < 2 {
+        assert!(Instant::now() < deadline, "b never took a for dead: {seen:?}");
+        seen.extend(collect(&mut bob, Duration::from_millis(100)).await);
+    }
+    send(&mut alice, "/app/room/r/leave", "").await;
+    proxy.resume();
+    agree(&[&a, &b], "r", &["ann", "bob"], Duration::from_secs(10)).await;
+    let back =
+        collect_until(&mut bob, &ev("r", "JOIN", "ann", 2), Duration::from_secs(10), Duration::from_secs(2))
+            .await;
+    let mut all: Vec<(String, String)> = [seen, back]
+        .concat()
+        .into_iter()
+        .filter(|e| e.1 == "JOIN" || e.1 == "LEAVE")
+        .map(|e| (e.1, e.2))
+        .collect();
+    all.sort();
+    let want: Vec<(String, String)> = [("JOIN", "ann"), ("LEAVE", "alice"), ("LEAVE", "ann")]
+        .iter()
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(all, want, "bob hears each of a's changes once: both left (taken for dead), ann came back");
 }

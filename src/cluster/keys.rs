@@ -116,6 +116,11 @@ impl Keys {
     pub fn servers_known(&self) -> String {
         format!("{}servers:known", self.prefix)
     }
+    /// Sessions of `server` that a survivor removed (their LEAVE announced) while it seemed
+    /// dead: if it comes back, it announces them again (a set, with a TTL).
+    pub fn server_evicted(&self, server: &str) -> String {
+        format!("{}servers:{server}:evicted", self.prefix)
+    }
     /// The lock that makes one survivor, and only one, clean up a dead node.
     pub fn server_cleanup(&self, server: &str) -> String {
         format!("{}servers:{server}:cleanup", self.prefix)

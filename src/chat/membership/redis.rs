@@ -105,6 +105,9 @@ end
 return {name, left}
 "#;
 
+/// How long the list of a node's evicted sessions is kept for its return (1 hour, in ms).
+const EVICTED_TTL_MS: i64 = 3_600_000;
+
 /// Most rooms `/api/rooms` lists from Redis.
 const ROOM_LIST_LIMIT: usize = 1000;
 
@@ -358,6 +361,29 @@ impl RedisMembership {
     }
 
     async fn catch_up_now(&self) -> Result<(), LinkError> {
+        // 0. Sessions of this node that a survivor removed while this node seemed dead: the
+        //    others heard them leave, so they will hear them join again.
+        let key = self.shard.keys.server_evicted(&self.shard.server_id);
+        let (evicted,): (Vec<String>,) =
+            self.shard
+                .link
+                .call(|mut c| async move {
+                    redis::pipe().smembers(&key).del(&key).ignore().query_async(&mut c).await
+                })
+                .await?;
+        if !evicted.is_empty() {
+            log::warn!(
+                "{} sessions of this node were taken for dead meanwhile: announcing them again",
+                evicted.len()
+            );
+            let mut told = self.told.borrow_mut();
+            let mut unshared = self.unshared.borrow_mut();
+            for sid in evicted {
+                if let Some((sid, _)) = told.remove_entry(sid.as_str()) {
+                    unshared.insert(sid);
+                }
+            }
+        }
         // 1. Redis in line with this node's truth: what it holds that is no more, then what
         //    is missing or different (the join script moves or renames as needed).
         let mut gone: Vec<(String, String)> = Vec::new();
@@ -439,13 +465,28 @@ impl RedisMembership {
         if server == self.shard.server_id {
             return Ok(()); // this node's own session at shutdown: its LEAVE went out already
         }
-        // A dead node's member: every node's clients must hear it, this node's too.
+        // A dead node's member: every node's clients must hear it, this node's too. Should
+        // the node only have been cut off, it learns from this set that everyone was told its
+        // member left, and announces it again when it is back.
         if let (Some(node), Some(event)) =
             (self.node.upgrade(), self.event(EventType::Leave, &room, &name, left))
         {
             node.publish(event);
         }
-        Ok(())
+        let evicted = self.shard.keys.server_evicted(server);
+        let (sid, ttl) = (sid.to_string(), EVICTED_TTL_MS);
+        self.shard
+            .link
+            .call(|mut c| async move {
+                redis::pipe()
+                    .sadd(&evicted, &sid)
+                    .ignore()
+                    .pexpire(&evicted, ttl)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
     }
 
     /// Applies a reloaded chat configuration (limits).
