@@ -282,7 +282,7 @@ impl Broker for RedisEngine {
             ),
             (
                 "cluster_state_write_errors_total",
-                "Session state writes that failed (repaired by the next resync).",
+                "Session state writes that failed (repaired by the next catch-up).",
                 r.state_write_errors.get(),
             ),
         ];
