@@ -155,6 +155,8 @@ pub enum Action {
     PrintHelp,
     PrintConfig,
     PrintVersion,
+    /// `--hash-passcode PASSCODE`: print the Argon2 hash to configure instead of it.
+    HashPasscode(String),
 }
 
 /// The flags that set a key, and the key each sets.
@@ -248,6 +250,7 @@ impl Config {
                 "-V" | "--version" => return Ok(Action::PrintVersion),
                 "--print-config" => return Ok(Action::PrintConfig),
                 "-c" | "--config" => config_path = Some(value("--config")?),
+                "--hash-passcode" => return Ok(Action::HashPasscode(value("--hash-passcode")?)),
                 other => match FLAGS.iter().find(|(flag, _)| *flag == other) {
                     Some((flag, key)) => {
                         let v = value(flag)?;
