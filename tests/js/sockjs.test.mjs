@@ -568,6 +568,29 @@ describe('the Origin guard applies to SockJS', () => {
   });
 });
 
+describe('failed logins over SockJS are slowed and logged like any other', () => {
+  const ctx = serverFor({ config: "[auth]\nusers = ['alice:secret']\nthrottle_after_failures = 1\nthrottle_delay_ms = 400\n" });
+
+  it('xhr: the second failure from this address waits, each is one WARN line with the address', async () => {
+    const tries = [];
+    for (let i = 0; i < 2; i++) {
+      const s = await xhrSession(ctx.server);
+      const started = Date.now();
+      assert.equal((await s.send(stompFrame('CONNECT', { 'accept-version': '1.2', login: 'mallory', passcode: 'guess-pw', receipt: `t${i}` }))).status, 204);
+      const answer = messagesOf((await s.poll()).text);
+      tries.push({ took: Date.now() - started, answer });
+    }
+    for (const [i, t] of tries.entries()) {
+      assert.match(t.answer[0], /^ERROR\n/);
+      assert.match(t.answer[0], new RegExp(`receipt-id:t${i}`));
+    }
+    assert.ok(tries[1].took >= 400, `second failure answered after ${tries[1].took} ms`);
+    const warns = ctx.server.stderr().split('\n').filter((l) => l.startsWith('WARN') && l.includes('failed login: login "mallory" from 127.0.0.1 '));
+    assert.equal(warns.length, 2, ctx.server.stderr());
+    assert.ok(!ctx.server.stderr().includes('guess-pw'), 'the passcode is never logged');
+  });
+});
+
 describe('SockJS sessions are STOMP connections like any other', () => {
   const ctx = serverFor({ config: '[limits]\nmax_connections = 2\n' });
 
