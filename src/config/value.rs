@@ -92,12 +92,19 @@ pub fn level<'de, D: Deserializer<'de>>(d: D) -> Result<log::LevelFilter, D::Err
     })
 }
 
-/// `auth.users`: `"login:passcode"` entries, split at the first `:`.
+/// `auth.users`: `"login:passcode"` entries, split at the first `:`; a passcode starting with
+/// `$argon2` must be an Argon2 hash the server can verify (`stomp-edge --hash-passcode`).
 pub fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
     Vec::<String>::deserialize(d)?
         .into_iter()
         .map(|entry| match entry.split_once(':') {
-            Some((login, pass)) if !login.is_empty() => Ok((login.to_string(), pass.to_string())),
+            Some((login, pass)) if !login.is_empty() => {
+                if pass.starts_with(crate::auth::HASH_PREFIX) {
+                    crate::auth::check_hash(pass)
+                        .map_err(|e| D::Error::custom(format!("the passcode of {login:?} is {e}")))?;
+                }
+                Ok((login.to_string(), pass.to_string()))
+            }
             _ => Err(D::Error::custom(format!("entries must look like \"login:passcode\", not {entry:?}"))),
         })
         .collect()
