@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::Application;
@@ -34,6 +34,25 @@ pub struct Node {
     /// The URL other boards and browsers reach this one at (`crate::advertise`), known once
     /// the listener is bound; `/api/nodes` and the registry entry carry it.
     advertise_url: RefCell<Rc<str>>,
+}
+
+/// A connection's place in the node's table, like mini-redis's connection permit: its id, its
+/// session id and its outbound queue. Dropping it frees the place (and the limit's slot),
+/// whichever way the connection ends, so no path can forget to.
+pub struct Registration {
+    pub id: u64,
+    /// `{server_id}-{start}-{id}`: unique across the cluster and restarts.
+    pub session_id: Rc<str>,
+    pub outbound: Rc<Outbound>,
+    node: Weak<Node>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.unregister_connection(self.id);
+        }
+    }
 }
 
 /// Why a connection could not be registered.
@@ -152,8 +171,9 @@ impl Node {
         }
     }
 
-    /// Registers a new connection, or refuses it at the limit or while draining.
-    pub fn register_connection(&self) -> Result<(u64, Rc<Outbound>, Rc<str>), Refusal> {
+    /// Registers a new connection, or refuses it at the limit or while draining. The
+    /// connection holds its place while it holds the `Registration`.
+    pub fn register_connection(self: &Rc<Self>) -> Result<Registration, Refusal> {
         if self.draining.get() {
             return Err(Refusal::Draining);
         }
@@ -168,10 +188,10 @@ impl Node {
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
         METRICS.connections_total.inc();
         let session_id = Rc::from(format!("{}-{}", self.session_prefix, base36(id)));
-        Ok((id, outbound, session_id))
+        Ok(Registration { id, session_id, outbound, node: Rc::downgrade(self) })
     }
 
-    pub fn unregister_connection(&self, id: u64) {
+    fn unregister_connection(&self, id: u64) {
         self.connections.borrow_mut().remove(&id);
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
     }
@@ -236,15 +256,21 @@ mod tests {
         let mut config = Config::embedded();
         config.server_id = "n1".into();
         config.limits.max_connections = 2;
-        let node = Node::new(config, Rc::new(MemoryBroker));
-        let (a, _, sa) = node.register_connection().unwrap();
-        let (b, _, sb) = node.register_connection().unwrap();
-        assert_ne!((a, &sa), (b, &sb));
-        assert!(sa.starts_with("n1-"));
-        assert_eq!(node.register_connection().unwrap_err(), Refusal::Limit);
-        node.unregister_connection(a);
+        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
+        let a = node.register_connection().unwrap();
+        let b = node.register_connection().unwrap();
+        assert_ne!((a.id, &a.session_id), (b.id, &b.session_id));
+        assert!(a.session_id.starts_with("n1-"));
+        assert_eq!(node.register_connection().err(), Some(Refusal::Limit));
+        // Dropping a registration frees its place.
+        drop(a);
+        assert_eq!(node.connection_count(), 1);
+        let c = node.register_connection().unwrap();
+        assert_eq!(node.connection_count(), 2);
+        drop((b, c));
+        assert_eq!(node.connection_count(), 0);
         node.drain();
-        assert_eq!(node.register_connection().unwrap_err(), Refusal::Draining);
+        assert_eq!(node.register_connection().err(), Some(Refusal::Draining));
         assert_ne!(node.next_message_id(), node.next_message_id());
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");
