@@ -189,8 +189,10 @@ fn health(node: &Node) -> Response<Body> {
 }
 
 fn metrics_page(node: &Node) -> Response<Body> {
-    let (gauges, counters) = node.broker.metrics();
-    let mut gauges = gauges;
+    let (mut gauges, mut counters) = node.broker.metrics();
+    let (stream_gauges, stream_counters) = node.history().metrics();
+    gauges.extend(stream_gauges);
+    counters.extend(stream_counters);
     if let Some(app) = node.app() {
         gauges.extend(app.metrics());
     }

@@ -86,6 +86,9 @@ pub fn run(
             // background; the node serves its own clients from the first moment.
             let engine = cluster::RedisEngine::new(&config)?;
             let node = Rc::new(Node::new(config, engine.clone(), engine.clone()));
+            // Streams of a cluster live in Redis (not built yet): per-node rings would number
+            // the same destination differently on each node, so cluster mode is live-only.
+            node.set_history(Rc::new(engine::stream::NoStreams));
             engine.start(&node);
             node.set_app(chat::ChatApp::new(&node, engine));
             node
@@ -96,6 +99,19 @@ pub fn run(
             node.set_app(chat::ChatApp::new(&node, presence));
             node
         };
+        // Histories drop messages past their age even on destinations nobody writes to.
+        let sweeper = Rc::downgrade(&node);
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match sweeper.upgrade() {
+                    Some(node) => node.history().sweep(),
+                    None => return,
+                }
+            }
+        });
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })
 }

@@ -11,6 +11,8 @@ use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::Config;
+use crate::engine::stream::History;
+use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, Presence};
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
@@ -22,6 +24,9 @@ pub struct Node {
     pub broker: Rc<dyn Broker>,
     /// Who is in which chat room (this node's table, or the cluster's through Redis).
     pub presence: Rc<dyn Presence>,
+    /// The histories of streamed destinations: this node's rings, or (cluster mode) the
+    /// engine's streams in Redis.
+    history: RefCell<Rc<dyn History>>,
     pub auth: RefCell<Authenticator>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
@@ -49,6 +54,7 @@ impl Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
+            history: RefCell::new(Rc::new(MemoryStreams::new(config.streams.clone()))),
             config: RefCell::new(Rc::new(config)),
             broker,
             presence,
@@ -81,6 +87,16 @@ impl Node {
         self.config.borrow().server_id.clone()
     }
 
+    /// The histories of streamed destinations.
+    pub fn history(&self) -> Rc<dyn History> {
+        self.history.borrow().clone()
+    }
+
+    /// Replaces the memory streams (cluster mode keeps them in Redis).
+    pub fn set_history(&self, history: Rc<dyn History>) {
+        *self.history.borrow_mut() = history;
+    }
+
     pub fn set_app(&self, app: Rc<dyn Application>) {
         *self.app.borrow_mut() = Some(app);
     }
@@ -94,8 +110,14 @@ impl Node {
     }
 
     /// Publishes: this node's subscribers first, then the other nodes through the engine.
-    pub fn publish(&self, publication: Publication) {
+    /// A publication to a streamed destination is first appended to its history, which gives
+    /// it its offset.
+    pub fn publish(&self, mut publication: Publication) {
         METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination) {
+            history.append(&mut publication);
+        }
         self.hub.deliver(&publication);
         self.broker.publish(&publication);
     }

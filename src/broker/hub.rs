@@ -107,6 +107,10 @@ pub fn encode_message(p: &Publication, subscription: &str, version: Version, ack
     if ack != AckMode::Auto && version == Version::V1_2 {
         w.header("ack", &p.message_id);
     }
+    if let Some(position) = &p.stream {
+        w.header(super::OFFSET_HEADER, &position.offset.to_string());
+        w.header(super::EPOCH_HEADER, &position.epoch);
+    }
     for (name, value) in &p.headers {
         w.header(name, value);
     }
@@ -178,6 +182,16 @@ impl Hub {
         delivered
     }
 
+    /// Whether a destination without subscribers could gain one (the destination bound).
+    pub fn has_room(&self) -> bool {
+        self.topics.borrow().len() < self.max_destinations
+    }
+
+    /// The error a SUBSCRIBE gets when `has_room` is false.
+    pub fn full_error(&self) -> HubError {
+        HubError::TooManyDestinations { limit: self.max_destinations }
+    }
+
     pub fn destination_count(&self) -> usize {
         self.topics.borrow().len()
     }
@@ -212,6 +226,7 @@ mod tests {
             message_id: Rc::from("n1-1"),
             headers: vec![("content-type".into(), "text/plain".into())],
             body: Bytes::from_static(body),
+            stream: None,
         }
     }
 

@@ -103,6 +103,7 @@ impl RoomEvent {
             message_id,
             headers: vec![("content-type".to_string(), "application/json".to_string())],
             body: serde_json::to_vec(&self).unwrap_or_default().into(),
+            stream: None,
         }
     }
 }

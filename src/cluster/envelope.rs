@@ -72,6 +72,7 @@ impl Envelope {
             message_id: Rc::from(self.id),
             headers: self.headers,
             body,
+            stream: None,
         })
     }
 }
@@ -124,6 +125,7 @@ mod tests {
                 message_id: Rc::from("n1-9"),
                 headers: vec![("content-type".into(), "application/json".into())],
                 body,
+                stream: None,
             };
             let e = Envelope::wrap("n1", 1, 7, &p);
             let back = Envelope::decode(&e.encode()).unwrap();

@@ -289,6 +289,7 @@ mod tests {
             message_id: StdRc::from(format!("{origin}-{seq}")),
             headers: Vec::new(),
             body: bytes::Bytes::from_static(b"hi"),
+            stream: None,
         };
         Envelope::wrap(origin, epoch, seq, &p).encode()
     }

@@ -38,6 +38,29 @@ pub struct Config {
     pub chat: ChatConfig,
     pub cluster: ClusterConfig,
     pub sockjs: SockJsConfig,
+    pub streams: StreamsConfig,
+}
+
+/// Which destinations keep a history (`[streams]`), and its bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamsConfig {
+    /// Destination prefixes that are streamed, e.g. `/topic/room/`.
+    pub prefixes: Vec<String>,
+    /// Messages kept per destination.
+    pub max_messages: usize,
+    /// Age after which a kept message is dropped, in ms.
+    pub max_age_ms: u64,
+    /// Bytes all kept messages of this node may take together (memory engine).
+    pub max_memory_bytes: usize,
+    /// Destinations whose history this node keeps at once (memory engine).
+    pub max_streams: usize,
+}
+
+impl StreamsConfig {
+    /// Whether `destination` keeps a history.
+    pub fn is_streamed(&self, destination: &str) -> bool {
+        self.prefixes.iter().any(|p| destination.starts_with(p.as_str()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +204,13 @@ impl Config {
                 streaming_bytes: 0,
                 max_message_bytes: 0,
             },
+            streams: StreamsConfig {
+                prefixes: Vec::new(),
+                max_messages: 0,
+                max_age_ms: 0,
+                max_memory_bytes: 0,
+                max_streams: 0,
+            },
         }
     }
 
@@ -246,6 +276,11 @@ impl Config {
             "sockjs.disconnect_delay_ms" => self.sockjs.disconnect_delay_ms = v.int(100, 600_000)?,
             "sockjs.streaming_bytes" => self.sockjs.streaming_bytes = v.int(4096, 1 << 30)? as usize,
             "sockjs.max_message_bytes" => self.sockjs.max_message_bytes = v.int(1024, 64 << 20)? as usize,
+            "streams.prefixes" => self.streams.prefixes = v.topic_prefixes()?,
+            "streams.max_messages" => self.streams.max_messages = v.int(1, 1_000_000)? as usize,
+            "streams.max_age_ms" => self.streams.max_age_ms = v.int(1000, 31_536_000_000)?,
+            "streams.max_memory_bytes" => self.streams.max_memory_bytes = v.int(4096, 1 << 34)? as usize,
+            "streams.max_streams" => self.streams.max_streams = v.int(1, 10_000_000)? as usize,
             _ => return Err(format!("unknown key `{key}`")),
         }
         Ok(())
@@ -321,7 +356,8 @@ impl Config {
 /// The config keys an environment variable can name, e.g. `LIMITS_MAX_CONNECTIONS`.
 fn env_key(rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
-    const SECTIONS: [&str; 7] = ["stomp", "limits", "websocket", "auth", "chat", "cluster", "sockjs"];
+    const SECTIONS: [&str; 8] =
+        ["stomp", "limits", "websocket", "auth", "chat", "cluster", "sockjs", "streams"];
     for section in SECTIONS {
         if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             return Some(format!("{section}.{key}"));

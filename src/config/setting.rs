@@ -55,6 +55,15 @@ impl Setting<'_> {
         }
     }
 
+    /// A list of `/topic/...` destination prefixes.
+    pub(super) fn topic_prefixes(&self) -> Result<Vec<String>, String> {
+        let list = self.list()?;
+        match list.iter().find(|p| !p.starts_with("/topic/")) {
+            Some(bad) => Err(format!("`{}`: {bad:?} is not a /topic/ prefix", self.key)),
+            None => Ok(list),
+        }
+    }
+
     pub(super) fn addr(&self) -> Result<SocketAddr, String> {
         let text = self.text()?;
         text.parse().map_err(|_| format!("`{}` must be an address like 0.0.0.0:8080, not {text:?}", self.key))

@@ -10,6 +10,8 @@
 //! node. Every engine is at-most-once between nodes; the memory engine has no other nodes.
 
 pub mod memory;
+pub mod stream;
+pub mod stream_memory;
 
 use crate::broker::Publication;
 use crate::chat::room::{RoomId, Username};
