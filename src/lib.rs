@@ -92,9 +92,8 @@ pub fn run(
             // background; the node serves its own clients from the first moment.
             let engine = cluster::RedisEngine::new(&config)?;
             let node = Rc::new(Node::new(config, engine.clone(), engine.clone()));
-            // Streams of a cluster live in Redis (not built yet): per-node rings would number
-            // the same destination differently on each node, so cluster mode is live-only.
-            node.set_history(Rc::new(engine::stream::NoStreams));
+            // The streams of a cluster live in Redis, shared by every node.
+            node.set_history(engine.clone());
             node.set_advertise_url(&advertise_url);
             engine.start(&node);
             node.set_app(chat::ChatApp::new(&node, engine));

@@ -11,7 +11,7 @@ use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::Config;
-use crate::engine::stream::History;
+use crate::engine::stream::{Append, History};
 use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, Presence};
 use crate::metrics::{CloseReason, METRICS};
@@ -129,8 +129,12 @@ impl Node {
     pub fn publish(&self, mut publication: Publication) {
         METRICS.messages_published.inc();
         let history = self.history();
-        if history.is_streamed(&publication.destination) {
-            history.append(&mut publication);
+        if history.is_streamed(&publication.destination)
+            && history.append(&mut publication) == Append::DeliveredByEngine
+        {
+            // Cluster mode: delivered here in offset order once Redis gave it its offset.
+            self.broker.publish(&publication);
+            return;
         }
         self.hub.deliver(&publication);
         self.broker.publish(&publication);

@@ -9,8 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::app::{AppError, SessionHandle};
-use crate::broker::{encode_message, is_transport_header, AckMode, Publication, Subscriber};
-use crate::engine::stream::{Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
+use crate::broker::{
+    encode_message, finish_recovery, is_transport_header, AckMode, Cursor, Publication, Subscriber,
+};
+use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
@@ -96,6 +98,15 @@ fn receipt_frame(receipt: &str, version: Version, extra: &ReceiptHeaders) -> Byt
     Bytes::from(out)
 }
 
+/// The RECEIPT headers of a streamed SUBSCRIBE.
+fn recovery_headers(recovery: &Recovery) -> ReceiptHeaders {
+    vec![
+        (RECOVERED_HEADER, recovery.recovered.to_string()),
+        (EPOCH_HEADER, recovery.next.epoch.to_string()),
+        (OFFSET_HEADER, recovery.next.offset.to_string()),
+    ]
+}
+
 fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
     let (a, b) = text.split_once(',')?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
@@ -115,6 +126,8 @@ pub struct Session {
     receipt_after: Option<LocalBoxFuture<'static, ()>>,
     /// Set by a streamed SUBSCRIBE: what its RECEIPT says about the recovery.
     receipt_headers: ReceiptHeaders,
+    /// Set by a SUBSCRIBE whose recovery sends the RECEIPT itself, after the kept messages.
+    receipt_sent_later: bool,
 }
 
 impl Session {
@@ -130,6 +143,7 @@ impl Session {
             transactions: Vec::new(),
             receipt_after: None,
             receipt_headers: Vec::new(),
+            receipt_sent_later: false,
         }
     }
 
@@ -150,6 +164,7 @@ impl Session {
         // Taken whatever the result, so a failed SUBSCRIBE leaves nothing behind.
         let wait = self.receipt_after.take();
         let extra = std::mem::take(&mut self.receipt_headers);
+        let receipt = receipt.filter(|_| !std::mem::take(&mut self.receipt_sent_later));
         match result {
             Ok(outcome) => {
                 match (receipt, frame.command == Command::Connect, wait) {
@@ -375,35 +390,62 @@ impl Session {
             }
             key
         } else {
-            let subscriber = Subscriber {
+            let mut subscriber = Subscriber {
                 connection: self.connection,
                 subscription_id: id.clone(),
                 version: self.version,
                 ack,
                 outbound: self.outbound.clone(),
+                cursor: None,
             };
             if streamed && node.hub.subscriber_count(&destination) == 0 && !node.hub.has_room() {
                 METRICS.subscriptions_rejected.inc("destination_limit");
                 return Err(ProtocolError::new("other", node.hub.full_error().to_string()));
             }
+            let mut later = None;
             if streamed {
-                // Kept messages first, then live: the read and the subscription happen in one
-                // step of this thread, so no publication can fall between them.
-                let recovery = history.recover(&destination, &since);
-                for p in &recovery.publications {
-                    self.outbound.push(OutFrame::stomp(encode_message(p, &id, self.version, ack)));
+                match history.recover(&destination, &since) {
+                    Recovering::Now(recovery) => {
+                        // Kept messages first, then live: the read and the subscription happen
+                        // in one step of this thread, so no publication can fall between them.
+                        for p in &recovery.publications {
+                            self.outbound.push(OutFrame::stomp(encode_message(p, &id, self.version, ack)));
+                        }
+                        METRICS.messages_delivered.add(recovery.publications.len() as u64);
+                        self.receipt_headers = recovery_headers(&recovery);
+                    }
+                    Recovering::Later(read) => {
+                        // The subscription holds live publications until the kept ones are
+                        // sent; the cursor drops those sent twice at the seam.
+                        subscriber.cursor = Some(Cursor::recovering());
+                        later = Some((read, subscriber.clone()));
+                    }
                 }
-                METRICS.messages_delivered.add(recovery.publications.len() as u64);
-                self.receipt_headers = vec![
-                    (RECOVERED_HEADER, recovery.recovered.to_string()),
-                    (EPOCH_HEADER, recovery.next.epoch.to_string()),
-                    (OFFSET_HEADER, recovery.next.offset.to_string()),
-                ];
             }
-            node.subscribe(&destination, subscriber).map_err(|e| {
+            let key = node.subscribe(&destination, subscriber).map_err(|e| {
                 METRICS.subscriptions_rejected.inc("destination_limit");
                 ProtocolError::new("other", e.to_string())
-            })?
+            })?;
+            if let Some((read, subscriber)) = later {
+                let receipt = frame.header("receipt").map(|r| r.into_owned());
+                self.receipt_sent_later = receipt.is_some();
+                self.receipt_after = None;
+                let limit = Duration::from_millis(node.config().cluster.command_timeout_ms * 2);
+                let version = self.version;
+                tokio::task::spawn_local(async move {
+                    let recovery = match tokio::time::timeout(limit, read).await {
+                        Ok(recovery) => recovery,
+                        Err(_) => Recovery::unavailable(Rc::from(""), 0),
+                    };
+                    finish_recovery(&subscriber, &recovery.publications, &recovery.next);
+                    if let Some(receipt) = receipt {
+                        let frame = receipt_frame(&receipt, version, &recovery_headers(&recovery));
+                        subscriber.outbound.push_unbounded(OutFrame::stomp(frame));
+                        METRICS.receipts_sent.inc();
+                    }
+                });
+            }
+            key
         };
         self.subscriptions.push(Subscription { id, destination: key, user });
         Ok(Outcome::Continue)

@@ -145,7 +145,15 @@
     state.pending = roomId;
     state.leftWhilePending = false;
     if (!client.connected) return; // onConnect sends it
-    if (!state.subs.has(roomId)) subscribeRoom(roomId);
+    if (!state.subs.has(roomId)) {
+      subscribeRoom(roomId); // the JOIN goes once the room's kept messages are in
+      return;
+    }
+    publishJoin(roomId);
+  }
+
+  /** Everything before our SUBSCRIBE's RECEIPT is history, so the JOIN goes after it. */
+  function publishJoin(roomId) {
     client.publish({
       destination: '/app/room/' + roomId + '/join',
       headers: { 'content-type': 'application/json' },
@@ -197,6 +205,7 @@
       if (roomId === state.room) notice(text, 'lost');
       else state.backlog.push({ notice: text });
     }
+    if (state.pending === roomId && client.connected && state.subs.has(roomId)) publishJoin(roomId);
   }
 
   function savePosition() {

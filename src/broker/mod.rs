@@ -4,7 +4,7 @@
 
 mod hub;
 
-pub use hub::{encode_message, AckMode, Hub, HubError, Subscriber};
+pub use hub::{encode_message, finish_recovery, AckMode, Cursor, Hub, HubError, Subscriber};
 
 use std::rc::Rc;
 

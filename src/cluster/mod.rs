@@ -17,11 +17,14 @@
 //! nodes while Redis was up shows as a sequence gap in `/metrics`.
 
 mod envelope;
+mod history;
 mod keys;
 mod link;
+mod order;
 mod presence;
 mod registry;
 mod relay;
+mod stream;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -58,6 +61,18 @@ struct Stats {
     state_write_errors: Counter,
 }
 
+/// Counters of the streams side, for `/metrics`.
+#[derive(Default)]
+struct StreamStats {
+    delivered: Counter,
+    repairs: Counter,
+    catch_ups: Counter,
+    recoveries: Counter,
+    recoveries_incomplete: Counter,
+    recoveries_failed: Counter,
+    recovered_messages: Counter,
+}
+
 pub struct RedisEngine {
     me: Weak<RedisEngine>,
     node: RefCell<Weak<Node>>,
@@ -78,10 +93,13 @@ pub struct RedisEngine {
     /// Publications waiting for the publisher task, bounded by the relay buffer settings.
     outbox: RefCell<VecDeque<Outgoing>>,
     outbox_ready: tokio::sync::Notify,
-    /// Next sequence number per channel this node publishes on (bounded; reset when full).
-    sequences: RefCell<HashMap<String, u64>>,
-    /// Last (epoch, sequence) seen per (origin, channel) (bounded; reset when full).
-    seen: RefCell<HashMap<(String, String), (u64, u64)>>,
+    /// Offset order per destination with local interest (see `order`).
+    sequencer: RefCell<order::Sequencer>,
+    /// Which destinations are streamed, and the bounds.
+    streams: crate::config::StreamsConfig,
+    /// The SHA1 of the append script, and the link generation it was last loaded on.
+    script_sha: String,
+    script_loaded: Cell<Option<u64>>,
     /// This process's start (ms), sent as the envelope epoch.
     epoch: u64,
     /// This node's own room members: the truth for its sessions, and the whole view while
@@ -97,6 +115,7 @@ pub struct RedisEngine {
     was_down: Cell<bool>,
     scripts: presence::Scripts,
     stats: Stats,
+    stream_stats: StreamStats,
 }
 
 impl RedisEngine {
@@ -119,8 +138,10 @@ impl RedisEngine {
             active_changed: tokio::sync::Notify::new(),
             outbox: RefCell::new(VecDeque::new()),
             outbox_ready: tokio::sync::Notify::new(),
-            sequences: RefCell::new(HashMap::new()),
-            seen: RefCell::new(HashMap::new()),
+            sequencer: RefCell::new(order::Sequencer::new(config.cluster.relay_buffer_messages.max(1000))),
+            streams: config.streams.clone(),
+            script_sha: redis::Script::new(stream::APPEND_LUA).get_hash().to_string(),
+            script_loaded: Cell::new(None),
             epoch: crate::chat::room::now_ms(),
             local: MemoryPresence::new(config.chat.max_rooms, config.chat.max_participants_per_room),
             counts: RefCell::new(HashMap::new()),
@@ -129,6 +150,7 @@ impl RedisEngine {
             was_down: Cell::new(true),
             scripts: presence::Scripts::new(),
             stats: Stats::default(),
+            stream_stats: StreamStats::default(),
         }))
     }
 
@@ -204,8 +226,11 @@ impl Broker for RedisEngine {
                 return;
             }
             wanted.insert(destination.to_string(), channels);
+            self.sequencer.borrow_mut().watch(destination);
         } else if wanted.remove(destination).is_none() {
             return;
+        } else {
+            self.sequencer.borrow_mut().forget(destination);
         }
         drop(wanted);
         self.interest_changed.notify_one();
@@ -315,13 +340,13 @@ impl Broker for RedisEngine {
             ),
             (
                 "cluster_duplicates_ignored_total",
-                "Publications received twice and delivered once.",
-                s.duplicates_ignored.get(),
+                "Publications received twice and delivered once (see also stream_duplicates_ignored_total).",
+                s.duplicates_ignored.get() + self.sequencer.borrow().counts.duplicates,
             ),
             (
                 "cluster_sequence_gaps_total",
                 "Publications of other nodes missing between sequence numbers (lost between nodes).",
-                s.sequence_gaps.get(),
+                s.sequence_gaps.get() + self.sequencer.borrow().counts.gapped,
             ),
             (
                 "cluster_bad_envelopes_total",

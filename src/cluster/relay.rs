@@ -1,8 +1,10 @@
-//! Relaying publications between nodes through Redis Pub/Sub. Out: each publication is
-//! wrapped once in an envelope and PUBLISHed once on its channel, pipelined in order by one
-//! task; while Redis is away a bounded buffer keeps the newest few seconds. In: one pub/sub
-//! connection SUBSCRIBEs only to the channels of destinations that have local subscribers,
-//! drops this node's own echoes and duplicates, counts sequence gaps, and delivers to the hub.
+//! Relaying publications between nodes through Redis. Out: each publication is wrapped once in
+//! an envelope and appended to its destination's stream by one script call that also
+//! PUBLISHes it (see `stream`), pipelined in order by one task; while Redis is away a bounded
+//! buffer keeps the newest few seconds. In: one pub/sub connection SUBSCRIBEs only to the
+//! channels of destinations that have local subscribers; every publication carries its offset,
+//! and `order` delivers each destination in offset order, once each, reading gaps back from
+//! the stream. After the pub/sub link is made again every destination served here catches up.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -11,21 +13,21 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::envelope::Envelope;
+use super::order::Arrival;
 use super::RedisEngine;
 use crate::broker::Publication;
 use crate::chat::room::RoomEvent;
 
 /// Most publications sent in one pipeline.
 const PIPELINE: usize = 256;
-/// Bound on the sequence-tracking maps; past it they start afresh (no false gaps: a reset
-/// just forgets the last numbers).
-const SEQUENCE_ENTRIES: usize = 4096;
-
 /// One publication waiting to be relayed.
 pub struct Outgoing {
     channel: String,
+    destination: std::rc::Rc<str>,
     payload: Vec<u8>,
     queued: Instant,
+    /// The publication itself when this node delivers it only once it has its offset.
+    pending: Option<Publication>,
 }
 
 /// The room event type of a `/topic/room/**` publication, read from its JSON body.
@@ -57,23 +59,25 @@ impl RedisEngine {
             self.stats.relay_deferred.inc();
             return;
         }
-        let seq = {
-            let mut sequences = self.sequences.borrow_mut();
-            if sequences.len() >= SEQUENCE_ENTRIES && !sequences.contains_key(&channel) {
-                sequences.clear();
-            }
-            let n = sequences.entry(channel.clone()).or_insert(0);
-            *n += 1;
-            *n
-        };
-        let payload = Envelope::wrap(&self.server_id, self.epoch, seq, p).encode();
+        // Same test as `History::append` in the same step: with Redis up a streamed
+        // publication is delivered here once it has its offset; otherwise it was delivered.
+        let pending = (self.streams.is_streamed(&p.destination) && self.link.is_up()).then(|| p.clone());
+        let mut envelope = Envelope::wrap(&self.server_id, self.epoch, 0, p);
+        envelope.delivered = pending.is_none();
+        let payload = envelope.encode();
         let mut outbox = self.outbox.borrow_mut();
         self.expire(&mut outbox);
         if outbox.len() >= self.config.relay_buffer_messages.max(1) && !self.link.is_up() {
             self.stats.relay_dropped.inc();
             return;
         }
-        outbox.push_back(Outgoing { channel, payload, queued: Instant::now() });
+        outbox.push_back(Outgoing {
+            channel,
+            destination: p.destination.clone(),
+            payload,
+            queued: Instant::now(),
+            pending,
+        });
         drop(outbox);
         self.outbox_ready.notify_one();
     }
@@ -85,8 +89,18 @@ impl RedisEngine {
         }
         let limit = Duration::from_millis(self.config.relay_buffer_ms);
         while outbox.front().is_some_and(|o| o.queued.elapsed() > limit) {
-            outbox.pop_front();
-            self.stats.relay_dropped.inc();
+            if let Some(o) = outbox.pop_front() {
+                self.not_relayed(o);
+            }
+        }
+    }
+
+    /// A publication that will not reach Redis: counted, and delivered here if it was waiting
+    /// for its offset (accepted is never silently lost on its own node).
+    fn not_relayed(&self, o: Outgoing) {
+        self.stats.relay_dropped.inc();
+        if let (Some(p), Some(node)) = (o.pending, self.node()) {
+            node.deliver_remote(&p);
         }
     }
 
@@ -102,29 +116,96 @@ impl RedisEngine {
                 let mut outbox = self.outbox.borrow_mut();
                 let limit = Duration::from_millis(self.config.relay_buffer_ms);
                 // Publications that waited too long for Redis are no use any more.
+                let mut late = Vec::new();
                 while outbox.front().is_some_and(|o| o.queued.elapsed() > limit) {
-                    outbox.pop_front();
-                    self.stats.relay_dropped.inc();
+                    late.extend(outbox.pop_front());
                 }
                 let n = outbox.len().min(PIPELINE);
-                outbox.drain(..n).collect()
+                let batch = outbox.drain(..n).collect();
+                drop(outbox);
+                for o in late {
+                    self.not_relayed(o);
+                }
+                batch
             };
             if batch.is_empty() {
                 continue;
             }
+            // One script call per publication; the script is (re)loaded in the same pipeline
+            // after a reconnect (a restarted Redis has none).
+            let generation = self.link.stats.reconnects.get();
+            let load = self.script_loaded.get() != Some(generation);
             let mut pipe = redis::pipe();
-            for o in &batch {
-                pipe.publish(&o.channel, &o.payload).ignore();
+            if load {
+                pipe.cmd("SCRIPT").arg("LOAD").arg(super::stream::APPEND_LUA);
             }
-            match self.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await {
-                Ok(()) => self.stats.published.add(batch.len() as u64),
+            for o in &batch {
+                let (max_len, ttl_ms) = self.stream_bounds(&o.destination);
+                super::stream::add_append(
+                    &mut pipe,
+                    &self.script_sha,
+                    &self.keys,
+                    &o.destination,
+                    &o.channel,
+                    &o.payload,
+                    (max_len, ttl_ms),
+                );
+            }
+            match self
+                .link
+                .call(|mut c| async move { pipe.query_async::<Vec<redis::Value>>(&mut c).await })
+                .await
+            {
+                Ok(replies) => {
+                    self.script_loaded.set(Some(generation));
+                    self.stats.published.add(batch.len() as u64);
+                    let replies = replies.into_iter().skip(usize::from(load));
+                    for (o, reply) in batch.into_iter().zip(replies) {
+                        self.appended(o, &reply);
+                    }
+                }
                 Err(e) => {
                     // At most once: a failed pipeline may have been partly applied, so it is
-                    // not retried; the receivers see the loss as a sequence gap.
+                    // not retried; other nodes repair what was applied from the stream, and
+                    // this node delivers what waited for its offset without one.
                     log::warn!("relay of {} publications failed: {e}", batch.len());
+                    self.script_loaded.set(None);
                     self.stats.publish_errors.add(batch.len() as u64);
+                    if let Some(node) = self.node() {
+                        for p in batch.into_iter().filter_map(|o| o.pending) {
+                            node.deliver_remote(&p);
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// The script's reply for one publication: its offset. A publication that waited for it is
+    /// delivered here now, in offset order with the others.
+    fn appended(&self, o: Outgoing, reply: &redis::Value) {
+        let Some((offset, epoch)) = super::stream::parse_reply(reply) else {
+            self.stats.publish_errors.inc();
+            if let (Some(p), Some(node)) = (o.pending, self.node()) {
+                node.deliver_remote(&p);
+            }
+            return;
+        };
+        let destination = o.destination;
+        if self.sequencer.borrow().passed(&destination, offset, &epoch) {
+            // Its echo came back on pub/sub first and was delivered from there.
+            self.stats.echoes_ignored.inc();
+            return;
+        }
+        let watched = self.sequencer.borrow().position(&destination).is_some();
+        match o.pending {
+            Some(p) if !watched => {
+                // Nobody here listens in order (no subscriber): deliver as is.
+                if let Some(node) = self.node() {
+                    node.deliver_remote(&p);
+                }
+            }
+            pending => self.arrive(&destination, Arrival { offset, epoch, publication: pending }),
         }
     }
 
@@ -167,9 +248,21 @@ impl RedisEngine {
                 {
                     break 'connected;
                 }
-                // Interest ended: that history is done. (A re-made link keeps it, so what was
-                // missed while it was down shows as a gap.)
-                self.forget_sequences(&remove);
+                // Where the added destinations' streams stand (all of them on a new link:
+                // what was missed while it was down is read back).
+                let fresh = subscribed.is_empty();
+                let added: Vec<std::rc::Rc<str>> = {
+                    let wanted_by = self.wanted.borrow();
+                    wanted_by
+                        .iter()
+                        .filter(|(_, channels)| fresh || channels.iter().any(|c| add.contains(&c)))
+                        .map(|(d, _)| std::rc::Rc::from(d.as_str()))
+                        .collect()
+                };
+                if !added.is_empty() {
+                    let me = self.clone();
+                    tokio::task::spawn_local(async move { me.catch_up(added).await });
+                }
                 subscribed = wanted;
                 *self.active.borrow_mut() = subscribed.clone();
                 self.active_changed.notify_waiters();
@@ -202,11 +295,6 @@ impl RedisEngine {
         }
     }
 
-    /// Channels no longer listened to: their sequence history is dropped.
-    fn forget_sequences(&self, channels: &[&String]) {
-        self.seen.borrow_mut().retain(|(_, channel), _| !channels.contains(&channel));
-    }
-
     /// Handles one message from Redis.
     fn on_message(&self, channel: &str, payload: &[u8]) {
         let envelope = match Envelope::decode(payload) {
@@ -217,31 +305,34 @@ impl RedisEngine {
                 return;
             }
         };
-        if envelope.origin == self.server_id {
-            // Already delivered here before it was published.
+        let position = envelope.offset.zip(envelope.sepoch.clone());
+        let own = envelope.origin == self.server_id;
+        if let Some((offset, epoch)) = &position {
+            if own
+                && (envelope.delivered
+                    || self.sequencer.borrow().passed(&envelope.destination, *offset, epoch))
+            {
+                // This node's own publication: delivered here already, or by the script's
+                // reply; the sequencer only needs to move past it.
+                self.stats.echoes_ignored.inc();
+                if !self.sequencer.borrow().passed(&envelope.destination, *offset, epoch) {
+                    let destination = envelope.destination.clone();
+                    self.arrive(
+                        &destination,
+                        Arrival {
+                            offset: *offset,
+                            epoch: std::rc::Rc::from(epoch.as_str()),
+                            publication: None,
+                        },
+                    );
+                }
+                return;
+            }
+        } else if own {
             self.stats.echoes_ignored.inc();
             return;
         }
-        {
-            let mut seen = self.seen.borrow_mut();
-            if seen.len() >= SEQUENCE_ENTRIES {
-                seen.clear();
-            }
-            let key = (envelope.origin.clone(), channel.to_string());
-            match seen.get(&key).copied() {
-                // Another epoch: the origin restarted and numbers afresh.
-                Some((epoch, _)) if epoch != envelope.epoch => {}
-                Some((_, last)) if envelope.seq <= last => {
-                    self.stats.duplicates_ignored.inc();
-                    return;
-                }
-                Some((_, last)) if envelope.seq > last + 1 => {
-                    self.stats.sequence_gaps.add(envelope.seq - last - 1)
-                }
-                _ => {}
-            }
-            seen.insert(key, (envelope.epoch, envelope.seq));
-        }
+        let destination = envelope.destination.clone();
         let publication = match envelope.into_publication() {
             Ok(p) => p,
             Err(e) => {
@@ -259,8 +350,17 @@ impl RedisEngine {
             }
         }
         self.stats.received.inc();
-        if let Some(node) = self.node() {
-            node.deliver_remote(&publication);
+        match position {
+            Some((offset, epoch)) => self.arrive(
+                &destination,
+                Arrival { offset, epoch: std::rc::Rc::from(epoch), publication: Some(publication) },
+            ),
+            // From a node that does not number its publications: as it comes.
+            None => {
+                if let Some(node) = self.node() {
+                    node.deliver_remote(&publication);
+                }
+            }
         }
     }
 }
@@ -279,45 +379,40 @@ mod tests {
         RedisEngine::new(&config).unwrap()
     }
 
-    fn envelope(origin: &str, seq: u64) -> Vec<u8> {
-        envelope_of(origin, 1, seq)
-    }
-
-    fn envelope_of(origin: &str, epoch: u64, seq: u64) -> Vec<u8> {
+    fn envelope(origin: &str, offset: u64, epoch: &str) -> Vec<u8> {
         let p = Publication {
             destination: StdRc::from("/topic/x"),
-            message_id: StdRc::from(format!("{origin}-{seq}")),
+            message_id: StdRc::from(format!("{origin}-{offset}")),
             headers: Vec::new(),
             body: bytes::Bytes::from_static(b"hi"),
             stream: None,
         };
-        Envelope::wrap(origin, epoch, seq, &p).encode()
+        let mut e = Envelope::wrap(origin, 1, 0, &p);
+        e.offset = Some(offset);
+        e.sepoch = Some(epoch.to_string());
+        e.encode()
     }
 
     #[test]
-    fn gaps_duplicates_echoes_and_restarts_are_told_apart() {
+    fn offsets_tell_duplicates_and_echoes_apart_whatever_the_origin_forgot() {
         let e = engine();
         let ch = "stomp:broadcast:topic:x";
-        for seq in [1, 2, 5] {
-            e.on_message(ch, &envelope("other", seq));
+        crate::engine::Broker::interest(&*e, "/topic/x", true);
+        e.sequencer.borrow_mut().start("/topic/x", Some(StdRc::from("e")), 0);
+        for offset in [1, 2, 3] {
+            e.on_message(ch, &envelope("other", offset, "e"));
         }
-        assert_eq!(e.stats.sequence_gaps.get(), 2, "3 and 4 were lost");
-        e.on_message(ch, &envelope("other", 5));
-        e.on_message(ch, &envelope("other", 4));
-        assert_eq!(e.stats.duplicates_ignored.get(), 2);
-        e.on_message(ch, &envelope("me", 9));
-        assert_eq!(e.stats.echoes_ignored.get(), 1);
-        // The origin restarted (a new epoch): its numbers begin again, and even if its first
-        // message was missed the next ones are no duplicates.
-        e.on_message(ch, &envelope_of("other", 2, 2));
-        e.on_message(ch, &envelope_of("other", 2, 3));
+        e.on_message(ch, &envelope("other", 3, "e"));
+        assert_eq!(e.sequencer.borrow().counts.duplicates, 1);
+        // Whatever a sender numbers or forgets, the receiver goes by the stream's offsets:
+        // another sender's next message is no duplicate.
+        e.on_message(ch, &envelope("third", 4, "e"));
         assert_eq!(e.stats.received.get(), 5);
-        assert_eq!(e.stats.duplicates_ignored.get(), 2);
+        assert_eq!(e.sequencer.borrow().position("/topic/x"), Some((Some(StdRc::from("e")), 5)));
+        e.on_message(ch, &envelope("me", 5, "e"));
+        assert_eq!(e.stats.echoes_ignored.get(), 1);
+        assert_eq!(e.sequencer.borrow().position("/topic/x"), Some((Some(StdRc::from("e")), 6)));
         e.on_message(ch, b"garbage");
         assert_eq!(e.stats.bad_envelopes.get(), 1);
-        // History survives a re-made link and is dropped only when interest ends.
-        e.forget_sequences(&[&ch.to_string()]);
-        e.on_message(ch, &envelope("other", 7));
-        assert_eq!(e.stats.sequence_gaps.get(), 2);
     }
 }

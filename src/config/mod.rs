@@ -54,6 +54,8 @@ pub struct StreamsConfig {
     pub max_memory_bytes: usize,
     /// Destinations whose history this node keeps at once (memory engine).
     pub max_streams: usize,
+    /// Cluster mode: how long other topics' short streams are kept for repair, in ms.
+    pub repair_window_ms: u64,
 }
 
 impl StreamsConfig {
@@ -214,6 +216,7 @@ impl Config {
                 max_age_ms: 0,
                 max_memory_bytes: 0,
                 max_streams: 0,
+                repair_window_ms: 0,
             },
         }
     }
@@ -286,6 +289,7 @@ impl Config {
             "streams.max_age_ms" => self.streams.max_age_ms = v.int(1000, 31_536_000_000)?,
             "streams.max_memory_bytes" => self.streams.max_memory_bytes = v.int(4096, 1 << 34)? as usize,
             "streams.max_streams" => self.streams.max_streams = v.int(1, 10_000_000)? as usize,
+            "streams.repair_window_ms" => self.streams.repair_window_ms = v.int(1000, 86_400_000)?,
             _ => return Err(format!("unknown key `{key}`")),
         }
         Ok(())

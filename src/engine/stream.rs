@@ -14,7 +14,7 @@
 //!   the client asked for (`recovered`).
 
 use crate::broker::{Publication, StreamPosition};
-use crate::engine::MetricLines;
+use crate::engine::{LocalBoxFuture, MetricLines};
 
 /// The `x-stream-offset` header of SUBSCRIBE.
 pub const OFFSET_HEADER: &str = crate::broker::OFFSET_HEADER;
@@ -72,6 +72,29 @@ pub struct Recovery {
     pub next: StreamPosition,
 }
 
+/// What the node does with a publication it appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Append {
+    /// Deliver it here now (with its position, or without one while the stream is away).
+    DeliverNow,
+    /// The engine delivers it here once the stream gave it its position (cluster mode).
+    DeliveredByEngine,
+}
+
+/// A recovery's answer: at once (the memory streams), or once the stream is read (Redis).
+pub enum Recovering {
+    Now(Recovery),
+    /// Resolves once read; the subscription holds live publications meanwhile (a `Cursor`).
+    Later(LocalBoxFuture<'static, Recovery>),
+}
+
+impl Recovery {
+    /// What a recovery that could not read the stream says: nothing, and not recovered.
+    pub fn unavailable(epoch: std::rc::Rc<str>, next: u64) -> Recovery {
+        Recovery { publications: Vec::new(), recovered: false, next: StreamPosition { offset: next, epoch } }
+    }
+}
+
 /// Decides which of a stream's kept messages a `since` asks for, given the kept range
 /// `[first, next)` and the stream's epoch. Returns (the first offset to send, recovered).
 /// `Next` and an offset at or past `next` send nothing. Shared by every implementation so they
@@ -105,11 +128,12 @@ pub trait History {
     /// Whether `destination` keeps a history (the `[streams]` prefixes).
     fn is_streamed(&self, destination: &str) -> bool;
 
-    /// Appends a publication of a streamed destination and sets its `stream` position.
-    fn append(&self, publication: &mut Publication);
+    /// Appends a publication of a streamed destination and sets its `stream` position, or
+    /// says the engine will deliver it here once it has one.
+    fn append(&self, publication: &mut Publication) -> Append;
 
     /// Reads the kept messages `since` asks for (bounded by the stream's own bounds).
-    fn recover(&self, destination: &str, since: &Since) -> Recovery;
+    fn recover(&self, destination: &str, since: &Since) -> Recovering;
 
     /// `/metrics` lines: gauges, then counters.
     fn metrics(&self) -> (MetricLines, MetricLines);
@@ -126,14 +150,16 @@ impl History for NoStreams {
         false
     }
 
-    fn append(&self, _publication: &mut Publication) {}
+    fn append(&self, _publication: &mut Publication) -> Append {
+        Append::DeliverNow
+    }
 
-    fn recover(&self, _destination: &str, _since: &Since) -> Recovery {
-        Recovery {
+    fn recover(&self, _destination: &str, _since: &Since) -> Recovering {
+        Recovering::Now(Recovery {
             publications: Vec::new(),
             recovered: true,
             next: StreamPosition { offset: 1, epoch: std::rc::Rc::from("") },
-        }
+        })
     }
 
     fn metrics(&self) -> (MetricLines, MetricLines) {

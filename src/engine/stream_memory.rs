@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use super::stream::{plan, History, Recovery, Since};
+use super::stream::{plan, Append, History, Recovering, Recovery, Since};
 use super::MetricLines;
 use crate::broker::{Publication, StreamPosition};
 use crate::config::StreamsConfig;
@@ -210,12 +210,13 @@ impl History for MemoryStreams {
         self.config.is_streamed(destination)
     }
 
-    fn append(&self, publication: &mut Publication) {
+    fn append(&self, publication: &mut Publication) -> Append {
         self.append_at(publication, crate::chat::room::now_ms());
+        Append::DeliverNow
     }
 
-    fn recover(&self, destination: &str, since: &Since) -> Recovery {
-        self.recover_at(destination, since, crate::chat::room::now_ms())
+    fn recover(&self, destination: &str, since: &Since) -> Recovering {
+        Recovering::Now(self.recover_at(destination, since, crate::chat::room::now_ms()))
     }
 
     fn sweep(&self) {
@@ -301,6 +302,7 @@ mod tests {
             max_age_ms,
             max_memory_bytes,
             max_streams,
+            repair_window_ms: 60_000,
         }
     }
 
