@@ -22,6 +22,8 @@
 //! - `signal`: the lock-free wake-up flag a connection or SockJS task waits on.
 //! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
 //! - `engine`: the `Broker` and `Presence` interfaces; `engine::memory` for a node alone.
+//!   `engine::stream` is the history interface (offsets, epochs, recovery), `engine::stream_memory`
+//!   its ring for a node alone; the cluster keeps streams in Redis (`cluster::stream`).
 //! - `cluster`: the Redis engine behind the same interfaces: relay, presence, registry.
 //! - `node`: glues config, hub, engine, application and the connection table together.
 //! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).

@@ -8,6 +8,9 @@
 // subscribes from the next offset it has not seen (`offset=N` + `x-stream-epoch`), so nothing
 // is missed and nothing shows twice; the RECEIPT's `x-stream-recovered` (or, after a reload,
 // the saved position) tells whether some messages are gone, and the page says so.
+// Failover: the page keeps the cluster's live boards (GET /api/nodes). When its own board stops
+// answering for a few seconds it moves to another live board, carrying its name, room and
+// stream position in the URL fragment; there it re-joins under the same name and recovers.
 (function () {
   'use strict';
 
@@ -24,6 +27,8 @@
   const ERROR_SHOW_MS = 8000;
   const MAX_MESSAGES_SHOWN = 500;
   const MAX_IDS_REMEMBERED = 2000;
+  const FAILOVER_AFTER_MS = 2500; // the board silent this long: move to another one
+  const HEALTH_TIMEOUT_MS = 1000;
   const STORE = {
     name: 'stomp-edge.username',
     room: 'stomp-edge.room',
@@ -75,6 +80,9 @@
     seenIds: new Set(), // message-ids shown (one message never shows twice)
     lastDay: '', // the day of the last message shown, for day separators
     receipts: 0,
+    nodes: [], // the live boards as GET /api/nodes last said
+    downSince: 0, // when the connection was lost (0: connected)
+    failoverTimer: null,
   };
 
   function store(key, value) {
@@ -108,6 +116,7 @@
   });
 
   client.onConnect = () => {
+    state.downSince = 0;
     const again = state.everConnected;
     state.everConnected = true;
     setConnState('connected');
@@ -127,7 +136,50 @@
       notice('Connection lost, reconnecting…', 'local');
     }
     setConnState(state.everConnected ? 'reconnecting' : 'connecting');
+    if (state.everConnected && !state.downSince) state.downSince = Date.now();
+    scheduleFailover();
   };
+
+  // ---------------------------------------------------------------------------------------------
+  // Failover to another board
+
+  async function refreshNodes() {
+    try {
+      const nodes = await getJson('/api/nodes');
+      if (Array.isArray(nodes)) state.nodes = nodes;
+    } catch (_) {
+      /* board away: keep the last list */
+    }
+  }
+
+  function scheduleFailover() {
+    if (state.failoverTimer || !state.downSince) return;
+    state.failoverTimer = setTimeout(() => {
+      state.failoverTimer = null;
+      checkFailover();
+    }, FAILOVER_AFTER_MS);
+  }
+
+  /** The board has been silent a while: if it does not answer /healthz either, move. */
+  async function checkFailover() {
+    if (!state.downSince || client.connected) return;
+    let alive = false;
+    try {
+      const res = await fetch('/healthz', { cache: 'no-store', signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+      alive = res.ok;
+    } catch (_) {
+      alive = false;
+    }
+    const other = state.nodes.find((n) => n && !n.self && n.alive && typeof n.url === 'string'
+      && /^https?:\/\//.test(n.url) && n.url.replace(/\/$/, '') !== location.origin);
+    if (alive || !other || client.connected) {
+      scheduleFailover();
+      return;
+    }
+    const carry = { name: state.username, room: state.room || state.pending, position: state.position };
+    notice('This board stopped answering: moving to ' + other.serverId + '…', 'local');
+    location.assign(other.url.replace(/\/$/, '') + '/#failover=' + encodeURIComponent(JSON.stringify(carry)));
+  }
 
   client.onStompError = (frame) => {
     showError('stomp', frame.headers.message || 'the server closed the connection');
@@ -632,6 +684,20 @@
   // ---------------------------------------------------------------------------------------------
   // Start
 
+  // Arrived from a board that died: take over its name, room and stream position.
+  const handover = /^#failover=(.*)$/.exec(location.hash);
+  if (handover) {
+    try {
+      const carry = JSON.parse(decodeURIComponent(handover[1]));
+      if (carry && typeof carry.name === 'string') store(STORE.name, carry.name);
+      if (carry && typeof carry.room === 'string') store(STORE.room, carry.room);
+      if (carry && carry.position) store(STORE.position, carry.position);
+    } catch (_) {
+      /* a bad fragment: start as a new page */
+    }
+    history.replaceState(null, '', location.pathname);
+  }
+
   const saved = load(STORE.name);
   if (saved && !validUsername(saved)) {
     start(saved);
@@ -650,7 +716,11 @@
   } else ui.nameInput.focus();
 
   setInterval(() => {
-    if (state.username) refreshRooms();
+    if (state.username && client.connected) {
+      refreshRooms();
+      refreshNodes();
+    }
   }, ROOMS_POLL_MS);
+  refreshNodes();
   client.activate();
 })();
