@@ -345,6 +345,39 @@ mod tests {
     }
 
     #[test]
+    fn a_recovering_subscription_gets_kept_then_live_without_gap_or_duplicate() {
+        let hub = Hub::new(10);
+        let out = Rc::new(Outbound::new(1 << 20));
+        let mut s = sub(1, "s", &out);
+        s.cursor = Some(Cursor::recovering());
+        hub.subscribe("/topic/a", s.clone()).unwrap();
+        let at = |offset: u64| {
+            let mut p = publication("/topic/a", b"x");
+            p.message_id = Rc::from(format!("m{offset}"));
+            p.stream = Some(StreamPosition { offset, epoch: Rc::from("e") });
+            p
+        };
+        // Live 4 and 5 arrive while the stream read (kept 2..=4) is in flight: held.
+        hub.deliver(&at(4));
+        hub.deliver(&at(5));
+        assert_eq!(out.with_queue(|q| q.len()), 0);
+        let sent =
+            finish_recovery(&s, &[at(2), at(3), at(4)], &StreamPosition { offset: 5, epoch: Rc::from("e") });
+        assert_eq!(sent, 4, "2, 3, 4 kept, then 5 live; the live 4 was a duplicate");
+        hub.deliver(&at(5));
+        hub.deliver(&at(6));
+        let ids: Vec<String> = out.with_queue(|q| {
+            q.iter()
+                .map(|f| {
+                    let text = String::from_utf8_lossy(&f.bytes).to_string();
+                    text.lines().find_map(|l| l.strip_prefix("message-id:")).unwrap_or("").to_string()
+                })
+                .collect()
+        });
+        assert_eq!(ids, ["m2", "m3", "m4", "m5", "m6"]);
+    }
+
+    #[test]
     fn slow_consumer_does_not_stop_the_others() {
         let hub = Hub::new(10);
         let slow = Rc::new(Outbound::new(4096));

@@ -111,6 +111,11 @@ impl Sequencer {
             return out;
         };
         let Some(next) = t.next else {
+            // Bounded while the position is unknown too (Redis away): the oldest go first.
+            if t.held.len() >= self.max_held {
+                t.held.pop_first();
+                self.counts.lost += 1;
+            }
             t.held.insert(a.offset, a);
             return out;
         };
