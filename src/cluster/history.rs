@@ -9,6 +9,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::order::{Arrival, Outcome};
+use super::relay::Relay;
 use super::stream::{self, parse_head, parse_range, Head};
 use super::RedisEngine;
 use crate::broker::{Publication, StreamPosition};
@@ -21,18 +22,18 @@ const GAP_WAIT: Duration = Duration::from_millis(100);
 /// Destinations read in one pipeline by a catch-up.
 const CATCH_UP_BATCH: usize = 64;
 
-impl RedisEngine {
+impl Relay {
     /// The stream bounds of a destination: (MAXLEN, key expiry in ms).
     pub(super) fn stream_bounds(&self, destination: &str) -> (usize, u64) {
         if self.streams.is_streamed(destination) {
             (self.streams.max_messages, self.streams.max_age_ms)
         } else {
-            (self.config.relay_buffer_messages.max(1), self.streams.repair_window_ms)
+            (self.shard.config.relay_buffer_messages.max(1), self.streams.repair_window_ms)
         }
     }
 
     /// A publication as delivered here: its position when its destination is streamed.
-    fn positioned(&self, mut p: Publication, offset: u64, epoch: &Rc<str>) -> Publication {
+    pub(super) fn positioned(&self, mut p: Publication, offset: u64, epoch: &Rc<str>) -> Publication {
         p.stream =
             self.streams.is_streamed(&p.destination).then(|| StreamPosition { offset, epoch: epoch.clone() });
         p
@@ -46,10 +47,8 @@ impl RedisEngine {
     }
 
     fn deliver_outcome(&self, destination: &str, outcome: Outcome) {
-        if let Some(node) = self.node() {
-            for p in &outcome.deliver {
-                node.deliver_remote(p);
-            }
+        for p in &outcome.deliver {
+            self.deliver(p);
         }
         self.stream_stats.delivered.add(outcome.deliver.len() as u64);
         if outcome.repair.is_some() {
@@ -84,9 +83,9 @@ impl RedisEngine {
     /// Reads a destination's head and its entries from `from` (at most `count`).
     async fn read(&self, destination: &str, from: u64, count: usize) -> Option<(Head, Vec<(u64, Vec<u8>)>)> {
         let mut pipe = redis::pipe();
-        stream::add_read(&mut pipe, &self.keys, destination, from, count);
+        stream::add_read(&mut pipe, &self.shard.keys, destination, from, count);
         let values: Vec<Value> =
-            self.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await.ok()?;
+            self.shard.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await.ok()?;
         let head = parse_head(values.first()?);
         Some((head, parse_range(values.get(1)?)))
     }
@@ -96,7 +95,7 @@ impl RedisEngine {
         let Some(epoch) = head.epoch.clone() else { return };
         let arrivals: Vec<Arrival> = entries
             .iter()
-            .filter_map(|(offset, payload)| stream::arrival(*offset, &epoch, payload, &self.server_id))
+            .filter_map(|(offset, payload)| stream::arrival(*offset, &epoch, payload, &self.shard.server_id))
             .map(|mut a| {
                 a.publication = a.publication.map(|p| self.positioned(p, a.offset, &epoch));
                 a
@@ -112,10 +111,13 @@ impl RedisEngine {
         for chunk in destinations.chunks(CATCH_UP_BATCH) {
             let mut pipe = redis::pipe();
             for d in chunk {
-                pipe.cmd("HMGET").arg(stream::meta_key(&self.keys, d)).arg("epoch").arg("offset");
+                pipe.cmd("HMGET").arg(stream::meta_key(&self.shard.keys, d)).arg("epoch").arg("offset");
             }
-            let Ok(heads) =
-                self.link.call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await }).await
+            let Ok(heads) = self
+                .shard
+                .link
+                .call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await })
+                .await
             else {
                 return;
             };
@@ -146,7 +148,7 @@ impl RedisEngine {
 
     /// Reads a recovery: kept entries from where `since` asks, with the RECEIPT's answer.
     async fn recover_from_redis(self: Rc<Self>, destination: Rc<str>, since: Since) -> Recovery {
-        if let Some(ready) = crate::engine::Broker::ready(&*self, &destination) {
+        if let Some(ready) = self.ready(&destination) {
             ready.await;
         }
         let known = self.sequencer.borrow().position(&destination);
@@ -161,8 +163,12 @@ impl RedisEngine {
         };
         let read = if from == u64::MAX {
             let mut pipe = redis::pipe();
-            pipe.cmd("HMGET").arg(stream::meta_key(&self.keys, &destination)).arg("epoch").arg("offset");
-            self.link
+            pipe.cmd("HMGET")
+                .arg(stream::meta_key(&self.shard.keys, &destination))
+                .arg("epoch")
+                .arg("offset");
+            self.shard
+                .link
                 .call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await })
                 .await
                 .ok()
@@ -184,7 +190,7 @@ impl RedisEngine {
                 next: StreamPosition { offset: 1, epoch: Rc::from("") },
             };
         };
-        let oldest = crate::chat::room::now_ms().saturating_sub(self.streams.max_age_ms);
+        let oldest = crate::clock::now_ms().saturating_sub(self.streams.max_age_ms);
         let mut kept: Vec<Publication> = Vec::with_capacity(entries.len());
         for (offset, payload) in &entries {
             let Ok(envelope) = super::envelope::Envelope::decode(payload) else { continue };
@@ -212,13 +218,13 @@ impl RedisEngine {
 
 impl History for RedisEngine {
     fn is_streamed(&self, destination: &str) -> bool {
-        self.streams.is_streamed(destination)
+        self.relay.streams.is_streamed(destination)
     }
 
     fn append(&self, _publication: &mut Publication) -> Append {
         // With Redis up the offset comes from the append script and the relay delivers it
         // here in offset order; without it, at once and without a position (see `stream`).
-        if self.link.is_up() {
+        if self.shard.link.is_up() {
             Append::DeliveredByEngine
         } else {
             Append::DeliverNow
@@ -226,15 +232,13 @@ impl History for RedisEngine {
     }
 
     fn recover(&self, destination: &str, since: &Since) -> Recovering {
-        let Some(me) = self.me.upgrade() else {
-            return Recovering::Now(Recovery::unavailable(Rc::from(""), 0));
-        };
-        Recovering::Later(Box::pin(me.recover_from_redis(Rc::from(destination), since.clone())))
+        let relay = self.relay.clone();
+        Recovering::Later(Box::pin(relay.recover_from_redis(Rc::from(destination), since.clone())))
     }
 
     fn metrics(&self) -> (MetricLines, MetricLines) {
-        let s = &self.stream_stats;
-        let o = self.sequencer.borrow().counts;
+        let s = &self.relay.stream_stats;
+        let o = self.relay.sequencer.borrow().counts;
         let counters = vec![
             (
                 "stream_delivered_total",

@@ -222,6 +222,8 @@ mod tests {
                 headers: Vec::new(),
                 body: Bytes::from(offset.to_string()),
                 stream: None,
+                kind: crate::broker::Kind::Message,
+                room: None,
             }),
         }
     }

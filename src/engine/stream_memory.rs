@@ -75,7 +75,7 @@ fn cost(p: &Publication) -> usize {
 
 impl MemoryStreams {
     pub fn new(config: StreamsConfig) -> MemoryStreams {
-        MemoryStreams::with_clock_start(config, crate::chat::room::now_ms())
+        MemoryStreams::with_clock_start(config, crate::clock::now_ms())
     }
 
     fn with_clock_start(config: StreamsConfig, start_ms: u64) -> MemoryStreams {
@@ -211,16 +211,16 @@ impl History for MemoryStreams {
     }
 
     fn append(&self, publication: &mut Publication) -> Append {
-        self.append_at(publication, crate::chat::room::now_ms());
+        self.append_at(publication, crate::clock::now_ms());
         Append::DeliverNow
     }
 
     fn recover(&self, destination: &str, since: &Since) -> Recovering {
-        Recovering::Now(self.recover_at(destination, since, crate::chat::room::now_ms()))
+        Recovering::Now(self.recover_at(destination, since, crate::clock::now_ms()))
     }
 
     fn sweep(&self) {
-        let now = crate::chat::room::now_ms();
+        let now = crate::clock::now_ms();
         let mut streams = self.streams.borrow_mut();
         for ring in streams.values_mut() {
             self.trim(ring, now);
@@ -313,6 +313,8 @@ mod tests {
             headers: Vec::new(),
             body: Bytes::from(body.to_string()),
             stream: None,
+            kind: crate::broker::Kind::Message,
+            room: None,
         }
     }
 
