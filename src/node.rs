@@ -11,6 +11,8 @@ use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::{Config, Reload};
+use crate::engine::stream::{Append, History};
+use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, BrokerEventHandler};
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
@@ -20,6 +22,9 @@ pub struct Node {
     config: RefCell<Rc<Config>>,
     pub hub: Hub,
     pub broker: Rc<dyn Broker>,
+    /// The histories of streamed destinations: this node's rings, or (cluster mode) the
+    /// engine's streams in Redis.
+    history: RefCell<Rc<dyn History>>,
     pub auth: RefCell<Authenticator>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
@@ -69,6 +74,7 @@ impl Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
+            history: RefCell::new(Rc::new(MemoryStreams::new(config.streams.clone()))),
             config: RefCell::new(Rc::new(config)),
             broker,
             app: RefCell::new(None),
@@ -113,6 +119,16 @@ impl Node {
         self.config.borrow().server_id.clone()
     }
 
+    /// The histories of streamed destinations.
+    pub fn history(&self) -> Rc<dyn History> {
+        self.history.borrow().clone()
+    }
+
+    /// Replaces the memory streams (cluster mode keeps them in Redis).
+    pub fn set_history(&self, history: Rc<dyn History>) {
+        *self.history.borrow_mut() = history;
+    }
+
     /// Sets the advertised URL (once the listener is bound).
     pub fn set_advertise_url(&self, url: &str) {
         *self.advertise_url.borrow_mut() = Rc::from(url);
@@ -136,15 +152,36 @@ impl Node {
     }
 
     /// Publishes: this node's subscribers first, then the other nodes through the engine.
-    pub fn publish(&self, publication: Publication) {
+    /// A publication to a streamed destination is first appended to its history, which gives
+    /// it its offset.
+    pub fn publish(&self, mut publication: Publication) {
         METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination)
+            && history.append(&mut publication) == Append::DeliveredByEngine
+        {
+            // Cluster mode: delivered here in offset order once Redis gave it its offset.
+            self.broker.publish(&publication);
+            return;
+        }
         self.hub.deliver(&publication);
         self.broker.publish(&publication);
     }
 
     /// Delivers to this node's subscribers only (the caller tells the other nodes its own way).
+    /// On a node alone a streamed destination's history gets it (and its offset); in cluster
+    /// mode it is delivered here at once without a position, and gets its offset when the
+    /// caller relays it (the chat's joins and leaves, which its membership store announces).
     pub fn publish_local(&self, publication: &Publication) {
         METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination) {
+            let mut positioned = publication.clone();
+            if history.append(&mut positioned) == Append::DeliverNow {
+                self.hub.deliver(&positioned);
+                return;
+            }
+        }
         self.hub.deliver(publication);
     }
 

@@ -70,6 +70,7 @@ settings! {
         pub chat: ChatConfig = Section;
         pub cluster: ClusterConfig = Section;
         pub sockjs: SockJsConfig = Section;
+        pub streams: StreamsConfig = Section;
     }
 
     /// `[stomp]`: heart-beats, the CONNECT deadline, client topic sends and transactions.
@@ -152,6 +153,30 @@ settings! {
         pub disconnect_delay_ms: u64 = Live [100, 600_000];
         pub streaming_bytes: usize = Live [4096, 1 << 30];
         pub max_message_bytes: usize = Live [1024, 64 << 20];
+    }
+
+    /// `[streams]`: which destinations keep a history, and its bounds (`engine::stream`).
+    pub struct StreamsConfig {
+        /// Prefixes of the streamed `/topic/` destinations, e.g. `/topic/room/`.
+        #[serde(deserialize_with = "value::topic_prefixes")]
+        pub prefixes: Vec<String> = Restart;
+        /// Messages kept per destination.
+        pub max_messages: usize = Restart [1, 1_000_000];
+        /// Age after which a kept message is dropped, in ms.
+        pub max_age_ms: u64 = Restart [1000, 31_536_000_000];
+        /// Bytes all kept messages of this node may take together (local mode).
+        pub max_memory_bytes: usize = Restart [4096, 1 << 30];
+        /// Destinations whose history this node keeps at once (local mode).
+        pub max_streams: usize = Restart [1, 10_000_000];
+        /// Cluster mode: how long other topics' short streams are kept for repair, in ms.
+        pub repair_window_ms: u64 = Restart [1000, 86_400_000];
+    }
+}
+
+impl StreamsConfig {
+    /// Whether `destination` keeps a history.
+    pub fn is_streamed(&self, destination: &str) -> bool {
+        self.prefixes.iter().any(|p| destination.starts_with(p.as_str()))
     }
 }
 
