@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Publication;
+use crate::broker::{Kind, Publication};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -24,6 +24,12 @@ pub struct Envelope {
     pub destination: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// The publication's kind (`message`, `join`, `leave`, `system`); absent means message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The room the publication belongs to, when its application set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
     /// The body when it is UTF-8 text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -46,6 +52,8 @@ impl Envelope {
             id: p.message_id.to_string(),
             destination: p.destination.to_string(),
             headers: p.headers.clone(),
+            kind: (p.kind != Kind::Message).then(|| p.kind.as_str().to_string()),
+            room: p.room.as_deref().map(str::to_string),
             body,
             body64,
         }
@@ -69,11 +77,17 @@ impl Envelope {
             (None, Some(b64)) => Bytes::from(base64_decode(&b64).ok_or("bad base64 body")?),
             (None, None) => Bytes::new(),
         };
+        let kind = match self.kind.as_deref() {
+            None => Kind::Message,
+            Some(text) => Kind::parse(text).ok_or_else(|| format!("unknown publication kind {text}"))?,
+        };
         Ok(Publication {
             destination: Rc::from(self.destination),
             message_id: Rc::from(self.id),
             headers: self.headers,
             body,
+            kind,
+            room: self.room.map(Rc::from),
         })
     }
 }
@@ -94,12 +108,14 @@ mod tests {
     #[test]
     fn round_trips_text_and_binary() {
         for body in [Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"\xff\x00\x01bin")] {
-            let p = Publication {
-                destination: Rc::from("/topic/room/r"),
-                message_id: Rc::from("n1-9"),
-                headers: vec![("content-type".into(), "application/json".into())],
+            let mut p = Publication::message(
+                Rc::from("/topic/room/r"),
+                Rc::from("n1-9"),
+                vec![("content-type".into(), "application/json".into())],
                 body,
-            };
+            );
+            p.kind = Kind::Leave;
+            p.room = Some(Rc::from("r"));
             let e = Envelope::wrap("n1", 1, 7, &p);
             let back = Envelope::decode(&e.encode()).unwrap();
             assert_eq!((back.origin.as_str(), back.seq), ("n1", 7));
