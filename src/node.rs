@@ -105,6 +105,7 @@ impl Node {
             }
         }
         log::set_max_level(config.log_level);
+        self.hub.set_max_destinations(config.limits.max_destinations);
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
         for out in self.connections.borrow().values() {
             out.set_limit(config.limits.max_outbound_bytes);

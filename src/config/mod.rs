@@ -99,8 +99,8 @@ settings! {
         pub max_headers: usize = Live [1, MAX_HEADERS_CEILING];
         pub max_header_line_bytes: usize = Live [64, 1 << 20];
         pub max_subscriptions: usize = Live [1, 100_000];
-        /// Distinct destinations with subscribers on this node (sizes the hub's table).
-        pub max_destinations: usize = Restart [1, 10_000_000];
+        /// Distinct destinations with subscribers on this node (bounds the hub's table).
+        pub max_destinations: usize = Live [1, 10_000_000];
         pub max_outbound_bytes: usize = Live [4096, 1 << 30];
     }
 
@@ -119,8 +119,8 @@ settings! {
 
     /// `[chat]`: the chat rooms' sizes.
     pub struct ChatConfig {
-        pub max_rooms: usize = Restart [1, 1_000_000];
-        pub max_participants_per_room: usize = Restart [1, 100_000];
+        pub max_rooms: usize = Live [1, 1_000_000];
+        pub max_participants_per_room: usize = Live [1, 100_000];
         pub max_room_id_chars: usize = Live [1, ROOM_ID_CEILING];
         pub max_username_chars: usize = Live [1, USERNAME_CEILING];
         pub max_message_bytes: usize = Live [1, 1 << 20];
@@ -529,8 +529,8 @@ mod tests {
                 ("listen", Reload::Restart),
                 ("log_level", Reload::Live),
                 ("limits.max_connections", Reload::Live),
-                ("limits.max_destinations", Reload::Restart),
-                ("chat.max_rooms", Reload::Restart),
+                ("limits.max_destinations", Reload::Live),
+                ("chat.max_rooms", Reload::Live),
                 ("chat.max_message_bytes", Reload::Live),
                 ("cluster.heartbeat_ms", Reload::Restart),
             ]
@@ -538,8 +538,8 @@ mod tests {
         assert_eq!(applied.listen, running.listen);
         assert_eq!(applied.log_level, log::LevelFilter::Debug);
         assert_eq!(applied.limits.max_connections, 3);
-        assert_eq!(applied.limits.max_destinations, running.limits.max_destinations);
-        assert_eq!((applied.chat.max_rooms, applied.chat.max_message_bytes), (running.chat.max_rooms, 10));
+        assert_eq!(applied.limits.max_destinations, 5);
+        assert_eq!((applied.chat.max_rooms, applied.chat.max_message_bytes), (2, 10));
         assert_eq!(applied.cluster, running.cluster);
     }
 
