@@ -40,9 +40,19 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Its own working directory: a replica writes the RDB it receives there, and a restarted
+    /// server would load a `dump.rdb` it finds (never one of another test's).
+    fn dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("stomp-edge-redis-{}-{}", std::process::id(), self.port))
+    }
+
     /// (Re)starts the server on the same port, with no persistence.
     pub fn restart(&mut self) {
+        let dir = self.dir();
+        let _ = std::fs::create_dir_all(&dir);
         let child = Command::new("redis-server")
+            .arg("--dir")
+            .arg(&dir)
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -99,6 +109,7 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(self.dir());
     }
 }
 
