@@ -4,6 +4,7 @@
 
 mod file;
 mod help;
+pub mod redis_url;
 mod setting;
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 pub use file::Value;
 pub use help::help_text;
+pub use redis_url::{RedisTarget, SentinelTarget};
 use setting::Setting;
 
 /// The documented default configuration; it is also the source of every default value.
@@ -102,6 +104,10 @@ pub struct ClusterConfig {
     pub reconnect_max_ms: u64,
     pub relay_buffer_messages: usize,
     pub relay_buffer_ms: u64,
+    /// ACL user the node gives the sentinels (empty: the default user).
+    pub sentinel_username: String,
+    /// Password the node gives the sentinels (empty: none); the URL's is the data nodes'.
+    pub sentinel_password: String,
 }
 
 /// What the command line asked for besides configuration.
@@ -173,6 +179,8 @@ impl Config {
                 reconnect_max_ms: 0,
                 relay_buffer_messages: 0,
                 relay_buffer_ms: 0,
+                sentinel_username: String::new(),
+                sentinel_password: String::new(),
             },
             sockjs: SockJsConfig {
                 enabled: true,
@@ -241,6 +249,8 @@ impl Config {
                 self.cluster.relay_buffer_messages = v.int(0, 1_000_000)? as usize
             }
             "cluster.relay_buffer_ms" => self.cluster.relay_buffer_ms = v.int(0, 3_600_000)?,
+            "cluster.sentinel_username" => self.cluster.sentinel_username = v.secret()?,
+            "cluster.sentinel_password" => self.cluster.sentinel_password = v.secret()?,
             "sockjs.enabled" => self.sockjs.enabled = v.bool()?,
             "sockjs.heartbeat_ms" => self.sockjs.heartbeat_ms = v.int(100, 3_600_000)?,
             "sockjs.disconnect_delay_ms" => self.sockjs.disconnect_delay_ms = v.int(100, 600_000)?,
@@ -415,6 +425,8 @@ mod tests {
         assert!(err("listen = \"nowhere\"\n").contains("listen"));
         assert!(err("[auth]\nusers = [\"nopass\"]\n").contains("login:passcode"));
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
+        assert!(err("redis_url = \"redis-sentinel://h1,h2\"\n").contains("master name"));
+        assert!(err("[cluster]\nsentinel_password = \"a\\nb\"\n").contains("cluster.sentinel_password"));
         assert!(run(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
         assert!(run(&[], &[("STOMP_EDGE_LIMITS_NOPE", "1")]).unwrap_err().contains("STOMP_EDGE_LIMITS_NOPE"));
         assert!(run(&["--listen"], &[]).unwrap_err().contains("needs a value"));

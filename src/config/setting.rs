@@ -76,14 +76,17 @@ impl Setting<'_> {
         if text.is_empty() {
             return Ok(None);
         }
-        if !(text.starts_with("redis://") || text.starts_with("redis+unix://") || text.starts_with("unix://"))
-        {
-            return Err(format!(
-                "`{}` must start with redis:// (TLS is not supported), not {text:?}",
-                self.key
-            ));
-        }
+        super::RedisTarget::parse(text).map_err(|e| format!("`{}` {e}", self.key))?;
         Ok(Some(text.to_string()))
+    }
+
+    /// A user name or password: at most 256 bytes, no control characters (never echoed).
+    pub(super) fn secret(&self) -> Result<String, String> {
+        let text = self.text()?;
+        if text.len() > 256 || text.chars().any(char::is_control) {
+            return Err(format!("`{}` must be at most 256 bytes without control characters", self.key));
+        }
+        Ok(text.to_string())
     }
 
     pub(super) fn prefix(&self) -> Result<String, String> {
