@@ -22,6 +22,7 @@ mod link;
 mod presence;
 mod registry;
 mod relay;
+mod sentinel;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -104,7 +105,8 @@ impl RedisEngine {
     pub fn new(config: &Config) -> Result<Rc<RedisEngine>, String> {
         let url = config.redis_url.as_deref().ok_or("cluster mode needs redis_url")?;
         let cluster = config.cluster.clone();
-        let link = Link::new(url, Duration::from_millis(cluster.command_timeout_ms))?;
+        let link = Link::new(url, Duration::from_millis(cluster.command_timeout_ms))?
+            .sentinel_auth(&cluster.sentinel_username, &cluster.sentinel_password)?;
         Ok(Rc::new_cyclic(|me| RedisEngine {
             me: me.clone(),
             node: RefCell::new(Weak::new()),
@@ -164,7 +166,7 @@ impl RedisEngine {
                     self.outbox_ready.notify_one();
                     self.interest_changed.notify_one();
                 } else {
-                    tokio::time::sleep(link::backoff(attempt, min, max, link::jitter_seed())).await;
+                    self.link.pause(link::backoff(attempt, min, max, link::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }
@@ -176,7 +178,7 @@ impl RedisEngine {
                 self.heartbeat().await;
             }
             if self.link.is_up() {
-                tokio::time::sleep(heartbeat).await;
+                self.link.pause(heartbeat).await;
             }
         }
     }
@@ -255,6 +257,10 @@ impl Broker for RedisEngine {
         Some((l.reconnects.get(), l.command_errors.get() + l.command_timeouts.get()))
     }
 
+    fn link_report(&self) -> Option<crate::engine::LinkReport> {
+        Some(self.link.report())
+    }
+
     fn metrics(&self) -> (MetricLines, MetricLines) {
         let s = &self.stats;
         let l = &self.link.stats;
@@ -275,7 +281,7 @@ impl Broker for RedisEngine {
                 self.outbox.borrow().len() as u64,
             ),
         ];
-        let counters = vec![
+        let mut counters = vec![
             ("cluster_redis_reconnects_total", "Times the Redis link came back.", l.reconnects.get()),
             ("cluster_redis_command_errors_total", "Redis commands that failed.", l.command_errors.get()),
             (
@@ -349,6 +355,7 @@ impl Broker for RedisEngine {
                 s.state_write_errors.get(),
             ),
         ];
+        counters.extend(self.link.counter_lines());
         (gauges, counters)
     }
 
