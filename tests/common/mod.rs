@@ -325,3 +325,4 @@ impl Client {
 }
 
 pub mod redis;
+pub mod sentinel;
