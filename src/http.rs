@@ -1,6 +1,6 @@
 //! The HTTP side of the one port: routes for the page, `/healthz`, `/metrics`, `/api/rooms`,
-//! the `/ws` upgrade and the SockJS endpoints under `/ws/`. hyper parses the requests; answers
-//! are small and built in memory, except SockJS's streaming ones.
+//! `/api/nodes`, the `/ws` upgrade and the SockJS endpoints under `/ws/`. hyper parses the
+//! requests; answers are small and built in memory, except SockJS's streaming ones.
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -126,6 +126,10 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
         "/metrics" => {
             METRICS.http_requests.inc("metrics");
             metrics_page(&node)
+        }
+        "/api/nodes" | "/api/nodes/" => {
+            METRICS.http_requests.inc("api");
+            json(StatusCode::OK, &crate::status::nodes::list(&node).await)
         }
         "/api/rooms" | "/api/rooms/" => {
             METRICS.http_requests.inc("api");

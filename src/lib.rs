@@ -22,6 +22,8 @@
 //! - `engine`: the `Broker` and `Presence` interfaces; `engine::memory` for a node alone.
 //! - `cluster`: the Redis engine behind the same interfaces: relay, presence, registry.
 //! - `node`: glues config, hub, engine, application and the connection table together.
+//! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).
+//! - `status`: `/api/nodes`, and the `/status` page's snapshot (`/api/status`).
 //! - `app`: the `/app` application hook and `/user/queue/errors` replies.
 //! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`.
 //! - `auth`: CONNECT login/passcode checks.
@@ -37,6 +39,7 @@
 //! hands it to the engine for the other nodes. Each recipient's `connection` task wakes and
 //! writes its whole queue in one vectored write.
 
+pub mod advertise;
 pub mod app;
 pub mod auth;
 pub mod broker;
@@ -56,6 +59,7 @@ pub mod server;
 pub mod session;
 pub mod signal;
 pub mod sockjs;
+pub mod status;
 pub mod stomp_input;
 pub mod ws;
 
@@ -81,11 +85,14 @@ pub fn run(
         let listener = server::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let bound = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
+        let advertise_url = advertise::advertise_url(&config.cluster.advertise_url, bound);
         let node = if config.redis_url.is_some() {
             // Cluster mode: the Redis engine is both broker and presence. It connects in the
             // background; the node serves its own clients from the first moment.
             let engine = cluster::RedisEngine::new(&config)?;
             let node = Rc::new(Node::new(config, engine.clone(), engine.clone()));
+            node.set_advertise_url(&advertise_url);
             engine.start(&node);
             node.set_app(chat::ChatApp::new(&node, engine));
             node
@@ -93,6 +100,7 @@ pub fn run(
             let presence =
                 Rc::new(MemoryPresence::new(config.chat.max_rooms, config.chat.max_participants_per_room));
             let node = Rc::new(Node::new(config, Rc::new(MemoryBroker), presence.clone()));
+            node.set_advertise_url(&advertise_url);
             node.set_app(chat::ChatApp::new(&node, presence));
             node
         };

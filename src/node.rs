@@ -33,6 +33,9 @@ pub struct Node {
     session_prefix: String,
     started: Instant,
     draining: Cell<bool>,
+    /// The URL other boards and browsers reach this one at (`crate::advertise`), known once
+    /// the listener is bound; `/api/nodes` and the registry entry carry it.
+    advertise_url: RefCell<Rc<str>>,
 }
 
 /// Why a connection could not be registered.
@@ -58,6 +61,7 @@ impl Node {
             next_message: Cell::new(0),
             started: Instant::now(),
             draining: Cell::new(false),
+            advertise_url: RefCell::new(Rc::from("")),
         }
     }
 
@@ -79,6 +83,16 @@ impl Node {
 
     pub fn server_id(&self) -> String {
         self.config.borrow().server_id.clone()
+    }
+
+    /// Sets the advertised URL (once the listener is bound).
+    pub fn set_advertise_url(&self, url: &str) {
+        *self.advertise_url.borrow_mut() = Rc::from(url);
+    }
+
+    /// The URL other boards and browsers reach this board at, e.g. `http://10.0.0.7:8080`.
+    pub fn advertise_url(&self) -> Rc<str> {
+        self.advertise_url.borrow().clone()
     }
 
     pub fn set_app(&self, app: Rc<dyn Application>) {

@@ -54,7 +54,11 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let mode =
         if node.config().redis_url.is_some() { "cluster mode, Redis link starting" } else { "local mode" };
-    log::info!("listening on {addr} (server id {}, {mode})", node.server_id());
+    log::info!(
+        "listening on {addr} (server id {}, {mode}, advertised as {})",
+        node.server_id(),
+        node.advertise_url()
+    );
     hooks.ready(addr);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -33,7 +33,7 @@ use crate::broker::Publication;
 use crate::chat::room::RoomId;
 use crate::config::Config;
 use crate::engine::memory::MemoryPresence;
-use crate::engine::{Broker, LocalBoxFuture, MetricLines, Mode, RedisState};
+use crate::engine::{Broker, LocalBoxFuture, MetricLines, Mode, RedisState, RegistryEntry};
 use crate::metrics::Counter;
 use crate::node::Node;
 
@@ -357,6 +357,15 @@ impl Broker for RedisEngine {
         ];
         counters.extend(self.link.counter_lines());
         (gauges, counters)
+    }
+
+    fn nodes(&self) -> LocalBoxFuture<'_, Option<Vec<RegistryEntry>>> {
+        Box::pin(async move {
+            if !self.link.is_up() {
+                return None;
+            }
+            self.registered_nodes().await
+        })
     }
 
     fn shutdown(&self) -> LocalBoxFuture<'_, ()> {

@@ -1,12 +1,77 @@
-//! The server registry: each live node keeps a key with a TTL (`servers:{id}:alive`) and its
+//! The server registry: each live node keeps a key with a TTL (`servers:{id}:alive`, its value
+//! the JSON `{"url":"http://…","connections":N,"at":ms}` that `/api/nodes` lists) and its
 //! name in `servers:known`. On every heartbeat a node refreshes its key (a missing key means
 //! Redis lost it: resync) and looks for known nodes whose key expired; one survivor, chosen by
 //! `SET NX`, removes a dead node's sessions and members and announces their LEAVE once.
 
+use serde::{Deserialize, Serialize};
+
 use super::link::LinkError;
 use super::RedisEngine;
+use crate::engine::RegistryEntry;
+
+/// The value of a registry entry: what other boards learn about this one at each heartbeat.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    /// The advertised URL (`cluster.advertise_url`).
+    url: String,
+    /// Open STOMP connections at the last heartbeat.
+    connections: u64,
+    /// When it was written, epoch ms.
+    at: u64,
+}
+
+/// Most boards `nodes` lists (a bound on one answer's size).
+const MAX_NODES: usize = 256;
 
 impl RedisEngine {
+    /// This node's registry entry value now.
+    fn entry(&self) -> String {
+        let (url, connections) = match self.node() {
+            Some(node) => (node.advertise_url().to_string(), node.connection_count() as u64),
+            None => (String::new(), 0),
+        };
+        let entry = Entry { url, connections, at: crate::chat::room::now_ms() };
+        serde_json::to_string(&entry).unwrap_or_default()
+    }
+
+    /// The live boards in the registry (known and with an unexpired entry), in server id
+    /// order; None when Redis cannot answer now.
+    pub(super) async fn registered_nodes(&self) -> Option<Vec<RegistryEntry>> {
+        let known_key = self.keys.servers_known();
+        let mut known: Vec<String> = self
+            .link
+            .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&known_key).query_async(&mut c).await })
+            .await
+            .ok()?;
+        known.sort();
+        known.truncate(MAX_NODES);
+        if known.is_empty() {
+            return Some(Vec::new());
+        }
+        let keys: Vec<String> = known.iter().map(|id| self.keys.server_alive(id)).collect();
+        let values: Vec<Option<String>> = self
+            .link
+            .call(|mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
+            .await
+            .ok()?;
+        Some(
+            known
+                .into_iter()
+                .zip(values)
+                .filter_map(|(server_id, value)| {
+                    // An entry of an older version (a bare timestamp) still counts as alive.
+                    let entry = serde_json::from_str::<Entry>(&value?).ok();
+                    Some(RegistryEntry {
+                        server_id,
+                        url: entry.as_ref().map(|e| e.url.clone()).unwrap_or_default(),
+                        connections: entry.map_or(0, |e| e.connections),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// Writes this node's registry entry.
     pub(super) async fn register(&self) -> Result<(), LinkError> {
         let alive = self.keys.server_alive(&self.server_id);
@@ -17,7 +82,7 @@ impl RedisEngine {
         pipe.atomic()
             .cmd("SET")
             .arg(&alive)
-            .arg(crate::chat::room::now_ms())
+            .arg(self.entry())
             .arg("PX")
             .arg(ttl)
             .ignore()
@@ -30,13 +95,14 @@ impl RedisEngine {
     pub(super) async fn heartbeat(&self) {
         let alive = self.keys.server_alive(&self.server_id);
         let ttl = self.config.registry_ttl_ms;
+        let entry = self.entry();
         // XX: only refresh an entry that is still there; a missing one means Redis lost it.
         let refreshed: Result<Option<String>, _> = self
             .link
             .call(|mut c| async move {
                 redis::cmd("SET")
                     .arg(&alive)
-                    .arg(crate::chat::room::now_ms())
+                    .arg(&entry)
                     .arg("PX")
                     .arg(ttl)
                     .arg("XX")

@@ -97,6 +97,9 @@ pub struct ChatConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub key_prefix: String,
+    /// The URL other boards and browsers reach this board at (`/api/nodes`); empty: derived
+    /// from the listen address when the server starts (`crate::advertise`).
+    pub advertise_url: String,
     pub heartbeat_ms: u64,
     pub registry_ttl_ms: u64,
     pub command_timeout_ms: u64,
@@ -172,6 +175,7 @@ impl Config {
             },
             cluster: ClusterConfig {
                 key_prefix: String::new(),
+                advertise_url: String::new(),
                 heartbeat_ms: 0,
                 registry_ttl_ms: 0,
                 command_timeout_ms: 0,
@@ -240,6 +244,7 @@ impl Config {
             }
             "chat.max_message_bytes" => self.chat.max_message_bytes = v.int(1, 1 << 20)? as usize,
             "cluster.key_prefix" => self.cluster.key_prefix = v.prefix()?,
+            "cluster.advertise_url" => self.cluster.advertise_url = v.http_url()?,
             "cluster.heartbeat_ms" => self.cluster.heartbeat_ms = v.int(100, 600_000)?,
             "cluster.registry_ttl_ms" => self.cluster.registry_ttl_ms = v.int(300, 3_600_000)?,
             "cluster.command_timeout_ms" => self.cluster.command_timeout_ms = v.int(10, 600_000)?,
@@ -427,6 +432,10 @@ mod tests {
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
         assert!(err("redis_url = \"redis-sentinel://h1,h2\"\n").contains("master name"));
         assert!(err("[cluster]\nsentinel_password = \"a\\nb\"\n").contains("cluster.sentinel_password"));
+        assert!(err("[cluster]\nadvertise_url = \"board:8080\"\n").contains("cluster.advertise_url"));
+        let mut c = Config::embedded();
+        c.apply_text("[cluster]\nadvertise_url = \"http://10.0.0.7:8080/\"\n", "f").unwrap();
+        assert_eq!(c.cluster.advertise_url, "http://10.0.0.7:8080");
         assert!(run(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
         assert!(run(&[], &[("STOMP_EDGE_LIMITS_NOPE", "1")]).unwrap_err().contains("STOMP_EDGE_LIMITS_NOPE"));
         assert!(run(&["--listen"], &[]).unwrap_err().contains("needs a value"));

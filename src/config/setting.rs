@@ -89,6 +89,28 @@ impl Setting<'_> {
         Ok(text.to_string())
     }
 
+    /// An `http://` or `https://` URL without a path (a trailing `/` is dropped), or empty.
+    pub(super) fn http_url(&self) -> Result<String, String> {
+        let text = self.text()?.trim_end_matches('/');
+        let rest = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://"));
+        let ok = match rest {
+            None => text.is_empty(),
+            Some(host) => {
+                !host.is_empty()
+                    && text.len() <= 256
+                    && !host.contains('/')
+                    && host.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '<' | '>' | '\\'))
+            }
+        };
+        if !ok {
+            return Err(format!(
+                "`{}` must be empty or a URL like http://10.0.0.7:8080 (scheme, host, port; no path), not {text:?}",
+                self.key
+            ));
+        }
+        Ok(text.to_string())
+    }
+
     pub(super) fn prefix(&self) -> Result<String, String> {
         let text = self.text()?;
         if text.len() > 32 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {

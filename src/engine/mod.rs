@@ -48,6 +48,15 @@ impl RedisState {
     }
 }
 
+/// A board as the cluster registry lists it (`GET /api/nodes`): its id, the URL it
+/// advertises (`cluster.advertise_url`) and its connection count as of its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEntry {
+    pub server_id: String,
+    pub url: String,
+    pub connections: u64,
+}
+
 /// Metric lines an engine adds to `/metrics`: (name, help, value).
 pub type MetricLines = Vec<(&'static str, &'static str, u64)>;
 
@@ -100,6 +109,12 @@ pub trait Broker {
     /// Extra `/metrics` lines as (name, help, value): gauges then counters.
     fn metrics(&self) -> (MetricLines, MetricLines) {
         (Vec::new(), Vec::new())
+    }
+
+    /// The live boards of the cluster from the registry, this one included; None when there
+    /// is no registry to ask (local mode) or it cannot be read now (Redis away).
+    fn nodes(&self) -> LocalBoxFuture<'_, Option<Vec<RegistryEntry>>> {
+        Box::pin(std::future::ready(None))
     }
 
     /// Whether relays are still in flight (a graceful shutdown waits for them).
