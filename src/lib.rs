@@ -20,7 +20,8 @@
 //! - `signal`: the lock-free wake-up flag a connection or SockJS task waits on.
 //! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
 //! - `engine`: the `Broker` and `Presence` interfaces; `engine::memory` for a node alone.
-//! - `cluster`: the Redis engine behind the same interfaces: relay, presence, registry.
+//! - `cluster`: the Redis engine behind the same interfaces: relay, presence, registry, over one
+//!   link that follows a Sentinel-managed primary through failovers.
 //! - `node`: glues config, hub, engine, application and the connection table together.
 //! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).
 //! - `status`: `/api/nodes`, and the `/status` page's snapshot (`/api/status`).

@@ -434,6 +434,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_switch_is_acted_on_once_and_not_when_already_there() {
+        let shared = Shared::default();
+        *shared.primary.borrow_mut() = Some("10.0.0.2:6379".into());
+        let b = Primary { host: "10.0.0.3".into(), port: 6379 };
+        shared.on_switch(&b);
+        assert!(shared.stale.get());
+        assert_eq!((shared.switches.get(), shared.generation.get()), (1, 1));
+        // The same announcement from the other sentinels changes nothing more.
+        shared.on_switch(&b);
+        assert_eq!((shared.switches.get(), shared.generation.get()), (1, 1));
+        // The link already followed (a failed command came first): nothing to do.
+        let shared = Shared::default();
+        *shared.primary.borrow_mut() = Some("10.0.0.3:6379".into());
+        shared.on_switch(&b);
+        assert!(!shared.stale.get());
+        assert_eq!(shared.generation.get(), 0);
+    }
+
+    #[test]
+    fn readonly_answers_are_recognised() {
+        let plain = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        ));
+        assert!(is_readonly(&plain));
+        let other = redis::RedisError::from((redis::ErrorKind::Io, "broken pipe"));
+        assert!(!is_readonly(&other));
+    }
+
+    #[test]
     fn backoff_doubles_to_the_cap_with_bounded_jitter() {
         let (min, max) = (Duration::from_millis(100), Duration::from_millis(3000));
         assert_eq!(backoff(0, min, max, 0), min);

@@ -3,7 +3,8 @@
 //!
 //! The engine is both the `Broker` and the `Presence` of a node in cluster mode, so connection
 //! and chat code run unchanged. Its parts, one file each:
-//! - `link`: the command connection with timeouts, up/down state and back-off;
+//! - `link`: the command connection with timeouts, up/down state and back-off; it finds the
+//!   primary (the one server, or the one `sentinel` names) and never writes to a replica;
 //! - `relay`: publications out (one PUBLISH each, pipelined, bounded replay buffer while Redis
 //!   is away) and in (interest-based SUBSCRIBE, echo and duplicate filtering, gap counting);
 //! - `presence`: room membership in Redis with atomic Lua scripts, a local mirror of this
