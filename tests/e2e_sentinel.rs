@@ -121,11 +121,9 @@ async fn two_boards_follow_a_failover_without_any_client_reconnecting() {
     let watcher = {
         let (port, want) = (set.sentinels[1].port, new_primary.clone());
         std::thread::spawn(move || loop {
-            let out = std::process::Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).lines().collect::<Vec<_>>().join(":"));
-            if out.as_deref().ok() == Some(want.as_str()) || killed.elapsed() > Duration::from_secs(30) {
+            let out = common::redis::cli(port, &[], &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]);
+            if out.lines().collect::<Vec<_>>().join(":") == want || killed.elapsed() > Duration::from_secs(30)
+            {
                 return killed.elapsed();
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -64,13 +64,7 @@ impl Sentinel {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(&self.auth)
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        super::redis::cli(self.port, &self.auth, args)
     }
 
     /// The primary this sentinel names now, as `host:port`.
