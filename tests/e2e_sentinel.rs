@@ -235,7 +235,14 @@ async fn a_replica_is_never_written_to() {
         |_| lost.metric("stomp_edge_cluster_redis_replica_refusals_total") >= 1,
         Duration::from_secs(5)
     ));
-    assert_eq!(health(&lost)["redis"], "down");
+    assert!(wait_health(
+        &lost,
+        |_| lost.metric("stomp_edge_cluster_redis_replica_refusals_total") >= 2,
+        Duration::from_secs(5)
+    ));
+    // Refused at connect (ROLE): no command was ever sent to it.
+    let h = health(&lost);
+    assert_eq!((h["redis"].as_str(), h["redisCommandErrors"].as_u64()), (Some("down"), Some(0)), "{h}");
 
     // A primary demoted by hand (REPLICAOF) answers the next write with READONLY: the node
     // stops writing there and comes back once it is a primary again.
@@ -245,6 +252,8 @@ async fn a_replica_is_never_written_to() {
     primary.cli(&["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
     assert!(wait_health(&n1, |h| h["redis"] == "down", Duration::from_secs(5)), "{}", health(&n1));
     assert!(n1.metric("stomp_edge_cluster_redis_replica_refusals_total") >= 1);
+    // Its pub/sub connection is not left listening on a replica either.
+    assert!(n1.wait_metric("stomp_edge_cluster_pubsub_reconnects_total", 1));
     // Local chat goes on meanwhile.
     say(&mut alice, "r", "alone").await;
     until(&mut alice, "CHAT", "alice", Duration::from_secs(5)).await;
