@@ -296,3 +296,38 @@ fn sentinel_and_data_node_passwords_are_given_apart() {
         "{h}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_switchover_is_followed_with_the_old_primary_alive() {
+    // SENTINEL FAILOVER (maintenance): the old primary stays up and becomes a replica.
+    let set = SentinelSet::start();
+    let new_primary = format!("127.0.0.1:{}", set.replica.port);
+    let url = set.url(&[0, 1, 2]);
+    let (n1, n2) = (node(&url, "n1"), node(&url, "n2"));
+    let mut alice = member(&n1, "r", "alice").await;
+    let mut bob = member(&n2, "r", "bob").await;
+    until(&mut alice, "JOIN", "bob", Duration::from_secs(5)).await;
+    until(&mut bob, "JOIN", "bob", Duration::from_secs(5)).await;
+    assert_eq!(set.sentinels[0].cli(&["SENTINEL", "FAILOVER", MASTER]).trim(), "OK");
+    set.wait_primary(&new_primary, Duration::from_secs(15));
+    for n in [&n1, &n2] {
+        assert!(
+            wait_health(
+                n,
+                |h| h["redisPrimary"] == new_primary.as_str() && h["redis"] == "up",
+                Duration::from_secs(10)
+            ),
+            "{}",
+            health(n)
+        );
+    }
+    // (The sentinels demote the old primary on their next look at it, ~10 s later; the nodes
+    // have left it already.)
+    say(&mut bob, "r", "over here").await;
+    let seen = until(&mut alice, "CHAT", "bob", Duration::from_secs(5)).await;
+    assert!(seen.iter().all(|(k, _, _)| k == "CHAT"), "a JOIN or LEAVE was announced again: {seen:?}");
+    say(&mut alice, "r", "me too").await;
+    until(&mut bob, "CHAT", "alice", Duration::from_secs(5)).await;
+    let members = set.replica.cli(&["SCARD", "stomp:rooms:r:participants"]);
+    assert_eq!(members.trim(), "2");
+}
