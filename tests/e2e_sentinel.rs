@@ -114,6 +114,7 @@ async fn two_boards_follow_a_failover_without_any_client_reconnecting() {
     until(&mut bob, "CHAT", "alice", Duration::from_secs(5)).await;
     until(&mut amy, "CHAT", "alice", Duration::from_secs(5)).await;
 
+    let resyncs: Vec<u64> = [&n1, &n2].iter().map(|n| n.metric("stomp_edge_cluster_resyncs_total")).collect();
     // SIGKILL the primary while alice keeps talking, one message every 50 ms. A thread
     // notes when the sentinels have promoted the replica.
     set.primary.kill();
@@ -202,6 +203,18 @@ async fn two_boards_follow_a_failover_without_any_client_reconnecting() {
     }
     let known = set.replica.cli(&["SMEMBERS", "stomp:servers:known"]);
     assert!(known.contains("n1") && known.contains("n2"), "{known}");
+    // Each node wrote its own state back onto the new primary (whatever replication had
+    // carried over), as after a Redis restart.
+    for (n, before) in [&n1, &n2].iter().zip(resyncs) {
+        assert!(
+            n.wait_metric("stomp_edge_cluster_resyncs_total", before + 1),
+            "no catch-up after the failover"
+        );
+        assert_eq!(
+            set.replica.cli(&["EXISTS", "stomp:servers:n1:alive", "stomp:servers:n2:alive"]).trim(),
+            "2"
+        );
+    }
     // Nobody left or joined again: alice saw her own messages and bob's, no JOIN or LEAVE.
     say(&mut bob, "r", "after").await;
     let seen = until(&mut alice, "CHAT", "bob", Duration::from_secs(5)).await;
