@@ -389,6 +389,21 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_urls_and_credentials_from_file_environment_and_flag() {
+        let url = "redis-sentinel://:pw@10.0.0.2:26379,10.0.0.3:26379/0#mymaster";
+        let text = format!("redis_url = \"{url}\"\n[cluster]\nsentinel_username = \"watcher\"\n");
+        let c = Config::from_file_text(&text, "f").unwrap();
+        assert_eq!((c.redis_url.as_deref(), c.cluster.sentinel_username.as_str()), (Some(url), "watcher"));
+        let c =
+            run(&[], &[("STOMP_EDGE_REDIS_URL", url), ("STOMP_EDGE_CLUSTER_SENTINEL_PASSWORD", "s3cret")])
+                .unwrap();
+        assert_eq!((c.redis_url.as_deref(), c.cluster.sentinel_password.as_str()), (Some(url), "s3cret"));
+        let c = run(&["--redis", url], &[]).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some(url));
+        assert!(run(&["--redis", "redis-sentinel://h:1"], &[]).unwrap_err().contains("master name"));
+    }
+
+    #[test]
     fn errors_name_the_key_and_line() {
         let err = |text: &str| Config::from_file_text(text, "f").unwrap_err();
         assert_eq!(
