@@ -269,12 +269,12 @@ impl Hub {
 
     /// Whether a destination without subscribers could gain one (the destination bound).
     pub fn has_room(&self) -> bool {
-        self.topics.borrow().len() < self.max_destinations
+        self.topics.borrow().len() < self.max_destinations.get()
     }
 
     /// The error a SUBSCRIBE gets when `has_room` is false.
     pub fn full_error(&self) -> HubError {
-        HubError::TooManyDestinations { limit: self.max_destinations }
+        HubError::TooManyDestinations { limit: self.max_destinations.get() }
     }
 
     pub fn destination_count(&self) -> usize {

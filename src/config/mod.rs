@@ -26,6 +26,7 @@
 mod declare;
 mod help;
 mod layers;
+pub mod redis_url;
 mod value;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use declare::{settings, Settings};
 pub use declare::{KeyInfo, Reload};
 pub use help::help_text;
 use layers::Layers;
+pub use redis_url::{RedisTarget, SentinelTarget};
 
 /// The documented default configuration; it is also the source of every default value.
 pub const DEFAULT_FILE: &str = include_str!("../../config/stomp-edge.toml");
@@ -144,6 +146,13 @@ settings! {
         pub reconnect_max_ms: u64 = Restart [10, 600_000];
         pub relay_buffer_messages: usize = Restart [0, 1_000_000];
         pub relay_buffer_ms: u64 = Restart [0, 3_600_000];
+        /// ACL user the node gives the sentinels with a `redis-sentinel://` URL (empty: the
+        /// default user); the URL's user is the data nodes'.
+        #[serde(deserialize_with = "value::secret")]
+        pub sentinel_username: String = Restart;
+        /// Password the node gives the sentinels (empty: none); the URL's is the data nodes'.
+        #[serde(deserialize_with = "value::secret")]
+        pub sentinel_password: String = Restart;
     }
 
     /// `[sockjs]`: the SockJS endpoints under `/ws/`.
@@ -405,6 +414,21 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_urls_and_credentials_from_file_environment_and_flag() {
+        let url = "redis-sentinel://:pw@10.0.0.2:26379,10.0.0.3:26379/0#mymaster";
+        let text = format!("redis_url = \"{url}\"\n[cluster]\nsentinel_username = \"watcher\"\n");
+        let c = Config::from_file_text(&text, "f").unwrap();
+        assert_eq!((c.redis_url.as_deref(), c.cluster.sentinel_username.as_str()), (Some(url), "watcher"));
+        let c =
+            run(&[], &[("STOMP_EDGE_REDIS_URL", url), ("STOMP_EDGE_CLUSTER_SENTINEL_PASSWORD", "s3cret")])
+                .unwrap();
+        assert_eq!((c.redis_url.as_deref(), c.cluster.sentinel_password.as_str()), (Some(url), "s3cret"));
+        let c = run(&["--redis", url], &[]).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some(url));
+        assert!(run(&["--redis", "redis-sentinel://h:1"], &[]).unwrap_err().contains("master name"));
+    }
+
+    #[test]
     fn errors_name_the_key_and_line() {
         let err = |text: &str| Config::from_file_text(text, "f").unwrap_err();
         assert_eq!(
@@ -423,6 +447,8 @@ mod tests {
         assert!(err("listen = \"nowhere\"\n").starts_with("f: line 1: `listen`"));
         assert!(err("[auth]\nusers = [\n\"a:b\",\n\"nopass\"]\n").contains("login:passcode"));
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
+        assert!(err("redis_url = \"redis-sentinel://h1,h2\"\n").contains("master name"));
+        assert!(err("[cluster]\nsentinel_password = \"a\\nb\"\n").contains("cluster.sentinel_password"));
         assert!(err("[stomp]\nserver_owned_prefixes = [\"topic\"]\n").contains("stomp.server_owned_prefixes"));
         assert!(err("[cluster]\nadvertise_url = \"board:8080\"\n").contains("cluster.advertise_url"));
         let c =
