@@ -84,6 +84,21 @@ struct Health {
     /// by another live node).
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster_refused: Option<String>,
+    /// Cluster mode only: `host:port` of the Redis primary in use (null before the first
+    /// connect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_primary: Option<Option<String>>,
+    /// Cluster mode only: times the primary in use changed (failovers followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_failovers: Option<u64>,
+    /// Sentinel URL only: sentinels answering now, of those configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels_up: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels_configured: Option<usize>,
+    /// Sentinel URL only: sentinel queries and subscriptions that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinel_errors: Option<u64>,
 }
 
 /// Routes one request.
@@ -204,6 +219,8 @@ async fn room_detail(node: &Node, room: &str) -> Response<Body> {
 
 fn health(node: &Node) -> Response<Body> {
     let draining = node.is_draining();
+    let link = node.broker.link_report();
+    let sentinels = link.as_ref().and_then(|l| l.sentinels.as_ref());
     let body = Health {
         status: if draining { "draining" } else { "ok" },
         mode: node.broker.mode().as_str(),
@@ -214,12 +231,20 @@ fn health(node: &Node) -> Response<Body> {
         redis_reconnects: node.broker.redis_counts().map(|(r, _)| r),
         redis_command_errors: node.broker.redis_counts().map(|(_, e)| e),
         cluster_refused: node.broker.refusal(),
+        redis_primary: link.as_ref().map(|l| l.primary.clone()),
+        redis_failovers: link.as_ref().map(|l| l.failovers),
+        sentinels_up: sentinels.map(|(s, _)| s.iter().filter(|(_, up)| *up).count()),
+        sentinels_configured: sentinels.map(|(s, _)| s.len()),
+        sentinel_errors: sentinels.map(|(_, e)| *e),
     };
     json(if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)
 }
 
 fn metrics_page(node: &Node) -> Response<Body> {
     let (mut gauges, mut counters) = node.broker.metrics();
+    let (stream_gauges, stream_counters) = node.history().metrics();
+    gauges.extend(stream_gauges);
+    counters.extend(stream_counters);
     if let Some(app) = node.app() {
         let (g, c) = app.metrics();
         gauges.extend(g);
@@ -236,6 +261,26 @@ fn metrics_page(node: &Node) -> Response<Body> {
         "Addresses and logins with recent failed logins remembered.",
         node.login_throttle.entries() as u64,
     ));
-    let text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
+    let mut text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
+    if let Some(link) = node.broker.link_report() {
+        let primary: Vec<(String, u64)> = link.primary.into_iter().map(|p| (p, 1)).collect();
+        metrics::labelled_gauge(
+            &mut text,
+            "cluster_redis_primary_info",
+            "address",
+            "The Redis primary in use (or last used), as its host:port label.",
+            &primary,
+        );
+        if let Some((sentinels, _)) = link.sentinels {
+            let up: Vec<(String, u64)> = sentinels.into_iter().map(|(a, up)| (a, u64::from(up))).collect();
+            metrics::labelled_gauge(
+                &mut text,
+                "cluster_sentinel_up",
+                "sentinel",
+                "1 while this Redis Sentinel answers and its +switch-master subscription holds.",
+                &up,
+            );
+        }
+    }
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
 }

@@ -330,3 +330,5 @@ impl Client {
 }
 
 pub mod redis;
+pub mod rooms;
+pub mod sentinel;
