@@ -104,6 +104,7 @@ pub fn run(
             node.set_app(chat::ChatApp::new(&node, presence));
             node
         };
+        status::start(&node);
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })
 }

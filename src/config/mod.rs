@@ -38,6 +38,15 @@ pub struct Config {
     pub chat: ChatConfig,
     pub cluster: ClusterConfig,
     pub sockjs: SockJsConfig,
+    pub status: StatusConfig,
+}
+
+/// The `/status` page and `/api/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub enabled: bool,
+    /// With accounts in `auth.users`: ask for one of them by HTTP Basic.
+    pub require_auth: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +187,7 @@ impl Config {
                 relay_buffer_messages: 0,
                 relay_buffer_ms: 0,
             },
+            status: StatusConfig { enabled: true, require_auth: true },
             sockjs: SockJsConfig {
                 enabled: true,
                 heartbeat_ms: 0,
@@ -247,6 +257,8 @@ impl Config {
             }
             "cluster.relay_buffer_ms" => self.cluster.relay_buffer_ms = v.int(0, 3_600_000)?,
             "sockjs.enabled" => self.sockjs.enabled = v.bool()?,
+            "status.enabled" => self.status.enabled = v.bool()?,
+            "status.require_auth" => self.status.require_auth = v.bool()?,
             "sockjs.heartbeat_ms" => self.sockjs.heartbeat_ms = v.int(100, 3_600_000)?,
             "sockjs.disconnect_delay_ms" => self.sockjs.disconnect_delay_ms = v.int(100, 600_000)?,
             "sockjs.streaming_bytes" => self.sockjs.streaming_bytes = v.int(4096, 1 << 30)? as usize,
@@ -326,7 +338,8 @@ impl Config {
 /// The config keys an environment variable can name, e.g. `LIMITS_MAX_CONNECTIONS`.
 fn env_key(rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
-    const SECTIONS: [&str; 7] = ["stomp", "limits", "websocket", "auth", "chat", "cluster", "sockjs"];
+    const SECTIONS: [&str; 8] =
+        ["stomp", "limits", "websocket", "auth", "chat", "cluster", "sockjs", "status"];
     for section in SECTIONS {
         if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             return Some(format!("{section}.{key}"));

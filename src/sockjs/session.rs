@@ -191,6 +191,7 @@ impl HttpSession {
         settings: Settings,
     ) -> Result<Rc<HttpSession>, Refusal> {
         let (connection, outbound, session_id) = node.register_connection()?;
+        node.mark_sockjs(connection);
         let session = Rc::new(HttpSession {
             key: key(node, id),
             settings,

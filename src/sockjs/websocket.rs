@@ -59,6 +59,7 @@ enum Event {
 pub async fn run(up: Upgraded) {
     let settings = Settings::from_config(&up.node.config());
     METRICS.sockjs_sessions.inc("websocket");
+    up.node.mark_sockjs(up.connection);
     let mut s = WebSocketSession {
         core: Core::new(&up.node, up.connection, up.session_id, up.outbound.clone()),
         stream: up.stream,

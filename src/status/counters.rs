@@ -1,0 +1,153 @@
+//! Every counter of `/metrics`, read generically from its Prometheus text, and the rule that
+//! sorts out the ones that mean trouble. Counters other parts add later (in `metrics` or an
+//! engine's or application's own lines) show up on the status page without more work here,
+//! as long as their names follow the usual words (`dropped`, `rejected`, `failures`, …).
+
+/// One counter series: `stomp_edge_closes_total{reason="slow_consumer"}` and its value.
+pub type Series = (String, u64);
+
+/// The counter series of a Prometheus text exposition (lines of `# TYPE … counter` metrics),
+/// in the order they appear.
+pub fn parse(text: &str) -> Vec<Series> {
+    let mut out = Vec::with_capacity(256);
+    let mut counter_name: Option<&str> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next();
+            counter_name = if parts.next() == Some("counter") { name } else { None };
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(name) = counter_name else { continue };
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let base = series.split('{').next().unwrap_or(series);
+        if base != name {
+            continue;
+        }
+        if let Ok(v) = value.trim().parse::<u64>() {
+            out.push((series.to_string(), v));
+        }
+    }
+    out
+}
+
+/// The metric name of a series (before any `{labels}`), without the `stomp_edge_` prefix.
+pub fn metric_name(series: &str) -> &str {
+    let base = series.split('{').next().unwrap_or(series);
+    base.strip_prefix("stomp_edge_").unwrap_or(base)
+}
+
+/// The label part of a series (`reason="slow_consumer"`), or "".
+pub fn labels(series: &str) -> &str {
+    series.split_once('{').map_or("", |(_, l)| l.trim_end_matches('}'))
+}
+
+/// Close reasons that are a normal end of a session, not trouble.
+const NORMAL_CLOSES: [&str; 4] = ["client_disconnect", "socket_closed", "websocket_close", "server_shutdown"];
+
+/// Words in a counter's name that mean something went wrong or was refused.
+const TROUBLE_WORDS: [&str; 12] = [
+    "dropped", "rejected", "refused", "refusals", "errors", "gaps", "fail", "timeouts", "bad_", "slow",
+    "lost", "recover",
+];
+
+/// Whether a counter series means trouble (or, for recoveries, that trouble was repaired),
+/// so the status page shows it with its rate over the last minute.
+pub fn is_trouble(series: &str) -> bool {
+    let name = metric_name(series);
+    if name == "closes_total" {
+        return !NORMAL_CLOSES.iter().any(|r| labels(series) == format!("reason=\"{r}\""));
+    }
+    TROUBLE_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// The groups the status page singles out, in the order it shows them: (key, title, the
+/// series that count towards it: a metric name, or a metric name with its labels).
+pub const NAMED: &[(&str, &str, &[&str])] = &[
+    ("slow_consumers", "Slow consumers cut off", &["closes_total{reason=\"slow_consumer\"}"]),
+    ("rejected_frames", "Frames rejected (protocol errors)", &["protocol_errors_total"]),
+    (
+        "auth_failures",
+        "Authentication failures",
+        &["closes_total{reason=\"auth_failed\"}", "auth_failures_total"],
+    ),
+    ("refused_connections", "Connections refused", &["connections_rejected_total", "sockjs_rejected_total"]),
+    ("dropped_messages", "Messages dropped", &["messages_dropped_total"]),
+    (
+        "relay_drops",
+        "Relay drops between boards",
+        &["cluster_relay_dropped_total", "cluster_publish_errors_total"],
+    ),
+    ("sequence_gaps", "Sequence gaps between boards", &["cluster_sequence_gaps_total"]),
+    ("recoveries", "Stream recoveries", &["recoveries_total", "recovered_total"]),
+];
+
+/// Whether `series` belongs to a named group's pattern: the same metric name and, when the
+/// pattern has labels, the same labels. A pattern without `_total` also matches any metric
+/// whose name ends with it (e.g. `recoveries_total` matches `stream_recoveries_total`).
+pub fn matches(series: &str, pattern: &str) -> bool {
+    let name = metric_name(series);
+    match pattern.split_once('{') {
+        Some((p_name, p_labels)) => name == p_name && labels(series) == p_labels.trim_end_matches('}'),
+        None => name == pattern || name.ends_with(&format!("_{pattern}")),
+    }
+}
+
+/// The named group a series belongs to, if any.
+pub fn group_of(series: &str) -> Option<usize> {
+    NAMED.iter().position(|(_, _, patterns)| patterns.iter().any(|p| matches(series, p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# HELP stomp_edge_connections_current Open.\n# TYPE stomp_edge_connections_current gauge\nstomp_edge_connections_current 3\n# HELP stomp_edge_closes_total Closes.\n# TYPE stomp_edge_closes_total counter\nstomp_edge_closes_total{reason=\"client_disconnect\"} 5\nstomp_edge_closes_total{reason=\"slow_consumer\"} 2\n# TYPE stomp_edge_cluster_sequence_gaps_total counter\nstomp_edge_cluster_sequence_gaps_total 7\n";
+
+    #[test]
+    fn parses_counters_only() {
+        assert_eq!(
+            parse(TEXT),
+            vec![
+                ("stomp_edge_closes_total{reason=\"client_disconnect\"}".to_string(), 5),
+                ("stomp_edge_closes_total{reason=\"slow_consumer\"}".to_string(), 2),
+                ("stomp_edge_cluster_sequence_gaps_total".to_string(), 7),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_real_metrics_page_parses_and_every_family_is_there() {
+        let text = crate::metrics::render(&crate::metrics::Extra { gauges: &[], counters: &[] });
+        let series = parse(&text);
+        assert!(series.len() > 50, "{}", series.len());
+        assert!(series
+            .iter()
+            .any(|(s, _)| s == "stomp_edge_protocol_errors_total{reason=\"frame_too_large\"}"));
+    }
+
+    #[test]
+    fn trouble_is_sorted_out_by_name_and_close_reason() {
+        assert!(is_trouble("stomp_edge_closes_total{reason=\"slow_consumer\"}"));
+        assert!(is_trouble("stomp_edge_closes_total{reason=\"heartbeat_timeout\"}"));
+        assert!(!is_trouble("stomp_edge_closes_total{reason=\"client_disconnect\"}"));
+        assert!(is_trouble("stomp_edge_cluster_relay_dropped_total"));
+        assert!(is_trouble("stomp_edge_memory_budget_refusals_total"));
+        assert!(is_trouble("stomp_edge_auth_failures_total{reason=\"bad_passcode\"}"));
+        assert!(!is_trouble("stomp_edge_messages_delivered_total"));
+        assert!(!is_trouble("stomp_edge_frames_received_total"));
+    }
+
+    #[test]
+    fn named_groups_match_their_series() {
+        assert_eq!(group_of("stomp_edge_closes_total{reason=\"slow_consumer\"}"), Some(0));
+        assert_eq!(group_of("stomp_edge_protocol_errors_total{reason=\"frame_too_large\"}"), Some(1));
+        assert_eq!(group_of("stomp_edge_auth_failures_total{reason=\"x\"}"), Some(2));
+        assert_eq!(group_of("stomp_edge_cluster_sequence_gaps_total"), Some(6));
+        assert_eq!(group_of("stomp_edge_stream_recoveries_total"), Some(7));
+        assert_eq!(group_of("stomp_edge_closes_total{reason=\"heartbeat_timeout\"}"), None);
+    }
+}
