@@ -96,6 +96,14 @@ async function poll() {
   render(Date.now(), list !== null);
 }
 
+/** A counter series as a person reads it: `closes_total{reason="io_error"}` → `closes: io error`. */
+function prettySeries(series) {
+  const [name, labels = ''] = series.replace(/^stomp_edge_/, '').split('{');
+  const values = [...labels.matchAll(/"([^"]*)"/g)].map((m) => m[1].replace(/_/g, ' '));
+  const base = name.replace(/_total$/, '').replace(/_/g, ' ');
+  return values.length ? `${base}: ${values.join(', ')}` : base;
+}
+
 function troubleLevel(item) {
   if (item.lastMinute > 0) return 'bad';
   if (item.total > 0) return 'warn';
@@ -113,7 +121,7 @@ function problems(now) {
     if (!s || state === 'down') continue;
     if (s.status === 'draining') out.push({ level: 'warn', text: `${b.id} is shutting down` });
     if (s.redis.state === 'down') out.push({ level: 'bad', text: `${b.id} has lost Redis: serving its own clients alone` });
-    for (const g of [...s.trouble, ...s.otherTrouble.map((f) => ({ title: f.series, ...f }))]) {
+    for (const g of [...s.trouble, ...s.otherTrouble.map((f) => ({ ...f, title: prettySeries(f.series) }))]) {
       if (g.lastMinute > 0) out.push({ level: 'warn', text: `${b.id}: ${g.title}: ${g.lastMinute} in the last minute` });
     }
   }
@@ -127,7 +135,10 @@ function sortedBoards() {
 function render(now, selfAnswered) {
   const main = document.querySelector('[data-testid="boards"]');
   const cards = sortedBoards().map((b) => card(b, now));
-  main.replaceChildren(...cards);
+  // Cards keep their element from one update to the next (only their content is redrawn),
+  // so nothing jumps and the layout is only touched when a board comes or goes.
+  const current = [...main.children];
+  if (current.length !== cards.length || current.some((c, i) => c !== cards[i])) main.replaceChildren(...cards);
   for (const c of cards) for (const canvas of c.querySelectorAll('canvas')) drawSpark(canvas);
 
   const summary = document.querySelector('[data-testid="summary"]');
@@ -175,7 +186,10 @@ function card(b, now) {
     el('h2', { 'data-testid': 'board-id', text: b.id }),
     b.self ? el('span', { class: 'tag', text: 'this board' }) : null,
     el('span', { class: 'pill', 'data-testid': 'board-state', 'data-state': state, text: pillText }));
-  const node = el('section', { class: 'board', 'data-testid': 'board', 'data-server-id': b.id, 'data-state': state }, head);
+  const node = b.el ?? el('section', { class: 'board', 'data-testid': 'board', 'data-server-id': b.id });
+  b.el = node;
+  node.dataset.state = state;
+  node.replaceChildren(head);
   const url = el('a', { href: b.url, text: b.url });
   if (!s) {
     node.append(el('p', { class: 'meta' }, url), el('p', { class: 'empty', text: b.error ? `No answer yet: ${b.error}` : 'Waiting for its first answer…' }));
@@ -200,16 +214,24 @@ function card(b, now) {
     spark('connections', [...s.history.connections, s.connections.total], now, String, 'spark-connections'),
     spark('messages /s', [...s.history.messagesPerSecond, live], now, fmtRate, 'spark-messages')));
 
-  const items = [...s.trouble, ...s.otherTrouble.map((f) => ({ key: f.series, title: f.series, ...f }))];
+  // Counters that moved are listed one per line (red: grew in the last minute; amber: earlier);
+  // the ones still at zero share one quiet line, so trouble stands out at a glance.
+  const items = [...s.trouble, ...s.otherTrouble.map((f) => ({ ...f, key: f.series, title: prettySeries(f.series), series: [] }))];
+  const moved = items.filter((g) => g.total > 0);
+  const quiet = items.filter((g) => g.total === 0);
   node.append(el('h3', { text: 'Drops, rejections and failures' }),
-    el('ul', { class: 'trouble', 'data-testid': 'trouble' }, ...items.map((g) => {
-      const detail = (g.series ?? []).filter((x) => x.total > 0 && x.series !== g.title)
-        .map((x) => `${x.series.replace(/^stomp_edge_/, '')}: ${x.total}`).join(', ');
+    el('ul', { class: 'trouble', 'data-testid': 'trouble' }, ...moved.map((g) => {
+      const detail = (g.series ?? []).filter((x) => x.total > 0)
+        .map((x) => `${prettySeries(x.series)}: ${x.total}`).join('; ');
       return el('li', { 'data-level': troubleLevel(g), 'data-key': g.key, title: detail || null },
         el('span', { class: 'name', text: g.title }),
         el('span', { class: 'total', text: String(g.total) }),
         el('span', { class: 'recent', text: g.lastMinute > 0 ? `+${g.lastMinute} last min` : '' }));
-    })));
+    })),
+  );
+  if (quiet.length) {
+    node.append(el('p', { class: 'empty', 'data-testid': 'trouble-none', text: `${moved.length ? 'Still 0' : 'None since start'}: ${quiet.map((g) => g.title.toLowerCase()).join(', ')}.` }));
+  }
 
   node.append(el('h3', { text: s.roomCount > s.rooms.length ? `Rooms (largest ${s.rooms.length} of ${s.roomCount})` : 'Rooms' }));
   if (s.rooms.length === 0) node.append(el('p', { class: 'empty', text: 'No rooms.' }));
@@ -223,7 +245,7 @@ function card(b, now) {
 
 /** Draws `canvas.values` as a filled line, scaled to its largest value. */
 function drawSpark(canvas) {
-  const values = canvas.values ?? [];
+  const values = [...(canvas.values ?? [])];
   const ratio = window.devicePixelRatio || 1;
   const w = Math.max(1, canvas.clientWidth);
   const h = Math.max(1, canvas.clientHeight);
@@ -231,7 +253,8 @@ function drawSpark(canvas) {
   canvas.height = Math.round(h * ratio);
   const ctx = canvas.getContext('2d');
   ctx.scale(ratio, ratio);
-  if (values.length < 2) return;
+  if (values.length === 0) return;
+  if (values.length === 1) values.unshift(values[0]); // a flat line until there is history
   const max = Math.max(1, ...values);
   const x = (i) => (i / (values.length - 1)) * (w - 2) + 1;
   const y = (v) => h - 2 - (v / max) * (h - 6);

@@ -45,8 +45,16 @@ pub fn labels(series: &str) -> &str {
     series.split_once('{').map_or("", |(_, l)| l.trim_end_matches('}'))
 }
 
-/// Close reasons that are a normal end of a session, not trouble.
-const NORMAL_CLOSES: [&str; 4] = ["client_disconnect", "socket_closed", "websocket_close", "server_shutdown"];
+/// Close reasons that are not trouble of their own: a normal end of a session, or the close
+/// that follows a protocol error (counted, by reason, in `protocol_errors_total` already).
+const NOT_TROUBLE_CLOSES: [&str; 6] = [
+    "client_disconnect",
+    "socket_closed",
+    "websocket_close",
+    "server_shutdown",
+    "protocol_error",
+    "websocket_protocol_error",
+];
 
 /// Words in a counter's name that mean something went wrong or was refused.
 const TROUBLE_WORDS: [&str; 12] = [
@@ -59,7 +67,7 @@ const TROUBLE_WORDS: [&str; 12] = [
 pub fn is_trouble(series: &str) -> bool {
     let name = metric_name(series);
     if name == "closes_total" {
-        return !NORMAL_CLOSES.iter().any(|r| labels(series) == format!("reason=\"{r}\""));
+        return !NOT_TROUBLE_CLOSES.iter().any(|r| labels(series) == format!("reason=\"{r}\""));
     }
     TROUBLE_WORDS.iter().any(|w| name.contains(w))
 }
@@ -134,6 +142,7 @@ mod tests {
         assert!(is_trouble("stomp_edge_closes_total{reason=\"slow_consumer\"}"));
         assert!(is_trouble("stomp_edge_closes_total{reason=\"heartbeat_timeout\"}"));
         assert!(!is_trouble("stomp_edge_closes_total{reason=\"client_disconnect\"}"));
+        assert!(!is_trouble("stomp_edge_closes_total{reason=\"protocol_error\"}"));
         assert!(is_trouble("stomp_edge_cluster_relay_dropped_total"));
         assert!(is_trouble("stomp_edge_memory_budget_refusals_total"));
         assert!(is_trouble("stomp_edge_auth_failures_total{reason=\"bad_passcode\"}"));
