@@ -49,8 +49,14 @@ function fmtRate(x) {
   return x >= 100 ? String(Math.round(x)) : x.toFixed(1);
 }
 
+/** Whether this board has lost Redis: it cannot tell whether the others are alive. */
+function blind() {
+  const me = boards.get(selfId);
+  return Boolean(me?.snap && me.snap.redis.state === 'down');
+}
+
 function stateOf(board, now) {
-  if (!board.listed) return 'down';
+  if (!board.listed) return blind() ? 'stale' : 'down';
   if (!board.lastOk || now - board.lastOk > STALE_MS) return 'stale';
   return 'up';
 }
@@ -116,6 +122,7 @@ function problems(now) {
   for (const b of sortedBoards()) {
     const state = stateOf(b, now);
     if (state === 'down') out.push({ level: 'bad', text: `${b.id} is down (left the cluster registry)` });
+    else if (state === 'stale' && !b.listed) out.push({ level: 'warn', text: `${b.id}: unknown while this board has no Redis link` });
     else if (state === 'stale') out.push({ level: 'bad', text: `${b.id} has not answered for ${Math.round((now - (b.lastOk || b.since)) / 1000)} s` });
     const s = b.snap;
     if (!s || state === 'down') continue;
@@ -181,7 +188,8 @@ function card(b, now) {
   const s = b.snap;
   const pillText = state === 'up' ? 'up'
     : state === 'down' ? `down ${Math.round((now - b.downSince) / 1000)} s`
-      : `no answer ${Math.round((now - (b.lastOk || b.since)) / 1000)} s`;
+      : !b.listed ? 'unknown (no Redis here)'
+        : `no answer ${Math.round((now - (b.lastOk || b.since)) / 1000)} s`;
   const head = el('div', { class: 'board-head' },
     el('h2', { 'data-testid': 'board-id', text: b.id }),
     b.self ? el('span', { class: 'tag', text: 'this board' }) : null,

@@ -285,6 +285,7 @@ pub fn suite(rt: &tokio::runtime::Runtime, quick: bool) -> Res<()> {
                 row(&mut rows, "", "frames per socket write", format!("{c:.1}"), "");
             }
         }
+        status_suite(rt, quick, &bin, &config, &mut rows)?;
         cluster_suite(rt, quick, &bin, &config, &single, &mut cluster_rows)
     })();
     let _ = std::fs::remove_file(&config);
