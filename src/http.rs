@@ -14,7 +14,6 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use crate::connection::Connection;
 use crate::metrics::METRICS;
 use crate::node::{Node, Refusal};
 use crate::outbound::Outbound;
@@ -94,11 +93,7 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
     let response = match path {
         "/ws" | "/ws/" | "/ws/websocket" => {
             METRICS.http_requests.inc("ws");
-            upgrade(node, request, |up| async move {
-                Connection::new(up.stream, up.node, up.connection, up.session_id, up.outbound, up.read_buf)
-                    .run()
-                    .await;
-            })
+            upgrade(node, request, crate::connection::run)
         }
         _ if path.starts_with("/ws/") => {
             METRICS.http_requests.inc("ws");

@@ -11,7 +11,9 @@
 //! - `http`: the routes of the one port (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`,
 //!   `/api`).
 //! - `server`: the listener, accept loop and signals (drain, reload).
-//! - `connection`: one client's socket task: read, de-frame, parse, write, heart-beats.
+//! - `driver`: the socket task of an upgraded WebSocket (read, de-frame, parse, write,
+//!   heart-beats, goodbye), shared by `/ws` and SockJS's `websocket` transport.
+//! - `connection`: the plain `/ws` framing: one STOMP frame per WebSocket message.
 //! - `sockjs`: the SockJS transports under `/ws/**`, each session a STOMP connection too.
 //! - `stomp_input`: received STOMP bytes → frames → `Session`, for every transport.
 //! - `liveness`: a connection's STOMP clock: CONNECT deadline and heart-beats.
@@ -32,7 +34,7 @@
 //!
 //! # The data path
 //!
-//! A client's `SEND /topic/x` arrives in `connection` (bytes → WebSocket de-framing in place →
+//! A client's `SEND /topic/x` arrives in `driver` (bytes → WebSocket de-framing in place →
 //! `protocol::parse`), is handled by `session` (`route_send`), and reaches `Node::publish`,
 //! which delivers it to this node's subscribers through `Hub::deliver` (one MESSAGE encoding
 //! per distinct subscription id, the bytes shared by every recipient's `Outbound`) and then
@@ -47,6 +49,7 @@ pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod driver;
 pub mod edge;
 pub mod engine;
 pub mod http;

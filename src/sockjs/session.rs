@@ -316,14 +316,14 @@ impl HttpSession {
         let mut next = {
             let mut core = self.core.borrow_mut();
             let core = &mut *core;
-            core.liveness.on_timer(&core.session, &self.outbound)?
+            core.stomp.liveness.on_timer(&core.stomp.session, &self.outbound)?
         };
         let mut slot = self.receiver.borrow_mut();
         match slot.as_mut() {
             Some(receiver) if receiver.done || !receiver.chunk.is_empty() => {} // the body's turn
             Some(receiver) => {
                 if self.fill(receiver) {
-                    self.core.borrow_mut().liveness.last_write = now;
+                    self.core.borrow_mut().stomp.liveness.last_write = now;
                 } else if now >= receiver.last_sent + self.settings.heartbeat {
                     receiver.push(frame::HEARTBEAT, self.settings.streaming_bytes);
                 } else {
@@ -367,7 +367,7 @@ impl HttpSession {
         let close = {
             let mut core = self.core.borrow_mut();
             let close = core.goodbye(reason, false);
-            core.session.end(node);
+            core.stomp.session.end(node);
             close
         };
         node.unregister_connection(self.connection);

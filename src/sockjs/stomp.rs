@@ -4,27 +4,20 @@
 
 use std::rc::Rc;
 
-use crate::liveness::Liveness;
+use crate::driver::{trim_buffer, Stomp};
 use crate::metrics::CloseReason;
 use crate::node::Node;
 use crate::outbound::Outbound;
-use crate::protocol::Limits;
-use crate::session::Session;
 use crate::stomp_input;
 
 use super::frame::{self, Broken};
 
-/// A buffer larger than this is given back once it is empty again.
-const KEEP_INPUT: usize = 16 * 1024;
-
 pub struct Core {
-    pub session: Session,
+    /// The session, its clock and limits, as a socket's driver holds them.
+    pub stomp: Stomp,
     /// STOMP bytes received and not yet a whole frame; `protocol::parse` bounds it by
     /// `limits.max_frame_bytes` (a larger pending frame is an error).
     input: Vec<u8>,
-    limits: Limits,
-    /// The CONNECT deadline and the STOMP heart-beats.
-    pub liveness: Liveness,
 }
 
 /// What a SockJS message did to the session.
@@ -38,17 +31,7 @@ pub enum Received {
 
 impl Core {
     pub fn new(node: &Node, connection: u64, session_id: Rc<str>, outbound: Rc<Outbound>) -> Core {
-        let config = node.config();
-        Core {
-            session: Session::new(connection, session_id, outbound),
-            input: Vec::new(),
-            limits: Limits {
-                max_frame_bytes: config.limits.max_frame_bytes,
-                max_headers: config.limits.max_headers,
-                max_header_line_bytes: config.limits.max_header_line_bytes,
-            },
-            liveness: Liveness::new(config.stomp.connect_timeout()),
-        }
+        Core { stomp: Stomp::new(node, connection, session_id, outbound), input: Vec::new() }
     }
 
     /// Handles one whole SockJS message (`["…","…"]` or `"…"`) from the client.
@@ -59,52 +42,39 @@ impl Core {
             self.input.truncate(before);
             return Err(broken);
         }
-        Ok(self.process(node))
-    }
-
-    /// Handles the whole messages at the front of `buf` (a stream of them, as the WebSocket
-    /// transport de-frames them); returns the bytes consumed. An unfinished message longer than
-    /// `max_pending` is an error.
-    pub fn receive_stream(
-        &mut self,
-        node: &Node,
-        buf: &[u8],
-        max_pending: usize,
-    ) -> Result<(usize, Received), Broken> {
-        let consumed = frame::decode_stream(buf, &mut self.input, max_pending)?;
-        Ok((consumed, self.process(node)))
-    }
-
-    fn process(&mut self, node: &Node) -> Received {
-        self.liveness.last_read = tokio::time::Instant::now();
-        let result = stomp_input::feed_buffer(&mut self.session, node, &self.limits, &mut self.input);
-        if self.input.is_empty() && self.input.capacity() > KEEP_INPUT {
-            self.input = Vec::new();
-        }
-        match result {
+        self.stomp.liveness.last_read = tokio::time::Instant::now();
+        let stomp = &mut self.stomp;
+        let result = stomp_input::feed_buffer(&mut stomp.session, node, &stomp.limits, &mut self.input);
+        trim_buffer(&mut self.input);
+        Ok(match result {
             Ok(()) => Received::Open,
             Err(reason) => Received::Close(reason),
-        }
+        })
     }
 
     /// Queues the goodbye the reason calls for (an ERROR frame the client can show) and returns
-    /// the SockJS close frame's code and reason: `3000 "Go away!"` for a normal end, the codes
-    /// of the raw WebSocket endpoint otherwise.
+    /// the SockJS close frame's code and reason (see [`close_code`]).
     pub fn goodbye(&mut self, reason: CloseReason, dropped_front: bool) -> (u16, &'static str) {
-        self.session.send_goodbye(reason, self.liveness.connect_timeout(), dropped_front);
-        match reason {
-            CloseReason::ServerShutdown | CloseReason::HeartbeatTimeout | CloseReason::ConnectTimeout => {
-                (1001, reason.as_str())
-            }
-            CloseReason::ProtocolError
-            | CloseReason::AuthFailed
-            | CloseReason::SlowConsumer
-            | CloseReason::WebSocketProtocolError => (1008, reason.as_str()),
-            CloseReason::ClientDisconnect
-            | CloseReason::SocketClosed
-            | CloseReason::WebSocketClose
-            | CloseReason::IoError => frame::GO_AWAY,
+        self.stomp.session.send_goodbye(reason, self.stomp.liveness.connect_timeout(), dropped_front);
+        close_code(reason)
+    }
+}
+
+/// The SockJS close frame's code and reason for `reason`: `3000 "Go away!"` for a normal end,
+/// the codes of the raw WebSocket endpoint otherwise.
+pub fn close_code(reason: CloseReason) -> (u16, &'static str) {
+    match reason {
+        CloseReason::ServerShutdown | CloseReason::HeartbeatTimeout | CloseReason::ConnectTimeout => {
+            (1001, reason.as_str())
         }
+        CloseReason::ProtocolError
+        | CloseReason::AuthFailed
+        | CloseReason::SlowConsumer
+        | CloseReason::WebSocketProtocolError => (1008, reason.as_str()),
+        CloseReason::ClientDisconnect
+        | CloseReason::SocketClosed
+        | CloseReason::WebSocketClose
+        | CloseReason::IoError => frame::GO_AWAY,
     }
 }
 
@@ -123,9 +93,9 @@ mod tests {
             core.receive_message(&node, br#"["CONNECT\naccept-","version:1.2\n"]"#),
             Ok(Received::Open)
         );
-        assert!(!core.session.is_connected());
+        assert!(!core.stomp.session.is_connected());
         assert_eq!(core.receive_message(&node, br#""\n\u0000\n""#), Ok(Received::Open));
-        assert!(core.session.is_connected());
+        assert!(core.stomp.session.is_connected());
         let both = br#"["SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\u0000DISCONNECT\nreceipt:9\n\n\u0000"]"#;
         assert_eq!(core.receive_message(&node, both), Ok(Received::Close(CloseReason::ClientDisconnect)));
         assert_eq!(out.with_queue(|q| q.len()), 2); // CONNECTED, RECEIPT

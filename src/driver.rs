@@ -1,0 +1,329 @@
+//! The STOMP-over-socket driver: the one task that owns an upgraded WebSocket, whatever the
+//! STOMP bytes are wrapped in (plain WebSocket messages on `/ws`, SockJS JSON messages on
+//! `/ws/{server}/{session}/websocket`). It reads into one buffer, de-frames WebSocket in place,
+//! answers control frames, hands the application bytes to its [`Framing`], writes what the
+//! `Outbound` holds through the framing, keeps the STOMP clock, and ends with a goodbye flushed
+//! for a bounded time. One task, one `select!`; the framing is the only part that differs.
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant, Sleep};
+
+use crate::liveness::Liveness;
+use crate::metrics::{CloseReason, METRICS};
+use crate::node::Node;
+use crate::outbound::{FrameKind, OutFrame, Outbound};
+use crate::protocol::Limits;
+use crate::session::Session;
+use crate::ws::{self, Control, Decoder};
+
+/// Socket reads per wake-up before the task lets others run.
+const READS_PER_WAKE: usize = 16;
+/// Room made in the read buffer before a read.
+const READ_CHUNK: usize = 4096;
+/// A buffer larger than this is given back as soon as it is empty again.
+pub(crate) const KEEP_BUFFER: usize = 16 * 1024;
+/// How long the goodbye may take to flush before the socket is dropped.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// The STOMP side of one connection, whatever carries its bytes: the session state machine,
+/// its clock and the parser limits it was opened with.
+pub struct Stomp {
+    pub session: Session,
+    /// The CONNECT deadline and the heart-beats.
+    pub liveness: Liveness,
+    /// `limits.max_frame_bytes` and friends, read once when the connection opened.
+    pub limits: Limits,
+}
+
+impl Stomp {
+    pub fn new(node: &Node, connection: u64, session_id: Rc<str>, outbound: Rc<Outbound>) -> Stomp {
+        let config = node.config();
+        Stomp {
+            session: Session::new(connection, session_id, outbound),
+            liveness: Liveness::new(config.stomp.connect_timeout()),
+            limits: Limits {
+                max_frame_bytes: config.limits.max_frame_bytes,
+                max_headers: config.limits.max_headers,
+                max_header_line_bytes: config.limits.max_header_line_bytes,
+            },
+        }
+    }
+}
+
+/// What differs between the transports a [`Driver`] carries: how application bytes become STOMP
+/// input, how queued frames are written, the transport's own clock and its goodbye.
+pub trait Framing {
+    /// Handles the de-framed WebSocket application bytes at the front of `data`. Returns the
+    /// bytes consumed (the rest is the start of something not fully arrived) and `Err` when the
+    /// connection must close (after flushing what was queued).
+    fn receive(&mut self, stomp: &mut Stomp, node: &Node, data: &[u8]) -> (usize, Result<(), CloseReason>);
+
+    /// Whether bytes are waiting for the socket to become writable.
+    fn pending(&self, outbound: &Outbound) -> bool;
+
+    /// Writes as much of what is queued as the socket takes now; returns the bytes written.
+    fn flush(&mut self, stream: &TcpStream, outbound: &Outbound) -> io::Result<usize>;
+
+    /// The transport's own clock (SockJS heart-beats): does what is due and returns when to be
+    /// called again, if ever.
+    fn on_timer(&mut self, _outbound: &Outbound, _now: Instant) -> Option<Instant> {
+        None
+    }
+
+    /// Whether the front queued frame is partly written (it must be finished, not dropped).
+    fn partly_written(&self) -> bool {
+        false
+    }
+
+    /// Queues the goodbye for `reason`: the STOMP ERROR when the reason calls for one, and the
+    /// transport's close frames. Not called for a socket already gone.
+    fn goodbye(&mut self, stomp: &mut Stomp, reason: CloseReason, outbound: &Outbound);
+
+    /// Name for logs.
+    fn name(&self) -> &'static str;
+}
+
+/// An upgraded socket carrying one STOMP connection.
+pub struct Driver<F: Framing> {
+    stream: TcpStream,
+    node: Rc<Node>,
+    connection: u64,
+    stomp: Stomp,
+    outbound: Rc<Outbound>,
+    /// `[application bytes already de-framed | raw WebSocket bytes]`. Unallocated while idle.
+    buf: Vec<u8>,
+    /// Length of the de-framed prefix of `buf`.
+    data_len: usize,
+    decoder: Decoder,
+    /// One timer for heart-beats, the CONNECT deadline and the framing's clock, re-armed only
+    /// when it fires.
+    timer: std::pin::Pin<Box<Sleep>>,
+    framing: F,
+}
+
+impl<F: Framing> Driver<F> {
+    /// `initial` holds bytes the client sent after its upgrade request; `max_message_bytes`
+    /// bounds one WebSocket message.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        stream: TcpStream,
+        node: Rc<Node>,
+        connection: u64,
+        session_id: Rc<str>,
+        outbound: Rc<Outbound>,
+        initial: Bytes,
+        max_message_bytes: usize,
+        framing: F,
+    ) -> Driver<F> {
+        Driver {
+            stomp: Stomp::new(&node, connection, session_id, outbound.clone()),
+            stream,
+            node,
+            connection,
+            outbound,
+            buf: initial.to_vec(),
+            data_len: 0,
+            decoder: Decoder::new(max_message_bytes),
+            // Fires at once: the first `on_timer` computes the schedule.
+            timer: Box::pin(sleep_until(Instant::now())),
+            framing,
+        }
+    }
+
+    /// Serves the connection until it closes, then cleans up; returns why it closed.
+    pub async fn run(mut self) -> CloseReason {
+        let reason = self.serve().await;
+        let reason = self.finish(reason).await;
+        self.stomp.session.end(&self.node);
+        self.node.unregister_connection(self.connection);
+        METRICS.closes.inc(reason.as_str());
+        log::debug!(
+            "{} session {} closed: {}",
+            self.framing.name(),
+            self.stomp.session.session_id,
+            reason.as_str()
+        );
+        reason
+    }
+
+    async fn serve(&mut self) -> CloseReason {
+        if !self.buf.is_empty() {
+            if let Err(reason) = self.process() {
+                return reason;
+            }
+        }
+        loop {
+            if let Some(reason) = self.outbound.closing() {
+                return reason;
+            }
+            if let Err(e) = self.flush() {
+                return io_reason(&e);
+            }
+            let pending = self.framing.pending(&self.outbound);
+            let event = tokio::select! {
+                r = self.stream.readable() => Event::Readable(r),
+                r = self.stream.writable(), if pending => Event::Writable(r),
+                () = self.outbound.notified() => Event::Queued,
+                () = &mut self.timer => Event::Timer,
+            };
+            let result = match event {
+                Event::Readable(Ok(())) => self.on_readable(),
+                Event::Readable(Err(e)) | Event::Writable(Err(e)) => Err(io_reason(&e)),
+                Event::Writable(Ok(())) | Event::Queued => Ok(()),
+                Event::Timer => self.on_timer(),
+            };
+            if let Err(reason) = result {
+                return reason;
+            }
+        }
+    }
+
+    /// Reads what the socket has, a bounded number of times, processing after each read.
+    fn on_readable(&mut self) -> Result<(), CloseReason> {
+        for _ in 0..READS_PER_WAKE {
+            if read_once(&self.stream, &mut self.buf)?.is_none() {
+                break;
+            }
+            self.stomp.liveness.last_read = Instant::now();
+            self.process()?;
+        }
+        trim_buffer(&mut self.buf);
+        Ok(())
+    }
+
+    /// De-frames WebSocket, answers control frames, then hands the application bytes to the
+    /// framing and drops what it consumed.
+    fn process(&mut self) -> Result<(), CloseReason> {
+        let outbound = &self.outbound;
+        let mut peer_closed = false;
+        let decoded = self.decoder.decode(&mut self.buf, &mut self.data_len, &mut |control| match control {
+            Control::Ping(payload) => {
+                outbound.push_unbounded(OutFrame { bytes: ws::pong_frame(&payload), kind: FrameKind::Raw })
+            }
+            Control::Pong => {}
+            Control::Close { .. } => peer_closed = true,
+        });
+        if let Err(e) = decoded {
+            METRICS.protocol_errors.inc("websocket");
+            log::debug!("session {}: websocket error: {e}", self.stomp.session.session_id);
+            // STOMP clients show ERROR frames, not close codes: say it in both.
+            self.stomp.session.send_error(&format!("websocket: {e}"), None);
+            self.outbound.push_unbounded(OutFrame {
+                bytes: ws::close_frame(e.close_code(), &e.to_string()),
+                kind: FrameKind::Raw,
+            });
+            return Err(CloseReason::WebSocketProtocolError);
+        }
+        let (consumed, result) =
+            self.framing.receive(&mut self.stomp, &self.node, &self.buf[..self.data_len]);
+        if consumed > 0 {
+            self.buf.copy_within(consumed.., 0);
+            self.buf.truncate(self.buf.len() - consumed);
+            self.data_len -= consumed;
+        }
+        result?;
+        if self.stomp.liveness.just_connected(&self.stomp.session) {
+            // CONNECT agreed the heart-beats: let the timer compute its next deadline now.
+            self.timer.as_mut().reset(Instant::now());
+        }
+        if peer_closed {
+            return Err(CloseReason::WebSocketClose);
+        }
+        Ok(())
+    }
+
+    /// The STOMP clock and the framing's: sends what is due, closes a silent client, re-arms.
+    fn on_timer(&mut self) -> Result<(), CloseReason> {
+        let stomp = &mut self.stomp;
+        let mut next = stomp.liveness.on_timer(&stomp.session, &self.outbound)?;
+        if let Some(due) = self.framing.on_timer(&self.outbound, Instant::now()) {
+            next = next.min(due);
+        }
+        self.timer.as_mut().reset(next);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let written = self.framing.flush(&self.stream, &self.outbound)?;
+        if written > 0 {
+            self.stomp.liveness.last_write = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Says goodbye as the reason calls for, flushes it with a deadline and shuts the socket.
+    async fn finish(&mut self, reason: CloseReason) -> CloseReason {
+        if matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
+            return reason;
+        }
+        self.framing.goodbye(&mut self.stomp, reason, &self.outbound);
+        // A slow consumer is not reading: give its goodbye only a moment.
+        let flush_for = if reason == CloseReason::SlowConsumer { CLOSE_FLUSH / 8 } else { CLOSE_FLUSH };
+        self.flush_until(Instant::now() + flush_for).await;
+        // Half-close so the client sees the end after the close frame.
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        reason
+    }
+
+    /// Writes what is queued until it is all out, the socket fails or `deadline` passes.
+    async fn flush_until(&mut self, deadline: Instant) {
+        loop {
+            if self.flush().is_err() || !self.framing.pending(&self.outbound) {
+                return;
+            }
+            tokio::select! {
+                r = self.stream.writable() => if r.is_err() { return },
+                () = sleep_until(deadline) => return,
+            }
+        }
+    }
+}
+
+/// What woke the task.
+enum Event {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Queued,
+    Timer,
+}
+
+/// One non-blocking read into `buf`, making room first: Some(bytes read), or None when the
+/// socket has nothing now. End of stream and errors come back as the close reason.
+fn read_once(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<Option<usize>, CloseReason> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    match stream.try_read_buf(buf) {
+        Ok(0) => Err(CloseReason::SocketClosed),
+        Ok(n) => {
+            METRICS.bytes_received.add(n as u64);
+            Ok(Some(n))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(io_reason(&e)),
+    }
+}
+
+/// Gives back a buffer once it is empty (idle connections hold none at all), and shrinks one
+/// that grew for a large frame.
+pub(crate) fn trim_buffer(buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        *buf = Vec::new();
+    } else if buf.capacity() > KEEP_BUFFER && buf.len() < KEEP_BUFFER / 2 {
+        buf.shrink_to(KEEP_BUFFER / 2);
+    }
+}
+
+pub(crate) fn io_reason(e: &io::Error) -> CloseReason {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+            CloseReason::SocketClosed
+        }
+        _ => CloseReason::IoError,
+    }
+}
