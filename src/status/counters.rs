@@ -57,9 +57,9 @@ const NOT_TROUBLE_CLOSES: [&str; 6] = [
 ];
 
 /// Words in a counter's name that mean something went wrong or was refused.
-const TROUBLE_WORDS: [&str; 12] = [
+const TROUBLE_WORDS: [&str; 14] = [
     "dropped", "rejected", "refused", "refusals", "errors", "gaps", "fail", "timeouts", "bad_", "slow",
-    "lost", "recover",
+    "lost", "recover", "evicted", "pauses",
 ];
 
 /// Whether a counter series means trouble (or, for recoveries, that trouble was repaired),
@@ -72,30 +72,80 @@ pub fn is_trouble(series: &str) -> bool {
     TROUBLE_WORDS.iter().any(|w| name.contains(w))
 }
 
-/// The groups the status page singles out, in the order it shows them: (key, title, the
-/// series that count towards it: a metric name, or a metric name with its labels).
-pub const NAMED: &[(&str, &str, &[&str])] = &[
-    ("slow_consumers", "Slow consumers cut off", &["closes_total{reason=\"slow_consumer\"}"]),
-    ("rejected_frames", "Frames rejected (protocol errors)", &["protocol_errors_total"]),
-    (
+/// How a named group adds up its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Its counters count different events: the group is their sum.
+    Sum,
+    /// Its metrics count the same events in different places (a failed login is counted as
+    /// such and as an `auth_failed` close): the group is the largest metric's sum.
+    Max,
+}
+
+/// A group of counters the status page singles out.
+pub struct Named {
+    /// Its key in `/api/status`.
+    pub key: &'static str,
+    /// What the page calls it.
+    pub title: &'static str,
+    /// The series that count towards it: a metric name, or a metric name with its labels.
+    pub patterns: &'static [&'static str],
+    pub combine: Combine,
+}
+
+const fn named(
+    key: &'static str,
+    title: &'static str,
+    patterns: &'static [&'static str],
+    combine: Combine,
+) -> Named {
+    Named { key, title, patterns, combine }
+}
+
+/// The groups the status page singles out, in the order it shows them. Counters that are
+/// not there yet (another part of the server adds them later) simply count zero.
+pub const NAMED: &[Named] = &[
+    named(
+        "slow_consumers",
+        "Slow consumers cut off",
+        &["closes_total{reason=\"slow_consumer\"}"],
+        Combine::Sum,
+    ),
+    named("rejected_frames", "Frames rejected (protocol errors)", &["protocol_errors_total"], Combine::Sum),
+    named(
         "auth_failures",
         "Authentication failures",
-        &["closes_total{reason=\"auth_failed\"}", "auth_failures_total"],
+        &["login_failures_total", "auth_failures_total", "closes_total{reason=\"auth_failed\"}"],
+        Combine::Max,
     ),
-    ("refused_connections", "Connections refused", &["connections_rejected_total", "sockjs_rejected_total"]),
-    ("dropped_messages", "Messages dropped", &["messages_dropped_total"]),
-    (
+    named(
+        "refused_connections",
+        "Connections refused",
+        &["connections_rejected_total", "sockjs_rejected_total"],
+        Combine::Sum,
+    ),
+    named("memory_refusals", "Refused near the memory budget", &["memory_refused_total"], Combine::Sum),
+    named(
+        "flow_pauses",
+        "Flow-control pauses (publishers slowed)",
+        &["flow_control_pauses_total"],
+        Combine::Sum,
+    ),
+    named("dropped_messages", "Messages dropped", &["messages_dropped_total"], Combine::Sum),
+    named(
         "relay_drops",
         "Relay drops between boards",
         &["cluster_relay_dropped_total", "cluster_publish_errors_total"],
+        Combine::Sum,
     ),
-    ("sequence_gaps", "Sequence gaps between boards", &["cluster_sequence_gaps_total"]),
-    ("recoveries", "Stream recoveries", &["recoveries_total", "recovered_total"]),
+    named("sequence_gaps", "Sequence gaps between boards", &["cluster_sequence_gaps_total"], Combine::Sum),
+    named("redis_failovers", "Redis failovers followed", &["cluster_redis_failovers_total"], Combine::Sum),
+    named("recoveries", "Stream recoveries", &["recoveries_total"], Combine::Sum),
 ];
 
 /// Whether `series` belongs to a named group's pattern: the same metric name and, when the
-/// pattern has labels, the same labels. A pattern without `_total` also matches any metric
-/// whose name ends with it (e.g. `recoveries_total` matches `stream_recoveries_total`).
+/// pattern has labels, the same labels. A pattern without labels also matches any metric
+/// whose name ends with `_` and it (`recoveries_total` matches `stream_recoveries_total`).
 pub fn matches(series: &str, pattern: &str) -> bool {
     let name = metric_name(series);
     match pattern.split_once('{') {
@@ -106,7 +156,24 @@ pub fn matches(series: &str, pattern: &str) -> bool {
 
 /// The named group a series belongs to, if any.
 pub fn group_of(series: &str) -> Option<usize> {
-    NAMED.iter().position(|(_, _, patterns)| patterns.iter().any(|p| matches(series, p)))
+    NAMED.iter().position(|g| g.patterns.iter().any(|p| matches(series, p)))
+}
+
+/// A group's figure from its series' figures: by `combine`, over the sums per metric name.
+pub fn combine(how: Combine, figures: &[(&str, u64)]) -> u64 {
+    let mut per_metric: Vec<(&str, u64)> = Vec::new();
+    for (series, v) in figures {
+        let name = metric_name(series);
+        match per_metric.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += v,
+            None => per_metric.push((name, *v)),
+        }
+    }
+    let values = per_metric.iter().map(|(_, v)| *v);
+    match how {
+        Combine::Sum => values.sum(),
+        Combine::Max => values.max().unwrap_or(0),
+    }
 }
 
 #[cfg(test)]
@@ -151,12 +218,30 @@ mod tests {
     }
 
     #[test]
+    fn a_group_counts_the_same_events_once() {
+        let auth =
+            [("stomp_edge_login_failures_total", 3), ("stomp_edge_closes_total{reason=\"auth_failed\"}", 3)];
+        assert_eq!(combine(Combine::Max, &auth), 3);
+        let frames = [
+            ("stomp_edge_protocol_errors_total{reason=\"a\"}", 2),
+            ("stomp_edge_protocol_errors_total{reason=\"b\"}", 5),
+        ];
+        assert_eq!(combine(Combine::Max, &frames), 7, "labels of one metric always add up");
+        assert_eq!(combine(Combine::Sum, &auth), 6);
+    }
+
+    #[test]
     fn named_groups_match_their_series() {
         assert_eq!(group_of("stomp_edge_closes_total{reason=\"slow_consumer\"}"), Some(0));
         assert_eq!(group_of("stomp_edge_protocol_errors_total{reason=\"frame_too_large\"}"), Some(1));
         assert_eq!(group_of("stomp_edge_auth_failures_total{reason=\"x\"}"), Some(2));
-        assert_eq!(group_of("stomp_edge_cluster_sequence_gaps_total"), Some(6));
-        assert_eq!(group_of("stomp_edge_stream_recoveries_total"), Some(7));
+        assert_eq!(group_of("stomp_edge_login_failures_total"), Some(2));
+        assert_eq!(group_of("stomp_edge_memory_refused_total{what=\"delivery\"}"), Some(4));
+        assert_eq!(group_of("stomp_edge_cluster_sequence_gaps_total"), Some(8));
+        assert_eq!(group_of("stomp_edge_stream_recoveries_total"), Some(10));
+        // Related counters that are not the group's own stay out of it (they show as other trouble).
+        assert_eq!(group_of("stomp_edge_stream_recoveries_failed_total"), None);
+        assert_eq!(group_of("stomp_edge_login_failures_delayed_total"), None);
         assert_eq!(group_of("stomp_edge_closes_total{reason=\"heartbeat_timeout\"}"), None);
     }
 }

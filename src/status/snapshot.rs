@@ -163,26 +163,33 @@ pub fn build(inputs: Inputs, history: &History, now: Instant, now_ms: u64) -> Sn
             0
         },
     };
-    let mut trouble: Vec<Group> = counters::NAMED
-        .iter()
-        .map(|(key, title, _)| Group { key, title, total: 0, last_minute: 0, series: Vec::new() })
-        .collect();
+    // Each named group's series (all of them, zero or not), then the group's figures.
+    let mut members: Vec<Vec<SeriesFigure>> = counters::NAMED.iter().map(|_| Vec::new()).collect();
     let mut other_trouble = Vec::new();
     for (series, total) in &inputs.counters {
         match counters::group_of(series) {
-            Some(i) => {
-                let f = figure(series, *total);
-                let group = &mut trouble[i];
-                group.total += f.total;
-                group.last_minute += f.last_minute;
-                if f.total > 0 {
-                    group.series.push(f);
-                }
-            }
+            Some(i) => members[i].push(figure(series, *total)),
             None if *total > 0 && counters::is_trouble(series) => other_trouble.push(figure(series, *total)),
             None => {}
         }
     }
+    let trouble = counters::NAMED
+        .iter()
+        .zip(members)
+        .map(|(named, series)| {
+            let of = |pick: fn(&SeriesFigure) -> u64| {
+                let figures: Vec<(&str, u64)> = series.iter().map(|f| (f.series.as_str(), pick(f))).collect();
+                counters::combine(named.combine, &figures)
+            };
+            Group {
+                key: named.key,
+                title: named.title,
+                total: of(|f| f.total),
+                last_minute: of(|f| f.last_minute),
+                series: series.iter().filter(|f| f.total > 0).cloned().collect(),
+            }
+        })
+        .collect();
     let (in_total, out_total) = message_totals(&inputs.counters);
     let (in_per_second, out_per_second) = history.rates(now, now_ms, in_total, out_total);
     let mut rooms = inputs.rooms;
@@ -294,7 +301,7 @@ mod tests {
         let history = History::new();
         let slow = "stomp_edge_closes_total{reason=\"slow_consumer\"}";
         let frame = "stomp_edge_protocol_errors_total{reason=\"frame_too_large\"}";
-        let budget = "stomp_edge_memory_budget_refusals_total";
+        let budget = "stomp_edge_some_future_refusals_total";
         // A minute and more ago: 2 slow consumers, nothing else.
         history.record(sample(0, 5, &[series(slow, 2)]));
         let now = [
@@ -304,6 +311,9 @@ mod tests {
             series(frame, 1),
             series("stomp_edge_closes_total{reason=\"client_disconnect\"}", 40),
             series(budget, 3),
+            // One failed login, counted as a login failure and as its close: one failure.
+            series("stomp_edge_login_failures_total", 1),
+            series("stomp_edge_closes_total{reason=\"auth_failed\"}", 1),
         ];
         let s = build(inputs(now.to_vec()), &history, Instant::now(), 70_000);
         let group = |key: &str| s.trouble.iter().find(|g| g.key == key).unwrap().clone();
@@ -314,6 +324,7 @@ mod tests {
             vec![SeriesFigure { series: frame.into(), total: 1, last_minute: 1 }]
         );
         assert_eq!(group("relay_drops").total, 0);
+        assert_eq!((group("auth_failures").total, group("auth_failures").last_minute), (1, 1));
         assert_eq!(s.trouble.len(), counters::NAMED.len(), "every named group, zero or not");
         // A counter nobody told the page about, named the usual way, still shows.
         assert_eq!(s.other_trouble, vec![SeriesFigure { series: budget.into(), total: 3, last_minute: 3 }]);
