@@ -9,11 +9,11 @@ use std::io::{self, IoSlice};
 use tokio::net::TcpStream;
 
 use crate::driver::{Driver, Framing, Stomp};
-use crate::http::Upgraded;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
+use crate::upgrade::Upgraded;
 use crate::ws;
 
 /// Frames per vectored write (two slices each: WebSocket header and payload).

@@ -10,18 +10,12 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::net::TcpStream;
 
 use crate::metrics::METRICS;
-use crate::node::{Node, Refusal};
-use crate::outbound::Outbound;
+use crate::node::Node;
 use crate::sockjs;
-use crate::ws::handshake;
-
-/// Whole answers, or a SockJS receiving request's stream.
-pub type Body = Either<Full<Bytes>, sockjs::StreamBody>;
+use crate::upgrade::{upgrade, Body};
 
 /// The chat page, its files, the legacy stomp.js 2.3.3 page and the SockJS one (Spring-style,
 /// sockjs-client 1.6.1 + stomp.js 2.3.3), embedded at build time:
@@ -117,7 +111,11 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
         }
         "/api/rooms" | "/api/rooms/" => {
             METRICS.http_requests.inc("api");
-            let rooms = node.presence.rooms().await;
+            let app = node.app();
+            let rooms = match app.as_ref().and_then(|a| a.rooms()) {
+                Some(api) => api.list().await,
+                None => Vec::new(),
+            };
             let list: Vec<RoomSummary> = rooms
                 .into_iter()
                 .map(|(room_id, participant_count)| RoomSummary { room_id, participant_count })
@@ -221,16 +219,18 @@ struct ApiError {
     message: String,
 }
 
-async fn room_detail(node: &Node, room_id: &str) -> Response<Body> {
-    let room = match crate::chat::room::room_id(room_id, &node.config().chat) {
-        Ok(room) => room,
-        Err(message) => {
-            return json(StatusCode::BAD_REQUEST, &ApiError { error: "invalid_room_id", message })
-        }
+async fn room_detail(node: &Node, room: &str) -> Response<Body> {
+    let app = node.app();
+    let found = match app.as_ref().and_then(|a| a.rooms()) {
+        Some(api) => api.members(room).await,
+        None => Ok(None),
     };
-    match node.presence.members(&room).await {
-        Some(participants) => json(StatusCode::OK, &RoomDetail { room_id: room.to_string(), participants }),
-        None => json(
+    match found {
+        Err(message) => json(StatusCode::BAD_REQUEST, &ApiError { error: "invalid_room_id", message }),
+        Ok(Some(participants)) => {
+            json(StatusCode::OK, &RoomDetail { room_id: room.to_string(), participants })
+        }
+        Ok(None) => json(
             StatusCode::NOT_FOUND,
             &ApiError { error: "room_not_found", message: format!("no room {room} right now") },
         ),
@@ -255,94 +255,4 @@ fn health(node: &Node) -> Response<Body> {
 fn metrics_page(node: &Node) -> Response<Body> {
     let text = crate::status::metrics_text(node);
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
-}
-
-/// A socket handed over after a `101`, with the STOMP connection registered for it.
-pub struct Upgraded {
-    pub stream: TcpStream,
-    pub node: Rc<Node>,
-    pub connection: u64,
-    pub session_id: Rc<str>,
-    pub outbound: Rc<Outbound>,
-    /// Bytes the client sent after its request, already read by hyper.
-    pub read_buf: Bytes,
-}
-
-/// Answers a WebSocket upgrade (`GET /ws`, SockJS's `…/websocket`): refuses with a clear
-/// status, or registers the connection, answers 101 and hands the socket to `serve` once
-/// hyper has written the response.
-pub fn upgrade<F, Fut>(node: Rc<Node>, mut request: Request<Incoming>, serve: F) -> Response<Body>
-where
-    F: FnOnce(Upgraded) -> Fut + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    let config = node.config();
-    let accepted =
-        match handshake::check(request.method(), request.headers(), &config.websocket.allowed_origins) {
-            Ok(a) => a,
-            Err(refused) => {
-                METRICS.connections_rejected.inc(refused.reason);
-                if refused.reason == "bad_upgrade" {
-                    METRICS.http_requests.inc("bad_request");
-                }
-                let mut response = text(refused.status, refused.message);
-                if refused.status == StatusCode::UPGRADE_REQUIRED {
-                    response
-                        .headers_mut()
-                        .insert("sec-websocket-version", hyper::header::HeaderValue::from_static("13"));
-                }
-                return response;
-            }
-        };
-    let (connection, outbound, session_id) = match node.register_connection() {
-        Ok(registered) => registered,
-        Err(refusal) => {
-            let (label, message) = match refusal {
-                Refusal::Limit => ("limit", "connection limit reached, try again later\n"),
-                Refusal::Draining => ("shutdown", "server shutting down\n"),
-            };
-            METRICS.connections_rejected.inc(label);
-            return text(StatusCode::SERVICE_UNAVAILABLE, message);
-        }
-    };
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    let task_node = node.clone();
-    tokio::task::spawn_local(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                log::debug!("upgrade failed: {e}");
-                task_node.unregister_connection(connection);
-                return;
-            }
-        };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let stream = parts.io.into_inner();
-                serve(Upgraded {
-                    stream,
-                    node: task_node,
-                    connection,
-                    session_id,
-                    outbound,
-                    read_buf: parts.read_buf,
-                })
-                .await;
-            }
-            Err(_) => {
-                log::error!("upgraded connection is not a TCP stream");
-                task_node.unregister_connection(connection);
-            }
-        }
-    });
-    let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert("upgrade", hyper::header::HeaderValue::from_static("websocket"));
-    h.insert("connection", hyper::header::HeaderValue::from_static("Upgrade"));
-    h.insert("sec-websocket-accept", handshake::header_value(&accepted.accept_key));
-    if let Some(p) = accepted.subprotocol {
-        h.insert("sec-websocket-protocol", hyper::header::HeaderValue::from_static(p));
-    }
-    response
 }

@@ -5,6 +5,10 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Metric lines a part adds to `/metrics` beside the process-wide ones: (name without the
+/// `stomp_edge_` prefix, help text, value).
+pub type MetricLines = Vec<(&'static str, &'static str, u64)>;
+
 /// A monotonically increasing counter.
 pub struct Counter(AtomicU64);
 
@@ -132,7 +136,7 @@ pub struct Metrics {
     pub messages_published: Counter,
     pub messages_delivered: Counter,
     pub messages_unrouted: Counter,
-    pub messages_dropped: Family<5>,
+    pub messages_dropped: Family<6>,
     pub message_encodings: Counter,
     pub subscriptions_current: Gauge,
     pub subscriptions_rejected: Family<4>,
@@ -181,6 +185,7 @@ pub static METRICS: Metrics = Metrics {
     messages_unrouted: Counter::new(),
     messages_dropped: Family::new([
         "slow_consumer",
+        "server_owned_destination",
         "transaction_aborted",
         "transaction_unfinished",
         "no_error_subscription",

@@ -11,7 +11,7 @@ use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::{Config, Reload};
-use crate::engine::{Broker, Presence};
+use crate::engine::{Broker, BrokerEventHandler};
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
 
@@ -20,8 +20,6 @@ pub struct Node {
     config: RefCell<Rc<Config>>,
     pub hub: Hub,
     pub broker: Rc<dyn Broker>,
-    /// Who is in which chat room (this node's table, or the cluster's through Redis).
-    pub presence: Rc<dyn Presence>,
     pub auth: RefCell<Authenticator>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
@@ -49,7 +47,7 @@ pub enum Refusal {
 }
 
 impl Node {
-    pub fn new(config: Config, broker: Rc<dyn Broker>, presence: Rc<dyn Presence>) -> Node {
+    pub fn new(config: Config, broker: Rc<dyn Broker>) -> Node {
         let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         Node {
             hub: Hub::new(config.limits.max_destinations),
@@ -57,7 +55,6 @@ impl Node {
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
             config: RefCell::new(Rc::new(config)),
             broker,
-            presence,
             app: RefCell::new(None),
             connections: RefCell::new(HashMap::new()),
             sockjs: RefCell::new(HashSet::new()),
@@ -130,8 +127,9 @@ impl Node {
         self.broker.publish(&publication);
     }
 
-    /// Delivers a publication that another node relayed here.
-    pub fn deliver_remote(&self, publication: &Publication) {
+    /// Delivers to this node's subscribers only (the caller tells the other nodes its own way).
+    pub fn publish_local(&self, publication: &Publication) {
+        METRICS.messages_published.inc();
         self.hub.deliver(publication);
     }
 
@@ -212,6 +210,25 @@ impl Node {
     }
 }
 
+impl BrokerEventHandler for Node {
+    /// A publication that another node relayed here: to this node's subscribers, then to the
+    /// application (which follows other nodes' room changes by kind and room).
+    fn handle_publication(&self, publication: &Publication) {
+        self.hub.deliver(publication);
+        if let Some(app) = self.app() {
+            app.on_remote(publication);
+        }
+    }
+
+    fn advertise_url(&self) -> Rc<str> {
+        Node::advertise_url(self)
+    }
+
+    fn connection_count(&self) -> usize {
+        Node::connection_count(self)
+    }
+}
+
 fn base36(mut n: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
@@ -229,14 +246,14 @@ fn base36(mut n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::memory::{MemoryBroker, MemoryPresence};
+    use crate::engine::memory::MemoryBroker;
 
     #[test]
     fn ids_are_unique_and_carry_the_server_id() {
         let mut config = Config::embedded();
         config.server_id = "n1".into();
         config.limits.max_connections = 2;
-        let node = Node::new(config, Rc::new(MemoryBroker), Rc::new(MemoryPresence::new(10, 10)));
+        let node = Node::new(config, Rc::new(MemoryBroker));
         let (a, _, sa) = node.register_connection().unwrap();
         let (b, _, sb) = node.register_connection().unwrap();
         assert_ne!((a, &sa), (b, &sb));

@@ -229,9 +229,10 @@ impl Session {
             self.session_id.clone(),
             self.connection,
             version,
+            login.as_deref().map(Rc::from),
             self.outbound.clone(),
         )));
-        node.presence.session_started(&self.session_id);
+        node.broker.session_started(&self.session_id);
         Ok(Outcome::Continue)
     }
 
@@ -276,17 +277,28 @@ impl Session {
     }
 
     /// Sends a SEND where its destination leads: `/topic/**` to the broker, `/app/**` to the
-    /// application. Problems here are application errors: the session stays open.
+    /// application. Problems here are application errors: the session stays open. Checked
+    /// here, on every path a SEND takes (alone or at COMMIT, any version, any transport).
     fn route_send(&mut self, destination: &str, headers: Vec<(String, String)>, body: Bytes, node: &Node) {
         let Some(handle) = self.handle.clone() else { return };
-        let result = if destination.starts_with("/topic/") {
-            if node.config().stomp.allow_client_topic_send {
-                node.publish(Publication {
-                    destination: Rc::from(destination),
-                    message_id: node.next_message_id(),
+        let config = node.config();
+        let result = if let Some(prefix) = config.stomp.server_owned(destination) {
+            // Only the server writes here (the chat's room events): a client's SEND would let
+            // it forge events or speak as someone else (Spring: `simpDestMatchers(..).denyAll()`).
+            METRICS.messages_dropped.inc("server_owned_destination");
+            Err(AppError::new(
+                "forbidden",
+                format!("only the server sends to {prefix}**; use the /app destinations"),
+                destination,
+            ))
+        } else if destination.starts_with("/topic/") {
+            if config.stomp.allow_client_topic_send {
+                node.publish(Publication::message(
+                    Rc::from(destination),
+                    node.next_message_id(),
                     headers,
                     body,
-                });
+                ));
                 Ok(())
             } else {
                 Err(AppError::new(
@@ -518,7 +530,7 @@ impl Session {
             if let Some(app) = node.app() {
                 app.on_session_end(&handle);
             }
-            node.presence.session_ended(&self.session_id);
+            node.broker.session_ended(&self.session_id);
         }
     }
 }
@@ -526,6 +538,107 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::engine::memory::MemoryBroker;
+    use crate::protocol::Limits;
+    use crate::stomp_input::feed;
+
+    fn node() -> Node {
+        Node::new(Config::embedded(), Rc::new(MemoryBroker))
+    }
+
+    fn session(id: u64) -> (Session, Rc<Outbound>) {
+        let out = Rc::new(Outbound::new(1 << 20));
+        (Session::new(id, Rc::from(format!("s{id}")), out.clone()), out)
+    }
+
+    /// Feeds frames; returns the close reason, if the session must close.
+    fn frames(s: &mut Session, node: &Node, data: &str) -> Option<CloseReason> {
+        feed(s, node, &Limits::default(), data.as_bytes()).result.err()
+    }
+
+    /// Every frame queued for the client, as text, and empties the queue.
+    fn sent(out: &Outbound) -> Vec<String> {
+        let frames =
+            out.with_queue(|q| q.iter().map(|f| String::from_utf8_lossy(&f.bytes).to_string()).collect());
+        out.pop_written(out.with_queue(|q| q.len()));
+        frames
+    }
+
+    const CONNECT: &str = "CONNECT\naccept-version:1.2\nhost:h\n\n\0";
+
+    #[test]
+    fn server_owned_destinations_are_refused_alone_and_at_commit() {
+        let node = node();
+        let (mut member, member_out) = session(1);
+        assert_eq!(frames(&mut member, &node, CONNECT), None);
+        assert_eq!(frames(&mut member, &node, "SUBSCRIBE\nid:r\ndestination:/topic/room/lobby\n\n\0"), None);
+        let (mut mallory, out) = session(2);
+        assert_eq!(frames(&mut mallory, &node, CONNECT), None);
+        assert_eq!(
+            frames(&mut mallory, &node, "SUBSCRIBE\nid:e\ndestination:/user/queue/errors\n\n\0"),
+            None
+        );
+        sent(&out);
+        sent(&member_out);
+        let forged = r#"{"type":"JOIN","sender":"admin","participantCount":999}"#;
+        assert_eq!(
+            frames(&mut mallory, &node, &format!("SEND\ndestination:/topic/room/lobby\n\n{forged}\0")),
+            None
+        );
+        let tx = format!(
+            "BEGIN\ntransaction:t\n\n\0SEND\ndestination:/topic/room/lobby\ntransaction:t\n\n{forged}\0"
+        );
+        assert_eq!(frames(&mut mallory, &node, &tx), None);
+        assert_eq!(sent(&out).len(), 1, "a SEND held in a transaction is only checked at COMMIT");
+        assert_eq!(frames(&mut mallory, &node, "COMMIT\ntransaction:t\nreceipt:c\n\n\0"), None);
+        let replies = sent(&out);
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert!(replies[0].contains("\"code\":\"forbidden\"") && replies[0].contains("/user/queue/errors"));
+        assert!(replies[1].starts_with("RECEIPT\n"), "the session stays open: {replies:?}");
+        assert!(sent(&member_out).is_empty(), "nothing reached the room's subscriber");
+        // Other topics stay open to clients.
+        assert_eq!(frames(&mut mallory, &node, "SEND\ndestination:/topic/roomy\n\nhi\0"), None);
+        assert!(sent(&out).is_empty());
+    }
+
+    #[test]
+    fn frames_before_connect_and_a_second_connect_close_the_session() {
+        let node = node();
+        let (mut s, out) = session(1);
+        assert_eq!(
+            frames(&mut s, &node, "SEND\ndestination:/topic/a\nreceipt:x\n\nhi\0"),
+            Some(CloseReason::ProtocolError)
+        );
+        let replies = sent(&out);
+        assert!(replies[0].starts_with("ERROR\n") && replies[0].contains("receipt-id:x"), "{replies:?}");
+        let (mut s, out) = session(2);
+        assert_eq!(frames(&mut s, &node, CONNECT), None);
+        assert!(s.is_connected() && sent(&out)[0].starts_with("CONNECTED\n"));
+        assert_eq!(frames(&mut s, &node, CONNECT), Some(CloseReason::ProtocolError));
+        assert_eq!(frames(&mut s, &node, "DISCONNECT\n\n\0"), Some(CloseReason::ClientDisconnect));
+    }
+
+    #[test]
+    fn subscriptions_are_released_when_the_session_ends() {
+        let node = node();
+        let (mut s, out) = session(1);
+        assert_eq!(frames(&mut s, &node, CONNECT), None);
+        for (id, dest) in [("a", "/topic/a"), ("b", "/topic/b"), ("e", "/user/queue/errors")] {
+            assert_eq!(frames(&mut s, &node, &format!("SUBSCRIBE\nid:{id}\ndestination:{dest}\n\n\0")), None);
+        }
+        assert_eq!(
+            frames(&mut s, &node, "SUBSCRIBE\nid:a\ndestination:/topic/c\n\n\0"),
+            Some(CloseReason::ProtocolError)
+        );
+        assert_eq!(node.hub.destination_count(), 2);
+        assert_eq!(frames(&mut s, &node, "UNSUBSCRIBE\nid:a\n\n\0"), None);
+        assert_eq!(node.hub.destination_count(), 1);
+        s.end(&node);
+        assert_eq!(node.hub.destination_count(), 0);
+        assert!(!s.is_connected());
+        drop(sent(&out));
+    }
 
     #[test]
     fn heartbeats_take_the_larger_interval_or_none() {

@@ -209,7 +209,7 @@ async fn a_board_shows_another_boards_status_with_the_visitors_login() {
     let config = format!("{FAST}{ACCOUNTS}");
     let a = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "a"]);
     let mut b = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "b"]);
-    let _bob = member(&b, "lobby", "bob", Some(("ops", "s3cret"))).await;
+    let _ops = member(&b, "lobby", "ops", Some(("ops", "s3cret"))).await;
     let auth = format!("Basic {}", data_encoding::BASE64.encode(b"ops:s3cret"));
     let headers = [("Authorization", auth.as_str())];
     wait_nodes(&a, Duration::from_secs(10), |v| v.as_array().is_some_and(|l| l.len() == 2));

@@ -207,12 +207,12 @@ mod tests {
     }
 
     fn publication(dest: &str, body: &'static [u8]) -> Publication {
-        Publication {
-            destination: Rc::from(dest),
-            message_id: Rc::from("n1-1"),
-            headers: vec![("content-type".into(), "text/plain".into())],
-            body: Bytes::from_static(body),
-        }
+        Publication::message(
+            Rc::from(dest),
+            Rc::from("n1-1"),
+            vec![("content-type".into(), "text/plain".into())],
+            Bytes::from_static(body),
+        )
     }
 
     #[test]

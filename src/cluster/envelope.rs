@@ -4,10 +4,12 @@
 
 use std::rc::Rc;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Publication;
+use crate::broker::{Kind, Publication};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -22,6 +24,12 @@ pub struct Envelope {
     pub destination: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// The publication's kind (`message`, `join`, `leave`, `system`); absent means message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The room the publication belongs to, when its application set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
     /// The body when it is UTF-8 text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -44,6 +52,8 @@ impl Envelope {
             id: p.message_id.to_string(),
             destination: p.destination.to_string(),
             headers: p.headers.clone(),
+            kind: (p.kind != Kind::Message).then(|| p.kind.as_str().to_string()),
+            room: p.room.as_deref().map(str::to_string),
             body,
             body64,
         }
@@ -67,49 +77,28 @@ impl Envelope {
             (None, Some(b64)) => Bytes::from(base64_decode(&b64).ok_or("bad base64 body")?),
             (None, None) => Bytes::new(),
         };
+        let kind = match self.kind.as_deref() {
+            None => Kind::Message,
+            Some(text) => Kind::parse(text).ok_or_else(|| format!("unknown publication kind {text}"))?,
+        };
         Ok(Publication {
             destination: Rc::from(self.destination),
             message_id: Rc::from(self.id),
             headers: self.headers,
             body,
+            kind,
+            room: self.room.map(Rc::from),
         })
     }
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
+/// Standard base64 (RFC 4648, with padding), what every node writes and reads.
 fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64.encode(data)
 }
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = ALPHABET.iter().position(|a| *a == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    BASE64.decode(text).ok()
 }
 
 #[cfg(test)]
@@ -119,12 +108,14 @@ mod tests {
     #[test]
     fn round_trips_text_and_binary() {
         for body in [Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"\xff\x00\x01bin")] {
-            let p = Publication {
-                destination: Rc::from("/topic/room/r"),
-                message_id: Rc::from("n1-9"),
-                headers: vec![("content-type".into(), "application/json".into())],
+            let mut p = Publication::message(
+                Rc::from("/topic/room/r"),
+                Rc::from("n1-9"),
+                vec![("content-type".into(), "application/json".into())],
                 body,
-            };
+            );
+            p.kind = Kind::Leave;
+            p.room = Some(Rc::from("r"));
             let e = Envelope::wrap("n1", 1, 7, &p);
             let back = Envelope::decode(&e.encode()).unwrap();
             assert_eq!((back.origin.as_str(), back.seq), ("n1", 7));
@@ -143,5 +134,6 @@ mod tests {
             assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes());
         }
         assert_eq!(base64_decode("!!"), None);
+        assert_eq!(base64_decode("Zg"), None, "unpadded is not what a node writes");
     }
 }

@@ -4,16 +4,19 @@
 //! connection SUBSCRIBEs only to the channels of destinations that have local subscribers,
 //! drops this node's own echoes and duplicates, counts sequence gaps, and delivers to the hub.
 
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::envelope::Envelope;
-use super::RedisEngine;
+use super::shard::Shard;
 use crate::broker::Publication;
-use crate::chat::room::RoomEvent;
+use crate::engine::{BrokerEventHandler, LocalBoxFuture};
+use crate::metrics::Counter;
 
 /// Most publications sent in one pipeline.
 const PIPELINE: usize = 256;
@@ -28,35 +31,139 @@ pub struct Outgoing {
     queued: Instant,
 }
 
-/// The room event type of a `/topic/room/**` publication, read from its JSON body.
-fn event_type(p: &Publication) -> Option<&'static str> {
-    if !p.destination.starts_with("/topic/room/") {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct Kind<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: &'a str,
-    }
-    match serde_json::from_slice::<Kind>(&p.body).ok()?.kind {
-        "JOIN" => Some("JOIN"),
-        "LEAVE" => Some("LEAVE"),
-        "CHAT" => Some("CHAT"),
-        _ => None,
-    }
+/// Counters of the relay, for `/metrics`.
+#[derive(Default)]
+pub struct RelayStats {
+    pub published: Counter,
+    pub publish_errors: Counter,
+    pub dropped: Counter,
+    pub received: Counter,
+    pub echoes_ignored: Counter,
+    pub duplicates_ignored: Counter,
+    pub sequence_gaps: Counter,
+    pub bad_envelopes: Counter,
+    pub pubsub_reconnects: Counter,
 }
 
-impl RedisEngine {
-    /// Queues a publication for the other nodes (never waits).
-    pub(super) fn enqueue(&self, p: &Publication) {
-        let event = event_type(p);
-        let Some(channel) = self.keys.publish_channel(&p.destination, event) else { return };
-        if !self.link.is_up() && matches!(event, Some("JOIN" | "LEAVE")) {
-            // Membership changes made while Redis is away reach the others through the
-            // resync, as the net change; relaying them too would announce them twice.
-            self.stats.relay_deferred.inc();
+/// Publications out and in. Owns the outbox, the interest, the pub/sub state and the
+/// sequence tracking; shares only the `Shard`.
+pub struct Relay {
+    shard: Rc<Shard>,
+    /// Who gets publications of other nodes (the node, registered at start).
+    handler: RefCell<Option<Weak<dyn BrokerEventHandler>>>,
+    /// Whether the pub/sub connection is subscribed and reading.
+    pubsub_up: Cell<bool>,
+    /// Channels this node wants, from the hub's interest (destination → its channels).
+    wanted: RefCell<HashMap<String, Vec<String>>>,
+    /// Wakes the pub/sub task when `wanted` changed.
+    interest_changed: tokio::sync::Notify,
+    /// Channels the pub/sub connection has confirmed subscriptions to.
+    active: RefCell<HashSet<String>>,
+    /// Wakes whoever waits for a channel to become active.
+    active_changed: tokio::sync::Notify,
+    /// Publications waiting for the publisher task, bounded by the relay buffer settings.
+    outbox: RefCell<VecDeque<Outgoing>>,
+    outbox_ready: tokio::sync::Notify,
+    /// Next sequence number per channel this node publishes on (bounded; reset when full).
+    sequences: RefCell<HashMap<String, u64>>,
+    /// Last (epoch, sequence) seen per (origin, channel) (bounded; reset when full).
+    seen: RefCell<HashMap<(String, String), (u64, u64)>>,
+    pub stats: RelayStats,
+}
+
+impl Relay {
+    pub fn new(shard: Rc<Shard>) -> Relay {
+        Relay {
+            shard,
+            handler: RefCell::new(None),
+            pubsub_up: Cell::new(false),
+            wanted: RefCell::new(HashMap::new()),
+            interest_changed: tokio::sync::Notify::new(),
+            active: RefCell::new(HashSet::new()),
+            active_changed: tokio::sync::Notify::new(),
+            outbox: RefCell::new(VecDeque::new()),
+            outbox_ready: tokio::sync::Notify::new(),
+            sequences: RefCell::new(HashMap::new()),
+            seen: RefCell::new(HashMap::new()),
+            stats: RelayStats::default(),
+        }
+    }
+
+    pub fn set_handler(&self, handler: Weak<dyn BrokerEventHandler>) {
+        *self.handler.borrow_mut() = Some(handler);
+    }
+
+    /// Whether the pub/sub connection is subscribed and reading.
+    pub fn pubsub_up(&self) -> bool {
+        self.pubsub_up.get()
+    }
+
+    /// Wakes the tasks after the command link came back.
+    pub fn link_up(&self) {
+        self.outbox_ready.notify_one();
+        self.interest_changed.notify_one();
+    }
+
+    /// Redis channels this node listens on.
+    pub fn channels_wanted(&self) -> usize {
+        self.wanted.borrow().values().map(Vec::len).sum()
+    }
+
+    /// Publications waiting to be relayed.
+    pub fn buffered(&self) -> usize {
+        self.outbox.borrow().len()
+    }
+
+    /// Whether publications are still waiting to go out over a live link.
+    pub fn busy(&self) -> bool {
+        self.shard.link.is_up() && !self.outbox.borrow().is_empty()
+    }
+
+    /// Records local interest in `destination` (see `Broker::interest`).
+    pub fn interest(&self, destination: &str, interested: bool) {
+        let mut wanted = self.wanted.borrow_mut();
+        if interested {
+            let channels = self.shard.keys.channels(destination);
+            if channels.is_empty() {
+                return;
+            }
+            wanted.insert(destination.to_string(), channels);
+        } else if wanted.remove(destination).is_none() {
             return;
         }
+        drop(wanted);
+        self.interest_changed.notify_one();
+    }
+
+    /// Resolves once the channels of `destination` are subscribed (see `Broker::ready`).
+    pub fn ready(self: &Rc<Self>, destination: &str) -> Option<LocalBoxFuture<'static, ()>> {
+        let channels = self.shard.keys.channels(destination);
+        let active = move |me: &Relay| {
+            let active = me.active.borrow();
+            channels.iter().all(|c| active.contains(c))
+        };
+        let up = |me: &Relay| me.shard.link.is_up() && me.pubsub_up.get();
+        if !up(self) || active(self) {
+            return None;
+        }
+        let me = self.clone();
+        Some(Box::pin(async move {
+            loop {
+                let changed = me.active_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if !up(&me) || active(&me) {
+                    return;
+                }
+                changed.await;
+            }
+        }))
+    }
+
+    /// Queues a publication for the other nodes (never waits). The channel comes from the
+    /// publication's room and kind, never from its body.
+    pub fn enqueue(&self, p: &Publication) {
+        let Some(channel) = self.shard.keys.publish_channel(p) else { return };
         let seq = {
             let mut sequences = self.sequences.borrow_mut();
             if sequences.len() >= SEQUENCE_ENTRIES && !sequences.contains_key(&channel) {
@@ -66,11 +173,11 @@ impl RedisEngine {
             *n += 1;
             *n
         };
-        let payload = Envelope::wrap(&self.server_id, self.epoch, seq, p).encode();
+        let payload = Envelope::wrap(&self.shard.server_id, self.shard.epoch, seq, p).encode();
         let mut outbox = self.outbox.borrow_mut();
         self.expire(&mut outbox);
-        if outbox.len() >= self.config.relay_buffer_messages.max(1) && !self.link.is_up() {
-            self.stats.relay_dropped.inc();
+        if outbox.len() >= self.shard.config.relay_buffer_messages.max(1) && !self.shard.link.is_up() {
+            self.stats.dropped.inc();
             return;
         }
         outbox.push_back(Outgoing { channel, payload, queued: Instant::now() });
@@ -80,13 +187,13 @@ impl RedisEngine {
 
     /// Drops buffered publications older than the relay buffer allows (only while down).
     fn expire(&self, outbox: &mut std::collections::VecDeque<Outgoing>) {
-        if self.link.is_up() {
+        if self.shard.link.is_up() {
             return;
         }
-        let limit = Duration::from_millis(self.config.relay_buffer_ms);
+        let limit = Duration::from_millis(self.shard.config.relay_buffer_ms);
         while outbox.front().is_some_and(|o| o.queued.elapsed() > limit) {
             outbox.pop_front();
-            self.stats.relay_dropped.inc();
+            self.stats.dropped.inc();
         }
     }
 
@@ -94,17 +201,17 @@ impl RedisEngine {
     pub(super) async fn run_publisher(self: Rc<Self>) {
         loop {
             let empty = self.outbox.borrow().is_empty();
-            if empty || !self.link.is_up() {
+            if empty || !self.shard.link.is_up() {
                 self.outbox_ready.notified().await;
                 continue;
             }
             let batch: Vec<Outgoing> = {
                 let mut outbox = self.outbox.borrow_mut();
-                let limit = Duration::from_millis(self.config.relay_buffer_ms);
+                let limit = Duration::from_millis(self.shard.config.relay_buffer_ms);
                 // Publications that waited too long for Redis are no use any more.
                 while outbox.front().is_some_and(|o| o.queued.elapsed() > limit) {
                     outbox.pop_front();
-                    self.stats.relay_dropped.inc();
+                    self.stats.dropped.inc();
                 }
                 let n = outbox.len().min(PIPELINE);
                 outbox.drain(..n).collect()
@@ -116,7 +223,7 @@ impl RedisEngine {
             for o in &batch {
                 pipe.publish(&o.channel, &o.payload).ignore();
             }
-            match self.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await {
+            match self.shard.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await {
                 Ok(()) => self.stats.published.add(batch.len() as u64),
                 Err(e) => {
                     // At most once: a failed pipeline may have been partly applied, so it is
@@ -131,10 +238,11 @@ impl RedisEngine {
     /// The subscriber task: one pub/sub connection, re-made after any failure, subscribed to
     /// exactly the channels local interest asks for.
     pub(super) async fn run_subscriber(self: Rc<Self>) {
-        let min = Duration::from_millis(self.config.reconnect_min_ms);
-        let max = Duration::from_millis(self.config.reconnect_max_ms);
-        let ping_every = Duration::from_millis(self.config.heartbeat_ms);
-        let timeout = self.link.timeout();
+        let config = &self.shard.config;
+        let min = Duration::from_millis(config.reconnect_min_ms);
+        let max = Duration::from_millis(config.reconnect_max_ms);
+        let ping_every = Duration::from_millis(config.heartbeat_ms);
+        let timeout = self.shard.link.timeout();
         let mut attempt = 0u32;
         loop {
             self.pubsub_up.set(false);
@@ -143,10 +251,11 @@ impl RedisEngine {
                     .await;
             }
             attempt = attempt.saturating_add(1);
-            let pubsub = match tokio::time::timeout(timeout, self.link.client().get_async_pubsub()).await {
-                Ok(Ok(p)) => p,
-                _ => continue,
-            };
+            let pubsub =
+                match tokio::time::timeout(timeout, self.shard.link.client().get_async_pubsub()).await {
+                    Ok(Ok(p)) => p,
+                    _ => continue,
+                };
             let (mut sink, mut stream) = pubsub.split();
             let mut subscribed: std::collections::HashSet<String> = std::collections::HashSet::new();
             let mut next_ping = Instant::now() + ping_every;
@@ -217,7 +326,7 @@ impl RedisEngine {
                 return;
             }
         };
-        if envelope.origin == self.server_id {
+        if envelope.origin == self.shard.server_id {
             // Already delivered here before it was published.
             self.stats.echoes_ignored.inc();
             return;
@@ -250,17 +359,10 @@ impl RedisEngine {
                 return;
             }
         };
-        if channel.contains(":event:") {
-            // Joins and leaves of other nodes carry the room's new count.
-            if let Ok(event) = serde_json::from_slice::<RoomEvent>(&publication.body) {
-                if let Ok(room) = crate::chat::room::RoomId::try_from(event.room_id.as_str()) {
-                    self.counts.borrow_mut().insert(room, event.participant_count);
-                }
-            }
-        }
         self.stats.received.inc();
-        if let Some(node) = self.node() {
-            node.deliver_remote(&publication);
+        let handler = self.handler.borrow().as_ref().and_then(Weak::upgrade);
+        if let Some(handler) = handler {
+            handler.handle_publication(&publication);
         }
     }
 }
@@ -271,12 +373,12 @@ mod tests {
     use crate::config::Config;
     use std::rc::Rc as StdRc;
 
-    fn engine() -> StdRc<RedisEngine> {
+    fn engine() -> Relay {
         let mut config = Config::embedded();
         config.server_id = "me".into();
         // Never connected in this test: the URL is only parsed.
         config.redis_url = Some("redis://127.0.0.1:1".into());
-        RedisEngine::new(&config).unwrap()
+        Relay::new(Rc::new(Shard::new(&config).unwrap()))
     }
 
     fn envelope(origin: &str, seq: u64) -> Vec<u8> {
@@ -284,12 +386,12 @@ mod tests {
     }
 
     fn envelope_of(origin: &str, epoch: u64, seq: u64) -> Vec<u8> {
-        let p = Publication {
-            destination: StdRc::from("/topic/x"),
-            message_id: StdRc::from(format!("{origin}-{seq}")),
-            headers: Vec::new(),
-            body: bytes::Bytes::from_static(b"hi"),
-        };
+        let p = Publication::message(
+            StdRc::from("/topic/x"),
+            StdRc::from(format!("{origin}-{seq}")),
+            Vec::new(),
+            bytes::Bytes::from_static(b"hi"),
+        );
         Envelope::wrap(origin, epoch, seq, &p).encode()
     }
 

@@ -81,6 +81,10 @@ settings! {
         pub heartbeat_receive_ms: u64 = Live [0, 3_600_000];
         /// Whether clients may SEND to `/topic/**` (outside `/topic/room/`).
         pub allow_client_topic_send: bool = Live;
+        /// Destination prefixes only the server publishes to (`/topic/room/`: the chat's
+        /// rooms); a client SEND there is refused with `forbidden`.
+        #[serde(deserialize_with = "value::prefixes")]
+        pub server_owned_prefixes: Vec<String> = Live;
         /// Time a client has to send CONNECT after opening, in ms.
         pub connect_timeout_ms: u64 = Live [100, 600_000];
         pub max_transactions: usize = Live [0, 1024];
@@ -120,6 +124,9 @@ settings! {
         pub max_room_id_chars: usize = Live [1, ROOM_ID_CEILING];
         pub max_username_chars: usize = Live [1, USERNAME_CEILING];
         pub max_message_bytes: usize = Live [1, 1 << 20];
+        /// With `auth.users` set: false makes each chat name the session's login; true lets
+        /// users pick any name, as in anonymous mode.
+        pub free_usernames: bool = Live;
     }
 
     /// `[cluster]`: the Redis engine (cluster mode only).
@@ -164,6 +171,8 @@ pub enum Action {
     PrintHelp,
     PrintConfig,
     PrintVersion,
+    /// `--hash-passcode PASSCODE`: print the Argon2 hash to configure instead of it.
+    HashPasscode(String),
 }
 
 /// The flags that set a key, and the key each sets.
@@ -175,6 +184,11 @@ const FLAGS: [(&str, &str); 4] = [
 ];
 
 impl StompConfig {
+    /// The server-owned prefix `destination` falls under, if any.
+    pub fn server_owned(&self, destination: &str) -> Option<&str> {
+        self.server_owned_prefixes.iter().map(String::as_str).find(|p| destination.starts_with(p))
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
@@ -257,6 +271,7 @@ impl Config {
                 "-V" | "--version" => return Ok(Action::PrintVersion),
                 "--print-config" => return Ok(Action::PrintConfig),
                 "-c" | "--config" => config_path = Some(value("--config")?),
+                "--hash-passcode" => return Ok(Action::HashPasscode(value("--hash-passcode")?)),
                 other => match FLAGS.iter().find(|(flag, _)| *flag == other) {
                     Some((flag, key)) => {
                         let v = value(flag)?;
@@ -338,6 +353,10 @@ mod tests {
         assert!(c.auth.users.is_empty());
         assert!(c.websocket.allowed_origins.is_empty());
         assert_eq!(c.chat.max_room_id_chars, 64);
+        assert_eq!(c.stomp.server_owned_prefixes, vec!["/topic/room/".to_string()]);
+        assert_eq!(c.stomp.server_owned("/topic/room/lobby"), Some("/topic/room/"));
+        assert_eq!(c.stomp.server_owned("/topic/roomy"), None);
+        assert!(!c.chat.free_usernames);
         // Every field was set by the file, none left at the blank zero.
         assert!(
             c.limits.max_outbound_bytes > 0 && c.stomp.max_transaction_frames > 0 && c.chat.max_rooms > 0
@@ -388,6 +407,7 @@ mod tests {
         assert!(err("listen = \"nowhere\"\n").starts_with("f: line 1: `listen`"));
         assert!(err("[auth]\nusers = [\n\"a:b\",\n\"nopass\"]\n").contains("login:passcode"));
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
+        assert!(err("[stomp]\nserver_owned_prefixes = [\"topic\"]\n").contains("stomp.server_owned_prefixes"));
         assert!(err("[cluster]\nadvertise_url = \"board:8080\"\n").contains("cluster.advertise_url"));
         let c =
             Config::from_file_text("[cluster]\nadvertise_url = \"http://10.0.0.7:8080/\"\n", "f").unwrap();
@@ -462,7 +482,10 @@ mod tests {
         // missing from the file, or a key of the file that is not declared, fails it.
         let c = Config::embedded();
         let keys = Config::keys();
-        assert_eq!(keys.len(), DEFAULT_FILE.lines().filter(|l| l.contains(" = ")).count());
+        assert_eq!(
+            keys.len(),
+            DEFAULT_FILE.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count()
+        );
         for key in &keys {
             let name = key.path.rsplit('.').next().unwrap();
             assert!(DEFAULT_FILE.contains(&format!("\n{name} = ")), "{} not in the default file", key.path);

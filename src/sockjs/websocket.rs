@@ -10,11 +10,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::driver::{trim_buffer, Driver, Framing, Stomp, KEEP_BUFFER};
-use crate::http::Upgraded;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
+use crate::upgrade::Upgraded;
 use crate::ws;
 
 use super::frame;

@@ -29,9 +29,11 @@ thread_local! {
 
 /// Every line of `/metrics`: the process-wide counters plus the engine's and application's.
 pub fn metrics_text(node: &Node) -> String {
-    let (mut gauges, counters) = node.broker.metrics();
+    let (mut gauges, mut counters) = node.broker.metrics();
     if let Some(app) = node.app() {
-        gauges.extend(app.metrics());
+        let (g, c) = app.metrics();
+        gauges.extend(g);
+        counters.extend(c);
     }
     gauges.push((
         "destinations_current",

@@ -246,7 +246,10 @@ pub async fn gather(node: &Node) -> Inputs {
         connections: Connections { total, websocket: total.saturating_sub(sockjs), sockjs },
         subscriptions: METRICS.subscriptions_current.get(),
         destinations: node.hub.destination_count() as u64,
-        rooms: node.presence.rooms().await,
+        rooms: match node.app().as_ref().and_then(|a| a.rooms()) {
+            Some(api) => api.list().await,
+            None => Vec::new(),
+        },
         counters: counters::parse(&super::metrics_text(node)),
     }
 }
@@ -268,8 +271,10 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
+    use crate::chat::membership::memory::MemoryMembership;
+    use crate::chat::ChatApp;
     use crate::config::Config;
-    use crate::engine::memory::{MemoryBroker, MemoryPresence};
+    use crate::engine::memory::MemoryBroker;
 
     fn inputs(counters: Vec<Series>) -> Inputs {
         Inputs {
@@ -361,8 +366,8 @@ mod tests {
         config.server_id = "b1".into();
         config.redis_url = None;
         config.auth.users = vec![("alice".into(), "hunter2".into())];
-        let presence = Rc::new(MemoryPresence::new(10, 10));
-        let node = Node::new(config, Rc::new(MemoryBroker), presence);
+        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
+        node.set_app(ChatApp::new(&node, Rc::new(MemoryMembership::new(10, 10))));
         node.set_advertise_url("http://10.0.0.7:8080");
         let (ws, _, session_a) = node.register_connection().unwrap();
         let (sockjs, _, session_b) = node.register_connection().unwrap();

@@ -75,6 +75,24 @@ impl Redis {
         }
     }
 
+    /// Stops the server process (SIGSTOP): it keeps its sockets and data but answers nothing,
+    /// like a Redis stuck on a slow disk or a long command.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT): it then handles what waited meanwhile.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status =
+            Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
