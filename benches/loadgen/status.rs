@@ -2,7 +2,8 @@
 //! CPU over a window with the page closed (only the history's 10 s sample runs), then with
 //! the page open (its two requests a second, `/api/nodes` and `/api/status`, as a browser
 //! makes them), then a burst of requests for the CPU each one takes (the open window alone is
-//! below the clock-tick resolution of /proc).
+//! below the clock-tick resolution of /proc). With `redis-server` on PATH, also what one other
+//! board's status costs (`/api/status?node=ID`, fetched by the asked board from the other).
 
 use super::*;
 
@@ -92,7 +93,7 @@ pub fn status_suite(
         }
         let (closed, open, status_each, nodes_each, size) = result?;
         let pct = |cpu: f64| format!("{:.2} % of a core", 100.0 * cpu / window.as_secs_f64());
-        let name = format!("(e) /status {}k", clients / 1000);
+        let name = format!("(s) /status {}k", clients / 1000);
         rows.push(Row(name, "server CPU, page closed".into(), pct(closed), "~0".into()));
         rows.push(Row("".into(), "server CPU, page open (1 poll/s)".into(), pct(open), "< 1 %".into()));
         rows.push(Row(
@@ -111,6 +112,53 @@ pub fn status_suite(
             "".into(),
             "/api/status size".into(),
             format!("{:.1} KiB", size as f64 / 1024.0),
+            "".into(),
+        ));
+        Ok::<(), String>(())
+    })?;
+    drop(s);
+    if on_path("redis-server") {
+        cross_board(rt, burst, bin, config, rows)?;
+    }
+    Ok(())
+}
+
+/// Two boards and one Redis: the CPU one `/api/status?node=n2` asked of n1 costs n1 (the
+/// fetch) and n2 (its snapshot), per request.
+fn cross_board(
+    rt: &tokio::runtime::Runtime,
+    burst: usize,
+    bin: &PathBuf,
+    config: &PathBuf,
+    rows: &mut Vec<Row>,
+) -> Res<()> {
+    let redis = RedisServer::start(rt)?;
+    let a = Server::start_with(bin, config, "n1", Some(&redis.url()))?;
+    let b = Server::start_with(bin, config, "n2", Some(&redis.url()))?;
+    wait_redis_up(&a, "n1")?;
+    wait_redis_up(&b, "n2")?;
+    let (host, port) = url_host_port(&a.url)?;
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !http_get(&host, port, "/api/nodes").await?.contains("\"n2\"") {
+            if Instant::now() > deadline {
+                return Err("n1 never listed n2 in /api/nodes".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (a0, b0) = (cpu_total(a.pid), cpu_total(b.pid));
+        for _ in 0..burst {
+            http_get(&host, port, "/api/status?node=n2").await?;
+        }
+        let per = |cpu: f64| cpu / burst as f64 * 1e6;
+        rows.push(Row(
+            "(s) 2 boards".into(),
+            format!("CPU per /api/status?node=n2 ({burst})"),
+            format!(
+                "asking board {:.0} µs, other board {:.0} µs",
+                per(cpu_total(a.pid) - a0),
+                per(cpu_total(b.pid) - b0)
+            ),
             "".into(),
         ));
         Ok(())
