@@ -18,6 +18,7 @@
 //! - `loadgen/suite.rs`: the default suite against a stomp-edge it starts itself
 //! - `loadgen/cluster.rs`: the suite's cluster part (Redis and two nodes it starts itself)
 //! - `loadgen/status.rs`: the suite's status-page part (its cost on a board with 1000 clients)
+//! - `loadgen/streams.rs`: the streams figures (off vs on, recovery time, Redis per room)
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -64,6 +65,8 @@ mod run;
 mod status;
 #[path = "loadgen/stomp.rs"]
 mod stomp;
+#[path = "loadgen/streams.rs"]
+mod streams;
 #[path = "loadgen/suite.rs"]
 mod suite;
 
@@ -72,6 +75,7 @@ use cluster::*;
 use run::*;
 use status::*;
 use stomp::*;
+use streams::*;
 use suite::*;
 
 // ---------------------------------------------------------------------------------------------

@@ -79,6 +79,21 @@ struct Health {
     /// Cluster mode only: Redis commands that failed or timed out.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_command_errors: Option<u64>,
+    /// Cluster mode only: `host:port` of the Redis primary in use (null before the first
+    /// connect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_primary: Option<Option<String>>,
+    /// Cluster mode only: times the primary in use changed (failovers followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_failovers: Option<u64>,
+    /// Sentinel URL only: sentinels answering now, of those configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels_up: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels_configured: Option<usize>,
+    /// Sentinel URL only: sentinel queries and subscriptions that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinel_errors: Option<u64>,
 }
 
 /// Routes one request.
@@ -239,6 +254,8 @@ async fn room_detail(node: &Node, room: &str) -> Response<Body> {
 
 fn health(node: &Node) -> Response<Body> {
     let draining = node.is_draining();
+    let link = node.broker.link_report();
+    let sentinels = link.as_ref().and_then(|l| l.sentinels.as_ref());
     let body = Health {
         status: if draining { "draining" } else { "ok" },
         mode: node.broker.mode().as_str(),
@@ -248,6 +265,11 @@ fn health(node: &Node) -> Response<Body> {
         uptime_seconds: node.uptime_seconds(),
         redis_reconnects: node.broker.redis_counts().map(|(r, _)| r),
         redis_command_errors: node.broker.redis_counts().map(|(_, e)| e),
+        redis_primary: link.as_ref().map(|l| l.primary.clone()),
+        redis_failovers: link.as_ref().map(|l| l.failovers),
+        sentinels_up: sentinels.map(|(s, _)| s.iter().filter(|(_, up)| *up).count()),
+        sentinels_configured: sentinels.map(|(s, _)| s.len()),
+        sentinel_errors: sentinels.map(|(_, e)| *e),
     };
     json(if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)
 }

@@ -216,6 +216,7 @@ async fn a_board_shows_another_boards_status_with_the_visitors_login() {
     let (status, s) = status_of(&a, "/api/status?node=b", &headers);
     assert_eq!(status, 200, "{s}");
     assert_eq!((s["serverId"].as_str(), s["connections"]["total"].as_u64()), (Some("b"), Some(1)));
+    assert_eq!(s["redis"]["primary"], format!("127.0.0.1:{}", redis.port), "{}", s["redis"]);
     assert_eq!(s["rooms"][0], serde_json::json!({"roomId": "lobby", "participantCount": 1}));
     // b wants the login too: a passes on the visitor's, and a wrong one fails on b.
     let wrong = format!("Basic {}", data_encoding::BASE64.encode(b"ops:nope"));

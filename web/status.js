@@ -128,6 +128,9 @@ function problems(now) {
     if (!s || state === 'down') continue;
     if (s.status === 'draining') out.push({ level: 'warn', text: `${b.id} is shutting down` });
     if (s.redis.state === 'down') out.push({ level: 'bad', text: `${b.id} has lost Redis: serving its own clients alone` });
+    if (s.redis.sentinelsConfigured && s.redis.sentinelsUp < s.redis.sentinelsConfigured) {
+      out.push({ level: 'warn', text: `${b.id}: ${s.redis.sentinelsConfigured - s.redis.sentinelsUp} of ${s.redis.sentinelsConfigured} Redis sentinels not answering` });
+    }
     for (const g of [...s.trouble, ...s.otherTrouble.map((f) => ({ ...f, title: prettySeries(f.series) }))]) {
       if (g.lastMinute > 0) out.push({ level: 'warn', text: `${b.id}: ${g.title}: ${g.lastMinute} in the last minute` });
     }
@@ -203,8 +206,11 @@ function card(b, now) {
     node.append(el('p', { class: 'meta' }, url), el('p', { class: 'empty', text: b.error ? `No answer yet: ${b.error}` : 'Waiting for its first answer…' }));
     return node;
   }
-  const redis = s.redis.state === 'disabled' ? 'no Redis (local mode)'
-    : `Redis ${s.redis.state}${s.redis.address ? ` at ${s.redis.address}` : ''}`;
+  const r = s.redis;
+  const redis = r.state === 'disabled' ? 'no Redis (local mode)'
+    : `Redis ${r.state}${r.primary ? `, primary ${r.primary}` : r.address ? ` at ${r.address}` : ''}`
+      + (r.sentinelsConfigured ? `, sentinels ${r.sentinelsUp}/${r.sentinelsConfigured}` : '')
+      + (r.failovers ? `, ${r.failovers} failover${r.failovers === 1 ? '' : 's'}` : '');
   node.append(el('p', { class: 'meta' },
     url, document.createTextNode(' · '),
     el('span', { 'data-testid': 'board-mode', text: s.mode }), document.createTextNode(' · '),

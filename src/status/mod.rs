@@ -30,6 +30,9 @@ thread_local! {
 /// Every line of `/metrics`: the process-wide counters plus the engine's and application's.
 pub fn metrics_text(node: &Node) -> String {
     let (mut gauges, mut counters) = node.broker.metrics();
+    let (stream_gauges, stream_counters) = node.history().metrics();
+    gauges.extend(stream_gauges);
+    counters.extend(stream_counters);
     if let Some(app) = node.app() {
         let (g, c) = app.metrics();
         gauges.extend(g);
@@ -41,7 +44,28 @@ pub fn metrics_text(node: &Node) -> String {
         node.hub.destination_count() as u64,
     ));
     gauges.push(("uptime_seconds", "Seconds since start.", node.uptime_seconds()));
-    metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters })
+    let mut text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
+    if let Some(link) = node.broker.link_report() {
+        let primary: Vec<(String, u64)> = link.primary.into_iter().map(|p| (p, 1)).collect();
+        metrics::labelled_gauge(
+            &mut text,
+            "cluster_redis_primary_info",
+            "address",
+            "The Redis primary in use (or last used), as its host:port label.",
+            &primary,
+        );
+        if let Some((sentinels, _)) = link.sentinels {
+            let up: Vec<(String, u64)> = sentinels.into_iter().map(|(a, up)| (a, u64::from(up))).collect();
+            metrics::labelled_gauge(
+                &mut text,
+                "cluster_sentinel_up",
+                "sentinel",
+                "1 while this Redis Sentinel answers and its +switch-master subscription holds.",
+                &up,
+            );
+        }
+    }
+    text
 }
 
 fn now_ms() -> u64 {

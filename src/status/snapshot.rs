@@ -58,6 +58,14 @@ pub struct RedisLink {
     pub address: Option<String>,
     pub reconnects: Option<u64>,
     pub command_errors: Option<u64>,
+    /// Cluster mode: `host:port` of the Redis primary in use (or last used); None before the
+    /// first connect and in local mode.
+    pub primary: Option<String>,
+    /// Cluster mode: times the primary in use changed (Sentinel failovers followed).
+    pub failovers: Option<u64>,
+    /// With a `redis-sentinel://` URL: sentinels answering, of those configured.
+    pub sentinels_up: Option<usize>,
+    pub sentinels_configured: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -229,6 +237,8 @@ pub fn build(inputs: Inputs, history: &History, now: Instant, now_ms: u64) -> Sn
 pub async fn gather(node: &Node) -> Inputs {
     let config = node.config();
     let (reconnects, command_errors) = node.broker.redis_counts().unzip();
+    let link = node.broker.link_report();
+    let sentinels = link.as_ref().and_then(|l| l.sentinels.as_ref());
     let total = node.connection_count() as u64;
     let sockjs = node.sockjs_count() as u64;
     Inputs {
@@ -241,6 +251,10 @@ pub async fn gather(node: &Node) -> Inputs {
             address: config.redis_url.as_deref().map(without_credentials),
             reconnects,
             command_errors,
+            primary: link.as_ref().and_then(|l| l.primary.clone()),
+            failovers: link.as_ref().map(|l| l.failovers),
+            sentinels_up: sentinels.map(|(s, _)| s.iter().filter(|(_, up)| *up).count()),
+            sentinels_configured: sentinels.map(|(s, _)| s.len()),
         },
         uptime_seconds: node.uptime_seconds(),
         connections: Connections { total, websocket: total.saturating_sub(sockjs), sockjs },
@@ -287,6 +301,10 @@ mod tests {
                 address: Some("10.0.0.2:6379".into()),
                 reconnects: Some(0),
                 command_errors: Some(0),
+                primary: Some("10.0.0.2:6379".into()),
+                failovers: Some(0),
+                sentinels_up: None,
+                sentinels_configured: None,
             },
             uptime_seconds: 100,
             connections: Connections { total: 3, websocket: 2, sockjs: 1 },
@@ -369,9 +387,9 @@ mod tests {
         let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
         node.set_app(ChatApp::new(&node, Rc::new(MemoryMembership::new(10, 10))));
         node.set_advertise_url("http://10.0.0.7:8080");
-        let (ws, _, session_a) = node.register_connection().unwrap();
-        let (sockjs, _, session_b) = node.register_connection().unwrap();
-        node.mark_sockjs(sockjs);
+        let ws = node.register_connection().unwrap();
+        let sockjs = node.register_connection().unwrap();
+        node.mark_sockjs(sockjs.id);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let history = History::new();
         let s = rt.block_on(async { build(gather(&node).await, &history, Instant::now(), 1) });
@@ -379,11 +397,12 @@ mod tests {
         assert_eq!((s.mode, s.redis.state, s.server_id.as_str()), ("local", "disabled", "b1"));
         assert!(s.counters.contains_key("stomp_edge_closes_total{reason=\"slow_consumer\"}"));
         let json = serde_json::to_string(&s).unwrap();
-        for secret in ["hunter2", &*session_a, &*session_b] {
+        for secret in ["hunter2", &*ws.session_id, &*sockjs.session_id] {
             assert!(!json.contains(secret), "{secret} in {json}");
         }
-        node.unregister_connection(sockjs);
-        node.unregister_connection(ws);
-        assert_eq!(node.sockjs_count(), 0);
+        // Releasing a connection forgets its transport too.
+        drop(sockjs);
+        drop(ws);
+        assert_eq!((node.connection_count(), node.sockjs_count()), (0, 0));
     }
 }
