@@ -197,6 +197,7 @@ impl HttpSession {
         let outbound = registration.outbound.clone();
         let mut core = Core::new(node, registration.id, registration.session_id.clone(), outbound.clone());
         core.stomp.session.set_peer(peer);
+        node.mark_sockjs(registration.id);
         let session = Rc::new(HttpSession {
             key: key(node, id),
             settings,
