@@ -160,9 +160,11 @@ impl<F: Framing> Driver<F> {
             reason.as_str()
         );
         if !matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
-            // The connection is over for everyone else (counted, slot free, room left); the
-            // socket lingers only to let the goodbye arrive.
-            self.linger(Instant::now() + LINGER).await;
+            // The connection is over for everyone else (counted, room left, and its place
+            // freed now); the socket lingers only to let the goodbye arrive.
+            let Driver { stream, _registration, .. } = self;
+            drop(_registration);
+            linger(&stream, Instant::now() + LINGER).await;
         }
         reason
     }
@@ -290,25 +292,6 @@ impl<F: Framing> Driver<F> {
         reason
     }
 
-    /// Reads and drops what the client still sends until it closes its side, the socket fails
-    /// or `deadline` passes, so the close is a FIN after the goodbye, not a reset before it.
-    async fn linger(&mut self, deadline: Instant) {
-        let mut sink = [0u8; 4096];
-        loop {
-            match self.stream.try_read(&mut sink) {
-                Ok(0) => return,
-                Ok(n) => METRICS.bytes_received.add(n as u64),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::select! {
-                        r = self.stream.readable() => if r.is_err() { return },
-                        () = sleep_until(deadline) => return,
-                    }
-                }
-                Err(_) => return,
-            }
-        }
-    }
-
     /// Writes what is queued until it is all out, the socket fails or `deadline` passes.
     async fn flush_until(&mut self, deadline: Instant) {
         loop {
@@ -319,6 +302,25 @@ impl<F: Framing> Driver<F> {
                 r = self.stream.writable() => if r.is_err() { return },
                 () = sleep_until(deadline) => return,
             }
+        }
+    }
+}
+
+/// Reads and drops what the client still sends until it closes its side, the socket fails
+/// or `deadline` passes, so the close is a FIN after the goodbye, not a reset before it.
+async fn linger(stream: &TcpStream, deadline: Instant) {
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => METRICS.bytes_received.add(n as u64),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::select! {
+                    r = stream.readable() => if r.is_err() { return },
+                    () = sleep_until(deadline) => return,
+                }
+            }
+            Err(_) => return,
         }
     }
 }
