@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 
 use crate::metrics::{self, METRICS};
-use crate::node::{Node, Refusal};
+use crate::node::Node;
 use crate::outbound::Outbound;
 use crate::sockjs;
 use crate::ws::handshake;
@@ -243,10 +243,7 @@ where
     let (connection, outbound, session_id) = match node.register_connection() {
         Ok(registered) => registered,
         Err(refusal) => {
-            let (label, message) = match refusal {
-                Refusal::Limit => ("limit", "connection limit reached, try again later\n"),
-                Refusal::Draining => ("shutdown", "server shutting down\n"),
-            };
+            let (label, message) = refusal.describe();
             METRICS.connections_rejected.inc(label);
             return text(StatusCode::SERVICE_UNAVAILABLE, message);
         }

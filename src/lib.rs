@@ -29,6 +29,7 @@
 //! - `app`: the `/app` application hook and `/user/queue/errors` replies.
 //! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`.
 //! - `auth`: CONNECT login/passcode checks.
+//! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
 //!
@@ -54,6 +55,7 @@ pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod liveness;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod outbound;

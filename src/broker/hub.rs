@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 
@@ -63,7 +63,13 @@ pub struct Hub {
     topics: RefCell<HashMap<Rc<str>, Topic>>,
     /// The most destinations that may have subscribers at once (bounds the map).
     max_destinations: usize,
+    /// Recipients found backed up by the deliveries since the last [`Hub::take_backed_up`]
+    /// (at most [`MAX_BACKED_UP`]): the publishing connection waits for them (flow control).
+    backed_up: RefCell<Vec<Weak<Outbound>>>,
 }
+
+/// The most backed-up recipients one publisher waits for at a time.
+pub const MAX_BACKED_UP: usize = 16;
 
 /// The local subscribers of one destination, with the destination's shared name.
 struct Topic {
@@ -116,7 +122,7 @@ pub fn encode_message(p: &Publication, subscription: &str, version: Version, ack
 
 impl Hub {
     pub fn new(max_destinations: usize) -> Hub {
-        Hub { topics: RefCell::new(HashMap::new()), max_destinations }
+        Hub { topics: RefCell::new(HashMap::new()), max_destinations, backed_up: RefCell::new(Vec::new()) }
     }
 
     /// Adds a subscriber. Returns the shared destination key and whether it is the first
@@ -173,9 +179,28 @@ impl Hub {
             if s.outbound.push(cache.get_or_encode(p, s)) {
                 delivered += 1;
             }
+            if s.outbound.holds_back_publishers() {
+                let mut backed_up = self.backed_up.borrow_mut();
+                if backed_up.len() < MAX_BACKED_UP
+                    && !backed_up.iter().any(|w| std::ptr::eq(w.as_ptr(), Rc::as_ptr(&s.outbound)))
+                {
+                    backed_up.push(Rc::downgrade(&s.outbound));
+                }
+            }
         }
         METRICS.messages_delivered.add(delivered as u64);
         delivered
+    }
+
+    /// Whether a delivery since the last [`Hub::take_backed_up`] found a recipient backed up.
+    pub fn has_backed_up(&self) -> bool {
+        !self.backed_up.borrow().is_empty()
+    }
+
+    /// The recipients found backed up since the last call: the caller (the connection whose
+    /// input was just handled) stops reading until they drain.
+    pub fn take_backed_up(&self) -> Vec<Weak<Outbound>> {
+        std::mem::take(&mut *self.backed_up.borrow_mut())
     }
 
     pub fn destination_count(&self) -> usize {

@@ -69,6 +69,8 @@ pub struct Limits {
     pub max_subscriptions: usize,
     pub max_destinations: usize,
     pub max_outbound_bytes: usize,
+    /// The board's memory budget for what clients make the server hold (`crate::memory`).
+    pub memory_budget_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +159,7 @@ impl Config {
                 max_subscriptions: 0,
                 max_destinations: 0,
                 max_outbound_bytes: 0,
+                memory_budget_bytes: 0,
             },
             websocket: WebSocketConfig { allowed_origins: Vec::new() },
             auth: AuthConfig { users: Vec::new() },
@@ -222,6 +225,9 @@ impl Config {
             "limits.max_subscriptions" => self.limits.max_subscriptions = v.int(1, 100_000)? as usize,
             "limits.max_destinations" => self.limits.max_destinations = v.int(1, 10_000_000)? as usize,
             "limits.max_outbound_bytes" => self.limits.max_outbound_bytes = v.int(4096, 1 << 30)? as usize,
+            "limits.memory_budget_bytes" => {
+                self.limits.memory_budget_bytes = v.int(1 << 20, 1 << 40)? as usize
+            }
             "websocket.allowed_origins" => self.websocket.allowed_origins = v.list()?,
             "auth.users" => self.auth.users = v.users()?,
             "chat.max_rooms" => self.chat.max_rooms = v.int(1, 1_000_000)? as usize,
@@ -378,7 +384,10 @@ mod tests {
         assert_eq!(c.chat.max_room_id_chars, 64);
         // Every field was set by the file, none left at the blank zero.
         assert!(
-            c.limits.max_outbound_bytes > 0 && c.stomp.max_transaction_frames > 0 && c.chat.max_rooms > 0
+            c.limits.max_outbound_bytes > 0
+                && c.limits.memory_budget_bytes == crate::memory::DEFAULT_BUDGET
+                && c.stomp.max_transaction_frames > 0
+                && c.chat.max_rooms > 0
         );
     }
 
