@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
-use crate::config::Config;
+use crate::config::{Config, Reload};
 use crate::engine::{Broker, Presence};
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
@@ -90,8 +90,20 @@ impl Node {
         self.config.borrow().clone()
     }
 
-    /// Applies a reloaded configuration's reloadable parts (limits, auth, log level).
-    pub fn reload(&self, config: Config) {
+    /// Applies a reloaded configuration: every `Live` key takes its new value, every `Restart`
+    /// key keeps the running one (see `config::Reload`); each changed key is logged with which
+    /// of the two happened.
+    pub fn reload(&self, new: Config) {
+        let (config, changed) = self.config().reloaded(new);
+        for key in &changed {
+            match key.reload {
+                Reload::Live => log::info!("reload: `{}` changed, applied", key.path),
+                Reload::Restart => {
+                    log::warn!("reload: `{}` changed, needs a restart; the running value stays", key.path)
+                }
+            }
+        }
+        log::set_max_level(config.log_level);
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
         crate::memory::set_limit(config.limits.memory_budget_bytes);
         for out in self.connections.borrow().values() {

@@ -102,7 +102,6 @@ pub async fn serve(
                 hooks.reloading();
                 match reload() {
                     Ok(config) => {
-                        log::set_max_level(config.log_level);
                         node.reload(config);
                         log::info!("configuration reloaded");
                     }

@@ -1,5 +1,10 @@
-//! The text `stomp-edge --help` prints: the flags, the environment variables and the
-//! precedence of the configuration sources.
+//! The text `stomp-edge --help` prints: the flags, the precedence of the configuration
+//! sources, and every config key with its environment variable and SIGHUP behaviour (listed
+//! from the keys' declaration, so it cannot drift from it).
+
+use std::fmt::Write;
+
+use super::Config;
 
 /// The text of `--help`.
 pub fn help_text() -> String {
@@ -27,8 +32,32 @@ STOMP_EDGE_<KEY> for a top-level key (STOMP_EDGE_LISTEN, STOMP_EDGE_REDIS_URL, .
 STOMP_EDGE_<SECTION>_<KEY> for a key in a section (STOMP_EDGE_LIMITS_MAX_CONNECTIONS=2000).
 Precedence: defaults < --config file < environment < flags.
 
-SIGTERM/SIGINT drain and stop; SIGHUP reloads the log level and limits from the config file.
-",
-        version = env!("CARGO_PKG_VERSION")
+SIGTERM/SIGINT drain and stop. SIGHUP re-reads the config file and environment: a key marked
+live below takes its new value (connections opened later use it where it is read per
+connection); a key marked restart keeps its running value and the log says a restart is needed.
+
+KEYS (config file key, environment variable, on SIGHUP, range):
+{keys}",
+        version = env!("CARGO_PKG_VERSION"),
+        keys = key_table()
     )
+}
+
+/// One line per key: `limits.max_connections  STOMP_EDGE_LIMITS_MAX_CONNECTIONS  live  1..=1000000`.
+fn key_table() -> String {
+    let keys = Config::keys();
+    let width = keys.iter().map(|k| k.path.len()).max().unwrap_or(0);
+    let env_width = keys.iter().map(|k| k.env_var().len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for key in keys {
+        let range = key.range.map(|(min, max)| format!("  {min}..={max}")).unwrap_or_default();
+        let line = format!(
+            "    {:width$}  {:env_width$}  {:7}{range}",
+            key.path,
+            key.env_var(),
+            key.reload.as_str()
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
 }

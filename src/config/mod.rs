@@ -1,17 +1,40 @@
-//! Server configuration: the typed `Config`, built from the compiled-in default file, an
-//! optional `--config` file, `STOMP_EDGE_*` environment variables and command-line flags, in
-//! that order. Every key is validated where it is set, and errors name the key.
+//! Server configuration: the typed `Config`, read with the `toml` crate from the compiled-in
+//! default file (`config/stomp-edge.toml`, the one source of every default), an optional
+//! `--config` file, `STOMP_EDGE_*` environment variables and command-line flags, in that order.
+//! Each key is declared once, below, with its type, reload behaviour and range; unknown keys
+//! and bad values stop start-up with an error naming the key and its line, variable or flag.
+//!
+//! # How to add a key
+//!
+//! 1. Declare it in its section's struct below, with a `///` line saying what it is and its
+//!    unit (the name carries it: `_ms`, `_bytes`, `_chars`):
+//!    `pub max_widgets: usize = Live [1, 10_000];`
+//!    `Live` if the code reads it through `Node::config()` when it needs it (so a SIGHUP reload
+//!    applies it); `Restart` if it is read once at start-up (a reload then keeps the running
+//!    value and logs that a restart is needed). The `[min, max]` range is for whole numbers;
+//!    other types take a serde attribute, e.g. `#[serde(deserialize_with = "value::addr")]`
+//!    (readers in `value.rs`).
+//! 2. Write it, commented and with its default value, in `config/stomp-edge.toml`. That file
+//!    is compiled in and is the default: a key missing from it fails the unit tests.
+//! 3. Nothing else: its environment variable (`STOMP_EDGE_<SECTION>_<KEY>`), its range check,
+//!    its line in `--help` and its reload behaviour all follow from the declaration.
+//!
+//! A new `[section]`: declare a struct in the `settings!` block below, add it to `Config` as
+//! `pub name: NameConfig = Section;`, and add the `[name]` table to the default file.
+//! A cross-key rule (one key bounded by another) goes in `Config::finish`.
 
-mod file;
+mod declare;
 mod help;
-mod setting;
+mod layers;
+mod value;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use file::Value;
+use declare::{settings, Settings};
+pub use declare::{KeyInfo, Reload};
 pub use help::help_text;
-use setting::Setting;
+use layers::Layers;
 
 /// The documented default configuration; it is also the source of every default value.
 pub const DEFAULT_FILE: &str = include_str!("../../config/stomp-edge.toml");
@@ -23,90 +46,108 @@ pub const USERNAME_CEILING: usize = 32;
 /// Bytes a user name of `USERNAME_CEILING` characters can take in UTF-8.
 pub const USERNAME_BYTES: usize = USERNAME_CEILING * 4;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// Empty until `finish` fills it from the host name.
-    pub server_id: String,
-    pub redis_url: Option<String>,
-    pub log_level: log::LevelFilter,
-    pub shutdown_timeout_ms: u64,
-    pub stomp: StompConfig,
-    pub limits: Limits,
-    pub websocket: WebSocketConfig,
-    pub auth: AuthConfig,
-    pub chat: ChatConfig,
-    pub cluster: ClusterConfig,
-    pub sockjs: SockJsConfig,
-}
+settings! {
+    /// The whole configuration: the top-level keys and one field per `[section]`.
+    pub struct Config {
+        /// Address and port of the one listener.
+        #[serde(deserialize_with = "value::addr")]
+        pub listen: SocketAddr = Restart;
+        /// Node name, unique in a cluster; empty in the file until `finish` fills it from the
+        /// host name.
+        #[serde(deserialize_with = "value::server_id")]
+        pub server_id: String = Restart;
+        /// Redis URL of cluster mode; `None` (empty in the file): local-only mode.
+        #[serde(deserialize_with = "value::redis_url")]
+        pub redis_url: Option<String> = Restart;
+        #[serde(deserialize_with = "value::level")]
+        pub log_level: log::LevelFilter = Live;
+        /// Longest wait for clients to leave on SIGTERM/SIGINT, in ms.
+        pub shutdown_timeout_ms: u64 = Live [0, 600_000];
+        pub stomp: StompConfig = Section;
+        pub limits: Limits = Section;
+        pub websocket: WebSocketConfig = Section;
+        pub auth: AuthConfig = Section;
+        pub chat: ChatConfig = Section;
+        pub cluster: ClusterConfig = Section;
+        pub sockjs: SockJsConfig = Section;
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SockJsConfig {
-    pub enabled: bool,
-    pub heartbeat_ms: u64,
-    pub disconnect_delay_ms: u64,
-    pub streaming_bytes: usize,
-    pub max_message_bytes: usize,
-}
+    /// `[stomp]`: heart-beats, the CONNECT deadline, client topic sends and transactions.
+    pub struct StompConfig {
+        /// Heart-beat interval the server offers to send, in ms (0: never).
+        pub heartbeat_send_ms: u64 = Live [0, 3_600_000];
+        /// Heart-beat interval the server wants from clients, in ms (0: not checked).
+        pub heartbeat_receive_ms: u64 = Live [0, 3_600_000];
+        /// Whether clients may SEND to `/topic/**` (outside `/topic/room/`).
+        pub allow_client_topic_send: bool = Live;
+        /// Time a client has to send CONNECT after opening, in ms.
+        pub connect_timeout_ms: u64 = Live [100, 600_000];
+        pub max_transactions: usize = Live [0, 1024];
+        pub max_transaction_frames: usize = Live [1, 100_000];
+        pub max_transaction_bytes: usize = Live [1, 1 << 30];
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StompConfig {
-    pub heartbeat_send_ms: u64,
-    pub heartbeat_receive_ms: u64,
-    pub allow_client_topic_send: bool,
-    pub connect_timeout_ms: u64,
-    pub max_transactions: usize,
-    pub max_transaction_frames: usize,
-    pub max_transaction_bytes: usize,
-}
+    /// `[limits]`: what one client or this node may hold.
+    pub struct Limits {
+        pub max_connections: usize = Live [1, 1_000_000];
+        pub max_frame_bytes: usize = Live [256, 64 << 20];
+        pub max_headers: usize = Live [1, MAX_HEADERS_CEILING];
+        pub max_header_line_bytes: usize = Live [64, 1 << 20];
+        pub max_subscriptions: usize = Live [1, 100_000];
+        /// Distinct destinations with subscribers on this node (sizes the hub's table).
+        pub max_destinations: usize = Restart [1, 10_000_000];
+        pub max_outbound_bytes: usize = Live [4096, 1 << 30];
+        /// The board's memory budget for what clients make the server hold (`crate::memory`).
+        pub memory_budget_bytes: usize = Live [1 << 20, usize::MAX];
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub max_frame_bytes: usize,
-    pub max_headers: usize,
-    pub max_header_line_bytes: usize,
-    pub max_subscriptions: usize,
-    pub max_destinations: usize,
-    pub max_outbound_bytes: usize,
-    /// The board's memory budget for what clients make the server hold (`crate::memory`).
-    pub memory_budget_bytes: usize,
-}
+    /// `[websocket]`: who may open a WebSocket.
+    pub struct WebSocketConfig {
+        /// Empty: same host only (plus no-Origin clients); `["*"]`: everyone.
+        pub allowed_origins: Vec<String> = Live;
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebSocketConfig {
-    /// Empty: same host only (plus no-Origin clients); `["*"]`: everyone.
-    pub allowed_origins: Vec<String>,
-}
+    /// `[auth]`: the accounts CONNECT is checked against.
+    pub struct AuthConfig {
+        /// `(login, passcode)` pairs; empty means anonymous clients are allowed.
+        #[serde(deserialize_with = "value::users")]
+        pub users: Vec<(String, String)> = Live;
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// `(login, passcode)` pairs; empty means anonymous clients are allowed.
-    pub users: Vec<(String, String)>,
-}
+    /// `[chat]`: the chat rooms' sizes.
+    pub struct ChatConfig {
+        pub max_rooms: usize = Restart [1, 1_000_000];
+        pub max_participants_per_room: usize = Restart [1, 100_000];
+        pub max_room_id_chars: usize = Live [1, ROOM_ID_CEILING];
+        pub max_username_chars: usize = Live [1, USERNAME_CEILING];
+        pub max_message_bytes: usize = Live [1, 1 << 20];
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatConfig {
-    pub max_rooms: usize,
-    pub max_participants_per_room: usize,
-    pub max_room_id_chars: usize,
-    pub max_username_chars: usize,
-    pub max_message_bytes: usize,
-}
+    /// `[cluster]`: the Redis engine (cluster mode only).
+    pub struct ClusterConfig {
+        #[serde(deserialize_with = "value::prefix")]
+        pub key_prefix: String = Restart;
+        /// The URL other boards and browsers reach this board at (`/api/nodes`); empty:
+        /// derived from the listen address when the server starts (`crate::advertise`).
+        #[serde(deserialize_with = "value::http_url")]
+        pub advertise_url: String = Restart;
+        pub heartbeat_ms: u64 = Restart [100, 600_000];
+        pub registry_ttl_ms: u64 = Restart [300, 3_600_000];
+        pub command_timeout_ms: u64 = Restart [10, 600_000];
+        pub reconnect_min_ms: u64 = Restart [10, 600_000];
+        pub reconnect_max_ms: u64 = Restart [10, 600_000];
+        pub relay_buffer_messages: usize = Restart [0, 1_000_000];
+        pub relay_buffer_ms: u64 = Restart [0, 3_600_000];
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    pub key_prefix: String,
-    /// The URL other boards and browsers reach this board at (`/api/nodes`); empty: derived
-    /// from the listen address when the server starts (`crate::advertise`).
-    pub advertise_url: String,
-    pub heartbeat_ms: u64,
-    pub registry_ttl_ms: u64,
-    pub command_timeout_ms: u64,
-    pub reconnect_min_ms: u64,
-    pub reconnect_max_ms: u64,
-    pub relay_buffer_messages: usize,
-    pub relay_buffer_ms: u64,
+    /// `[sockjs]`: the SockJS endpoints under `/ws/`.
+    pub struct SockJsConfig {
+        pub enabled: bool = Live;
+        pub heartbeat_ms: u64 = Live [100, 3_600_000];
+        pub disconnect_delay_ms: u64 = Live [100, 600_000];
+        pub streaming_bytes: usize = Live [4096, 1 << 30];
+        pub max_message_bytes: usize = Live [1024, 64 << 20];
+    }
 }
 
 /// What the command line asked for besides configuration.
@@ -118,6 +159,14 @@ pub enum Action {
     PrintVersion,
 }
 
+/// The flags that set a key, and the key each sets.
+const FLAGS: [(&str, &str); 4] = [
+    ("--listen", "listen"),
+    ("--server-id", "server_id"),
+    ("--redis", "redis_url"),
+    ("--log-level", "log_level"),
+];
+
 impl StompConfig {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -127,139 +176,26 @@ impl StompConfig {
 impl Config {
     /// The compiled-in defaults.
     pub fn embedded() -> Config {
-        let mut config = Config::blank();
         // The embedded file is checked by a unit test; a failure here is a build defect.
-        if let Err(e) = config.apply_text(DEFAULT_FILE, "embedded default") {
-            panic!("embedded default config is invalid: {e}");
-        }
-        config
-    }
-
-    fn blank() -> Config {
-        Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            server_id: String::new(),
-            redis_url: None,
-            log_level: log::LevelFilter::Info,
-            shutdown_timeout_ms: 0,
-            stomp: StompConfig {
-                heartbeat_send_ms: 0,
-                heartbeat_receive_ms: 0,
-                allow_client_topic_send: true,
-                connect_timeout_ms: 0,
-                max_transactions: 0,
-                max_transaction_frames: 0,
-                max_transaction_bytes: 0,
-            },
-            limits: Limits {
-                max_connections: 0,
-                max_frame_bytes: 0,
-                max_headers: 0,
-                max_header_line_bytes: 0,
-                max_subscriptions: 0,
-                max_destinations: 0,
-                max_outbound_bytes: 0,
-                memory_budget_bytes: 0,
-            },
-            websocket: WebSocketConfig { allowed_origins: Vec::new() },
-            auth: AuthConfig { users: Vec::new() },
-            chat: ChatConfig {
-                max_rooms: 0,
-                max_participants_per_room: 0,
-                max_room_id_chars: 0,
-                max_username_chars: 0,
-                max_message_bytes: 0,
-            },
-            cluster: ClusterConfig {
-                key_prefix: String::new(),
-                advertise_url: String::new(),
-                heartbeat_ms: 0,
-                registry_ttl_ms: 0,
-                command_timeout_ms: 0,
-                reconnect_min_ms: 0,
-                reconnect_max_ms: 0,
-                relay_buffer_messages: 0,
-                relay_buffer_ms: 0,
-            },
-            sockjs: SockJsConfig {
-                enabled: true,
-                heartbeat_ms: 0,
-                disconnect_delay_ms: 0,
-                streaming_bytes: 0,
-                max_message_bytes: 0,
-            },
+        match Layers::embedded().build() {
+            Ok(config) => config,
+            Err(e) => panic!("embedded default config is invalid: {e}"),
         }
     }
 
-    /// Applies a config file's text on top of the current values.
-    pub fn apply_text(&mut self, text: &str, origin: &str) -> Result<(), String> {
-        let entries = file::parse(text).map_err(|e| format!("{origin}: {e}"))?;
-        for entry in entries {
-            self.set(&entry.key, entry.value).map_err(|e| format!("{origin}: line {}: {}", entry.line, e))?;
-        }
-        Ok(())
+    /// Every key, in declaration order, with its reload behaviour and range.
+    pub fn keys() -> Vec<KeyInfo> {
+        let mut keys = Vec::new();
+        <Config as Settings>::keys("", &mut keys);
+        keys
     }
 
-    /// Sets one key. Values from the environment and flags arrive as strings and are converted.
-    pub fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
-        let v = Setting { key, value };
-        match key {
-            "listen" => self.listen = v.addr()?,
-            "server_id" => self.server_id = v.server_id()?,
-            "redis_url" => self.redis_url = v.redis_url()?,
-            "log_level" => self.log_level = v.level()?,
-            "shutdown_timeout_ms" => self.shutdown_timeout_ms = v.int(0, 600_000)?,
-            "stomp.heartbeat_send_ms" => self.stomp.heartbeat_send_ms = v.int(0, 3_600_000)?,
-            "stomp.heartbeat_receive_ms" => self.stomp.heartbeat_receive_ms = v.int(0, 3_600_000)?,
-            "stomp.allow_client_topic_send" => self.stomp.allow_client_topic_send = v.bool()?,
-            "stomp.connect_timeout_ms" => self.stomp.connect_timeout_ms = v.int(100, 600_000)?,
-            "stomp.max_transactions" => self.stomp.max_transactions = v.int(0, 1024)? as usize,
-            "stomp.max_transaction_frames" => self.stomp.max_transaction_frames = v.int(1, 100_000)? as usize,
-            "stomp.max_transaction_bytes" => self.stomp.max_transaction_bytes = v.int(1, 1 << 30)? as usize,
-            "limits.max_connections" => self.limits.max_connections = v.int(1, 1_000_000)? as usize,
-            "limits.max_frame_bytes" => self.limits.max_frame_bytes = v.int(256, 64 << 20)? as usize,
-            "limits.max_headers" => self.limits.max_headers = v.int(1, MAX_HEADERS_CEILING as u64)? as usize,
-            "limits.max_header_line_bytes" => {
-                self.limits.max_header_line_bytes = v.int(64, 1 << 20)? as usize
-            }
-            "limits.max_subscriptions" => self.limits.max_subscriptions = v.int(1, 100_000)? as usize,
-            "limits.max_destinations" => self.limits.max_destinations = v.int(1, 10_000_000)? as usize,
-            "limits.max_outbound_bytes" => self.limits.max_outbound_bytes = v.int(4096, 1 << 30)? as usize,
-            "limits.memory_budget_bytes" => {
-                self.limits.memory_budget_bytes = v.int(1 << 20, 1 << 40)? as usize
-            }
-            "websocket.allowed_origins" => self.websocket.allowed_origins = v.list()?,
-            "auth.users" => self.auth.users = v.users()?,
-            "chat.max_rooms" => self.chat.max_rooms = v.int(1, 1_000_000)? as usize,
-            "chat.max_participants_per_room" => {
-                self.chat.max_participants_per_room = v.int(1, 100_000)? as usize
-            }
-            "chat.max_room_id_chars" => {
-                self.chat.max_room_id_chars = v.int(1, ROOM_ID_CEILING as u64)? as usize
-            }
-            "chat.max_username_chars" => {
-                self.chat.max_username_chars = v.int(1, USERNAME_CEILING as u64)? as usize
-            }
-            "chat.max_message_bytes" => self.chat.max_message_bytes = v.int(1, 1 << 20)? as usize,
-            "cluster.key_prefix" => self.cluster.key_prefix = v.prefix()?,
-            "cluster.advertise_url" => self.cluster.advertise_url = v.http_url()?,
-            "cluster.heartbeat_ms" => self.cluster.heartbeat_ms = v.int(100, 600_000)?,
-            "cluster.registry_ttl_ms" => self.cluster.registry_ttl_ms = v.int(300, 3_600_000)?,
-            "cluster.command_timeout_ms" => self.cluster.command_timeout_ms = v.int(10, 600_000)?,
-            "cluster.reconnect_min_ms" => self.cluster.reconnect_min_ms = v.int(10, 600_000)?,
-            "cluster.reconnect_max_ms" => self.cluster.reconnect_max_ms = v.int(10, 600_000)?,
-            "cluster.relay_buffer_messages" => {
-                self.cluster.relay_buffer_messages = v.int(0, 1_000_000)? as usize
-            }
-            "cluster.relay_buffer_ms" => self.cluster.relay_buffer_ms = v.int(0, 3_600_000)?,
-            "sockjs.enabled" => self.sockjs.enabled = v.bool()?,
-            "sockjs.heartbeat_ms" => self.sockjs.heartbeat_ms = v.int(100, 3_600_000)?,
-            "sockjs.disconnect_delay_ms" => self.sockjs.disconnect_delay_ms = v.int(100, 600_000)?,
-            "sockjs.streaming_bytes" => self.sockjs.streaming_bytes = v.int(4096, 1 << 30)? as usize,
-            "sockjs.max_message_bytes" => self.sockjs.max_message_bytes = v.int(1024, 64 << 20)? as usize,
-            _ => return Err(format!("unknown key `{key}`")),
-        }
-        Ok(())
+    /// Reads a config file's text over the defaults (no environment, no flags); `origin` names
+    /// the file in errors.
+    pub fn from_file_text(text: &str, origin: &str) -> Result<Config, String> {
+        let mut layers = Layers::embedded();
+        layers.apply_file(origin, text)?;
+        layers.build()?.finish()
     }
 
     /// Cross-key checks and derived values, run once after every source is applied.
@@ -282,13 +218,23 @@ impl Config {
         Ok(self)
     }
 
+    /// The configuration a SIGHUP reload runs with, from this running one and the newly read
+    /// one: `Live` keys take their new value, `Restart` keys keep the running one. Also returns
+    /// the keys whose value changed (both kinds), for the reload log.
+    pub fn reloaded(&self, new: Config) -> (Config, Vec<KeyInfo>) {
+        let mut changed = Vec::new();
+        self.changes(&new, "", &mut changed);
+        let mut applied = new;
+        applied.keep_restart_keys(self);
+        (applied, changed)
+    }
+
     /// Builds the configuration from the process's arguments and environment.
     pub fn from_args_and_env<I>(args: I, env: &[(String, String)]) -> Result<Action, String>
     where
         I: IntoIterator<Item = String>,
     {
-        let mut config = Config::embedded();
-        let mut flags: Vec<(&'static str, String)> = Vec::new();
+        let mut flags: Vec<(&'static str, &'static str, String)> = Vec::new();
         let mut config_path: Option<String> = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -304,46 +250,49 @@ impl Config {
                 "-V" | "--version" => return Ok(Action::PrintVersion),
                 "--print-config" => return Ok(Action::PrintConfig),
                 "-c" | "--config" => config_path = Some(value("--config")?),
-                "--listen" => flags.push(("listen", value("--listen")?)),
-                "--server-id" => flags.push(("server_id", value("--server-id")?)),
-                "--redis" => flags.push(("redis_url", value("--redis")?)),
-                "--log-level" => flags.push(("log_level", value("--log-level")?)),
-                other => return Err(format!("unknown argument `{other}` (see --help)")),
+                other => match FLAGS.iter().find(|(flag, _)| *flag == other) {
+                    Some((flag, key)) => {
+                        let v = value(flag)?;
+                        flags.push((flag, key, v));
+                    }
+                    None => return Err(format!("unknown argument `{other}` (see --help)")),
+                },
             }
         }
-        if let Some(path) = &config_path {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?;
-            config.apply_text(&text, path)?;
+        let text = match &config_path {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?)
+            }
+            None => None,
+        };
+        let keys = Config::keys();
+        let mut layers = Layers::embedded();
+        if let (Some(path), Some(text)) = (&config_path, &text) {
+            layers.apply_file(path, text)?;
         }
         for (name, raw) in env {
-            let Some(rest) = name.strip_prefix("STOMP_EDGE_") else { continue };
-            let key = env_key(rest).ok_or_else(|| format!("environment {name}: unknown key"))?;
-            let value = env_value(raw);
-            config.set(&key, value).map_err(|e| format!("environment {name}: {e}"))?;
+            if !name.starts_with("STOMP_EDGE_") {
+                continue;
+            }
+            let key = keys
+                .iter()
+                .find(|k| k.env_var() == *name)
+                .ok_or_else(|| format!("environment {name}: unknown key (see --help)"))?;
+            layers.apply_raw(&key.path, raw, format!("environment {name}"))?;
         }
-        for (key, raw) in flags {
-            config.set(key, Value::Str(raw)).map_err(|e| format!("flag for {key}: {e}"))?;
+        for (flag, key, raw) in &flags {
+            layers.apply_raw(key, raw, flag.to_string())?;
         }
-        config.finish().map(|c| Action::Run(Box::new(c)))
+        layers.build()?.finish().map(|c| Action::Run(Box::new(c)))
     }
 }
 
-/// The config keys an environment variable can name, e.g. `LIMITS_MAX_CONNECTIONS`.
-fn env_key(rest: &str) -> Option<String> {
-    let lower = rest.to_ascii_lowercase();
-    const SECTIONS: [&str; 7] = ["stomp", "limits", "websocket", "auth", "chat", "cluster", "sockjs"];
-    for section in SECTIONS {
-        if let Some(key) = lower.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
-            return Some(format!("{section}.{key}"));
-        }
+impl Config {
+    #[cfg(test)]
+    fn with_server_id(mut self, id: &str) -> Config {
+        self.server_id = id.to_string();
+        self
     }
-    Some(lower)
-}
-
-/// Environment values may be written as in the file (`"x"`, `[..]`, `42`) or bare.
-fn env_value(raw: &str) -> Value {
-    file::parse_value(raw.trim()).unwrap_or_else(|_| Value::Str(raw.to_string()))
 }
 
 fn default_server_id() -> String {
@@ -384,10 +333,7 @@ mod tests {
         assert_eq!(c.chat.max_room_id_chars, 64);
         // Every field was set by the file, none left at the blank zero.
         assert!(
-            c.limits.max_outbound_bytes > 0
-                && c.limits.memory_budget_bytes == crate::memory::DEFAULT_BUDGET
-                && c.stomp.max_transaction_frames > 0
-                && c.chat.max_rooms > 0
+            c.limits.max_outbound_bytes > 0 && c.stomp.max_transaction_frames > 0 && c.chat.max_rooms > 0
         );
     }
 
@@ -417,25 +363,138 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_key() {
-        let err = |text: &str| {
-            let mut c = Config::embedded();
-            c.apply_text(text, "f").unwrap_err()
-        };
-        assert!(err("[limits]\nmax_frame_bytes = 1\n").contains("limits.max_frame_bytes"));
-        assert!(err("nonsense = 1\n").contains("unknown key `nonsense`"));
+    fn errors_name_the_key_and_line() {
+        let err = |text: &str| Config::from_file_text(text, "f").unwrap_err();
+        assert_eq!(
+            err("[limits]\nmax_frame_bytes = 1\n"),
+            "f: line 2: `limits.max_frame_bytes` must be between 256 and 67108864, not 1"
+        );
+        assert_eq!(err("\nnonsense = 1\n"), "f: line 2: unknown key `nonsense`");
+        assert_eq!(err("[limits]\n\nnope = 1\n"), "f: line 3: unknown key `limits.nope`");
+        assert_eq!(err("[limit]\nmax_connections = 1\n"), "f: line 1: unknown key `limit`");
         assert!(err("[limits]\nmax_headers = 1000\n").contains("between 1 and 64"));
-        assert!(err("log_level = \"loud\"\n").contains("log_level"));
-        assert!(err("listen = \"nowhere\"\n").contains("listen"));
-        assert!(err("[auth]\nusers = [\"nopass\"]\n").contains("login:passcode"));
+        assert_eq!(
+            err("[limits]\nmax_connections = \"many\"\n"),
+            "f: line 2: `limits.max_connections`: invalid type: string \"many\", expected usize"
+        );
+        assert!(err("log_level = \"loud\"\n").starts_with("f: line 1: `log_level`"));
+        assert!(err("listen = \"nowhere\"\n").starts_with("f: line 1: `listen`"));
+        assert!(err("[auth]\nusers = [\n\"a:b\",\n\"nopass\"]\n").contains("login:passcode"));
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
         assert!(err("[cluster]\nadvertise_url = \"board:8080\"\n").contains("cluster.advertise_url"));
-        let mut c = Config::embedded();
-        c.apply_text("[cluster]\nadvertise_url = \"http://10.0.0.7:8080/\"\n", "f").unwrap();
+        let c =
+            Config::from_file_text("[cluster]\nadvertise_url = \"http://10.0.0.7:8080/\"\n", "f").unwrap();
         assert_eq!(c.cluster.advertise_url, "http://10.0.0.7:8080");
+        assert!(err("[limits]\nmax_connections = -1\n").starts_with("f: line 2: `limits.max_connections`"));
+        assert!(err("[sockjs]\nenabled = 1\n").starts_with("f: line 2: `sockjs.enabled`"));
+        assert!(err("limits = 5\n").starts_with("f: line 1: `limits`"));
+        // A TOML syntax error names the line too.
+        assert!(err("a = 1\nb =\n").starts_with("f: line 2:"));
+        assert!(err("[limits]\nmax_connections = 1\n[limits]\n").starts_with("f: line 3:"));
         assert!(run(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
         assert!(run(&[], &[("STOMP_EDGE_LIMITS_NOPE", "1")]).unwrap_err().contains("STOMP_EDGE_LIMITS_NOPE"));
         assert!(run(&["--listen"], &[]).unwrap_err().contains("needs a value"));
+        assert_eq!(
+            run(&[], &[("STOMP_EDGE_LIMITS_MAX_HEADERS", "65")]).unwrap_err(),
+            "environment STOMP_EDGE_LIMITS_MAX_HEADERS: `limits.max_headers` must be between 1 and 64, not 65"
+        );
+        assert!(run(&[], &[("STOMP_EDGE_SOCKJS_ENABLED", "maybe")])
+            .unwrap_err()
+            .starts_with("environment STOMP_EDGE_SOCKJS_ENABLED: `sockjs.enabled`"));
+        assert!(run(&["--log-level", "loud"], &[]).unwrap_err().starts_with("--log-level: `log_level`"));
+    }
+
+    #[test]
+    fn any_toml_spelling_is_read() {
+        // Each of these stopped start-up with the hand-written reader.
+        let text = "listen = '127.0.0.1:9000'\n\
+                    chat = { max_rooms = 7, max_message_bytes = 0x400 }\n\
+                    limits.max_connections = 1_000\n\
+                    [auth]\n\
+                    users = [\n  'guest:guest', # the LAN default\n  \"\"\"al:ice\"\"\",\n]\n\
+                    [websocket]\n\
+                    allowed_origins = [ 'http://a:8080',\n 'http://b' ]\n";
+        let c = Config::from_file_text(text, "f").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!((c.chat.max_rooms, c.chat.max_message_bytes), (7, 1024));
+        assert_eq!(c.chat.max_participants_per_room, Config::embedded().chat.max_participants_per_room);
+        assert_eq!(c.limits.max_connections, 1000);
+        assert_eq!(
+            c.auth.users,
+            vec![("guest".to_string(), "guest".to_string()), ("al".to_string(), "ice".to_string())]
+        );
+        assert_eq!(c.websocket.allowed_origins, vec!["http://a:8080", "http://b"]);
+        // A `[section]` header for a section is the same as the inline table.
+        let c = Config::from_file_text("[chat]\nmax_rooms = 7\n", "f").unwrap();
+        assert_eq!(c.chat.max_rooms, 7);
+    }
+
+    #[test]
+    fn environment_values_as_bare_words_or_toml() {
+        let c = run(
+            &[],
+            &[
+                ("STOMP_EDGE_WEBSOCKET_ALLOWED_ORIGINS", "http://a, http://b"),
+                ("STOMP_EDGE_AUTH_USERS", "['x:y']"),
+                ("STOMP_EDGE_SOCKJS_ENABLED", "0"),
+                ("STOMP_EDGE_CLUSTER_KEY_PREFIX", "'edge:'"),
+                ("STOMP_EDGE_LOG_LEVEL", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.websocket.allowed_origins, vec!["http://a", "http://b"]);
+        assert_eq!(c.auth.users, vec![("x".to_string(), "y".to_string())]);
+        assert!(!c.sockjs.enabled);
+        assert_eq!(c.cluster.key_prefix, "edge:");
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn every_key_is_in_the_default_file_with_its_environment_variable() {
+        // `Config::embedded` deserializes the file without serde defaults: a declared key
+        // missing from the file, or a key of the file that is not declared, fails it.
+        let c = Config::embedded();
+        let keys = Config::keys();
+        assert_eq!(keys.len(), DEFAULT_FILE.lines().filter(|l| l.contains(" = ")).count());
+        for key in &keys {
+            let name = key.path.rsplit('.').next().unwrap();
+            assert!(DEFAULT_FILE.contains(&format!("\n{name} = ")), "{} not in the default file", key.path);
+        }
+        assert!(keys.iter().any(|k| k.env_var() == "STOMP_EDGE_LIMITS_MAX_CONNECTIONS"));
+        assert!(keys.iter().any(|k| k.env_var() == "STOMP_EDGE_REDIS_URL"));
+        assert_eq!(c, Config::from_file_text("", "empty").unwrap().with_server_id(""));
+    }
+
+    #[test]
+    fn reload_applies_live_keys_and_keeps_restart_keys() {
+        let running = Config::embedded();
+        let new = Config::from_file_text(
+            "listen = '127.0.0.1:1'\nlog_level = 'debug'\n[limits]\nmax_connections = 3\nmax_destinations = 5\n\
+             [chat]\nmax_rooms = 2\nmax_message_bytes = 10\n[cluster]\nheartbeat_ms = 1000\n",
+            "f",
+        )
+        .unwrap()
+        .with_server_id(&running.server_id);
+        let (applied, changed) = running.reloaded(new);
+        let names: Vec<(&str, Reload)> = changed.iter().map(|k| (k.path.as_str(), k.reload)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("listen", Reload::Restart),
+                ("log_level", Reload::Live),
+                ("limits.max_connections", Reload::Live),
+                ("limits.max_destinations", Reload::Restart),
+                ("chat.max_rooms", Reload::Restart),
+                ("chat.max_message_bytes", Reload::Live),
+                ("cluster.heartbeat_ms", Reload::Restart),
+            ]
+        );
+        assert_eq!(applied.listen, running.listen);
+        assert_eq!(applied.log_level, log::LevelFilter::Debug);
+        assert_eq!(applied.limits.max_connections, 3);
+        assert_eq!(applied.limits.max_destinations, running.limits.max_destinations);
+        assert_eq!((applied.chat.max_rooms, applied.chat.max_message_bytes), (running.chat.max_rooms, 10));
+        assert_eq!(applied.cluster, running.cluster);
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! The configuration end to end with the real binary: TOML spellings the old hand-written
+//! reader refused, errors that name the key and line and stop start-up, and a SIGHUP reload
+//! that applies `live` keys and keeps `restart` keys alike in local and cluster mode.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::{Client, Frame, Server};
+use serde_json::Value;
+
+#[tokio::test]
+async fn literal_strings_inline_tables_and_multi_line_arrays_are_read() {
+    let server = Server::start_with(
+        "shutdown_timeout_ms = 1_000\nchat = { max_username_chars = 5 }\n\
+         [auth]\nusers = [\n  'guest:guest', # the LAN default\n  '''alice:p\"w''',\n]\n",
+        &[],
+    );
+    for (login, passcode, expect) in
+        [("guest", "guest", "CONNECTED"), ("alice", "p\"w", "CONNECTED"), ("alice", "pw", "ERROR")]
+    {
+        let mut c = Client::open(&server.url(), &[]).await;
+        c.send_text(&format!("CONNECT\naccept-version:1.2\nlogin:{login}\npasscode:{passcode}\n\n\0")).await;
+        assert_eq!(c.recv().await.command, expect, "{login}:{passcode}");
+    }
+}
+
+fn start_up_error(config: &str, env: &[(&str, &str)]) -> String {
+    let path = std::env::temp_dir().join(format!("stomp-edge-config-error-{}.toml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stomp-edge"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(2), "start-up should stop");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn unknown_keys_and_bad_values_stop_start_up_naming_the_key_and_line() {
+    let err = start_up_error("# comment\n[limits]\nmax_connections = 10\nmax_conections = 10\n", &[]);
+    assert!(err.contains("line 4: unknown key `limits.max_conections`"), "{err}");
+    let err = start_up_error("[chat]\nmax_rooms = 'many'\n", &[]);
+    assert!(err.contains("line 2: `chat.max_rooms`: invalid type"), "{err}");
+    let err = start_up_error("[chat]\n\nmax_room_id_chars = 65\n", &[]);
+    assert!(err.contains("line 3: `chat.max_room_id_chars` must be between 1 and 64, not 65"), "{err}");
+    let err = start_up_error("", &[("STOMP_EDGE_CHAT_MAX_ROOMS", "0")]);
+    assert!(err.contains("environment STOMP_EDGE_CHAT_MAX_ROOMS: `chat.max_rooms` must be between"), "{err}");
+}
+
+/// The server's log, waited on until it contains `text`.
+fn wait_log(server: &Server, text: &str) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if server.log.lock().unwrap().contains(text) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+async fn member(server: &Server, room: &str, name: &str) -> Client {
+    let (mut c, _) = Client::connect(&server.url()).await;
+    c.subscribe("/user/queue/errors", "errors").await;
+    c.subscribe(&format!("/topic/room/{room}"), "room").await;
+    c.send_text(&format!("SEND\ndestination:/app/room/{room}/join\n\n{{\"username\":\"{name}\"}}\0")).await;
+    let joined = next(&mut c, "room").await;
+    assert_eq!(joined["type"], "JOIN");
+    c
+}
+
+async fn next(c: &mut Client, subscription: &str) -> Value {
+    loop {
+        let f: Frame = c.recv().await;
+        if f.header("subscription") == Some(subscription) {
+            return serde_json::from_slice(&f.body).unwrap();
+        }
+    }
+}
+
+/// One reload, the same in both engines: `chat.max_message_bytes` (live) applies at once,
+/// `chat.max_rooms` and `cluster.key_prefix` (restart) keep their running values and the log says so.
+async fn reload_per_key(server: &Server) {
+    let mut a = member(server, "one", "a").await;
+    server.rewrite_config("[chat]\nmax_message_bytes = 10\nmax_rooms = 1\n[cluster]\nkey_prefix = 'x:'\n");
+    server.signal("HUP");
+    assert!(wait_log(server, "reload: `chat.max_message_bytes` changed, applied"));
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("reload: `cluster.key_prefix` changed, needs a restart"), "{log}");
+    assert!(log.contains("reload: `chat.max_rooms` changed, needs a restart"), "{log}");
+    a.send_text("SEND\ndestination:/app/room/one/message\n\n{\"message\":\"longer than ten\"}\0").await;
+    assert_eq!(next(&mut a, "errors").await["code"], "invalid_message");
+    a.send_text("SEND\ndestination:/app/room/one/message\n\n{\"message\":\"short\"}\0").await;
+    assert_eq!(next(&mut a, "room").await["message"], "short");
+    // max_rooms stays at its running value: a second room still opens.
+    let _b = member(server, "two", "b").await;
+}
+
+#[tokio::test]
+async fn reload_per_key_in_local_mode() {
+    let server = Server::start_with("[chat]\nmax_message_bytes = 4096\n", &[]);
+    reload_per_key(&server).await;
+}
+
+#[tokio::test]
+async fn reload_per_key_in_cluster_mode() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let server = Server::start_with("[chat]\nmax_message_bytes = 4096\n", &["--redis", &url]);
+    let start = Instant::now();
+    while !server.get("/healthz").2.contains("\"redis\":\"up\"") {
+        assert!(start.elapsed() < Duration::from_secs(10), "never reached Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reload_per_key(&server).await;
+}
