@@ -199,8 +199,15 @@ impl Node {
     }
 
     pub fn unregister_connection(&self, id: u64) {
-        self.connections.borrow_mut().remove(&id);
-        METRICS.connections_current.set(self.connections.borrow().len() as u64);
+        let mut connections = self.connections.borrow_mut();
+        connections.remove(&id);
+        METRICS.connections_current.set(connections.len() as u64);
+        // After a crowd leaves, give the table's memory back (a large table allocated last
+        // sits at the top of the heap and keeps the allocator from returning what is below).
+        if connections.capacity() > 64 && connections.len() < connections.capacity() / 8 {
+            let keep = connections.len() * 2;
+            connections.shrink_to(keep);
+        }
     }
 
     pub fn connection_count(&self) -> usize {
