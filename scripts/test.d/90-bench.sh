@@ -4,6 +4,7 @@
 # scenarios, loopback only) and prints its figures beside the targets; with `redis-server` on
 # PATH also the cluster part (a Redis on a free loopback port and two nodes: cross-node
 # fan-out, the Redis hop at 10k deliveries/s, Redis commands per chat message; ~2 s each).
+# Then scripts/bench/hostile.py --quick: the hostile-client scenarios of issue 13 (~1.5 min).
 # Figures only: it exits non-zero when the build or the bench itself fails to run, never for a
 # missed target.
 set -uo pipefail
@@ -34,5 +35,14 @@ if [ -d "$REPO_ROOT/tests/js/node_modules" ]; then
     fi
 else
     echo "[$TAG] SockJS benchmark skipped: tests/js/node_modules missing (run scripts/test.sh)"
+fi
+# Hostile clients (issue 13): each scenario against a fresh release server, peak and after RSS,
+# a well-behaved client's p99 meanwhile, the overload scenario's loss and publisher rate.
+# The server runs with the allocator settings of the shipped unit, as it would on a board.
+TUNABLES=$(sed -n 's/^Environment=GLIBC_TUNABLES=//p' systemd/stomp-edge.service)
+echo "[$TAG] python3 scripts/bench/hostile.py --quick (server: $STOMP_EDGE_BIN, GLIBC_TUNABLES=$TUNABLES)"
+if ! HOSTILE_GLIBC_TUNABLES="$TUNABLES" timeout 300 python3 scripts/bench/hostile.py --quick; then
+    echo "[$TAG] FAIL the hostile-client benchmark did not run to the end"
+    exit 1
 fi
 echo "[$TAG] done (figures above; targets are printed, not enforced)"
