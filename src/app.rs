@@ -8,7 +8,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::metrics::METRICS;
+use crate::broker::Publication;
+use crate::engine::LocalBoxFuture;
+use crate::metrics::{MetricLines, METRICS};
 use crate::outbound::{OutFrame, Outbound};
 use crate::protocol::{Command, FrameWriter, Version};
 
@@ -34,6 +36,8 @@ pub struct SessionHandle {
     pub session_id: Rc<str>,
     pub connection: u64,
     pub version: Version,
+    /// The login the session connected with (checked against `auth.users` when set).
+    pub login: Option<Rc<str>>,
     pub outbound: Rc<Outbound>,
     /// The session's `/user/**` subscriptions as (destination, subscription id).
     user_subscriptions: RefCell<Vec<(Rc<str>, Rc<str>)>>,
@@ -46,12 +50,14 @@ impl SessionHandle {
         session_id: Rc<str>,
         connection: u64,
         version: Version,
+        login: Option<Rc<str>>,
         outbound: Rc<Outbound>,
     ) -> SessionHandle {
         SessionHandle {
             session_id,
             connection,
             version,
+            login,
             outbound,
             user_subscriptions: RefCell::new(Vec::new()),
             user_sequence: Cell::new(0),
@@ -123,8 +129,28 @@ pub trait Application {
         false
     }
 
-    /// Gauges for `/metrics`: (name, help, value).
-    fn metrics(&self) -> crate::engine::MetricLines {
-        Vec::new()
+    /// Gauges and counters for `/metrics`.
+    fn metrics(&self) -> (MetricLines, MetricLines) {
+        (Vec::new(), Vec::new())
     }
+
+    /// A publication of another node was delivered here (after this node's subscribers got
+    /// it), so the application can follow what other nodes did by its typed kind and room.
+    fn on_remote(&self, _publication: &Publication) {}
+
+    /// The read API of the application's rooms (`/api/rooms`), if it has rooms.
+    fn rooms(&self) -> Option<&dyn RoomApi> {
+        None
+    }
+}
+
+/// What `/api/rooms` and `/api/rooms/{roomId}` read.
+pub trait RoomApi {
+    /// Every room with its participant count, sorted by room id (cluster-wide when the
+    /// application's store is).
+    fn list(&self) -> LocalBoxFuture<'_, Vec<(String, usize)>>;
+
+    /// A room's participant names in join order: Ok(None) when there is no such room,
+    /// Err(message) when `room_id` is not a valid room id.
+    fn members<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, Result<Option<Vec<String>>, String>>;
 }

@@ -9,11 +9,11 @@ use std::io::{self, IoSlice};
 use tokio::net::TcpStream;
 
 use crate::driver::{Driver, Framing, Stomp};
-use crate::http::Upgraded;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
+use crate::upgrade::Upgraded;
 use crate::ws;
 
 /// Frames per vectored write (two slices each: WebSocket header and payload).
@@ -23,18 +23,9 @@ const WRITE_BATCH: usize = 32;
 pub async fn run(up: Upgraded) {
     // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
     let max_message = up.node.config().limits.max_frame_bytes + 1024;
-    Driver::new(
-        up.stream,
-        up.node,
-        up.connection,
-        up.session_id,
-        up.outbound,
-        up.read_buf,
-        max_message,
-        PlainFraming::default(),
-    )
-    .run()
-    .await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default())
+        .run()
+        .await;
 }
 
 /// STOMP frames as WebSocket text (or binary) messages.

@@ -16,7 +16,7 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use crate::liveness::Liveness;
 use crate::memory::{self, Charge, Pressure};
 use crate::metrics::{CloseReason, METRICS};
-use crate::node::Node;
+use crate::node::{Node, Registration};
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::protocol::Limits;
 use crate::session::Session;
@@ -105,9 +105,10 @@ pub trait Framing {
 pub struct Driver<F: Framing> {
     stream: TcpStream,
     node: Rc<Node>,
-    connection: u64,
     stomp: Stomp,
     outbound: Rc<Outbound>,
+    /// The connection's place in the node: freed when the driver is dropped.
+    _registration: Registration,
     /// `[application bytes already de-framed | raw WebSocket bytes]`. Unallocated while idle.
     buf: Vec<u8>,
     /// Length of the de-framed prefix of `buf`.
@@ -126,28 +127,28 @@ pub struct Driver<F: Framing> {
     paused: Option<&'static str>,
     /// Input was left unhandled when flow control paused the client.
     unfed: bool,
+    /// The last read step stopped at its cap with input left on the socket.
+    busy: bool,
 }
 
 impl<F: Framing> Driver<F> {
     /// `initial` holds bytes the client sent after its upgrade request; `max_message_bytes`
     /// bounds one WebSocket message.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: TcpStream,
         node: Rc<Node>,
-        connection: u64,
-        session_id: Rc<str>,
-        outbound: Rc<Outbound>,
+        registration: Registration,
         initial: Bytes,
         max_message_bytes: usize,
         framing: F,
     ) -> Driver<F> {
+        let outbound = registration.outbound.clone();
         Driver {
-            stomp: Stomp::new(&node, connection, session_id, outbound.clone()),
+            stomp: Stomp::new(&node, registration.id, registration.session_id.clone(), outbound.clone()),
             stream,
             node,
-            connection,
             outbound,
+            _registration: registration,
             buf: initial.to_vec(),
             data_len: 0,
             decoder: Decoder::new(max_message_bytes),
@@ -158,6 +159,7 @@ impl<F: Framing> Driver<F> {
             blocked_on: Vec::new(),
             paused: None,
             unfed: false,
+            busy: false,
         }
     }
 
@@ -166,7 +168,6 @@ impl<F: Framing> Driver<F> {
         let reason = self.serve().await;
         let reason = self.finish(reason).await;
         self.stomp.session.end(&self.node);
-        self.node.unregister_connection(self.connection);
         METRICS.closes.inc(reason.as_str());
         log::debug!(
             "{} session {} closed: {}",
@@ -216,6 +217,10 @@ impl<F: Framing> Driver<F> {
             if let Err(reason) = result {
                 return reason;
             }
+            if std::mem::take(&mut self.busy) {
+                // The socket still has input (a flood): let the other connections run first.
+                tokio::task::yield_now().await;
+            }
         }
     }
 
@@ -247,8 +252,10 @@ impl<F: Framing> Driver<F> {
     /// Reads what the socket has, a bounded number of times, processing after each read; stops
     /// early once the client must wait (flow control).
     fn on_readable(&mut self) -> Result<(), CloseReason> {
+        self.busy = true;
         for _ in 0..READS_PER_WAKE {
             if read_once(&self.stream, &mut self.buf)?.is_none() {
+                self.busy = false;
                 break;
             }
             self.stomp.liveness.last_read = Instant::now();

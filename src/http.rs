@@ -10,18 +10,12 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::net::TcpStream;
 
-use crate::metrics::{self, METRICS};
+use crate::metrics::METRICS;
 use crate::node::Node;
-use crate::outbound::Outbound;
 use crate::sockjs;
-use crate::ws::handshake;
-
-/// Whole answers, or a SockJS receiving request's stream.
-pub type Body = Either<Full<Bytes>, sockjs::StreamBody>;
+use crate::upgrade::{upgrade, Body};
 
 /// The chat page, its files, the legacy stomp.js 2.3.3 page and the SockJS one (Spring-style,
 /// sockjs-client 1.6.1 + stomp.js 2.3.3), embedded at build time:
@@ -85,6 +79,21 @@ struct Health {
     /// Cluster mode only: Redis commands that failed or timed out.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_command_errors: Option<u64>,
+    /// Cluster mode only: `host:port` of the Redis primary in use (null before the first
+    /// connect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_primary: Option<Option<String>>,
+    /// Cluster mode only: times the primary in use changed (failovers followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_failovers: Option<u64>,
+    /// Sentinel URL only: sentinels answering now, of those configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels_up: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels_configured: Option<usize>,
+    /// Sentinel URL only: sentinel queries and subscriptions that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinel_errors: Option<u64>,
 }
 
 /// Routes one request.
@@ -107,13 +116,21 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
             METRICS.http_requests.inc("metrics");
             metrics_page(&node)
         }
+        "/status" | "/status/" | "/status.js" | "/api/status" | "/api/status/" => {
+            METRICS.http_requests.inc(if path.starts_with("/api/") { "api" } else { "page" });
+            status_route(&node, &request).await
+        }
         "/api/nodes" | "/api/nodes/" => {
             METRICS.http_requests.inc("api");
             json(StatusCode::OK, &crate::status::nodes::list(&node).await)
         }
         "/api/rooms" | "/api/rooms/" => {
             METRICS.http_requests.inc("api");
-            let rooms = node.presence.rooms().await;
+            let app = node.app();
+            let rooms = match app.as_ref().and_then(|a| a.rooms()) {
+                Some(api) => api.list().await,
+                None => Vec::new(),
+            };
             let list: Vec<RoomSummary> = rooms
                 .into_iter()
                 .map(|(room_id, participant_count)| RoomSummary { room_id, participant_count })
@@ -136,6 +153,67 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
     Ok(response)
 }
 
+/// `/status`, its script and `/api/status` (`?node=ID`: another board's, fetched by this one),
+/// behind HTTP Basic when accounts are configured (`crate::status::basic`).
+async fn status_route(node: &Node, request: &Request<Incoming>) -> Response<Body> {
+    let config = node.config();
+    if !config.status.enabled {
+        METRICS.http_requests.inc("not_found");
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let authorization = request.headers().get(hyper::header::AUTHORIZATION);
+    let allowed =
+        crate::status::basic::allowed(&node.auth.borrow(), config.status.require_auth, authorization);
+    if !allowed {
+        METRICS.http_requests.inc("unauthorized");
+        let mut response = text(StatusCode::UNAUTHORIZED, "this board's status needs a login\n");
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static(crate::status::basic::CHALLENGE),
+        );
+        return response;
+    }
+    match request.uri().path() {
+        "/status" | "/status/" => respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
+        "/status.js" => respond(StatusCode::OK, "text/javascript; charset=utf-8", STATUS_SCRIPT),
+        _ => {
+            let wanted =
+                request.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("node="));
+            match wanted {
+                Some(id) if id != node.server_id() => other_status(node, id, authorization.cloned()).await,
+                _ => json(StatusCode::OK, &crate::status::snapshot(node).await),
+            }
+        }
+    }
+}
+
+/// Another board's `/api/status`, fetched from its advertised URL in the registry.
+async fn other_status(
+    node: &Node,
+    id: &str,
+    authorization: Option<hyper::header::HeaderValue>,
+) -> Response<Body> {
+    let boards = crate::status::nodes::list(node).await;
+    let Some(board) = boards.into_iter().find(|b| b.server_id == id) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &ApiError { error: "unknown_node", message: "no live board with that id in the registry".into() },
+        );
+    };
+    match crate::status::proxy::fetch(&board.url, authorization).await {
+        Ok((status, body)) => {
+            let content_type =
+                if status.is_success() { "application/json" } else { "text/plain; charset=utf-8" };
+            respond(status, content_type, body)
+        }
+        Err(message) => json(StatusCode::BAD_GATEWAY, &ApiError { error: "unreachable", message }),
+    }
+}
+
+/// The status page and its script, embedded like the chat page (no external URL).
+const STATUS_PAGE: &str = include_str!("../web/status.html");
+const STATUS_SCRIPT: &str = include_str!("../web/status.js");
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RoomSummary {
@@ -156,16 +234,18 @@ struct ApiError {
     message: String,
 }
 
-async fn room_detail(node: &Node, room_id: &str) -> Response<Body> {
-    let room = match crate::chat::room::room_id(room_id, &node.config().chat) {
-        Ok(room) => room,
-        Err(message) => {
-            return json(StatusCode::BAD_REQUEST, &ApiError { error: "invalid_room_id", message })
-        }
+async fn room_detail(node: &Node, room: &str) -> Response<Body> {
+    let app = node.app();
+    let found = match app.as_ref().and_then(|a| a.rooms()) {
+        Some(api) => api.members(room).await,
+        None => Ok(None),
     };
-    match node.presence.members(&room).await {
-        Some(participants) => json(StatusCode::OK, &RoomDetail { room_id: room.to_string(), participants }),
-        None => json(
+    match found {
+        Err(message) => json(StatusCode::BAD_REQUEST, &ApiError { error: "invalid_room_id", message }),
+        Ok(Some(participants)) => {
+            json(StatusCode::OK, &RoomDetail { room_id: room.to_string(), participants })
+        }
+        Ok(None) => json(
             StatusCode::NOT_FOUND,
             &ApiError { error: "room_not_found", message: format!("no room {room} right now") },
         ),
@@ -174,6 +254,8 @@ async fn room_detail(node: &Node, room_id: &str) -> Response<Body> {
 
 fn health(node: &Node) -> Response<Body> {
     let draining = node.is_draining();
+    let link = node.broker.link_report();
+    let sentinels = link.as_ref().and_then(|l| l.sentinels.as_ref());
     let body = Health {
         status: if draining { "draining" } else { "ok" },
         mode: node.broker.mode().as_str(),
@@ -183,109 +265,16 @@ fn health(node: &Node) -> Response<Body> {
         uptime_seconds: node.uptime_seconds(),
         redis_reconnects: node.broker.redis_counts().map(|(r, _)| r),
         redis_command_errors: node.broker.redis_counts().map(|(_, e)| e),
+        redis_primary: link.as_ref().map(|l| l.primary.clone()),
+        redis_failovers: link.as_ref().map(|l| l.failovers),
+        sentinels_up: sentinels.map(|(s, _)| s.iter().filter(|(_, up)| *up).count()),
+        sentinels_configured: sentinels.map(|(s, _)| s.len()),
+        sentinel_errors: sentinels.map(|(_, e)| *e),
     };
     json(if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)
 }
 
 fn metrics_page(node: &Node) -> Response<Body> {
-    let (gauges, counters) = node.broker.metrics();
-    let mut gauges = gauges;
-    if let Some(app) = node.app() {
-        gauges.extend(app.metrics());
-    }
-    gauges.push((
-        "destinations_current",
-        "Destinations with local subscribers.",
-        node.hub.destination_count() as u64,
-    ));
-    gauges.push(("uptime_seconds", "Seconds since start.", node.uptime_seconds()));
-    let text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
+    let text = crate::status::metrics_text(node);
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
-}
-
-/// A socket handed over after a `101`, with the STOMP connection registered for it.
-pub struct Upgraded {
-    pub stream: TcpStream,
-    pub node: Rc<Node>,
-    pub connection: u64,
-    pub session_id: Rc<str>,
-    pub outbound: Rc<Outbound>,
-    /// Bytes the client sent after its request, already read by hyper.
-    pub read_buf: Bytes,
-}
-
-/// Answers a WebSocket upgrade (`GET /ws`, SockJS's `…/websocket`): refuses with a clear
-/// status, or registers the connection, answers 101 and hands the socket to `serve` once
-/// hyper has written the response.
-pub fn upgrade<F, Fut>(node: Rc<Node>, mut request: Request<Incoming>, serve: F) -> Response<Body>
-where
-    F: FnOnce(Upgraded) -> Fut + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    let config = node.config();
-    let accepted =
-        match handshake::check(request.method(), request.headers(), &config.websocket.allowed_origins) {
-            Ok(a) => a,
-            Err(refused) => {
-                METRICS.connections_rejected.inc(refused.reason);
-                if refused.reason == "bad_upgrade" {
-                    METRICS.http_requests.inc("bad_request");
-                }
-                let mut response = text(refused.status, refused.message);
-                if refused.status == StatusCode::UPGRADE_REQUIRED {
-                    response
-                        .headers_mut()
-                        .insert("sec-websocket-version", hyper::header::HeaderValue::from_static("13"));
-                }
-                return response;
-            }
-        };
-    let (connection, outbound, session_id) = match node.register_connection() {
-        Ok(registered) => registered,
-        Err(refusal) => {
-            let (label, message) = refusal.describe();
-            METRICS.connections_rejected.inc(label);
-            return text(StatusCode::SERVICE_UNAVAILABLE, message);
-        }
-    };
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    let task_node = node.clone();
-    tokio::task::spawn_local(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                log::debug!("upgrade failed: {e}");
-                task_node.unregister_connection(connection);
-                return;
-            }
-        };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let stream = parts.io.into_inner();
-                serve(Upgraded {
-                    stream,
-                    node: task_node,
-                    connection,
-                    session_id,
-                    outbound,
-                    read_buf: parts.read_buf,
-                })
-                .await;
-            }
-            Err(_) => {
-                log::error!("upgraded connection is not a TCP stream");
-                task_node.unregister_connection(connection);
-            }
-        }
-    });
-    let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert("upgrade", hyper::header::HeaderValue::from_static("websocket"));
-    h.insert("connection", hyper::header::HeaderValue::from_static("Upgrade"));
-    h.insert("sec-websocket-accept", handshake::header_value(&accepted.accept_key));
-    if let Some(p) = accepted.subprotocol {
-        h.insert("sec-websocket-protocol", hyper::header::HeaderValue::from_static(p));
-    }
-    response
 }

@@ -10,6 +10,8 @@
 //! - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec.
 //! - `http`: the routes of the one port (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`,
 //!   `/api`).
+//! - `upgrade`: the WebSocket upgrade of `/ws` and SockJS, and the response `Body` of every
+//!   route (shared by `http` and `sockjs`, which do not import each other).
 //! - `server`: the listener, accept loop and signals (drain, reload).
 //! - `driver`: the socket task of an upgraded WebSocket (read, de-frame, parse, write,
 //!   heart-beats, goodbye), shared by `/ws` and SockJS's `websocket` transport.
@@ -21,13 +23,19 @@
 //! - `outbound`: the bounded per-client queue between the hub and the socket task.
 //! - `signal`: the lock-free wake-up flag a connection or SockJS task waits on.
 //! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
-//! - `engine`: the `Broker` and `Presence` interfaces; `engine::memory` for a node alone.
-//! - `cluster`: the Redis engine behind the same interfaces: relay, presence, registry.
+//! - `engine`: the `Broker` interface and `BrokerEventHandler`; `engine::memory` for a node
+//!   alone. Publications are typed (kind, room): engines never read bodies.
+//!   `engine::stream` is the history interface (offsets, epochs, recovery), `engine::stream_memory`
+//!   its ring for a node alone; the cluster keeps streams in Redis (`cluster::stream`).
+//! - `cluster`: the Redis engine behind the same interface: shard, relay, registry, catch-up,
+//!   over one link that follows a Sentinel-managed primary through failovers.
 //! - `node`: glues config, hub, engine, application and the connection table together.
 //! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).
 //! - `status`: `/api/nodes`, and the `/status` page's snapshot (`/api/status`).
 //! - `app`: the `/app` application hook and `/user/queue/errors` replies.
-//! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`.
+//! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`, with their
+//!   membership (`chat::membership`: a memory and a Redis store behind one interface).
+//! - `clock`: epoch milliseconds.
 //! - `auth`: CONNECT login/passcode checks.
 //! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
@@ -47,6 +55,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod chat;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod connection;
@@ -66,12 +75,15 @@ pub mod signal;
 pub mod sockjs;
 pub mod status;
 pub mod stomp_input;
+pub mod upgrade;
 pub mod ws;
 
 use std::rc::Rc;
 
+use chat::membership::{memory::MemoryMembership, redis::RedisMembership};
 use config::Config;
-use engine::memory::{MemoryBroker, MemoryPresence};
+use engine::memory::MemoryBroker;
+use engine::BrokerEventHandler;
 use node::Node;
 
 /// Builds the node for `config` and serves until a stop signal. Runs its own single-threaded
@@ -93,22 +105,41 @@ pub fn run(
         let bound = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
         let advertise_url = advertise::advertise_url(&config.cluster.advertise_url, bound);
         let node = if config.redis_url.is_some() {
-            // Cluster mode: the Redis engine is both broker and presence. It connects in the
-            // background; the node serves its own clients from the first moment.
+            // Cluster mode: the Redis engine is the broker, and the chat keeps its rooms in
+            // Redis over the same link. The engine connects in the background; the node
+            // serves its own clients from the first moment.
             let engine = cluster::RedisEngine::new(&config)?;
-            let node = Rc::new(Node::new(config, engine.clone(), engine.clone()));
+            let node = Rc::new(Node::new(config, engine.clone()));
+            // The streams of a cluster live in Redis, shared by every node.
+            node.set_history(engine.clone());
             node.set_advertise_url(&advertise_url);
-            engine.start(&node);
-            node.set_app(chat::ChatApp::new(&node, engine));
+            let membership = RedisMembership::new(&node, engine.clone());
+            node.set_app(chat::ChatApp::new(&node, membership));
+            let handler: std::rc::Weak<dyn BrokerEventHandler> = Rc::downgrade(&node) as std::rc::Weak<Node>;
+            engine.start(handler);
             node
         } else {
-            let presence =
-                Rc::new(MemoryPresence::new(config.chat.max_rooms, config.chat.max_participants_per_room));
-            let node = Rc::new(Node::new(config, Rc::new(MemoryBroker), presence.clone()));
+            let membership =
+                Rc::new(MemoryMembership::new(config.chat.max_rooms, config.chat.max_participants_per_room));
+            let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
             node.set_advertise_url(&advertise_url);
-            node.set_app(chat::ChatApp::new(&node, presence));
+            node.set_app(chat::ChatApp::new(&node, membership));
             node
         };
+        // Histories drop messages past their age even on destinations nobody writes to.
+        let sweeper = Rc::downgrade(&node);
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match sweeper.upgrade() {
+                    Some(node) => node.history().sweep(),
+                    None => return,
+                }
+            }
+        });
+        status::start(&node);
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })
 }

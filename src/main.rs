@@ -10,6 +10,30 @@ fn load() -> Result<Action, String> {
     Config::from_args_and_env(std::env::args().skip(1), &env)
 }
 
+/// `--hash-passcode`: prints the hash part of an `auth.users` entry (`"login:HASH"`).
+fn hash_passcode(passcode: &str) -> ExitCode {
+    let passcode = if passcode == "-" {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("stomp-edge: cannot read the passcode from standard input: {e}");
+            return ExitCode::from(2);
+        }
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        passcode.to_string()
+    };
+    match stomp_edge::auth::hash_passcode(&passcode) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stomp-edge: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let config = match load() {
         Ok(Action::Run(config)) => *config,
@@ -21,6 +45,7 @@ fn main() -> ExitCode {
             print!("{}", config::DEFAULT_FILE);
             return ExitCode::SUCCESS;
         }
+        Ok(Action::HashPasscode(passcode)) => return hash_passcode(&passcode),
         Ok(Action::PrintVersion) => {
             println!("stomp-edge {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

@@ -3,15 +3,17 @@
 //! Publishing goes through here: local fan-out first, then the engine for the other nodes.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::rc::Rc;
+use std::collections::{HashMap, HashSet};
+use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::{Config, Reload};
-use crate::engine::{Broker, Presence};
+use crate::engine::stream::{Append, History};
+use crate::engine::stream_memory::MemoryStreams;
+use crate::engine::{Broker, BrokerEventHandler};
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
 
@@ -20,13 +22,17 @@ pub struct Node {
     config: RefCell<Rc<Config>>,
     pub hub: Hub,
     pub broker: Rc<dyn Broker>,
-    /// Who is in which chat room (this node's table, or the cluster's through Redis).
-    pub presence: Rc<dyn Presence>,
+    /// The histories of streamed destinations: this node's rings, or (cluster mode) the
+    /// engine's streams in Redis.
+    history: RefCell<Rc<dyn History>>,
     pub auth: RefCell<Authenticator>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
     /// Every live STOMP connection's outbound queue, so shutdown can reach them all.
     connections: RefCell<HashMap<u64, Rc<Outbound>>>,
+    /// The connections among them that are SockJS sessions (the rest are raw WebSocket), for
+    /// the status page's connections by transport; forgotten with the connection.
+    sockjs: RefCell<HashSet<u64>>,
     next_connection: Cell<u64>,
     next_message: Cell<u64>,
     /// `{server_id}-{start time}`: session ids stay unique across restarts and nodes.
@@ -38,6 +44,25 @@ pub struct Node {
     /// The URL other boards and browsers reach this one at (`crate::advertise`), known once
     /// the listener is bound; `/api/nodes` and the registry entry carry it.
     advertise_url: RefCell<Rc<str>>,
+}
+
+/// A connection's place in the node's table, like mini-redis's connection permit: its id, its
+/// session id and its outbound queue. Dropping it frees the place (and the limit's slot),
+/// whichever way the connection ends, so no path can forget to.
+pub struct Registration {
+    pub id: u64,
+    /// `{server_id}-{start}-{id}`: unique across the cluster and restarts.
+    pub session_id: Rc<str>,
+    pub outbound: Rc<Outbound>,
+    node: Weak<Node>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.unregister_connection(self.id);
+        }
+    }
 }
 
 /// Why a connection could not be registered.
@@ -65,18 +90,19 @@ impl Refusal {
 const CONNECTION_ADMISSION_BYTES: usize = 32 * 1024;
 
 impl Node {
-    pub fn new(config: Config, broker: Rc<dyn Broker>, presence: Rc<dyn Presence>) -> Node {
+    pub fn new(config: Config, broker: Rc<dyn Broker>) -> Node {
         let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         crate::memory::set_limit(config.limits.memory_budget_bytes);
         Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
+            history: RefCell::new(Rc::new(MemoryStreams::new(config.streams.clone()))),
             config: RefCell::new(Rc::new(config)),
             broker,
-            presence,
             app: RefCell::new(None),
             connections: RefCell::new(HashMap::new()),
+            sockjs: RefCell::new(HashSet::new()),
             next_connection: Cell::new(0),
             next_message: Cell::new(0),
             started: Instant::now(),
@@ -104,6 +130,7 @@ impl Node {
             }
         }
         log::set_max_level(config.log_level);
+        self.hub.set_max_destinations(config.limits.max_destinations);
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
         crate::memory::set_limit(config.limits.memory_budget_bytes);
         for out in self.connections.borrow().values() {
@@ -117,6 +144,16 @@ impl Node {
 
     pub fn server_id(&self) -> String {
         self.config.borrow().server_id.clone()
+    }
+
+    /// The histories of streamed destinations.
+    pub fn history(&self) -> Rc<dyn History> {
+        self.history.borrow().clone()
+    }
+
+    /// Replaces the memory streams (cluster mode keeps them in Redis).
+    pub fn set_history(&self, history: Rc<dyn History>) {
+        *self.history.borrow_mut() = history;
     }
 
     /// Sets the advertised URL (once the listener is bound).
@@ -142,14 +179,36 @@ impl Node {
     }
 
     /// Publishes: this node's subscribers first, then the other nodes through the engine.
-    pub fn publish(&self, publication: Publication) {
+    /// A publication to a streamed destination is first appended to its history, which gives
+    /// it its offset.
+    pub fn publish(&self, mut publication: Publication) {
         METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination)
+            && history.append(&mut publication) == Append::DeliveredByEngine
+        {
+            // Cluster mode: delivered here in offset order once Redis gave it its offset.
+            self.broker.publish(&publication);
+            return;
+        }
         self.hub.deliver(&publication);
         self.broker.publish(&publication);
     }
 
-    /// Delivers a publication that another node relayed here.
-    pub fn deliver_remote(&self, publication: &Publication) {
+    /// Delivers to this node's subscribers only (the caller tells the other nodes its own way).
+    /// On a node alone a streamed destination's history gets it (and its offset); in cluster
+    /// mode it is delivered here at once without a position, and gets its offset when the
+    /// caller relays it (the chat's joins and leaves, which its membership store announces).
+    pub fn publish_local(&self, publication: &Publication) {
+        METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination) {
+            let mut positioned = publication.clone();
+            if history.append(&mut positioned) == Append::DeliverNow {
+                self.hub.deliver(&positioned);
+                return;
+            }
+        }
         self.hub.deliver(publication);
     }
 
@@ -176,8 +235,9 @@ impl Node {
         }
     }
 
-    /// Registers a new connection, or refuses it at the limit or while draining.
-    pub fn register_connection(&self) -> Result<(u64, Rc<Outbound>, Rc<str>), Refusal> {
+    /// Registers a new connection, or refuses it at the limit or while draining. The
+    /// connection holds its place while it holds the `Registration`.
+    pub fn register_connection(self: &Rc<Self>) -> Result<Registration, Refusal> {
         if self.draining.get() {
             return Err(Refusal::Draining);
         }
@@ -195,10 +255,23 @@ impl Node {
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
         METRICS.connections_total.inc();
         let session_id = Rc::from(format!("{}-{}", self.session_prefix, base36(id)));
-        Ok((id, outbound, session_id))
+        Ok(Registration { id, session_id, outbound, node: Rc::downgrade(self) })
     }
 
-    pub fn unregister_connection(&self, id: u64) {
+    /// Marks a registered connection as a SockJS session.
+    pub fn mark_sockjs(&self, id: u64) {
+        if self.connections.borrow().contains_key(&id) {
+            self.sockjs.borrow_mut().insert(id);
+        }
+    }
+
+    /// Open connections that are SockJS sessions.
+    pub fn sockjs_count(&self) -> usize {
+        self.sockjs.borrow().len()
+    }
+
+    fn unregister_connection(&self, id: u64) {
+        self.sockjs.borrow_mut().remove(&id);
         let mut connections = self.connections.borrow_mut();
         connections.remove(&id);
         METRICS.connections_current.set(connections.len() as u64);
@@ -244,6 +317,25 @@ impl Node {
     }
 }
 
+impl BrokerEventHandler for Node {
+    /// A publication that another node relayed here: to this node's subscribers, then to the
+    /// application (which follows other nodes' room changes by kind and room).
+    fn handle_publication(&self, publication: &Publication) {
+        self.hub.deliver(publication);
+        if let Some(app) = self.app() {
+            app.on_remote(publication);
+        }
+    }
+
+    fn advertise_url(&self) -> Rc<str> {
+        Node::advertise_url(self)
+    }
+
+    fn connection_count(&self) -> usize {
+        Node::connection_count(self)
+    }
+}
+
 fn base36(mut n: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
@@ -261,22 +353,28 @@ fn base36(mut n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::memory::{MemoryBroker, MemoryPresence};
+    use crate::engine::memory::MemoryBroker;
 
     #[test]
     fn ids_are_unique_and_carry_the_server_id() {
         let mut config = Config::embedded();
         config.server_id = "n1".into();
         config.limits.max_connections = 2;
-        let node = Node::new(config, Rc::new(MemoryBroker), Rc::new(MemoryPresence::new(10, 10)));
-        let (a, _, sa) = node.register_connection().unwrap();
-        let (b, _, sb) = node.register_connection().unwrap();
-        assert_ne!((a, &sa), (b, &sb));
-        assert!(sa.starts_with("n1-"));
-        assert_eq!(node.register_connection().unwrap_err(), Refusal::Limit);
-        node.unregister_connection(a);
+        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
+        let a = node.register_connection().unwrap();
+        let b = node.register_connection().unwrap();
+        assert_ne!((a.id, &a.session_id), (b.id, &b.session_id));
+        assert!(a.session_id.starts_with("n1-"));
+        assert_eq!(node.register_connection().err(), Some(Refusal::Limit));
+        // Dropping a registration frees its place.
+        drop(a);
+        assert_eq!(node.connection_count(), 1);
+        let c = node.register_connection().unwrap();
+        assert_eq!(node.connection_count(), 2);
+        drop((b, c));
+        assert_eq!(node.connection_count(), 0);
         node.drain();
-        assert_eq!(node.register_connection().unwrap_err(), Refusal::Draining);
+        assert_eq!(node.register_connection().err(), Some(Refusal::Draining));
         assert_ne!(node.next_message_id(), node.next_message_id());
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");

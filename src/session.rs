@@ -9,7 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::app::{AppError, SessionHandle};
-use crate::broker::{is_transport_header, AckMode, Publication, Subscriber};
+use crate::broker::{
+    encode_message, finish_recovery, is_transport_header, AckMode, Cursor, Publication, Subscriber,
+};
+use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
@@ -81,12 +84,27 @@ pub fn negotiate_heartbeat(client: (u64, u64), server_send_ms: u64, server_recei
     HeartBeat { send: send.map(Duration::from_millis), receive: receive.map(Duration::from_millis) }
 }
 
-fn receipt_frame(receipt: &str, version: Version) -> Bytes {
+/// Extra headers of a RECEIPT (a streamed SUBSCRIBE's `x-stream-*`).
+type ReceiptHeaders = Vec<(&'static str, String)>;
+
+fn receipt_frame(receipt: &str, version: Version, extra: &ReceiptHeaders) -> Bytes {
     let mut out = Vec::with_capacity(32 + receipt.len());
     let mut w = FrameWriter::new(&mut out, Command::Receipt, version);
     w.header("receipt-id", receipt);
+    for (name, value) in extra {
+        w.header(name, value);
+    }
     w.body(b"");
     Bytes::from(out)
+}
+
+/// The RECEIPT headers of a streamed SUBSCRIBE.
+fn recovery_headers(recovery: &Recovery) -> ReceiptHeaders {
+    vec![
+        (RECOVERED_HEADER, recovery.recovered.to_string()),
+        (EPOCH_HEADER, recovery.next.epoch.to_string()),
+        (OFFSET_HEADER, recovery.next.offset.to_string()),
+    ]
 }
 
 fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
@@ -106,6 +124,10 @@ pub struct Session {
     transactions: Vec<Transaction>,
     /// Set by a SUBSCRIBE whose cluster subscription is not active yet: its RECEIPT waits.
     receipt_after: Option<LocalBoxFuture<'static, ()>>,
+    /// Set by a streamed SUBSCRIBE: what its RECEIPT says about the recovery.
+    receipt_headers: ReceiptHeaders,
+    /// Set by a SUBSCRIBE whose recovery sends the RECEIPT itself, after the kept messages.
+    receipt_sent_later: bool,
 }
 
 impl Session {
@@ -120,6 +142,8 @@ impl Session {
             subscriptions: Vec::new(),
             transactions: Vec::new(),
             receipt_after: None,
+            receipt_headers: Vec::new(),
+            receipt_sent_later: false,
         }
     }
 
@@ -139,11 +163,13 @@ impl Session {
         let result = self.dispatch(frame, node);
         // Taken whatever the result, so a failed SUBSCRIBE leaves nothing behind.
         let wait = self.receipt_after.take();
+        let extra = std::mem::take(&mut self.receipt_headers);
+        let receipt = receipt.filter(|_| !std::mem::take(&mut self.receipt_sent_later));
         match result {
             Ok(outcome) => {
                 match (receipt, frame.command == Command::Connect, wait) {
-                    (Some(receipt), false, None) => self.send_receipt(&receipt),
-                    (Some(receipt), false, Some(wait)) => self.send_receipt_after(wait, receipt, node),
+                    (Some(receipt), false, None) => self.send_receipt(&receipt, &extra),
+                    (Some(receipt), false, Some(wait)) => self.send_receipt_after(wait, receipt, extra, node),
                     _ => {}
                 }
                 outcome
@@ -229,9 +255,10 @@ impl Session {
             self.session_id.clone(),
             self.connection,
             version,
+            login.as_deref().map(Rc::from),
             self.outbound.clone(),
         )));
-        node.presence.session_started(&self.session_id);
+        node.broker.session_started(&self.session_id);
         Ok(Outcome::Continue)
     }
 
@@ -276,17 +303,28 @@ impl Session {
     }
 
     /// Sends a SEND where its destination leads: `/topic/**` to the broker, `/app/**` to the
-    /// application. Problems here are application errors: the session stays open.
+    /// application. Problems here are application errors: the session stays open. Checked
+    /// here, on every path a SEND takes (alone or at COMMIT, any version, any transport).
     fn route_send(&mut self, destination: &str, headers: Vec<(String, String)>, body: Bytes, node: &Node) {
         let Some(handle) = self.handle.clone() else { return };
-        let result = if destination.starts_with("/topic/") {
-            if node.config().stomp.allow_client_topic_send {
-                node.publish(Publication {
-                    destination: Rc::from(destination),
-                    message_id: node.next_message_id(),
+        let config = node.config();
+        let result = if let Some(prefix) = config.stomp.server_owned(destination) {
+            // Only the server writes here (the chat's room events): a client's SEND would let
+            // it forge events or speak as someone else (Spring: `simpDestMatchers(..).denyAll()`).
+            METRICS.messages_dropped.inc("server_owned_destination");
+            Err(AppError::new(
+                "forbidden",
+                format!("only the server sends to {prefix}**; use the /app destinations"),
+                destination,
+            ))
+        } else if destination.starts_with("/topic/") {
+            if config.stomp.allow_client_topic_send {
+                node.publish(Publication::message(
+                    Rc::from(destination),
+                    node.next_message_id(),
                     headers,
                     body,
-                });
+                ));
                 Ok(())
             } else {
                 Err(AppError::new(
@@ -345,6 +383,14 @@ impl Session {
                 format!("cannot subscribe to {destination}: use /topic/... or /user/queue/..."),
             ));
         }
+        let history = node.history();
+        let streamed = !user && history.is_streamed(&destination);
+        let since = if streamed {
+            Since::parse(frame.header(OFFSET_HEADER).as_deref(), frame.header(EPOCH_HEADER).as_deref())
+                .map_err(|e| ProtocolError::new("bad_header", e))?
+        } else {
+            Since::Next
+        };
         if frame.header("receipt").is_some() {
             self.receipt_after = node.broker.ready(&destination);
         }
@@ -355,17 +401,62 @@ impl Session {
             }
             key
         } else {
-            let subscriber = Subscriber {
+            let mut subscriber = Subscriber {
                 connection: self.connection,
                 subscription_id: id.clone(),
                 version: self.version,
                 ack,
                 outbound: self.outbound.clone(),
+                cursor: None,
             };
-            node.subscribe(&destination, subscriber).map_err(|e| {
+            if streamed && node.hub.subscriber_count(&destination) == 0 && !node.hub.has_room() {
+                METRICS.subscriptions_rejected.inc("destination_limit");
+                return Err(ProtocolError::new("other", node.hub.full_error().to_string()));
+            }
+            let mut later = None;
+            if streamed {
+                match history.recover(&destination, &since) {
+                    Recovering::Now(recovery) => {
+                        // Kept messages first, then live: the read and the subscription happen
+                        // in one step of this thread, so no publication can fall between them.
+                        for p in &recovery.publications {
+                            self.outbound.push(OutFrame::stomp(encode_message(p, &id, self.version, ack)));
+                        }
+                        METRICS.messages_delivered.add(recovery.publications.len() as u64);
+                        self.receipt_headers = recovery_headers(&recovery);
+                    }
+                    Recovering::Later(read) => {
+                        // The subscription holds live publications until the kept ones are
+                        // sent; the cursor drops those sent twice at the seam.
+                        subscriber.cursor = Some(Cursor::recovering());
+                        later = Some((read, subscriber.clone()));
+                    }
+                }
+            }
+            let key = node.subscribe(&destination, subscriber).map_err(|e| {
                 METRICS.subscriptions_rejected.inc("destination_limit");
                 ProtocolError::new("other", e.to_string())
-            })?
+            })?;
+            if let Some((read, subscriber)) = later {
+                let receipt = frame.header("receipt").map(|r| r.into_owned());
+                self.receipt_sent_later = receipt.is_some();
+                self.receipt_after = None;
+                let limit = Duration::from_millis(node.config().cluster.command_timeout_ms * 2);
+                let version = self.version;
+                tokio::task::spawn_local(async move {
+                    let recovery = match tokio::time::timeout(limit, read).await {
+                        Ok(recovery) => recovery,
+                        Err(_) => Recovery::unavailable(Rc::from(""), 0),
+                    };
+                    finish_recovery(&subscriber, &recovery.publications, &recovery.next);
+                    if let Some(receipt) = receipt {
+                        let frame = receipt_frame(&receipt, version, &recovery_headers(&recovery));
+                        subscriber.outbound.push_unbounded(OutFrame::stomp(frame));
+                        METRICS.receipts_sent.inc();
+                    }
+                });
+            }
+            key
         };
         self.subscriptions.push(Subscription { id, destination: key, user });
         Ok(Outcome::Continue)
@@ -455,18 +546,24 @@ impl Session {
     }
 
     /// Sends a RECEIPT once `wait` resolves (bounded by the cluster command timeout).
-    fn send_receipt_after(&self, wait: LocalBoxFuture<'static, ()>, receipt: String, node: &Node) {
+    fn send_receipt_after(
+        &self,
+        wait: LocalBoxFuture<'static, ()>,
+        receipt: String,
+        extra: ReceiptHeaders,
+        node: &Node,
+    ) {
         let limit = Duration::from_millis(node.config().cluster.command_timeout_ms);
         let (outbound, version) = (self.outbound.clone(), self.version);
         tokio::task::spawn_local(async move {
             let _ = tokio::time::timeout(limit, wait).await;
-            outbound.push_unbounded(OutFrame::stomp(receipt_frame(&receipt, version)));
+            outbound.push_unbounded(OutFrame::stomp(receipt_frame(&receipt, version, &extra)));
             METRICS.receipts_sent.inc();
         });
     }
 
-    fn send_receipt(&self, receipt: &str) {
-        self.outbound.push_unbounded(OutFrame::stomp(receipt_frame(receipt, self.version)));
+    fn send_receipt(&self, receipt: &str, extra: &ReceiptHeaders) {
+        self.outbound.push_unbounded(OutFrame::stomp(receipt_frame(receipt, self.version, extra)));
         METRICS.receipts_sent.inc();
     }
 
@@ -518,7 +615,7 @@ impl Session {
             if let Some(app) = node.app() {
                 app.on_session_end(&handle);
             }
-            node.presence.session_ended(&self.session_id);
+            node.broker.session_ended(&self.session_id);
         }
     }
 }
@@ -526,6 +623,107 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::engine::memory::MemoryBroker;
+    use crate::protocol::Limits;
+    use crate::stomp_input::feed;
+
+    fn node() -> Node {
+        Node::new(Config::embedded(), Rc::new(MemoryBroker))
+    }
+
+    fn session(id: u64) -> (Session, Rc<Outbound>) {
+        let out = Rc::new(Outbound::new(1 << 20));
+        (Session::new(id, Rc::from(format!("s{id}")), out.clone()), out)
+    }
+
+    /// Feeds frames; returns the close reason, if the session must close.
+    fn frames(s: &mut Session, node: &Node, data: &str) -> Option<CloseReason> {
+        feed(s, node, &Limits::default(), data.as_bytes(), false).result.err()
+    }
+
+    /// Every frame queued for the client, as text, and empties the queue.
+    fn sent(out: &Outbound) -> Vec<String> {
+        let frames =
+            out.with_queue(|q| q.iter().map(|f| String::from_utf8_lossy(&f.bytes).to_string()).collect());
+        out.pop_written(out.with_queue(|q| q.len()));
+        frames
+    }
+
+    const CONNECT: &str = "CONNECT\naccept-version:1.2\nhost:h\n\n\0";
+
+    #[test]
+    fn server_owned_destinations_are_refused_alone_and_at_commit() {
+        let node = node();
+        let (mut member, member_out) = session(1);
+        assert_eq!(frames(&mut member, &node, CONNECT), None);
+        assert_eq!(frames(&mut member, &node, "SUBSCRIBE\nid:r\ndestination:/topic/room/lobby\n\n\0"), None);
+        let (mut mallory, out) = session(2);
+        assert_eq!(frames(&mut mallory, &node, CONNECT), None);
+        assert_eq!(
+            frames(&mut mallory, &node, "SUBSCRIBE\nid:e\ndestination:/user/queue/errors\n\n\0"),
+            None
+        );
+        sent(&out);
+        sent(&member_out);
+        let forged = r#"{"type":"JOIN","sender":"admin","participantCount":999}"#;
+        assert_eq!(
+            frames(&mut mallory, &node, &format!("SEND\ndestination:/topic/room/lobby\n\n{forged}\0")),
+            None
+        );
+        let tx = format!(
+            "BEGIN\ntransaction:t\n\n\0SEND\ndestination:/topic/room/lobby\ntransaction:t\n\n{forged}\0"
+        );
+        assert_eq!(frames(&mut mallory, &node, &tx), None);
+        assert_eq!(sent(&out).len(), 1, "a SEND held in a transaction is only checked at COMMIT");
+        assert_eq!(frames(&mut mallory, &node, "COMMIT\ntransaction:t\nreceipt:c\n\n\0"), None);
+        let replies = sent(&out);
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert!(replies[0].contains("\"code\":\"forbidden\"") && replies[0].contains("/user/queue/errors"));
+        assert!(replies[1].starts_with("RECEIPT\n"), "the session stays open: {replies:?}");
+        assert!(sent(&member_out).is_empty(), "nothing reached the room's subscriber");
+        // Other topics stay open to clients.
+        assert_eq!(frames(&mut mallory, &node, "SEND\ndestination:/topic/roomy\n\nhi\0"), None);
+        assert!(sent(&out).is_empty());
+    }
+
+    #[test]
+    fn frames_before_connect_and_a_second_connect_close_the_session() {
+        let node = node();
+        let (mut s, out) = session(1);
+        assert_eq!(
+            frames(&mut s, &node, "SEND\ndestination:/topic/a\nreceipt:x\n\nhi\0"),
+            Some(CloseReason::ProtocolError)
+        );
+        let replies = sent(&out);
+        assert!(replies[0].starts_with("ERROR\n") && replies[0].contains("receipt-id:x"), "{replies:?}");
+        let (mut s, out) = session(2);
+        assert_eq!(frames(&mut s, &node, CONNECT), None);
+        assert!(s.is_connected() && sent(&out)[0].starts_with("CONNECTED\n"));
+        assert_eq!(frames(&mut s, &node, CONNECT), Some(CloseReason::ProtocolError));
+        assert_eq!(frames(&mut s, &node, "DISCONNECT\n\n\0"), Some(CloseReason::ClientDisconnect));
+    }
+
+    #[test]
+    fn subscriptions_are_released_when_the_session_ends() {
+        let node = node();
+        let (mut s, out) = session(1);
+        assert_eq!(frames(&mut s, &node, CONNECT), None);
+        for (id, dest) in [("a", "/topic/a"), ("b", "/topic/b"), ("e", "/user/queue/errors")] {
+            assert_eq!(frames(&mut s, &node, &format!("SUBSCRIBE\nid:{id}\ndestination:{dest}\n\n\0")), None);
+        }
+        assert_eq!(
+            frames(&mut s, &node, "SUBSCRIBE\nid:a\ndestination:/topic/c\n\n\0"),
+            Some(CloseReason::ProtocolError)
+        );
+        assert_eq!(node.hub.destination_count(), 2);
+        assert_eq!(frames(&mut s, &node, "UNSUBSCRIBE\nid:a\n\n\0"), None);
+        assert_eq!(node.hub.destination_count(), 1);
+        s.end(&node);
+        assert_eq!(node.hub.destination_count(), 0);
+        assert!(!s.is_connected());
+        drop(sent(&out));
+    }
 
     #[test]
     fn heartbeats_take_the_larger_interval_or_none() {

@@ -76,11 +76,11 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::engine::memory::{MemoryBroker, MemoryPresence};
+    use crate::engine::memory::MemoryBroker;
     use crate::outbound::Outbound;
 
     fn setup() -> (Node, Session, Rc<Outbound>) {
-        let node = Node::new(Config::embedded(), Rc::new(MemoryBroker), Rc::new(MemoryPresence::new(10, 10)));
+        let node = Node::new(Config::embedded(), Rc::new(MemoryBroker));
         let out = Rc::new(Outbound::new(1 << 20));
         let session = Session::new(1, Rc::from("s1"), out.clone());
         (node, session, out)

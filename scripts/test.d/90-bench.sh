@@ -3,8 +3,9 @@
 # `cargo bench --bench loadgen -- --quick` (1000 idle connections, ~2 s fan-out, latency and chat
 # scenarios, loopback only) and prints its figures beside the targets; with `redis-server` on
 # PATH also the cluster part (a Redis on a free loopback port and two nodes: cross-node
-# fan-out, the Redis hop at 10k deliveries/s, Redis commands per chat message; ~2 s each).
-# Then scripts/bench/hostile.py --quick: the hostile-client scenarios of issue 13 (~1.5 min).
+# fan-out, the Redis hop at 10k deliveries/s, Redis commands per chat message; ~2 s each),
+# the Redis CPU per PUBLISH by boards subscribed (scripts/bench-redis-publish.sh, ~10 s), and
+# scripts/bench/hostile.py --quick: the hostile-client scenarios of issue 13 (~2.5 min).
 # Figures only: it exits non-zero when the build or the bench itself fails to run, never for a
 # missed target.
 set -uo pipefail
@@ -35,6 +36,16 @@ if [ -d "$REPO_ROOT/tests/js/node_modules" ]; then
     fi
 else
     echo "[$TAG] SockJS benchmark skipped: tests/js/node_modules missing (run scripts/test.sh)"
+fi
+# What one PUBLISH costs the Redis primary by boards subscribed (issue 12's Redis Cluster sizing).
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+    echo "[$TAG] bash scripts/bench-redis-publish.sh 50000"
+    if ! timeout 120 bash scripts/bench-redis-publish.sh 50000; then
+        echo "[$TAG] FAIL the Redis PUBLISH cost benchmark did not run to the end"
+        exit 1
+    fi
+else
+    echo "[$TAG] Redis PUBLISH cost skipped: redis-server or redis-benchmark missing"
 fi
 # Hostile clients (issue 13): each scenario against a fresh release server, peak and after RSS,
 # a well-behaved client's p99 meanwhile, the overload scenario's loss and publisher rate.

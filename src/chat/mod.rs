@@ -1,22 +1,28 @@
 //! The chat application of the original design, mounted at `/app` (Spring's
 //! `@MessageMapping("/room/{roomId}/join|message|leave")`): validates requests, keeps each
-//! session in at most one room through the engine's `Presence`, and publishes every change on
-//! `/topic/room/{roomId}` as one JSON event built once per message.
+//! session in at most one room through its `Membership` store, and publishes every change on
+//! `/topic/room/{roomId}` as one JSON event built once per message. Those topics are the
+//! application's alone: clients cannot send there (`stomp.server_owned_prefixes`), and each
+//! event is a typed publication (kind and room) so no engine ever reads the JSON.
 //!
-//! Join and leave may wait on the cluster's presence, so each session's chat operations run in
-//! order on a small per-session queue; a chat message with nothing queued before it is handled
-//! at once, on the path of the SEND.
+//! Join and leave may wait on the cluster's membership, so each session's chat operations run
+//! in order on a small per-session queue; a chat message with nothing queued before it is
+//! handled at once, on the path of the SEND.
 
+pub mod membership;
 pub mod room;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
-use crate::app::{AppError, Application, SessionHandle};
-use crate::config::ChatConfig;
-use crate::engine::{Member, Presence};
+use crate::app::{AppError, Application, RoomApi, SessionHandle};
+use crate::broker::{Kind, Publication};
+use crate::config::Config;
+use crate::engine::LocalBoxFuture;
+use crate::metrics::MetricLines;
 use crate::node::Node;
+use membership::{Member, Membership};
 use room::{EventType, RoomEvent, RoomId, Username};
 
 /// Prefix of the chat destinations.
@@ -48,19 +54,21 @@ pub struct ChatApp {
     /// This app itself, for the per-session runner tasks it spawns.
     me: Weak<ChatApp>,
     node: Weak<Node>,
-    presence: Rc<dyn Presence>,
-    config: RefCell<ChatConfig>,
+    membership: Rc<dyn Membership>,
+    /// The chat settings and whether names are logins (`auth.users` set and
+    /// `chat.free_usernames` off), replaced on reload.
+    config: RefCell<Rc<Config>>,
     /// Sessions that have used the chat, by connection id.
     sessions: RefCell<HashMap<u64, Rc<ChatSession>>>,
 }
 
 impl ChatApp {
-    pub fn new(node: &Rc<Node>, presence: Rc<dyn Presence>) -> Rc<ChatApp> {
+    pub fn new(node: &Rc<Node>, membership: Rc<dyn Membership>) -> Rc<ChatApp> {
         Rc::new_cyclic(|me| ChatApp {
             me: me.clone(),
             node: Rc::downgrade(node),
-            presence,
-            config: RefCell::new(node.config().chat.clone()),
+            membership,
+            config: RefCell::new(node.config()),
             sessions: RefCell::new(HashMap::new()),
         })
     }
@@ -81,11 +89,26 @@ impl ChatApp {
     }
 
     /// Publishes a room event on `/topic/room/{roomId}`: encoded once, fanned out by the node.
-    fn broadcast(&self, kind: EventType, room: &RoomId, sender: &str, message: Option<&str>, count: usize) {
+    /// A join or leave goes to this node's clients at once and to the others as the
+    /// membership store decides (so each change is announced once, whatever Redis did).
+    fn broadcast(
+        &self,
+        session: &ChatSession,
+        kind: EventType,
+        room: &RoomId,
+        sender: &str,
+        message: Option<&str>,
+        count: usize,
+    ) {
         let Some(node) = self.node.upgrade() else { return };
-        node.publish(
-            RoomEvent::new(kind, room, sender, message, count).into_publication(node.next_message_id()),
-        );
+        let event =
+            RoomEvent::new(kind, room, sender, message, count).into_publication(node.next_message_id());
+        if event.kind.is_membership() {
+            node.publish_local(&event);
+            self.membership.announce(&session.handle.session_id, &event);
+        } else {
+            node.publish(event);
+        }
     }
 
     /// Queues an operation and starts the session's runner if it is idle. Past
@@ -129,13 +152,21 @@ impl ChatApp {
                     return; // already there under that name
                 }
                 let member = Member { session_id: session.handle.session_id.clone(), username: name.clone() };
-                match self.presence.join(&room, member).await {
-                    Ok(count) => {
-                        if let Some((old_room, old_name)) = current {
-                            self.leave_room(session, &old_room, &old_name).await;
+                // One atomic step: the old room (or name) is left only if the new one is free.
+                match self.membership.join(&room, member).await {
+                    Ok(joined) => {
+                        if let Some(left) = joined.left {
+                            self.broadcast(
+                                session,
+                                EventType::Leave,
+                                &left.room,
+                                &left.username,
+                                None,
+                                left.count,
+                            );
                         }
                         *session.room.borrow_mut() = Some((room.clone(), name.clone()));
-                        self.broadcast(EventType::Join, &room, &name, None, count);
+                        self.broadcast(session, EventType::Join, &room, &name, None, joined.count);
                     }
                     Err(e) => session.handle.send_error(&AppError::new(
                         e.code(),
@@ -172,8 +203,8 @@ impl ChatApp {
 
     async fn leave_room(&self, session: &ChatSession, room: &RoomId, name: &Username) {
         *session.room.borrow_mut() = None;
-        if let Some((_, count)) = self.presence.leave(room, &session.handle.session_id).await {
-            self.broadcast(EventType::Leave, room, name, None, count);
+        if let Some(left) = self.membership.leave(room, &session.handle.session_id).await {
+            self.broadcast(session, EventType::Leave, room, name, None, left.count);
         }
     }
 }
@@ -189,16 +220,21 @@ impl Application for ChatApp {
         let (room_text, action) = split_destination(destination).ok_or_else(|| {
             err("unknown_destination", "chat destinations are /app/room/{roomId}/join|message|leave".into())
         })?;
-        let config = self.config.borrow().clone();
-        let room = room::room_id(room_text, &config).map_err(|m| err("invalid_room_id", m))?;
+        let whole = self.config.borrow().clone();
+        let config = &whole.chat;
+        let room = room::room_id(room_text, config).map_err(|m| err("invalid_room_id", m))?;
         let session = self.session(handle);
         match action {
             "join" => {
-                let request: room::JoinRequest = serde_json::from_slice(body).map_err(|e| {
-                    err("invalid_payload", format!("join needs {{\"username\":\"...\"}}: {e}"))
-                })?;
-                let name =
-                    room::username(&request.username, &config).map_err(|m| err("invalid_username", m))?;
+                let request: room::JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
+                    room::JoinRequest::default()
+                } else {
+                    serde_json::from_slice(body).map_err(|e| {
+                        err("invalid_payload", format!("join needs {{\"username\":\"...\"}}: {e}"))
+                    })?
+                };
+                let name = room::chat_name(request.username.as_deref(), handle.login.as_deref(), &whole)
+                    .map_err(|(code, m)| err(code, m))?;
                 self.enqueue(&session, Op::Join(room, name));
                 Ok(())
             }
@@ -230,13 +266,33 @@ impl Application for ChatApp {
         }
     }
 
-    fn reload(&self, config: &crate::config::Config) {
-        *self.config.borrow_mut() = config.chat.clone();
+    fn reload(&self, config: &Config) {
+        self.membership.set_limits(config.chat.max_rooms, config.chat.max_participants_per_room);
+        *self.config.borrow_mut() = Rc::new(config.clone());
     }
 
-    fn metrics(&self) -> crate::engine::MetricLines {
+    fn metrics(&self) -> (MetricLines, MetricLines) {
         let in_rooms = self.sessions.borrow().values().filter(|s| s.room.borrow().is_some()).count();
-        vec![("chat_participants_local", "Sessions of this node that are in a chat room.", in_rooms as u64)]
+        let (mut gauges, counters) = self.membership.metrics();
+        gauges.push((
+            "chat_participants_local",
+            "Sessions of this node that are in a chat room.",
+            in_rooms as u64,
+        ));
+        (gauges, counters)
+    }
+
+    fn on_remote(&self, publication: &Publication) {
+        // Another node's join or leave: the room's count changed; the store reads it again.
+        if let (Kind::Join | Kind::Leave, Some(room)) = (publication.kind, &publication.room) {
+            if let Ok(room) = RoomId::try_from(&**room) {
+                self.membership.changed_elsewhere(&room);
+            }
+        }
+    }
+
+    fn rooms(&self) -> Option<&dyn RoomApi> {
+        Some(self)
     }
 
     fn busy(&self) -> bool {
@@ -263,10 +319,31 @@ impl ChatApp {
         let current = session.room.borrow().clone();
         match current {
             Some((r, name)) if r == *room => {
-                self.broadcast(EventType::Chat, room, &name, Some(text), self.presence.count(room));
+                self.broadcast(
+                    session,
+                    EventType::Chat,
+                    room,
+                    &name,
+                    Some(text),
+                    self.membership.count(room),
+                );
                 Ok(())
             }
             _ => Err(AppError::new("not_joined", "join the room before sending messages to it", destination)),
         }
+    }
+}
+
+impl RoomApi for ChatApp {
+    fn list(&self) -> LocalBoxFuture<'_, Vec<(String, usize)>> {
+        self.membership.rooms()
+    }
+
+    fn members<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, Result<Option<Vec<String>>, String>> {
+        Box::pin(async move {
+            let config = self.config.borrow().clone();
+            let room = room::room_id(room_id, &config.chat)?;
+            Ok(self.membership.members(&room).await)
+        })
     }
 }

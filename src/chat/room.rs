@@ -4,8 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Publication;
-use crate::config::{ChatConfig, ROOM_ID_CEILING, USERNAME_BYTES};
+use crate::broker::{Kind, Publication};
+use crate::clock::now_ms;
+use crate::config::{ChatConfig, Config, ROOM_ID_CEILING, USERNAME_BYTES};
+
+/// Where each room's events are broadcast: `/topic/room/{roomId}`.
+pub const ROOM_TOPIC_PREFIX: &str = "/topic/room/";
 
 /// A room id: 1..=64 characters of `[A-Za-z0-9_-]`, stored inline.
 pub type RoomId = heapless::String<ROOM_ID_CEILING>;
@@ -37,10 +41,36 @@ pub fn username(text: &str, config: &ChatConfig) -> Result<Username, String> {
     Username::try_from(text).map_err(|_| "username is too long".into())
 }
 
-/// Body of `SEND /app/room/{roomId}/join`.
-#[derive(Debug, Deserialize)]
+/// Body of `SEND /app/room/{roomId}/join`. The name may be left out where names are logins.
+#[derive(Debug, Default, Deserialize)]
 pub struct JoinRequest {
-    pub username: String,
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+/// The name a session chats under. With accounts (`auth.users`) and `chat.free_usernames`
+/// off, it is the login the session connected with, and a join asking for another name is
+/// refused (`forbidden`), so nobody speaks as someone else; otherwise it is the name asked
+/// for. Errors: (application error code, message).
+pub fn chat_name(
+    requested: Option<&str>,
+    login: Option<&str>,
+    config: &Config,
+) -> Result<Username, (&'static str, String)> {
+    let names_are_logins = !config.auth.users.is_empty() && !config.chat.free_usernames;
+    let name = match (names_are_logins, requested, login) {
+        (true, _, None) => return Err(("forbidden", "this session has no login to chat under".into())),
+        (true, Some(asked), Some(login)) if asked != login => {
+            return Err((
+                "forbidden",
+                format!("on this server your chat name is your login `{login}`; join with that name or none"),
+            ))
+        }
+        (true, _, Some(login)) => login,
+        (false, Some(asked), _) => asked,
+        (false, None, _) => return Err(("invalid_payload", "join needs {\"username\":\"...\"}".into())),
+    };
+    username(name, &config.chat).map_err(|m| ("invalid_username", m))
 }
 
 /// Body of `SEND /app/room/{roomId}/message`.
@@ -96,19 +126,24 @@ impl RoomEvent {
         }
     }
 
-    /// The event as a publication on `/topic/room/{roomId}`: its JSON is built here, once.
+    /// The event as a publication on `/topic/room/{roomId}`, typed (its kind and room are
+    /// what the engine routes by): its JSON is built here, once.
     pub fn into_publication(self, message_id: std::rc::Rc<str>) -> Publication {
+        let kind = match self.kind {
+            EventType::Join => Kind::Join,
+            EventType::Leave => Kind::Leave,
+            EventType::Chat => Kind::Message,
+        };
         Publication {
-            destination: std::rc::Rc::from(format!("/topic/room/{}", self.room_id)),
+            destination: std::rc::Rc::from(format!("{ROOM_TOPIC_PREFIX}{}", self.room_id)),
             message_id,
             headers: vec![("content-type".to_string(), "application/json".to_string())],
             body: serde_json::to_vec(&self).unwrap_or_default().into(),
+            kind,
+            room: Some(std::rc::Rc::from(self.room_id.as_str())),
+            stream: None,
         }
     }
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -133,6 +168,28 @@ mod tests {
         assert!(username("", &c).is_err());
         assert!(username("   ", &c).is_err());
         assert!(username("a\u{7}b", &c).is_err());
+    }
+
+    #[test]
+    fn names_are_logins_where_accounts_are_configured() {
+        let mut c = Config::embedded();
+        assert_eq!(chat_name(Some("alice"), None, &c).map(|n| n.to_string()), Ok("alice".into()));
+        assert_eq!(chat_name(None, None, &c).map_err(|e| e.0), Err("invalid_payload"));
+        c.auth.users = vec![("alice".into(), "pw".into())];
+        assert_eq!(chat_name(None, Some("alice"), &c).map(|n| n.to_string()), Ok("alice".into()));
+        assert_eq!(chat_name(Some("alice"), Some("alice"), &c).map(|n| n.to_string()), Ok("alice".into()));
+        assert_eq!(chat_name(Some("admin"), Some("alice"), &c).map_err(|e| e.0), Err("forbidden"));
+        c.chat.free_usernames = true;
+        assert_eq!(chat_name(Some("admin"), Some("alice"), &c).map(|n| n.to_string()), Ok("admin".into()));
+    }
+
+    #[test]
+    fn events_are_typed_publications() {
+        let room = RoomId::try_from("r").unwrap();
+        let p = RoomEvent::new(EventType::Leave, &room, "bob", None, 1).into_publication("n-1".into());
+        assert_eq!((p.kind, p.room.as_deref(), &*p.destination), (Kind::Leave, Some("r"), "/topic/room/r"));
+        let p = RoomEvent::new(EventType::Chat, &room, "bob", Some("hi"), 1).into_publication("n-2".into());
+        assert_eq!((p.kind, p.room.as_deref()), (Kind::Message, Some("r")));
     }
 
     #[test]

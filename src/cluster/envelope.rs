@@ -4,13 +4,22 @@
 
 use std::rc::Rc;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Publication;
+use crate::broker::{Kind, Publication};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The destination's offset, put in by the append script (see `stream`); first, so the
+    /// script can add it to the JSON without parsing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The epoch of `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sepoch: Option<String>,
     /// Envelope format version.
     pub v: u8,
     pub origin: String,
@@ -18,10 +27,24 @@ pub struct Envelope {
     #[serde(default)]
     pub epoch: u64,
     pub seq: u64,
+    /// The origin delivered it to its own subscribers when it accepted it (so the origin skips
+    /// it when it reads it back); false when the origin waits for its offset to deliver it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delivered: bool,
+    /// When the origin accepted it (ms since the Unix epoch): kept messages past the stream's
+    /// age bound are not recovered.
+    #[serde(default)]
+    pub at: u64,
     pub id: String,
     pub destination: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// The publication's kind (`message`, `join`, `leave`, `system`); absent means message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The room the publication belongs to, when its application set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
     /// The body when it is UTF-8 text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -37,13 +60,19 @@ impl Envelope {
             Err(_) => (None, Some(base64_encode(&p.body))),
         };
         Envelope {
-            v: 1,
+            offset: None,
+            sepoch: None,
+            delivered: true,
+            at: crate::clock::now_ms(),
             origin: origin.to_string(),
+            v: 1,
             epoch,
             seq,
             id: p.message_id.to_string(),
             destination: p.destination.to_string(),
             headers: p.headers.clone(),
+            kind: (p.kind != Kind::Message).then(|| p.kind.as_str().to_string()),
+            room: p.room.as_deref().map(str::to_string),
             body,
             body64,
         }
@@ -67,49 +96,29 @@ impl Envelope {
             (None, Some(b64)) => Bytes::from(base64_decode(&b64).ok_or("bad base64 body")?),
             (None, None) => Bytes::new(),
         };
+        let kind = match self.kind.as_deref() {
+            None => Kind::Message,
+            Some(text) => Kind::parse(text).ok_or_else(|| format!("unknown publication kind {text}"))?,
+        };
         Ok(Publication {
             destination: Rc::from(self.destination),
             message_id: Rc::from(self.id),
             headers: self.headers,
             body,
+            kind,
+            room: self.room.map(Rc::from),
+            stream: None,
         })
     }
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
+/// Standard base64 (RFC 4648, with padding), what every node writes and reads.
 fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64.encode(data)
 }
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = ALPHABET.iter().position(|a| *a == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    BASE64.decode(text).ok()
 }
 
 #[cfg(test)]
@@ -119,12 +128,14 @@ mod tests {
     #[test]
     fn round_trips_text_and_binary() {
         for body in [Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"\xff\x00\x01bin")] {
-            let p = Publication {
-                destination: Rc::from("/topic/room/r"),
-                message_id: Rc::from("n1-9"),
-                headers: vec![("content-type".into(), "application/json".into())],
+            let mut p = Publication::message(
+                Rc::from("/topic/room/r"),
+                Rc::from("n1-9"),
+                vec![("content-type".into(), "application/json".into())],
                 body,
-            };
+            );
+            p.kind = Kind::Leave;
+            p.room = Some(Rc::from("r"));
             let e = Envelope::wrap("n1", 1, 7, &p);
             let back = Envelope::decode(&e.encode()).unwrap();
             assert_eq!((back.origin.as_str(), back.seq), ("n1", 7));
@@ -143,5 +154,6 @@ mod tests {
             assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes());
         }
         assert_eq!(base64_decode("!!"), None);
+        assert_eq!(base64_decode("Zg"), None, "unpadded is not what a node writes");
     }
 }

@@ -1,6 +1,8 @@
 //! The Redis channel and key names of the contract, with the configured prefix (`stomp:` by
 //! default), and the mapping from a STOMP destination to the channel that relays it.
 
+use crate::broker::{Kind, Publication};
+
 /// Names under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -57,16 +59,21 @@ impl Keys {
         }
     }
 
-    /// The channel one publication goes out on. Room events pick their channel by `event`
-    /// (`JOIN`, `LEAVE`, anything else is chat).
-    pub fn publish_channel(&self, destination: &str, event: Option<&str>) -> Option<String> {
+    /// The channel one publication goes out on: a room's publications by their kind (joins
+    /// and leaves on their event channels, the rest on the room's broadcast channel), others
+    /// by destination. Only what the publication's typed fields say counts, never its body.
+    pub fn publish_channel(&self, publication: &Publication) -> Option<String> {
         let p = &self.prefix;
-        Some(match Route::of(destination)? {
-            Route::Room(id) => match event {
-                Some("JOIN") => format!("{p}event:join:{id}"),
-                Some("LEAVE") => format!("{p}event:leave:{id}"),
-                _ => format!("{p}broadcast:room:{id}"),
-            },
+        let route = Route::of(&publication.destination)?;
+        if let (Some(room), Route::Room(_)) = (&publication.room, &route) {
+            return Some(match publication.kind {
+                Kind::Join => format!("{p}event:join:{room}"),
+                Kind::Leave => format!("{p}event:leave:{room}"),
+                Kind::Message | Kind::System => format!("{p}broadcast:room:{room}"),
+            });
+        }
+        Some(match route {
+            Route::Room(id) => format!("{p}broadcast:room:{id}"),
             Route::Global => format!("{p}broadcast:global"),
             Route::System => format!("{p}system:notifications"),
             Route::Topic(rest) => format!("{p}broadcast:topic:{rest}"),
@@ -109,6 +116,11 @@ impl Keys {
     pub fn servers_known(&self) -> String {
         format!("{}servers:known", self.prefix)
     }
+    /// Sessions of `server` that a survivor removed (their LEAVE announced) while it seemed
+    /// dead: if it comes back, it announces them again (a set, with a TTL).
+    pub fn server_evicted(&self, server: &str) -> String {
+        format!("{}servers:{server}:evicted", self.prefix)
+    }
     /// The lock that makes one survivor, and only one, clean up a dead node.
     pub fn server_cleanup(&self, server: &str) -> String {
         format!("{}servers:{server}:cleanup", self.prefix)
@@ -118,23 +130,45 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
+
+    fn publication(destination: &str, kind: Kind, room: Option<&str>, body: &'static str) -> Publication {
+        let mut p = Publication::message(
+            Rc::from(destination),
+            Rc::from("n1-1"),
+            Vec::new(),
+            bytes::Bytes::from_static(body.as_bytes()),
+        );
+        p.kind = kind;
+        p.room = room.map(Rc::from);
+        p
+    }
 
     #[test]
     fn contract_channels() {
         let k = Keys::new("stomp:");
+        let channel = |d, kind, room| k.publish_channel(&publication(d, kind, room, "")).unwrap_or_default();
         assert_eq!(
             k.channels("/topic/room/lobby"),
             vec!["stomp:broadcast:room:lobby", "stomp:event:join:lobby", "stomp:event:leave:lobby"]
         );
-        assert_eq!(k.publish_channel("/topic/room/lobby", Some("JOIN")).unwrap(), "stomp:event:join:lobby");
-        assert_eq!(
-            k.publish_channel("/topic/room/lobby", Some("CHAT")).unwrap(),
-            "stomp:broadcast:room:lobby"
-        );
-        assert_eq!(k.publish_channel("/topic/global", None).unwrap(), "stomp:broadcast:global");
-        assert_eq!(k.publish_channel("/topic/system", None).unwrap(), "stomp:system:notifications");
-        assert_eq!(k.publish_channel("/topic/a/b", None).unwrap(), "stomp:broadcast:topic:a/b");
-        assert_eq!(k.publish_channel("/queue/x", None), None);
+        assert_eq!(channel("/topic/room/lobby", Kind::Join, Some("lobby")), "stomp:event:join:lobby");
+        assert_eq!(channel("/topic/room/lobby", Kind::Leave, Some("lobby")), "stomp:event:leave:lobby");
+        assert_eq!(channel("/topic/room/lobby", Kind::Message, Some("lobby")), "stomp:broadcast:room:lobby");
+        assert_eq!(channel("/topic/global", Kind::Message, None), "stomp:broadcast:global");
+        assert_eq!(channel("/topic/system", Kind::System, None), "stomp:system:notifications");
+        assert_eq!(channel("/topic/a/b", Kind::Message, None), "stomp:broadcast:topic:a/b");
+        assert_eq!(channel("/queue/x", Kind::Message, None), "");
+    }
+
+    #[test]
+    fn the_channel_comes_from_the_kind_never_the_body() {
+        let k = Keys::new("stomp:");
+        // A body that looks like a join event changes nothing: only the typed fields count.
+        let forged = publication("/topic/room/lobby", Kind::Message, None, r#"{"type":"JOIN"}"#);
+        assert_eq!(k.publish_channel(&forged).unwrap(), "stomp:broadcast:room:lobby");
+        let forged = publication("/topic/room/lobby", Kind::Message, Some("lobby"), r#"{"type":"LEAVE"}"#);
+        assert_eq!(k.publish_channel(&forged).unwrap(), "stomp:broadcast:room:lobby");
         assert_eq!(k.participants("r"), "stomp:rooms:r:participants");
         assert_eq!(k.current_room("s"), "stomp:users:s:current_room");
         assert_eq!(k.server_sessions("n1"), "stomp:servers:n1:sessions");

@@ -1,237 +1,191 @@
 //! Cluster mode: the Redis engine. Several boards share rooms through Redis Pub/Sub; each
 //! keeps serving its own clients alone while Redis is away and rejoins by itself.
 //!
-//! The engine is both the `Broker` and the `Presence` of a node in cluster mode, so connection
-//! and chat code run unchanged. Its parts, one file each:
-//! - `link`: the command connection with timeouts, up/down state and back-off;
-//! - `relay`: publications out (one PUBLISH each, pipelined, bounded replay buffer while Redis
-//!   is away) and in (interest-based SUBSCRIBE, echo and duplicate filtering, gap counting);
-//! - `presence`: room membership in Redis with atomic Lua scripts, a local mirror of this
-//!   node's own members that keeps joins and leaves working without Redis, and the resync
-//!   that writes it back;
-//! - `registry`: this node's registry entry with a TTL, and the one-survivor clean-up of a
-//!   dead node's sessions (their LEAVE announced once);
+//! The engine is a node's `Broker` in cluster mode, so connection code runs unchanged. Its
+//! parts, one file each, each owning its own fields over one shared `Shard`:
+//! - `shard`: the shared link, names, server id and catch-up state;
+//! - `link`: the command connection with timeouts, up/down state and back-off; it finds the
+//!   primary (the one server, or the one `sentinel` names) and never writes to a replica;
+//! - `sync`: the catch-up state machine (`Down`, `Stale`, `CatchingUp`, `InSync`);
+//! - `relay`: publications out (one append script call each, which also PUBLISHes; pipelined;
+//!   bounded replay buffer while Redis is away; the channel from the publication's typed room
+//!   and kind) and in (interest-based SUBSCRIBE, delivery in offset order);
+//! - `stream`: the destinations' streams in Redis (the append script, the reads);
+//! - `order`: per-destination offset order, gaps held and repaired, duplicates dropped;
+//! - `history`: gap repair, catch-up after a re-made link, and recoveries for SUBSCRIBE;
+//! - `registry`: this node's registry entry with a TTL and its sessions, the catch-up that
+//!   writes them back, and the one-survivor clean-up of a dead node's sessions;
 //! - `keys`, `envelope`: names and the wire format.
 //!
-//! Guarantee: at most once between nodes, in order per publisher; every message lost between
-//! nodes while Redis was up shows as a sequence gap in `/metrics`.
+//! Room membership is not here: the chat application keeps it (`chat::membership::redis`),
+//! registered with the registry as a `NodeState`, over the same `Shard`.
+//!
+//! Guarantee: every publication appended to Redis reaches every node with interest in its
+//! destination once, in offset order (the same on every node), unless the stream no longer
+//! has it when a gap is repaired (counted in `stomp_edge_stream_lost_total`). A publication
+//! whose append failed or never reached Redis (buffer full or too old) is counted.
 
 mod envelope;
+mod history;
 mod keys;
-mod link;
-mod presence;
+pub mod link;
+mod order;
 mod registry;
 mod relay;
+mod sentinel;
+mod shard;
+mod stream;
+pub mod sync;
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use crate::broker::Publication;
-use crate::chat::room::RoomId;
 use crate::config::Config;
-use crate::engine::memory::MemoryPresence;
-use crate::engine::{Broker, LocalBoxFuture, MetricLines, Mode, RedisState, RegistryEntry};
-use crate::metrics::Counter;
-use crate::node::Node;
+use crate::engine::{
+    Broker, BrokerEventHandler, LocalBoxFuture, MetricLines, Mode, RedisState, RegistryEntry,
+};
 
 pub use keys::Keys;
-use link::Link;
-use relay::Outgoing;
+pub use registry::NodeState;
+use registry::Registry;
+use relay::Relay;
+pub use shard::Shard;
+use sync::SyncState;
 
-/// Counters of the engine, for `/metrics`.
-#[derive(Default)]
-struct Stats {
-    published: Counter,
-    publish_errors: Counter,
-    relay_dropped: Counter,
-    relay_deferred: Counter,
-    received: Counter,
-    echoes_ignored: Counter,
-    duplicates_ignored: Counter,
-    sequence_gaps: Counter,
-    bad_envelopes: Counter,
-    resyncs: Counter,
-    pubsub_reconnects: Counter,
-    dead_nodes_cleaned: Counter,
-    state_write_errors: Counter,
-}
-
+/// The Redis engine: relay and registry over one shard, and the supervisor that drives the
+/// link and the catch-up.
 pub struct RedisEngine {
-    me: Weak<RedisEngine>,
-    node: RefCell<Weak<Node>>,
-    server_id: String,
-    keys: Keys,
-    config: crate::config::ClusterConfig,
-    link: Link,
-    /// Whether the pub/sub connection is subscribed and reading.
-    pubsub_up: Cell<bool>,
-    /// Channels this node wants, from the hub's interest (destination → its channels).
-    wanted: RefCell<HashMap<String, Vec<String>>>,
-    /// Wakes the pub/sub task when `wanted` changed.
-    interest_changed: tokio::sync::Notify,
-    /// Channels the pub/sub connection has confirmed subscriptions to.
-    active: RefCell<HashSet<String>>,
-    /// Wakes whoever waits for a channel to become active.
-    active_changed: tokio::sync::Notify,
-    /// Publications waiting for the publisher task, bounded by the relay buffer settings.
-    outbox: RefCell<VecDeque<Outgoing>>,
-    outbox_ready: tokio::sync::Notify,
-    /// Next sequence number per channel this node publishes on (bounded; reset when full).
-    sequences: RefCell<HashMap<String, u64>>,
-    /// Last (epoch, sequence) seen per (origin, channel) (bounded; reset when full).
-    seen: RefCell<HashMap<(String, String), (u64, u64)>>,
-    /// This process's start (ms), sent as the envelope epoch.
-    epoch: u64,
-    /// This node's own room members: the truth for its sessions, and the whole view while
-    /// Redis is away.
-    local: MemoryPresence,
-    /// Cluster-wide member counts as last learned (joins, leaves, events of other nodes).
-    counts: RefCell<HashMap<RoomId, usize>>,
-    /// This node's STOMP sessions.
-    sessions: RefCell<HashSet<Rc<str>>>,
-    /// Set when Redis missed a change of ours; cleared by the next resync.
-    needs_resync: Cell<bool>,
-    /// Set while Redis was unreachable; the resync then announces what changed meanwhile.
-    was_down: Cell<bool>,
-    scripts: presence::Scripts,
-    stats: Stats,
+    pub(crate) shard: Rc<Shard>,
+    pub(crate) relay: Rc<Relay>,
+    registry: Rc<Registry>,
 }
 
 impl RedisEngine {
-    /// Creates the engine for a cluster-mode config (`redis_url` set).
+    /// Creates the engine for a cluster-mode config (`redis_url` set). Does not connect.
     pub fn new(config: &Config) -> Result<Rc<RedisEngine>, String> {
-        let url = config.redis_url.as_deref().ok_or("cluster mode needs redis_url")?;
-        let cluster = config.cluster.clone();
-        let link = Link::new(url, Duration::from_millis(cluster.command_timeout_ms))?;
-        Ok(Rc::new_cyclic(|me| RedisEngine {
-            me: me.clone(),
-            node: RefCell::new(Weak::new()),
-            server_id: config.server_id.clone(),
-            keys: Keys::new(&cluster.key_prefix),
-            config: cluster,
-            link,
-            pubsub_up: Cell::new(false),
-            wanted: RefCell::new(HashMap::new()),
-            interest_changed: tokio::sync::Notify::new(),
-            active: RefCell::new(HashSet::new()),
-            active_changed: tokio::sync::Notify::new(),
-            outbox: RefCell::new(VecDeque::new()),
-            outbox_ready: tokio::sync::Notify::new(),
-            sequences: RefCell::new(HashMap::new()),
-            seen: RefCell::new(HashMap::new()),
-            epoch: crate::chat::room::now_ms(),
-            local: MemoryPresence::new(config.chat.max_rooms, config.chat.max_participants_per_room),
-            counts: RefCell::new(HashMap::new()),
-            sessions: RefCell::new(HashSet::new()),
-            needs_resync: Cell::new(true),
-            was_down: Cell::new(true),
-            scripts: presence::Scripts::new(),
-            stats: Stats::default(),
+        let shard = Rc::new(Shard::new(config)?);
+        Ok(Rc::new(RedisEngine {
+            relay: Relay::new(shard.clone(), config.streams.clone()),
+            registry: Rc::new(Registry::new(shard.clone())),
+            shard,
         }))
     }
 
-    /// Attaches the node and starts the engine's tasks (supervisor, publisher, subscriber).
-    /// Must run inside the node's `LocalSet`. Does not wait for Redis.
-    pub fn start(self: &Rc<Self>, node: &Rc<Node>) {
-        *self.node.borrow_mut() = Rc::downgrade(node);
+    /// The shared Redis, for the application's own Redis state (the chat's membership).
+    pub fn shard(&self) -> &Rc<Shard> {
+        &self.shard
+    }
+
+    /// Registers a part that keeps state of this node's sessions in Redis: it is caught up
+    /// with the registry and told of dead nodes' sessions.
+    pub fn add_state(&self, state: Weak<dyn NodeState>) {
+        self.registry.add_state(state);
+    }
+
+    /// Relays a publication to the other nodes only (this node's clients have it already).
+    pub fn relay(&self, publication: &Publication) {
+        self.relay.enqueue(publication, true);
+    }
+
+    /// Attaches the node that receives other nodes' publications and starts the engine's
+    /// tasks (supervisor, publisher, subscriber). Must run inside the node's `LocalSet`.
+    /// Does not wait for Redis.
+    pub fn start(self: &Rc<Self>, handler: Weak<dyn BrokerEventHandler>) {
+        self.relay.set_handler(handler.clone());
+        self.registry.set_handler(handler);
         let me = self.clone();
         tokio::task::spawn_local(async move { me.supervise().await });
-        let me = self.clone();
-        tokio::task::spawn_local(async move { me.run_publisher().await });
-        let me = self.clone();
-        tokio::task::spawn_local(async move { me.run_subscriber().await });
+        let relay = self.relay.clone();
+        tokio::task::spawn_local(async move { relay.run_publisher().await });
+        let relay = self.relay.clone();
+        tokio::task::spawn_local(async move { relay.run_subscriber().await });
     }
 
-    fn node(&self) -> Option<Rc<Node>> {
-        self.node.borrow().upgrade()
-    }
-
-    /// Keeps the link up and does the periodic work: connect with back-off, resync after a
-    /// reconnect or a lost registry entry, heartbeat, and dead-node clean-up.
+    /// Keeps the link up and drives the catch-up state machine: connect with back-off, catch
+    /// up whenever Redis misses some of this node's state, heartbeat, dead-node clean-up.
     async fn supervise(self: Rc<Self>) {
-        let min = Duration::from_millis(self.config.reconnect_min_ms);
-        let max = Duration::from_millis(self.config.reconnect_max_ms);
-        let heartbeat = Duration::from_millis(self.config.heartbeat_ms);
+        let config = &self.shard.config;
+        let min = Duration::from_millis(config.reconnect_min_ms);
+        let max = Duration::from_millis(config.reconnect_max_ms);
+        let heartbeat = Duration::from_millis(config.heartbeat_ms);
+        let (shard, sync) = (&self.shard, &self.shard.sync);
         let mut attempt = 0u32;
         loop {
-            if !self.link.is_up() {
-                self.was_down.set(true);
-                if self.link.connect().await {
+            if !shard.link.is_up() {
+                sync.link_lost();
+                if shard.link.connect().await {
                     log::info!("redis link up");
                     attempt = 0;
-                    self.outbox_ready.notify_one();
-                    self.interest_changed.notify_one();
+                    sync.link_up();
+                    self.relay.link_up();
                 } else {
-                    tokio::time::sleep(link::backoff(attempt, min, max, link::jitter_seed())).await;
+                    shard.link.pause(link::backoff(attempt, min, max, link::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }
             }
-            if self.needs_resync.get() || self.was_down.get() {
-                self.resync().await;
+            // A change made during a catch-up sends it round again; a few rounds at most
+            // before the heartbeat, so a node under a stream of changes still heartbeats.
+            for _ in 0..3 {
+                if !sync.begin() {
+                    break;
+                }
+                let result = self.registry.catch_up().await;
+                if let Err(e) = &result {
+                    log::warn!("cluster catch-up failed ({e}); trying again");
+                }
+                sync.finish(result.is_ok());
+                if !shard.link.is_up() {
+                    sync.link_lost();
+                }
             }
-            if self.link.is_up() {
-                self.heartbeat().await;
+            if shard.link.is_up() && self.registry.heartbeat().await.is_err() {
+                sync.mark_stale();
+                continue;
             }
-            if self.link.is_up() {
-                tokio::time::sleep(heartbeat).await;
+            if shard.link.is_up() {
+                shard.link.pause(heartbeat).await;
             }
         }
     }
 
-    /// Whether there is still relay or state work in flight (graceful shutdown waits).
-    fn busy(&self) -> bool {
-        self.link.is_up() && !self.outbox.borrow().is_empty()
+    fn redis_up(&self) -> bool {
+        self.shard.link.is_up() && self.relay.pubsub_up()
     }
 
-    fn redis_up(&self) -> bool {
-        self.link.is_up() && self.pubsub_up.get()
+    /// The catch-up state, for `/metrics` and tests.
+    pub fn sync_state(&self) -> SyncState {
+        if self.shard.link.is_up() {
+            self.shard.sync.get()
+        } else {
+            SyncState::Down
+        }
     }
 }
 
 impl Broker for RedisEngine {
     fn publish(&self, publication: &Publication) {
-        self.enqueue(publication);
+        // Same test as `History::append` in the same step: with Redis up a streamed
+        // publication is delivered here once it has its offset; otherwise it was delivered.
+        let later = self.relay.streams.is_streamed(&publication.destination) && self.shard.link.is_up();
+        self.relay.enqueue(publication, !later);
     }
 
     fn interest(&self, destination: &str, interested: bool) {
-        let mut wanted = self.wanted.borrow_mut();
-        if interested {
-            let channels = self.keys.channels(destination);
-            if channels.is_empty() {
-                return;
-            }
-            wanted.insert(destination.to_string(), channels);
-        } else if wanted.remove(destination).is_none() {
-            return;
-        }
-        drop(wanted);
-        self.interest_changed.notify_one();
+        self.relay.interest(destination, interested);
     }
 
     fn ready(&self, destination: &str) -> Option<LocalBoxFuture<'static, ()>> {
-        let channels = self.keys.channels(destination);
-        let active = move |me: &RedisEngine| {
-            let active = me.active.borrow();
-            channels.iter().all(|c| active.contains(c))
-        };
-        if !self.redis_up() || active(self) {
-            return None;
-        }
-        let me = self.me.upgrade()?;
-        Some(Box::pin(async move {
-            loop {
-                let changed = me.active_changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                if !me.redis_up() || active(&me) {
-                    return;
-                }
-                changed.await;
-            }
-        }))
+        self.relay.ready(destination)
+    }
+
+    fn session_started(&self, session_id: &Rc<str>) {
+        self.registry.session_started(session_id);
+    }
+
+    fn session_ended(&self, session_id: &Rc<str>) {
+        self.registry.session_ended(session_id);
     }
 
     fn mode(&self) -> Mode {
@@ -251,13 +205,17 @@ impl Broker for RedisEngine {
     }
 
     fn redis_counts(&self) -> Option<(u64, u64)> {
-        let l = &self.link.stats;
+        let l = &self.shard.link.stats;
         Some((l.reconnects.get(), l.command_errors.get() + l.command_timeouts.get()))
     }
 
+    fn link_report(&self) -> Option<crate::engine::LinkReport> {
+        Some(self.shard.link.report())
+    }
+
     fn metrics(&self) -> (MetricLines, MetricLines) {
-        let s = &self.stats;
-        let l = &self.link.stats;
+        let (s, r) = (&self.relay.stats, &self.registry.stats);
+        let l = &self.shard.link.stats;
         let gauges = vec![
             (
                 "cluster_redis_up",
@@ -267,15 +225,16 @@ impl Broker for RedisEngine {
             (
                 "cluster_channels_wanted",
                 "Redis channels this node listens on.",
-                self.wanted.borrow().values().map(Vec::len).sum::<usize>() as u64,
+                self.relay.channels_wanted() as u64,
             ),
+            ("cluster_relay_buffered", "Publications waiting to be relayed.", self.relay.buffered() as u64),
             (
-                "cluster_relay_buffered",
-                "Publications waiting to be relayed.",
-                self.outbox.borrow().len() as u64,
+                "cluster_in_sync",
+                "1 while Redis holds all of this node's state (0: down, or catching up).",
+                u64::from(self.sync_state() == SyncState::InSync),
             ),
         ];
-        let counters = vec![
+        let mut counters = vec![
             ("cluster_redis_reconnects_total", "Times the Redis link came back.", l.reconnects.get()),
             ("cluster_redis_command_errors_total", "Redis commands that failed.", l.command_errors.get()),
             (
@@ -285,7 +244,7 @@ impl Broker for RedisEngine {
             ),
             (
                 "cluster_published_total",
-                "Publications relayed to Redis (one PUBLISH each).",
+                "Publications relayed to Redis (one append script call each, which PUBLISHes).",
                 s.published.get(),
             ),
             (
@@ -296,12 +255,7 @@ impl Broker for RedisEngine {
             (
                 "cluster_relay_dropped_total",
                 "Publications not relayed: buffer full or too old while Redis was away.",
-                s.relay_dropped.get(),
-            ),
-            (
-                "cluster_relay_deferred_total",
-                "Join/leave events not relayed while Redis was away (the resync announces the net change).",
-                s.relay_deferred.get(),
+                s.dropped.get(),
             ),
             (
                 "cluster_received_total",
@@ -315,13 +269,13 @@ impl Broker for RedisEngine {
             ),
             (
                 "cluster_duplicates_ignored_total",
-                "Publications received twice and delivered once.",
-                s.duplicates_ignored.get(),
+                "Publications received twice (same offset) and delivered once.",
+                s.duplicates_ignored.get() + self.relay.sequencer.borrow().counts.duplicates,
             ),
             (
                 "cluster_sequence_gaps_total",
-                "Publications of other nodes missing between sequence numbers (lost between nodes).",
-                s.sequence_gaps.get(),
+                "Offsets still missing after the gap wait (then read back from the stream, or lost).",
+                s.sequence_gaps.get() + self.relay.sequencer.borrow().counts.gapped,
             ),
             (
                 "cluster_bad_envelopes_total",
@@ -335,44 +289,45 @@ impl Broker for RedisEngine {
             ),
             (
                 "cluster_resyncs_total",
-                "Times this node wrote its sessions and rooms back to Redis.",
-                s.resyncs.get(),
+                "Catch-ups: times this node wrote its sessions and rooms back to Redis.",
+                r.catch_ups.get(),
             ),
             (
                 "cluster_dead_nodes_cleaned_total",
                 "Dead nodes whose sessions this node removed.",
-                s.dead_nodes_cleaned.get(),
+                r.dead_nodes_cleaned.get(),
             ),
             (
                 "cluster_state_write_errors_total",
-                "Session state writes that failed (repaired by the next resync).",
-                s.state_write_errors.get(),
+                "Session state writes that failed (repaired by the next catch-up).",
+                r.state_write_errors.get(),
             ),
         ];
+        counters.extend(self.shard.link.counter_lines());
         (gauges, counters)
     }
 
     fn nodes(&self) -> LocalBoxFuture<'_, Option<Vec<RegistryEntry>>> {
         Box::pin(async move {
-            if !self.link.is_up() {
+            if !self.shard.link.is_up() {
                 return None;
             }
-            self.registered_nodes().await
+            self.registry.registered_nodes().await
         })
     }
 
     fn shutdown(&self) -> LocalBoxFuture<'_, ()> {
         Box::pin(async move {
             // Let queued relays out, then remove this node's entries from Redis.
-            let deadline = tokio::time::Instant::now() + self.link.timeout();
-            while self.busy() && tokio::time::Instant::now() < deadline {
+            let deadline = tokio::time::Instant::now() + self.shard.link.timeout();
+            while self.relay.busy() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            self.deregister().await;
+            self.registry.deregister().await;
         })
     }
 
     fn busy(&self) -> bool {
-        RedisEngine::busy(self)
+        self.relay.busy()
     }
 }

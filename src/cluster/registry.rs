@@ -1,14 +1,23 @@
 //! The server registry: each live node keeps a key with a TTL (`servers:{id}:alive`, its value
 //! the JSON `{"url":"http://…","connections":N,"at":ms}` that `/api/nodes` lists) and its
-//! name in `servers:known`. On every heartbeat a node refreshes its key (a missing key means
-//! Redis lost it: resync) and looks for known nodes whose key expired; one survivor, chosen by
-//! `SET NX`, removes a dead node's sessions and members and announces their LEAVE once.
+//! name in `servers:known`, and its STOMP sessions on the contract's session keys. On every
+//! heartbeat a node refreshes its key (a missing key means Redis lost it: catch up) and looks
+//! for known nodes whose key expired; one survivor, chosen by `SET NX`, hands a dead node's
+//! sessions to the node's state owners (the chat's membership announces their LEAVE once) and
+//! removes them.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::link::LinkError;
-use super::RedisEngine;
-use crate::engine::RegistryEntry;
+use super::shard::Shard;
+use crate::clock::now_ms;
+use crate::engine::{BrokerEventHandler, LocalBoxFuture, RegistryEntry};
+use crate::metrics::Counter;
 
 /// The value of a registry entry: what other boards learn about this one at each heartbeat.
 #[derive(Serialize, Deserialize)]
@@ -24,22 +33,80 @@ struct Entry {
 /// Most boards `nodes` lists (a bound on one answer's size).
 const MAX_NODES: usize = 256;
 
-impl RedisEngine {
+/// A part of the application that keeps state of this node's sessions in Redis (in
+/// centrifuge's terms, a presence manager): the registry asks it to write its state back after
+/// Redis missed some of it, and to clear what a dead node's session held.
+pub trait NodeState {
+    /// Brings Redis in line with this node's own truth (and announces, once, what the other
+    /// nodes have not heard). Err: something failed; the next catch-up tries again.
+    fn catch_up(&self) -> LocalBoxFuture<'_, Result<(), LinkError>>;
+
+    /// A session of a dead node: remove what it held and tell everyone, once (the caller holds
+    /// the node's clean-up lock).
+    fn session_lost<'a>(
+        &'a self,
+        server: &'a str,
+        session_id: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(), LinkError>>;
+}
+
+/// Counters of the registry, for `/metrics`.
+#[derive(Default)]
+pub struct RegistryStats {
+    pub catch_ups: Counter,
+    pub dead_nodes_cleaned: Counter,
+    pub state_write_errors: Counter,
+}
+
+/// This node's entry and sessions, and the clean-up of dead nodes.
+pub struct Registry {
+    shard: Rc<Shard>,
+    /// This node's live STOMP sessions: the truth the catch-up writes back.
+    sessions: RefCell<HashSet<Rc<str>>>,
+    /// Who else keeps state of sessions in Redis (the chat's membership store).
+    states: RefCell<Vec<Weak<dyn NodeState>>>,
+    /// Known nodes whose registry entry this node found missing, and since when. A node is
+    /// only cleaned up once its entry stayed missing for `dead_grace`: after a Redis stall
+    /// longer than the TTL every entry has expired, and live nodes need a moment to write
+    /// theirs again. Bounded by the known nodes.
+    suspects: RefCell<HashMap<String, Instant>>,
+    /// The node, for what its entry says (advertised URL, connection count).
+    handler: RefCell<Option<Weak<dyn BrokerEventHandler>>>,
+    pub stats: RegistryStats,
+}
+
+impl Registry {
+    pub fn new(shard: Rc<Shard>) -> Registry {
+        Registry {
+            shard,
+            sessions: RefCell::new(HashSet::new()),
+            states: RefCell::new(Vec::new()),
+            suspects: RefCell::new(HashMap::new()),
+            handler: RefCell::new(None),
+            stats: RegistryStats::default(),
+        }
+    }
+
+    pub fn set_handler(&self, handler: Weak<dyn BrokerEventHandler>) {
+        *self.handler.borrow_mut() = Some(handler);
+    }
+
     /// This node's registry entry value now.
     fn entry(&self) -> String {
-        let (url, connections) = match self.node() {
+        let handler = self.handler.borrow().as_ref().and_then(Weak::upgrade);
+        let (url, connections) = match handler {
             Some(node) => (node.advertise_url().to_string(), node.connection_count() as u64),
             None => (String::new(), 0),
         };
-        let entry = Entry { url, connections, at: crate::chat::room::now_ms() };
-        serde_json::to_string(&entry).unwrap_or_default()
+        serde_json::to_string(&Entry { url, connections, at: now_ms() }).unwrap_or_default()
     }
 
     /// The live boards in the registry (known and with an unexpired entry), in server id
     /// order; None when Redis cannot answer now.
-    pub(super) async fn registered_nodes(&self) -> Option<Vec<RegistryEntry>> {
-        let known_key = self.keys.servers_known();
+    pub async fn registered_nodes(&self) -> Option<Vec<RegistryEntry>> {
+        let known_key = self.shard.keys.servers_known();
         let mut known: Vec<String> = self
+            .shard
             .link
             .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&known_key).query_async(&mut c).await })
             .await
@@ -49,8 +116,9 @@ impl RedisEngine {
         if known.is_empty() {
             return Some(Vec::new());
         }
-        let keys: Vec<String> = known.iter().map(|id| self.keys.server_alive(id)).collect();
+        let keys: Vec<String> = known.iter().map(|id| self.shard.keys.server_alive(id)).collect();
         let values: Vec<Option<String>> = self
+            .shard
             .link
             .call(|mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
             .await
@@ -72,32 +140,76 @@ impl RedisEngine {
         )
     }
 
+    pub fn add_state(&self, state: Weak<dyn NodeState>) {
+        self.states.borrow_mut().push(state);
+    }
+
+    fn states(&self) -> Vec<Rc<dyn NodeState>> {
+        self.states.borrow().iter().filter_map(Weak::upgrade).collect()
+    }
+
     /// Writes this node's registry entry.
-    pub(super) async fn register(&self) -> Result<(), LinkError> {
-        let alive = self.keys.server_alive(&self.server_id);
-        let known = self.keys.servers_known();
-        let ttl = self.config.registry_ttl_ms;
-        let id = self.server_id.clone();
+    async fn register(&self) -> Result<(), LinkError> {
+        let keys = &self.shard.keys;
+        let alive = keys.server_alive(&self.shard.server_id);
+        let known = keys.servers_known();
+        let ttl = self.shard.config.registry_ttl_ms;
+        let id = self.shard.server_id.clone();
+        let entry = self.entry();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
             .arg(&alive)
-            .arg(self.entry())
+            .arg(&entry)
             .arg("PX")
             .arg(ttl)
             .ignore()
             .sadd(&known, &id)
             .ignore();
-        self.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+        self.shard.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
-    /// Refreshes the registry entry and cleans up dead nodes.
-    pub(super) async fn heartbeat(&self) {
-        let alive = self.keys.server_alive(&self.server_id);
-        let ttl = self.config.registry_ttl_ms;
+    /// Writes everything back after Redis missed some of it (a reconnect, a Redis restarted
+    /// empty, a failed write): the registry entry, then each state owner's part (while this
+    /// node's ended sessions are still listed, so their rooms are found), then the sessions.
+    pub async fn catch_up(&self) -> Result<(), LinkError> {
+        self.stats.catch_ups.inc();
+        self.register().await?;
+        let mut result = Ok(());
+        for state in self.states() {
+            if let Err(e) = state.catch_up().await {
+                result = Err(e);
+            }
+        }
+        result?;
+        let server_sessions = self.shard.keys.server_sessions(&self.shard.server_id);
+        let in_redis: Vec<String> = self
+            .shard
+            .link
+            .call(
+                |mut c| async move { redis::cmd("SMEMBERS").arg(&server_sessions).query_async(&mut c).await },
+            )
+            .await?;
+        let live: Vec<Rc<str>> = self.sessions.borrow().iter().cloned().collect();
+        for sid in in_redis.iter().filter(|sid| !live.iter().any(|l| &**l == sid.as_str())) {
+            self.remove_session(&self.shard.server_id, sid).await?;
+        }
+        for sid in &live {
+            self.write_session(sid).await?;
+        }
+        log::info!("cluster state written back to redis ({} sessions)", live.len());
+        Ok(())
+    }
+
+    /// Refreshes the registry entry and cleans up dead nodes. Err(()) when the entry was gone
+    /// (Redis lost it): the caller catches up.
+    pub async fn heartbeat(&self) -> Result<(), ()> {
+        let alive = self.shard.keys.server_alive(&self.shard.server_id);
+        let ttl = self.shard.config.registry_ttl_ms;
         let entry = self.entry();
         // XX: only refresh an entry that is still there; a missing one means Redis lost it.
         let refreshed: Result<Option<String>, _> = self
+            .shard
             .link
             .call(|mut c| async move {
                 redis::cmd("SET")
@@ -116,50 +228,72 @@ impl RedisEngine {
                 log::warn!(
                     "this node's registry entry was gone (Redis restarted or flushed?): writing state back"
                 );
-                self.needs_resync.set(true);
-                self.resync().await;
+                return Err(());
             }
-            Err(_) => return,
+            Err(_) => return Ok(()),
         }
         self.clean_dead_nodes().await;
+        Ok(())
     }
 
     async fn clean_dead_nodes(&self) {
-        let known_key = self.keys.servers_known();
-        let known: Vec<String> = match self
+        let known_key = self.shard.keys.servers_known();
+        let Ok(known) = self
+            .shard
             .link
-            .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&known_key).query_async(&mut c).await })
+            .call(|mut c| async move {
+                redis::cmd("SMEMBERS").arg(&known_key).query_async::<Vec<String>>(&mut c).await
+            })
             .await
-        {
-            Ok(k) => k,
-            Err(_) => return,
+        else {
+            return;
         };
-        let others: Vec<String> = known.into_iter().filter(|id| *id != self.server_id).collect();
+        let others: Vec<String> = known.into_iter().filter(|id| *id != self.shard.server_id).collect();
         if others.is_empty() {
             return;
         }
         let mut pipe = redis::pipe();
         for id in &others {
-            pipe.exists(self.keys.server_alive(id));
+            pipe.exists(self.shard.keys.server_alive(id));
         }
-        let alive: Vec<bool> =
-            match self.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await {
-                Ok(a) => a,
-                Err(_) => return,
-            };
-        for (id, alive) in others.iter().zip(alive) {
-            if !alive {
-                self.clean_dead_node(id).await;
+        let Ok(alive) =
+            self.shard.link.call(|mut c| async move { pipe.query_async::<Vec<bool>>(&mut c).await }).await
+        else {
+            return;
+        };
+        let grace = self.dead_grace();
+        let mut dead = Vec::new();
+        {
+            let mut suspects = self.suspects.borrow_mut();
+            suspects.retain(|id, _| others.contains(id));
+            for (id, alive) in others.iter().zip(alive) {
+                if alive {
+                    suspects.remove(id);
+                } else if suspects.entry(id.clone()).or_insert_with(Instant::now).elapsed() >= grace {
+                    dead.push(id.clone());
+                }
             }
         }
+        for id in dead {
+            self.clean_dead_node(&id).await;
+        }
+    }
+
+    /// How long a registry entry must stay missing before its node counts as dead: long
+    /// enough for a live node to notice a Redis stall or restart and register again (a
+    /// heartbeat, a command timeout and a back-off cap).
+    fn dead_grace(&self) -> Duration {
+        let c = &self.shard.config;
+        Duration::from_millis(c.heartbeat_ms + c.command_timeout_ms + c.reconnect_max_ms)
     }
 
     /// Removes a dead node's sessions, if this node wins the clean-up lock.
     async fn clean_dead_node(&self, dead: &str) {
-        let lock = self.keys.server_cleanup(dead);
-        let me = self.server_id.clone();
-        let hold_ms = self.config.registry_ttl_ms * 2;
+        let lock = self.shard.keys.server_cleanup(dead);
+        let me = self.shard.server_id.clone();
+        let hold_ms = self.shard.config.registry_ttl_ms * 2;
         let won: Option<String> = match self
+            .shard
             .link
             .call(|mut c| async move {
                 redis::cmd("SET")
@@ -179,8 +313,9 @@ impl RedisEngine {
         if won.is_none() {
             return; // another survivor is on it
         }
-        let sessions_key = self.keys.server_sessions(dead);
+        let sessions_key = self.shard.keys.server_sessions(dead);
         let sessions: Vec<String> = match self
+            .shard
             .link
             .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&sessions_key).query_async(&mut c).await })
             .await
@@ -189,20 +324,26 @@ impl RedisEngine {
             Err(_) => return self.release_cleanup(dead).await,
         };
         log::warn!("node {dead} is gone: removing its {} sessions", sessions.len());
+        let states = self.states();
         for sid in &sessions {
-            if self.remove_session(dead, sid, true).await.is_err() {
-                // What is done stays done (each removal is atomic); the next heartbeat of
-                // some survivor picks up the rest.
+            let mut failed = false;
+            for state in &states {
+                failed |= state.session_lost(dead, sid).await.is_err();
+            }
+            // What is done stays done (each removal is atomic); the next heartbeat of some
+            // survivor picks up the rest.
+            if failed || self.remove_session(dead, sid).await.is_err() {
                 return self.release_cleanup(dead).await;
             }
         }
-        let sessions_key = self.keys.server_sessions(dead);
-        let known = self.keys.servers_known();
+        let sessions_key = self.shard.keys.server_sessions(dead);
+        let known = self.shard.keys.servers_known();
         let dead_id = dead.to_string();
         let mut pipe = redis::pipe();
         pipe.atomic().del(&sessions_key).ignore().srem(&known, &dead_id).ignore();
-        if self.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await.is_ok() {
+        if self.shard.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await.is_ok() {
             self.stats.dead_nodes_cleaned.inc();
+            self.suspects.borrow_mut().remove(dead);
         }
     }
 
@@ -210,9 +351,10 @@ impl RedisEngine {
     async fn release_cleanup(&self, dead: &str) {
         const RELEASE: &str =
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-        let lock = self.keys.server_cleanup(dead);
-        let me = self.server_id.clone();
+        let lock = self.shard.keys.server_cleanup(dead);
+        let me = self.shard.server_id.clone();
         let _ = self
+            .shard
             .link
             .call(|mut c| async move {
                 redis::cmd("EVAL").arg(RELEASE).arg(1).arg(&lock).arg(&me).query_async::<i64>(&mut c).await
@@ -220,29 +362,116 @@ impl RedisEngine {
             .await;
     }
 
-    /// Graceful shutdown: removes this node's sessions (their rooms were left by the chat
-    /// app already) and its registry entry.
-    pub(super) async fn deregister(&self) {
-        if !self.link.is_up() {
+    /// Removes one session's keys (its room is the state owners' business).
+    async fn remove_session(&self, server: &str, sid: &str) -> Result<(), LinkError> {
+        let k = &self.shard.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(k.session(sid))
+            .del(k.current_room(sid))
+            .srem(k.sessions_active(), sid)
+            .srem(k.server_sessions(server), sid)
+            .ignore();
+        self.shard.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+    }
+
+    /// Writes one live session's keys (atomically).
+    async fn write_session(&self, sid: &str) -> Result<(), LinkError> {
+        let k = &self.shard.keys;
+        let server = self.shard.server_id.as_str();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(k.session(sid), &[("server", server), ("connectedAt", &now_ms().to_string())])
+            .sadd(k.sessions_active(), sid)
+            .sadd(k.server_sessions(server), sid)
+            .ignore();
+        self.shard.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+    }
+
+    /// Publishes a small JSON on the session connect/disconnect channels of the seed.
+    fn session_event(self: &Rc<Self>, channel: String, sid: &str) {
+        if !self.shard.link.is_up() {
             return;
         }
-        let sessions_key = self.keys.server_sessions(&self.server_id);
+        let payload =
+            serde_json::json!({"sessionId": sid, "serverId": self.shard.server_id, "timestamp": now_ms()})
+                .to_string();
+        let me = self.clone();
+        tokio::task::spawn_local(async move {
+            let _ = me
+                .shard
+                .link
+                .call(|mut c| async move {
+                    redis::cmd("PUBLISH").arg(&channel).arg(&payload).query_async::<()>(&mut c).await
+                })
+                .await;
+        });
+    }
+
+    /// A STOMP session began on this node: written to Redis now, or by the next catch-up.
+    pub fn session_started(self: &Rc<Self>, session_id: &Rc<str>) {
+        self.sessions.borrow_mut().insert(session_id.clone());
+        self.session_event(self.shard.keys.session_connect_channel(), session_id);
+        if !self.shard.in_sync() {
+            self.shard.sync.mark_stale();
+            return;
+        }
+        let (me, sid) = (self.clone(), session_id.clone());
+        tokio::task::spawn_local(async move {
+            if me.write_session(&sid).await.is_err() {
+                me.stats.state_write_errors.inc();
+                me.shard.sync.mark_stale();
+            }
+        });
+    }
+
+    /// A STOMP session of this node ended (its room was left by the chat before): its keys go
+    /// now, or at the next catch-up.
+    pub fn session_ended(self: &Rc<Self>, session_id: &Rc<str>) {
+        self.sessions.borrow_mut().remove(session_id);
+        self.session_event(self.shard.keys.session_disconnect_channel(), session_id);
+        if !self.shard.in_sync() {
+            self.shard.sync.mark_stale();
+            return;
+        }
+        let (me, sid) = (self.clone(), session_id.clone());
+        tokio::task::spawn_local(async move {
+            let server = me.shard.server_id.clone();
+            if me.remove_session(&server, &sid).await.is_err() {
+                me.stats.state_write_errors.inc();
+                me.shard.sync.mark_stale();
+            }
+        });
+    }
+
+    /// Graceful shutdown: removes this node's sessions (their rooms were left by the chat
+    /// already) and its registry entry.
+    pub async fn deregister(&self) {
+        if !self.shard.link.is_up() {
+            return;
+        }
+        let sessions_key = self.shard.keys.server_sessions(&self.shard.server_id);
         let sessions: Vec<String> = self
+            .shard
             .link
             .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&sessions_key).query_async(&mut c).await })
             .await
             .unwrap_or_default();
+        let server = self.shard.server_id.clone();
         for sid in &sessions {
-            let _ = self.remove_session(&self.server_id.clone(), sid, true).await;
+            for state in self.states() {
+                let _ = state.session_lost(&server, sid).await;
+            }
+            let _ = self.remove_session(&server, sid).await;
         }
-        let k = &self.keys;
+        let k = &self.shard.keys;
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .del(k.server_alive(&self.server_id))
-            .del(k.server_sessions(&self.server_id))
-            .srem(k.servers_known(), &self.server_id)
+            .del(k.server_alive(&server))
+            .del(k.server_sessions(&server))
+            .srem(k.servers_known(), &server)
             .ignore();
-        match self.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await {
+        match self.shard.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await {
             Ok(()) => log::info!("deregistered from the cluster"),
             Err(e) => log::warn!("could not deregister from the cluster: {e}"),
         }

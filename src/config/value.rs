@@ -14,6 +14,19 @@ pub fn addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     text.parse().map_err(|_| D::Error::custom(format!("must be an address like 0.0.0.0:8080, not {text:?}")))
 }
 
+/// `stomp.server_owned_prefixes`: at most 16 destination prefixes, each starting and ending
+/// with `/`.
+pub fn prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.len() > 16 {
+        return Err(D::Error::custom("may hold at most 16 prefixes"));
+    }
+    if let Some(bad) = list.iter().find(|p| !p.starts_with('/') || !p.ends_with('/') || p.len() < 2) {
+        return Err(D::Error::custom(format!("{bad:?} must start and end with '/', like \"/topic/room/\"")));
+    }
+    Ok(list)
+}
+
 /// `server_id`: at most 64 characters of `[A-Za-z0-9_-]`; empty means "from the host name".
 pub fn server_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
@@ -25,18 +38,25 @@ pub fn server_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(text)
 }
 
-/// `redis_url`: empty (local-only mode) or a `redis://`, `redis+unix://` or `unix://` URL.
+/// `redis_url`: empty (local-only mode), a `redis://`, `redis+unix://` or `unix://` URL, or a
+/// `redis-sentinel://…#MASTER` URL (read by `RedisTarget::parse`).
 pub fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
     if text.is_empty() {
         return Ok(None);
     }
-    if !(text.starts_with("redis://") || text.starts_with("redis+unix://") || text.starts_with("unix://")) {
-        return Err(D::Error::custom(format!(
-            "must start with redis:// (TLS is not supported), not {text:?}"
-        )));
-    }
+    super::RedisTarget::parse(&text).map_err(D::Error::custom)?;
     Ok(Some(text))
+}
+
+/// `cluster.sentinel_username`/`sentinel_password`: at most 256 bytes, no control characters
+/// (the value is never echoed).
+pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.len() > 256 || text.chars().any(char::is_control) {
+        return Err(D::Error::custom("must be at most 256 bytes without control characters"));
+    }
+    Ok(text)
 }
 
 /// `cluster.advertise_url`: empty, or an `http://` or `https://` URL without a path (a trailing
@@ -71,6 +91,15 @@ pub fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(text)
 }
 
+/// `streams.prefixes`: a list of `/topic/...` destination prefixes.
+pub fn topic_prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    match list.iter().find(|p| !p.starts_with("/topic/")) {
+        Some(bad) => Err(D::Error::custom(format!("entries must start with /topic/, not {bad:?}"))),
+        None => Ok(list),
+    }
+}
+
 /// `log_level`: `error`, `warn`, `info`, `debug`, `trace` or `off`.
 pub fn level<'de, D: Deserializer<'de>>(d: D) -> Result<log::LevelFilter, D::Error> {
     let text = String::deserialize(d)?;
@@ -79,12 +108,19 @@ pub fn level<'de, D: Deserializer<'de>>(d: D) -> Result<log::LevelFilter, D::Err
     })
 }
 
-/// `auth.users`: `"login:passcode"` entries, split at the first `:`.
+/// `auth.users`: `"login:passcode"` entries, split at the first `:`; a passcode starting with
+/// `$argon2` must be an Argon2 hash the server can verify (`stomp-edge --hash-passcode`).
 pub fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
     Vec::<String>::deserialize(d)?
         .into_iter()
         .map(|entry| match entry.split_once(':') {
-            Some((login, pass)) if !login.is_empty() => Ok((login.to_string(), pass.to_string())),
+            Some((login, pass)) if !login.is_empty() => {
+                if pass.starts_with(crate::auth::HASH_PREFIX) {
+                    crate::auth::check_hash(pass)
+                        .map_err(|e| D::Error::custom(format!("the passcode of {login:?} is {e}")))?;
+                }
+                Ok((login.to_string(), pass.to_string()))
+            }
             _ => Err(D::Error::custom(format!("entries must look like \"login:passcode\", not {entry:?}"))),
         })
         .collect()

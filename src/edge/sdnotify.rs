@@ -1,11 +1,16 @@
-//! sd_notify(3) in a few lines: `READY=1`, `WATCHDOG=1`, `STOPPING=1`, `RELOADING=1` and `STATUS=`
-//! sent as datagrams to `$NOTIFY_SOCKET` over a Unix socket, without libsystemd. The server builds
-//! one [`Notifier`] at start (`None` when systemd did not start it) and calls it from its lifecycle
-//! and from a watchdog tick every [`watchdog_interval`].
+//! sd_notify(3): `READY=1`, `WATCHDOG=1`, `STOPPING=1`, `RELOADING=1` with `MONOTONIC_USEC=` and
+//! `STATUS=` sent as datagrams to `$NOTIFY_SOCKET`, without libsystemd. The messages and the
+//! monotonic clock come from the `sd-notify` crate (`NotifyState`); the socket is ours, because
+//! `sd_notify::notify` opens a blocking socket per message (a full socket buffer would stall
+//! the event loop that pets the watchdog) and does not reach abstract (`@name`) sockets. The
+//! server builds one [`Notifier`] at start (`None` when systemd did not start it) and calls it
+//! from its lifecycle and from a watchdog tick every [`watchdog_interval`].
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use sd_notify::NotifyState;
 
 /// A handle on systemd's notification socket; every method sends one datagram and never fails.
 #[derive(Debug)]
@@ -49,31 +54,41 @@ impl Notifier {
 
     /// Startup is finished: the listener is bound (send once, and again after each reload).
     pub fn ready(&self) {
-        self.send("READY=1");
+        self.notify(&[NotifyState::Ready]);
     }
 
     /// The event loop is alive; call every [`watchdog_interval`].
     pub fn watchdog(&self) {
-        self.send("WATCHDOG=1");
+        self.notify(&[NotifyState::Watchdog]);
     }
 
     /// Shutdown has begun (draining); systemd stops expecting watchdog pings.
     pub fn stopping(&self) {
-        self.send("STOPPING=1");
+        self.notify(&[NotifyState::Stopping]);
     }
 
-    /// A reload (SIGHUP) has begun; send [`ready`](Self::ready) when it is done.
+    /// A reload (SIGHUP) has begun; send [`ready`](Self::ready) when it is done. systemd 253+
+    /// requires the `MONOTONIC_USEC` of the moment with it.
     pub fn reloading(&self) {
-        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.notify(&[NotifyState::Reloading, now]),
+            Err(_) => self.notify(&[NotifyState::Reloading]),
+        }
     }
 
     /// A one-line status shown by `systemctl status` (newlines become spaces).
     pub fn status(&self, text: &str) {
-        self.send(&format!("STATUS={}", text.replace('\n', " ")));
+        self.notify(&[NotifyState::Status(&text.replace('\n', " "))]);
+    }
+
+    /// Sends the states as one datagram, one `KEY=VALUE` line each.
+    pub fn notify(&self, states: &[NotifyState<'_>]) {
+        let msg = states.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        self.send(&msg);
     }
 
     /// Sends `msg` as one datagram; a failure is logged once and otherwise ignored.
-    pub fn send(&self, msg: &str) {
+    fn send(&self, msg: &str) {
         if let Err(e) = self.socket.send_to_addr(msg.as_bytes(), &self.addr) {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 log::warn!("sd_notify: sending to NOTIFY_SOCKET failed: {e} (further errors not logged)");
@@ -114,32 +129,19 @@ fn abstract_addr(_name: &[u8]) -> std::io::Result<SocketAddr> {
     Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "abstract sockets are Linux-only"))
 }
 
-/// `CLOCK_MONOTONIC` in microseconds, the clock systemd expects in `MONOTONIC_USEC`; std's
-/// `Instant` hides its absolute value, so ask libc (already linked by std) directly.
-#[allow(unsafe_code)]
-fn monotonic_usec() -> u64 {
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: std::os::raw::c_long,
-        tv_nsec: std::os::raw::c_long,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    }
-    const CLOCK_MONOTONIC: i32 = 1; // the same on every Linux architecture
-    let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec of glibc's default layout (two C longs).
-    if unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
     use std::sync::atomic::AtomicUsize;
+
+    /// `CLOCK_MONOTONIC` in microseconds, as the crate reads it.
+    fn monotonic_usec() -> u64 {
+        match NotifyState::monotonic_usec_now().unwrap() {
+            NotifyState::MonotonicUsec(usec) => usec as u64,
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// A listening socket in a fresh temp dir, standing in for systemd.
     struct Manager {

@@ -3,16 +3,26 @@
 //! node alone, the Redis engine (cluster mode) through Redis Pub/Sub. Connection and chat code
 //! only ever see `dyn Broker`, so local-only and cluster mode are one code path.
 //!
+//! The seam carries types: a `Publication` says what it is (`Kind`) and which room it belongs
+//! to, and an engine routes by that, never by reading a body. Engines know nothing of chat
+//! rooms or user names; room membership is the chat application's (`chat::membership`).
+//!
 //! Delivery order and guarantee. The node delivers a publication to its own subscribers
 //! first and then hands it to the engine (local-first): local chat keeps working and stays
 //! lowest-latency while Redis is away. The price is that order is kept per publisher, not
 //! globally across nodes: two publishers on two nodes may be seen in different orders on each
-//! node. Every engine is at-most-once between nodes; the memory engine has no other nodes.
+//! node. One exception, for streams (`stream`): in cluster mode a publication to a streamed
+//! destination is delivered on its own node only once Redis gave it its offset, so every node
+//! delivers a destination in the same offset order (while Redis is away it is local-first
+//! again, without a position). Between nodes the Redis engine delivers each destination in
+//! offset order and repairs gaps from the stream; what the stream no longer has is counted.
 
 pub mod memory;
+pub mod stream;
+pub mod stream_memory;
 
 use crate::broker::Publication;
-use crate::chat::room::{RoomId, Username};
+pub use crate::metrics::MetricLines;
 
 /// Which kind of deployment the engine serves, as `/healthz` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,8 +67,18 @@ pub struct RegistryEntry {
     pub connections: u64,
 }
 
-/// Metric lines an engine adds to `/metrics`: (name, help, value).
-pub type MetricLines = Vec<(&'static str, &'static str, u64)>;
+/// The Redis link as `/healthz` and `/metrics` show it (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkReport {
+    /// `host:port` of the primary in use, or last used while down; None before the first
+    /// connect.
+    pub primary: Option<String>,
+    /// Times the primary in use changed to another server (a failover was followed).
+    pub failovers: u64,
+    /// With a `redis-sentinel://` URL: each sentinel as (`host:port`, up), and the errors met
+    /// asking or listening to them.
+    pub sentinels: Option<(Vec<(String, bool)>, u64)>,
+}
 
 /// Relays publications between nodes.
 pub trait Broker {
@@ -88,6 +108,11 @@ pub trait Broker {
         None
     }
 
+    /// In cluster mode: the primary in use, failovers seen and the sentinels' state.
+    fn link_report(&self) -> Option<LinkReport> {
+        None
+    }
+
     /// Extra `/metrics` lines as (name, help, value): gauges then counters.
     fn metrics(&self) -> (MetricLines, MetricLines) {
         (Vec::new(), Vec::new())
@@ -104,83 +129,30 @@ pub trait Broker {
         false
     }
 
+    /// A STOMP session began on this node (CONNECTED sent): the cluster registers it.
+    fn session_started(&self, _session_id: &std::rc::Rc<str>) {}
+
+    /// A STOMP session of this node ended (after its application was told).
+    fn session_ended(&self, _session_id: &std::rc::Rc<str>) {}
+
     /// Graceful shutdown: flush what is queued and leave the cluster.
     fn shutdown(&self) -> LocalBoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
 }
 
-/// Who is in which chat room, in the spirit of centrifuge's PresenceManager. The memory
-/// implementation answers at once; the cluster one asks Redis, so the calls are futures.
-pub trait Presence {
-    /// Adds a member to a room (creating the room). Fails when the room is full, the node
-    /// has too many rooms, or the name is taken in that room. Returns the new member count.
-    fn join<'a>(&'a self, room: &'a RoomId, member: Member) -> LocalBoxFuture<'a, Result<usize, JoinError>>;
-
-    /// Removes a session from a room; returns its name and the remaining count, or None if it
-    /// was not there. An emptied room is freed.
-    fn leave<'a>(
-        &'a self,
-        room: &'a RoomId,
-        session_id: &'a str,
-    ) -> LocalBoxFuture<'a, Option<(Username, usize)>>;
-
-    /// Member count of a room, as last known (no round trip: used for every chat message).
-    fn count(&self, room: &RoomId) -> usize;
-
-    /// Every room with its member count.
-    fn rooms(&self) -> LocalBoxFuture<'_, Vec<(String, usize)>>;
-
-    /// The member names of a room in join order, or None when there is no such room.
-    fn members<'a>(&'a self, room: &'a RoomId) -> LocalBoxFuture<'a, Option<Vec<String>>>;
-
-    /// A STOMP session began on this node (CONNECTED sent).
-    fn session_started(&self, _session_id: &std::rc::Rc<str>) {}
-
-    /// A STOMP session of this node ended.
-    fn session_ended(&self, _session_id: &std::rc::Rc<str>) {}
-}
-
 /// A boxed future that stays on this thread.
 pub type LocalBoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
 
-/// A participant of a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub session_id: std::rc::Rc<str>,
-    pub username: Username,
-}
+/// What an engine hands back to its node (centrifuge's `BrokerEventHandler`): the node
+/// registers itself when it starts the engine, so the engine never names the node's type.
+pub trait BrokerEventHandler {
+    /// A publication of another node arrived; deliver it to this node's subscribers.
+    fn handle_publication(&self, publication: &Publication);
 
-/// Why a join was refused; each maps to an application error code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinError {
-    RoomFull {
-        limit: usize,
-    },
-    TooManyRooms {
-        limit: usize,
-    },
-    UsernameTaken,
-    /// The cluster state could not be reached in time.
-    Unavailable,
-}
+    /// The URL other boards and browsers reach this node at (its registry entry says it).
+    fn advertise_url(&self) -> std::rc::Rc<str>;
 
-impl JoinError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            JoinError::RoomFull { .. } => "room_full",
-            JoinError::TooManyRooms { .. } => "too_many_rooms",
-            JoinError::UsernameTaken => "username_taken",
-            JoinError::Unavailable => "unavailable",
-        }
-    }
-
-    pub fn message(&self) -> String {
-        match self {
-            JoinError::RoomFull { limit } => format!("the room is full ({limit} participants)"),
-            JoinError::TooManyRooms { limit } => format!("the server has its maximum of {limit} rooms"),
-            JoinError::UsernameTaken => "that username is already in this room".into(),
-            JoinError::Unavailable => "room state is unavailable, try again".into(),
-        }
-    }
+    /// Open STOMP connections now (its registry entry says it).
+    fn connection_count(&self) -> usize;
 }

@@ -29,13 +29,12 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-pub use body::StreamBody;
 pub use session::{count as session_count, ReceiverKind};
 
 use crate::config::Config;
-use crate::http::Body;
 use crate::metrics::METRICS;
 use crate::node::Node;
+use crate::upgrade::Body;
 use crate::ws::handshake;
 
 /// The SockJS settings a session keeps from the configuration it started under.
@@ -142,7 +141,7 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
         _ => None,
     };
     match (transport, &method, receiving) {
-        ("websocket", &Method::GET, _) => crate::http::upgrade(node, request, websocket::run),
+        ("websocket", &Method::GET, _) => crate::upgrade::upgrade(node, request, websocket::run),
         ("websocket", _, _) => method_not_allowed(headers, "GET"),
         ("eventsource", &Method::GET, Some(kind)) => xhr::receive(&node, headers, session, kind),
         ("eventsource", _, _) => method_not_allowed(headers, "GET"),

@@ -7,7 +7,7 @@ use http_body_util::{Either, Full};
 use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
-use crate::http::Body;
+use crate::upgrade::Body;
 
 pub const JSON: &str = "application/json; charset=UTF-8";
 pub const JAVASCRIPT: &str = "application/javascript; charset=UTF-8";

@@ -83,11 +83,11 @@ pub fn close_code(reason: CloseReason) -> (u16, &'static str) {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::engine::memory::{MemoryBroker, MemoryPresence};
+    use crate::engine::memory::MemoryBroker;
 
     #[tokio::test(flavor = "current_thread")]
     async fn frames_split_and_batched_across_messages() {
-        let node = Node::new(Config::embedded(), Rc::new(MemoryBroker), Rc::new(MemoryPresence::new(10, 10)));
+        let node = Node::new(Config::embedded(), Rc::new(MemoryBroker));
         let out = Rc::new(Outbound::new(1 << 20));
         let mut core = Core::new(&node, 1, Rc::from("s"), out.clone());
         assert_eq!(

@@ -11,10 +11,10 @@ use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Request, Response, StatusCode};
 
-use crate::http::Body;
 use crate::memory;
 use crate::metrics::METRICS;
 use crate::node::{Node, Refusal};
+use crate::upgrade::Body;
 
 use super::frame;
 use super::reply;
@@ -62,7 +62,12 @@ pub fn receive(node: &Rc<Node>, request: &HeaderMap, id: &str, kind: ReceiverKin
         }
     }
     match session.attach(kind, first) {
-        Some(body) => reply::with(request, StatusCode::OK, content_type(kind), Either::Right(body)),
+        Some(body) => reply::with(
+            request,
+            StatusCode::OK,
+            content_type(kind),
+            Either::Right(crate::upgrade::Streaming::new(body)),
+        ),
         None => {
             let (code, reason) = frame::ANOTHER_CONNECTION;
             one_frame(request, kind, &frame::close_frame(code, reason))

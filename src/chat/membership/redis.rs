@@ -1,0 +1,695 @@
+//! The Redis membership store (cluster mode). Redis holds the cluster's view on the contract's
+//! keys, changed only by two Lua scripts so a join (with the move or rename it implies) or a
+//! leave is atomic. Beside it this node keeps its own members in a `MemoryMembership`: that is
+//! the truth for its sessions, the whole view while Redis is away, and what the catch-up writes
+//! back.
+//!
+//! Announcements to the other nodes are exact: the store remembers, per session of this node,
+//! what the other nodes were last told (`told`). A change that Redis got is relayed at once;
+//! one made without Redis is only delivered here, and the catch-up relays the net difference
+//! between `told` and the truth, once, after the other nodes have had time to listen again.
+//! Room counts come from Redis (script replies, and a count read after another node's join or
+//! leave event), never from an event's body.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::{Rc, Weak};
+
+use redis::{Script, Value};
+
+use super::memory::MemoryMembership;
+use super::{JoinError, Joined, Left, Member, Membership};
+use crate::broker::Publication;
+use crate::chat::room::{EventType, RoomEvent, RoomId, Username};
+use crate::clock::now_ms;
+use crate::cluster::link::LinkError;
+use crate::cluster::{NodeState, RedisEngine, Shard};
+use crate::config::ChatConfig;
+use crate::engine::LocalBoxFuture;
+use crate::metrics::{Counter, MetricLines};
+use crate::node::Node;
+
+/// Puts a session in a room, leaving its current room (or name) first. KEYS: participants,
+/// info, session, current_room, rooms index, server sessions, active sessions. ARGV: sid,
+/// username, server, max participants, max rooms, now, room, force, key prefix. Returns
+/// {count, changed, left room, left name, left count}, or {-1} name taken, {-2} full, {-3}
+/// too many rooms. `force` (the catch-up) skips the limits and never takes a name from its
+/// owner.
+const JOIN_LUA: &str = r#"
+local sid, name, room = ARGV[1], ARGV[2], ARGV[7]
+local force = ARGV[8] == '1'
+local function name_of(m) return string.sub(m, (string.find(m, ':') or 0) + 1) end
+local owner = redis.call('HGET', KEYS[2], 'user:' .. name)
+if owner and owner ~= sid and not force then return {-1} end
+local current = redis.call('GET', KEYS[4])
+local mine = redis.call('HGET', KEYS[2], 'member:' .. sid)
+if current == room and mine and name_of(mine) == name then
+  return {redis.call('SCARD', KEYS[1]), 0, '', '', 0}
+end
+if not force then
+  local within = current == room and mine
+  if not within and redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[4]) then return {-2} end
+  if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then return {-3} end
+end
+local left_room, left_name, left_count = '', '', 0
+if current then
+  local pk = ARGV[9] .. 'rooms:' .. current .. ':participants'
+  local ik = ARGV[9] .. 'rooms:' .. current .. ':info'
+  if redis.call('SREM', pk, sid) == 1 then
+    local m = redis.call('HGET', ik, 'member:' .. sid)
+    if m then left_name = name_of(m) end
+    redis.call('HDEL', ik, 'member:' .. sid)
+    if left_name ~= '' and redis.call('HGET', ik, 'user:' .. left_name) == sid then
+      redis.call('HDEL', ik, 'user:' .. left_name)
+    end
+    left_count = redis.call('SCARD', pk)
+    if left_count == 0 then
+      redis.call('DEL', ik)
+      redis.call('SREM', KEYS[5], current)
+    end
+    left_room = current
+  end
+end
+owner = redis.call('HGET', KEYS[2], 'user:' .. name)
+redis.call('SADD', KEYS[1], sid)
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('HSETNX', KEYS[2], 'createdAt', ARGV[6])
+redis.call('HSET', KEYS[2], 'member:' .. sid, seq .. ':' .. name)
+if not owner then redis.call('HSET', KEYS[2], 'user:' .. name, sid) end
+redis.call('HSET', KEYS[3], 'server', ARGV[3], 'username', name, 'room', room)
+redis.call('SET', KEYS[4], room)
+redis.call('SADD', KEYS[5], room)
+redis.call('SADD', KEYS[6], sid)
+redis.call('SADD', KEYS[7], sid)
+return {redis.call('SCARD', KEYS[1]), 1, left_room, left_name, left_count}
+"#;
+
+/// Removes a session from a room. KEYS: participants, info, session, current_room, rooms
+/// index. ARGV: sid, room. Returns {username, remaining} or nil if it was not there.
+const LEAVE_LUA: &str = r#"
+if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return false end
+local m = redis.call('HGET', KEYS[2], 'member:' .. ARGV[1])
+local name = ''
+if m then name = string.sub(m, (string.find(m, ':') or 0) + 1) end
+redis.call('HDEL', KEYS[2], 'member:' .. ARGV[1])
+if name ~= '' and redis.call('HGET', KEYS[2], 'user:' .. name) == ARGV[1] then
+  redis.call('HDEL', KEYS[2], 'user:' .. name)
+end
+if redis.call('GET', KEYS[4]) == ARGV[2] then redis.call('DEL', KEYS[4]) end
+redis.call('HDEL', KEYS[3], 'room', 'username')
+local left = redis.call('SCARD', KEYS[1])
+if left == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[5], ARGV[2])
+end
+return {name, left}
+"#;
+
+/// How long the list of a node's evicted sessions is kept for its return (1 hour, in ms).
+const EVICTED_TTL_MS: i64 = 3_600_000;
+
+/// Most rooms `/api/rooms` lists from Redis.
+const ROOM_LIST_LIMIT: usize = 1000;
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The join script's answer.
+struct JoinReply {
+    count: usize,
+    /// What the session left in Redis to join: (room, name, count there after).
+    left: Option<(String, String, usize)>,
+}
+
+/// Counters of the store, for `/metrics`.
+#[derive(Default)]
+struct Stats {
+    deferred: Counter,
+    caught_up: Counter,
+    write_errors: Counter,
+}
+
+/// Room membership in Redis, with this node's own members kept locally.
+pub struct RedisMembership {
+    me: Weak<RedisMembership>,
+    shard: Rc<Shard>,
+    engine: Rc<RedisEngine>,
+    /// The node, to publish the LEAVE of a dead node's members to everyone here too.
+    node: Weak<Node>,
+    /// Limits, as configured for the chat.
+    config: RefCell<ChatConfig>,
+    /// This node's own members: the truth for its sessions.
+    local: MemoryMembership,
+    /// Cluster-wide member counts as last read from Redis.
+    counts: RefCell<HashMap<RoomId, usize>>,
+    /// Per session of this node: what the other nodes were last told (room and name).
+    told: RefCell<HashMap<Rc<str>, (RoomId, Username)>>,
+    /// Sessions changed without Redis since the last catch-up: their events are not relayed
+    /// now; the catch-up announces their net change.
+    unshared: RefCell<HashSet<Rc<str>>>,
+    /// Events waiting for the other nodes to listen again after a catch-up; later events
+    /// queue behind them so each session's events keep their order.
+    held: RefCell<Option<Vec<Publication>>>,
+    join: Script,
+    leave: Script,
+    stats: Stats,
+}
+
+impl RedisMembership {
+    /// The store over `engine`'s shard; registers itself for the engine's catch-ups.
+    pub fn new(node: &Rc<Node>, engine: Rc<RedisEngine>) -> Rc<RedisMembership> {
+        let config = node.config();
+        let store = Rc::new_cyclic(|me| RedisMembership {
+            me: me.clone(),
+            shard: engine.shard().clone(),
+            engine: engine.clone(),
+            node: Rc::downgrade(node),
+            config: RefCell::new(config.chat.clone()),
+            local: MemoryMembership::new(config.chat.max_rooms, config.chat.max_participants_per_room),
+            counts: RefCell::new(HashMap::new()),
+            told: RefCell::new(HashMap::new()),
+            unshared: RefCell::new(HashSet::new()),
+            held: RefCell::new(None),
+            join: Script::new(JOIN_LUA),
+            leave: Script::new(LEAVE_LUA),
+            stats: Stats::default(),
+        });
+        let state: Weak<dyn NodeState> = Rc::downgrade(&store) as Weak<RedisMembership>;
+        engine.add_state(state);
+        store
+    }
+
+    async fn join_in_redis(
+        &self,
+        room: &RoomId,
+        member: &Member,
+        force: bool,
+    ) -> Result<JoinReply, Option<JoinError>> {
+        let k = &self.shard.keys;
+        let sid = &*member.session_id;
+        let (max_rooms, max_participants) = {
+            let c = self.config.borrow();
+            (c.max_rooms, c.max_participants_per_room)
+        };
+        let mut invocation = self.join.prepare_invoke();
+        invocation
+            .key(k.participants(room))
+            .key(k.room_info(room))
+            .key(k.session(sid))
+            .key(k.current_room(sid))
+            .key(k.rooms_index())
+            .key(k.server_sessions(&self.shard.server_id))
+            .key(k.sessions_active())
+            .arg(sid)
+            .arg(member.username.as_str())
+            .arg(&self.shard.server_id)
+            .arg(max_participants)
+            .arg(max_rooms)
+            .arg(now_ms())
+            .arg(room.as_str())
+            .arg(if force { "1" } else { "0" })
+            .arg(k.prefix());
+        let reply: Vec<Value> = self
+            .shard
+            .link
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+            .map_err(|e| {
+                log::debug!("join in redis failed: {e}");
+                None
+            })?;
+        match reply.as_slice() {
+            [code] => Err(Some(match int(code) {
+                Some(-1) => JoinError::UsernameTaken,
+                Some(-2) => JoinError::RoomFull { limit: max_participants },
+                Some(-3) => JoinError::TooManyRooms { limit: max_rooms },
+                _ => return Err(None),
+            })),
+            [count, _changed, left_room, left_name, left_count] => {
+                let count = int(count).unwrap_or(0).max(0) as usize;
+                let left_room = text(left_room).unwrap_or_default();
+                let left = (!left_room.is_empty()).then(|| {
+                    (
+                        left_room,
+                        text(left_name).unwrap_or_default(),
+                        int(left_count).unwrap_or(0).max(0) as usize,
+                    )
+                });
+                Ok(JoinReply { count, left })
+            }
+            _ => Err(None),
+        }
+    }
+
+    /// Runs the leave script; Ok(Some((name, remaining))) when the session was there.
+    async fn leave_in_redis(&self, room: &str, sid: &str) -> Result<Option<(String, usize)>, LinkError> {
+        let k = &self.shard.keys;
+        let mut invocation = self.leave.prepare_invoke();
+        invocation
+            .key(k.participants(room))
+            .key(k.room_info(room))
+            .key(k.session(sid))
+            .key(k.current_room(sid))
+            .key(k.rooms_index())
+            .arg(sid)
+            .arg(room);
+        let reply: Value =
+            self.shard.link.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        Ok(match reply {
+            Value::Array(items) if items.len() == 2 => {
+                Some((text(&items[0]).unwrap_or_default(), int(&items[1]).unwrap_or(0).max(0) as usize))
+            }
+            _ => None,
+        })
+    }
+
+    /// A change of `sid` was made without Redis: remembered, and Redis is stale.
+    fn unshared_change(&self, sid: &Rc<str>) {
+        self.unshared.borrow_mut().insert(sid.clone());
+        self.shard.sync.mark_stale();
+    }
+
+    /// Relays an event to the other nodes, behind any held ones.
+    fn relay(&self, event: Publication) {
+        if let Some(held) = self.held.borrow_mut().as_mut() {
+            held.push(event);
+            return;
+        }
+        self.engine.relay(&event);
+    }
+
+    /// Reads the member counts of `rooms` from Redis into the cache.
+    async fn refresh_counts(&self, rooms: &[RoomId]) -> Result<(), LinkError> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for room in rooms {
+            pipe.scard(self.shard.keys.participants(room));
+        }
+        let counts: Vec<usize> =
+            self.shard.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        let mut cache = self.counts.borrow_mut();
+        for (room, n) in rooms.iter().zip(counts) {
+            cache.insert(room.clone(), n);
+        }
+        Ok(())
+    }
+
+    /// This node's sessions in Redis with the room each is in there.
+    async fn rooms_in_redis(&self) -> Result<Vec<(String, Option<String>)>, LinkError> {
+        let key = self.shard.keys.server_sessions(&self.shard.server_id);
+        let sids: Vec<String> = self
+            .shard
+            .link
+            .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&key).query_async(&mut c).await })
+            .await?;
+        if sids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for sid in &sids {
+            pipe.get(self.shard.keys.current_room(sid));
+        }
+        let rooms: Vec<Option<String>> =
+            self.shard.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        Ok(sids.into_iter().zip(rooms).collect())
+    }
+
+    /// The events that bring the other nodes from what they were told to the truth, per
+    /// session: LEAVE of the old place, JOIN of the new one. Updates `told`.
+    fn net_changes(&self) -> Vec<(EventType, RoomId, Username)> {
+        let sessions: Vec<Rc<str>> = self.unshared.borrow_mut().drain().collect();
+        let mut told = self.told.borrow_mut();
+        let mut events = Vec::new();
+        for sid in sessions {
+            let now = self.local.place_of(&sid).map(|(room, m)| (room, m.username));
+            let before = told.get(&sid).cloned();
+            if before == now {
+                continue;
+            }
+            if let Some((room, name)) = before {
+                events.push((EventType::Leave, room, name));
+            }
+            if let Some((room, name)) = &now {
+                events.push((EventType::Join, room.clone(), name.clone()));
+            }
+            match now {
+                Some(place) => told.insert(sid, place),
+                None => told.remove(&sid),
+            };
+        }
+        events
+    }
+
+    fn event(&self, kind: EventType, room: &RoomId, name: &str, count: usize) -> Option<Publication> {
+        let node = self.node.upgrade()?;
+        Some(RoomEvent::new(kind, room, name, None, count).into_publication(node.next_message_id()))
+    }
+
+    async fn catch_up_now(&self) -> Result<(), LinkError> {
+        // 0. Sessions of this node that a survivor removed while this node seemed dead: the
+        //    others heard them leave, so they will hear them join again.
+        let key = self.shard.keys.server_evicted(&self.shard.server_id);
+        let (evicted,): (Vec<String>,) =
+            self.shard
+                .link
+                .call(|mut c| async move {
+                    redis::pipe().smembers(&key).del(&key).ignore().query_async(&mut c).await
+                })
+                .await?;
+        if !evicted.is_empty() {
+            log::warn!(
+                "{} sessions of this node were taken for dead meanwhile: announcing them again",
+                evicted.len()
+            );
+            let mut told = self.told.borrow_mut();
+            let mut unshared = self.unshared.borrow_mut();
+            for sid in evicted {
+                if let Some((sid, _)) = told.remove_entry(sid.as_str()) {
+                    unshared.insert(sid);
+                }
+            }
+        }
+        // 1. Redis in line with this node's truth: what it holds that is no more, then what
+        //    is missing or different (the join script moves or renames as needed).
+        let mut gone: Vec<(String, String)> = Vec::new();
+        for (sid, room) in self.rooms_in_redis().await? {
+            if let (Some(room), None) = (room, self.local.place_of(&sid)) {
+                gone.push((sid, room));
+            }
+        }
+        // Sessions the other nodes last saw in a room they have left since (their session
+        // keys may be gone already).
+        for (sid, (room, _)) in self.told.borrow().iter() {
+            if self.local.place_of(sid).is_none() && !gone.iter().any(|(s, _)| **s == **sid) {
+                gone.push((sid.to_string(), room.to_string()));
+            }
+        }
+        for (sid, room) in &gone {
+            self.leave_in_redis(room, sid).await?;
+        }
+        for (room, member) in self.local.all() {
+            match self.join_in_redis(&room, &member, true).await {
+                Ok(reply) => {
+                    self.counts.borrow_mut().insert(room, reply.count);
+                }
+                Err(_) => return Err(LinkError::Down),
+            }
+        }
+        // 2. The other nodes hear the net change of each session once, with counts from
+        //    Redis, after they have had time to listen again.
+        let changes = self.net_changes();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut rooms: Vec<RoomId> = changes.iter().map(|(_, room, _)| room.clone()).collect();
+        rooms.sort();
+        rooms.dedup();
+        if self.refresh_counts(&rooms).await.is_err() {
+            log::debug!("counts for the catch-up's announcements not read; using the last known");
+        }
+        let events: Vec<Publication> = changes
+            .iter()
+            .filter_map(|(kind, room, name)| {
+                // Read from Redis just now (the node is not in sync until this returns).
+                let count = self.counts.borrow().get(room).copied().unwrap_or_else(|| self.local.count(room));
+                self.event(*kind, room, name, count)
+            })
+            .collect();
+        self.stats.caught_up.add(events.len() as u64);
+        let mut held = self.held.borrow_mut();
+        match held.as_mut() {
+            Some(queue) => queue.extend(events),
+            None => {
+                *held = Some(events);
+                let (Some(me), delay) = (self.me.upgrade(), self.shard.announce_delay()) else {
+                    return Ok(());
+                };
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(delay).await;
+                    let events = me.held.borrow_mut().take().unwrap_or_default();
+                    for event in &events {
+                        me.engine.relay(event);
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn session_lost_now(&self, server: &str, sid: &str) -> Result<(), LinkError> {
+        let key = self.shard.keys.current_room(sid);
+        let room: Option<String> = self
+            .shard
+            .link
+            .call(|mut c| async move { redis::cmd("GET").arg(&key).query_async(&mut c).await })
+            .await?;
+        let Some(room_text) = room else { return Ok(()) };
+        let Some((name, left)) = self.leave_in_redis(&room_text, sid).await? else { return Ok(()) };
+        let Ok(room) = RoomId::try_from(room_text.as_str()) else { return Ok(()) };
+        self.counts.borrow_mut().insert(room.clone(), left);
+        if server == self.shard.server_id {
+            return Ok(()); // this node's own session at shutdown: its LEAVE went out already
+        }
+        // A dead node's member: every node's clients must hear it, this node's too. Should
+        // the node only have been cut off, it learns from this set that everyone was told its
+        // member left, and announces it again when it is back.
+        if let (Some(node), Some(event)) =
+            (self.node.upgrade(), self.event(EventType::Leave, &room, &name, left))
+        {
+            node.publish(event);
+        }
+        let evicted = self.shard.keys.server_evicted(server);
+        let (sid, ttl) = (sid.to_string(), EVICTED_TTL_MS);
+        self.shard
+            .link
+            .call(|mut c| async move {
+                redis::pipe()
+                    .sadd(&evicted, &sid)
+                    .ignore()
+                    .pexpire(&evicted, ttl)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+}
+
+impl NodeState for RedisMembership {
+    fn catch_up(&self) -> LocalBoxFuture<'_, Result<(), LinkError>> {
+        Box::pin(self.catch_up_now())
+    }
+
+    fn session_lost<'a>(
+        &'a self,
+        server: &'a str,
+        session_id: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(), LinkError>> {
+        Box::pin(self.session_lost_now(server, session_id))
+    }
+}
+
+impl Membership for RedisMembership {
+    fn set_limits(&self, max_rooms: usize, max_participants: usize) {
+        let mut config = self.config.borrow_mut();
+        config.max_rooms = max_rooms;
+        config.max_participants_per_room = max_participants;
+        self.local.set_limits(max_rooms, max_participants);
+    }
+
+    fn join<'a>(&'a self, room: &'a RoomId, member: Member) -> LocalBoxFuture<'a, Result<Joined, JoinError>> {
+        Box::pin(async move {
+            if self.shard.in_sync() {
+                match self.join_in_redis(room, &member, false).await {
+                    Ok(reply) => {
+                        let local = self.local.put(room, member);
+                        let mut counts = self.counts.borrow_mut();
+                        let left = match (local, reply.left) {
+                            (Some(mut l), Some((_, _, n))) => {
+                                l.count = n;
+                                Some(l)
+                            }
+                            (l, _) => l,
+                        };
+                        // The left room first: a rename leaves and joins the same room.
+                        if let Some(l) = &left {
+                            counts.insert(l.room.clone(), l.count);
+                        }
+                        counts.insert(room.clone(), reply.count);
+                        return Ok(Joined { count: reply.count, left });
+                    }
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => {} // Redis failed (maybe after applying it): go on alone.
+                }
+            }
+            // Redis is away: this node decides alone; the catch-up writes it back.
+            let sid = member.session_id.clone();
+            let joined = self.local.join_now(room, member)?;
+            self.unshared_change(&sid);
+            Ok(joined)
+        })
+    }
+
+    fn leave<'a>(&'a self, room: &'a RoomId, session_id: &'a str) -> LocalBoxFuture<'a, Option<Left>> {
+        Box::pin(async move {
+            let sid: Rc<str> = self.local.place_of(session_id)?.1.session_id;
+            let mut left = self.local.leave_now(room, session_id)?;
+            if self.shard.in_sync() {
+                match self.leave_in_redis(room, session_id).await {
+                    Ok(Some((_, remaining))) => {
+                        left.count = remaining;
+                        self.counts.borrow_mut().insert(room.clone(), remaining);
+                        return Some(left);
+                    }
+                    Ok(None) => log::debug!("session {session_id} was not in {room} in Redis"),
+                    Err(e) => {
+                        self.stats.write_errors.inc();
+                        log::debug!("leave in redis failed: {e}");
+                    }
+                }
+            }
+            self.unshared_change(&sid);
+            Some(left)
+        })
+    }
+
+    fn count(&self, room: &RoomId) -> usize {
+        if self.shard.in_sync() {
+            if let Some(n) = self.counts.borrow().get(room) {
+                return *n;
+            }
+        }
+        self.local.count(room)
+    }
+
+    fn rooms(&self) -> LocalBoxFuture<'_, Vec<(String, usize)>> {
+        Box::pin(async move {
+            if self.shard.in_sync() {
+                let index = self.shard.keys.rooms_index();
+                let names: Result<Vec<String>, _> = self
+                    .shard
+                    .link
+                    .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&index).query_async(&mut c).await })
+                    .await;
+                if let Ok(mut names) = names {
+                    names.sort();
+                    names.truncate(ROOM_LIST_LIMIT);
+                    let mut pipe = redis::pipe();
+                    for name in &names {
+                        pipe.scard(self.shard.keys.participants(name));
+                    }
+                    let counts: Result<Vec<usize>, _> =
+                        self.shard.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await;
+                    if let Ok(counts) = counts {
+                        return names.into_iter().zip(counts).filter(|(_, n)| *n > 0).collect();
+                    }
+                }
+            }
+            self.local.rooms_now()
+        })
+    }
+
+    fn members<'a>(&'a self, room: &'a RoomId) -> LocalBoxFuture<'a, Option<Vec<String>>> {
+        Box::pin(async move {
+            if self.shard.in_sync() {
+                let info = self.shard.keys.room_info(room);
+                let fields: Result<Vec<(String, String)>, _> = self
+                    .shard
+                    .link
+                    .call(|mut c| async move { redis::cmd("HGETALL").arg(&info).query_async(&mut c).await })
+                    .await;
+                if let Ok(fields) = fields {
+                    let mut members: Vec<(u64, String)> = fields
+                        .into_iter()
+                        .filter(|(k, _)| k.starts_with("member:"))
+                        .filter_map(|(_, v)| {
+                            let (seq, name) = v.split_once(':')?;
+                            Some((seq.parse().ok()?, name.to_string()))
+                        })
+                        .collect();
+                    if members.is_empty() {
+                        return None;
+                    }
+                    members.sort();
+                    return Some(members.into_iter().map(|(_, n)| n).collect());
+                }
+            }
+            self.local.members_now(room)
+        })
+    }
+
+    fn announce(&self, session_id: &str, event: &Publication) {
+        if self.unshared.borrow().contains(session_id) {
+            // Redis does not have this change: the catch-up announces the net change.
+            self.stats.deferred.inc();
+            return;
+        }
+        let place = self.local.place_of(session_id);
+        {
+            let mut told = self.told.borrow_mut();
+            match place {
+                Some((room, member)) => {
+                    told.insert(member.session_id, (room, member.username));
+                }
+                None => {
+                    told.remove(session_id);
+                }
+            }
+        }
+        self.relay(event.clone());
+    }
+
+    fn changed_elsewhere(&self, room: &RoomId) {
+        if !self.shard.in_sync() {
+            return;
+        }
+        let (Some(me), room) = (self.me.upgrade(), room.clone()) else { return };
+        tokio::task::spawn_local(async move {
+            let _ = me.refresh_counts(std::slice::from_ref(&room)).await;
+        });
+    }
+
+    fn metrics(&self) -> (MetricLines, MetricLines) {
+        let gauges = vec![
+            ("chat_rooms_local", "Rooms with members of this node.", self.local.room_count() as u64),
+            (
+                "chat_sessions_unshared",
+                "Sessions of this node whose room change Redis has not had yet.",
+                self.unshared.borrow().len() as u64,
+            ),
+        ];
+        let counters = vec![
+            (
+                "cluster_relay_deferred_total",
+                "Join/leave events not relayed while Redis was away (the catch-up announces the net change).",
+                self.stats.deferred.get(),
+            ),
+            (
+                "chat_catch_up_events_total",
+                "Join/leave events announced to the other nodes by a catch-up.",
+                self.stats.caught_up.get(),
+            ),
+            (
+                "chat_membership_write_errors_total",
+                "Membership writes to Redis that failed (repaired by the next catch-up).",
+                self.stats.write_errors.get(),
+            ),
+        ];
+        (gauges, counters)
+    }
+}

@@ -1,0 +1,50 @@
+//! One Redis as the parts of the cluster engine share it (centrifuge's `redis_shard.go`): the
+//! command link, the key and channel names, this node's id and its catch-up state. The relay,
+//! the registry and the membership store each own their own fields and meet only here.
+
+use std::time::Duration;
+
+use super::keys::Keys;
+use super::link::Link;
+use super::sync::CatchUp;
+use crate::config::{ClusterConfig, Config};
+
+pub struct Shard {
+    pub link: Link,
+    pub keys: Keys,
+    pub server_id: String,
+    pub config: ClusterConfig,
+    /// Whether Redis holds all of this node's state; see `sync`.
+    pub sync: CatchUp,
+    /// This process's start (ms): the envelope epoch, so a restarted node numbers afresh.
+    pub epoch: u64,
+}
+
+impl Shard {
+    /// The shard of a cluster-mode config (`redis_url` set). Does not connect.
+    pub fn new(config: &Config) -> Result<Shard, String> {
+        let url = config.redis_url.as_deref().ok_or("cluster mode needs redis_url")?;
+        let cluster = config.cluster.clone();
+        let link = Link::new(url, Duration::from_millis(cluster.command_timeout_ms))?
+            .sentinel_auth(&cluster.sentinel_username, &cluster.sentinel_password)?;
+        Ok(Shard {
+            link,
+            keys: Keys::new(&cluster.key_prefix),
+            server_id: config.server_id.clone(),
+            config: cluster,
+            sync: CatchUp::default(),
+            epoch: crate::clock::now_ms(),
+        })
+    }
+
+    /// Whether changes may go to Redis now (linked and caught up).
+    pub fn in_sync(&self) -> bool {
+        self.link.is_up() && self.sync.in_sync()
+    }
+
+    /// How long announcements that follow a catch-up wait: nodes that lost Redis with this one
+    /// need one back-off cap and a heartbeat to listen again.
+    pub fn announce_delay(&self) -> Duration {
+        Duration::from_millis(self.config.reconnect_max_ms + self.config.heartbeat_ms)
+    }
+}
