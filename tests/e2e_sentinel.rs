@@ -105,8 +105,11 @@ async fn two_boards_follow_a_failover_without_any_client_reconnecting() {
     let info = format!("stomp_edge_cluster_redis_primary_info{{address=\"{old_primary}\"}} 1");
     assert_eq!(metric_line(&n1, "stomp_edge_cluster_redis_primary_info").as_deref(), Some(info.as_str()));
 
+    // One after the other, so every JOIN has reached alice before the checks below.
     let mut alice = member(&n1, "r", "alice").await;
+    until(&mut alice, "JOIN", "alice", Duration::from_secs(5)).await;
     let mut amy = member(&n1, "r", "amy").await;
+    until(&mut alice, "JOIN", "amy", Duration::from_secs(5)).await;
     let mut bob = member(&n2, "r", "bob").await;
     until(&mut alice, "JOIN", "bob", Duration::from_secs(5)).await;
     until(&mut bob, "JOIN", "bob", Duration::from_secs(5)).await;
@@ -318,6 +321,7 @@ async fn a_planned_switchover_is_followed_with_the_old_primary_alive() {
     let url = set.url(&[0, 1, 2]);
     let (n1, n2) = (node(&url, "n1"), node(&url, "n2"));
     let mut alice = member(&n1, "r", "alice").await;
+    until(&mut alice, "JOIN", "alice", Duration::from_secs(5)).await;
     let mut bob = member(&n2, "r", "bob").await;
     until(&mut alice, "JOIN", "bob", Duration::from_secs(5)).await;
     until(&mut bob, "JOIN", "bob", Duration::from_secs(5)).await;
