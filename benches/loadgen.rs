@@ -17,6 +17,7 @@
 //! - `loadgen/run.rs`: one measured run, /proc and /metrics readings, the printout
 //! - `loadgen/suite.rs`: the default suite against a stomp-edge it starts itself
 //! - `loadgen/cluster.rs`: the suite's cluster part (Redis and two nodes it starts itself)
+//! - `loadgen/streams.rs`: the streams figures (off vs on, recovery time, Redis per room)
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -61,6 +62,8 @@ mod cluster;
 mod run;
 #[path = "loadgen/stomp.rs"]
 mod stomp;
+#[path = "loadgen/streams.rs"]
+mod streams;
 #[path = "loadgen/suite.rs"]
 mod suite;
 
@@ -68,6 +71,7 @@ use clients::*;
 use cluster::*;
 use run::*;
 use stomp::*;
+use streams::*;
 use suite::*;
 
 // ---------------------------------------------------------------------------------------------

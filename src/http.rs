@@ -211,6 +211,9 @@ fn health(node: &Node) -> Response<Body> {
 
 fn metrics_page(node: &Node) -> Response<Body> {
     let (mut gauges, mut counters) = node.broker.metrics();
+    let (stream_gauges, stream_counters) = node.history().metrics();
+    gauges.extend(stream_gauges);
+    counters.extend(stream_counters);
     if let Some(app) = node.app() {
         let (g, c) = app.metrics();
         gauges.extend(g);

@@ -4,13 +4,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::{Config, Reload};
+use crate::engine::stream::{Append, History};
+use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, BrokerEventHandler};
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
@@ -20,6 +22,9 @@ pub struct Node {
     config: RefCell<Rc<Config>>,
     pub hub: Hub,
     pub broker: Rc<dyn Broker>,
+    /// The histories of streamed destinations: this node's rings, or (cluster mode) the
+    /// engine's streams in Redis.
+    history: RefCell<Rc<dyn History>>,
     pub auth: RefCell<Authenticator>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
@@ -36,6 +41,25 @@ pub struct Node {
     advertise_url: RefCell<Rc<str>>,
 }
 
+/// A connection's place in the node's table, like mini-redis's connection permit: its id, its
+/// session id and its outbound queue. Dropping it frees the place (and the limit's slot),
+/// whichever way the connection ends, so no path can forget to.
+pub struct Registration {
+    pub id: u64,
+    /// `{server_id}-{start}-{id}`: unique across the cluster and restarts.
+    pub session_id: Rc<str>,
+    pub outbound: Rc<Outbound>,
+    node: Weak<Node>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.unregister_connection(self.id);
+        }
+    }
+}
+
 /// Why a connection could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -50,6 +74,7 @@ impl Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
+            history: RefCell::new(Rc::new(MemoryStreams::new(config.streams.clone()))),
             config: RefCell::new(Rc::new(config)),
             broker,
             app: RefCell::new(None),
@@ -80,6 +105,7 @@ impl Node {
             }
         }
         log::set_max_level(config.log_level);
+        self.hub.set_max_destinations(config.limits.max_destinations);
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
         for out in self.connections.borrow().values() {
             out.set_limit(config.limits.max_outbound_bytes);
@@ -92,6 +118,16 @@ impl Node {
 
     pub fn server_id(&self) -> String {
         self.config.borrow().server_id.clone()
+    }
+
+    /// The histories of streamed destinations.
+    pub fn history(&self) -> Rc<dyn History> {
+        self.history.borrow().clone()
+    }
+
+    /// Replaces the memory streams (cluster mode keeps them in Redis).
+    pub fn set_history(&self, history: Rc<dyn History>) {
+        *self.history.borrow_mut() = history;
     }
 
     /// Sets the advertised URL (once the listener is bound).
@@ -117,15 +153,36 @@ impl Node {
     }
 
     /// Publishes: this node's subscribers first, then the other nodes through the engine.
-    pub fn publish(&self, publication: Publication) {
+    /// A publication to a streamed destination is first appended to its history, which gives
+    /// it its offset.
+    pub fn publish(&self, mut publication: Publication) {
         METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination)
+            && history.append(&mut publication) == Append::DeliveredByEngine
+        {
+            // Cluster mode: delivered here in offset order once Redis gave it its offset.
+            self.broker.publish(&publication);
+            return;
+        }
         self.hub.deliver(&publication);
         self.broker.publish(&publication);
     }
 
     /// Delivers to this node's subscribers only (the caller tells the other nodes its own way).
+    /// On a node alone a streamed destination's history gets it (and its offset); in cluster
+    /// mode it is delivered here at once without a position, and gets its offset when the
+    /// caller relays it (the chat's joins and leaves, which its membership store announces).
     pub fn publish_local(&self, publication: &Publication) {
         METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination) {
+            let mut positioned = publication.clone();
+            if history.append(&mut positioned) == Append::DeliverNow {
+                self.hub.deliver(&positioned);
+                return;
+            }
+        }
         self.hub.deliver(publication);
     }
 
@@ -152,8 +209,9 @@ impl Node {
         }
     }
 
-    /// Registers a new connection, or refuses it at the limit or while draining.
-    pub fn register_connection(&self) -> Result<(u64, Rc<Outbound>, Rc<str>), Refusal> {
+    /// Registers a new connection, or refuses it at the limit or while draining. The
+    /// connection holds its place while it holds the `Registration`.
+    pub fn register_connection(self: &Rc<Self>) -> Result<Registration, Refusal> {
         if self.draining.get() {
             return Err(Refusal::Draining);
         }
@@ -168,10 +226,10 @@ impl Node {
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
         METRICS.connections_total.inc();
         let session_id = Rc::from(format!("{}-{}", self.session_prefix, base36(id)));
-        Ok((id, outbound, session_id))
+        Ok(Registration { id, session_id, outbound, node: Rc::downgrade(self) })
     }
 
-    pub fn unregister_connection(&self, id: u64) {
+    fn unregister_connection(&self, id: u64) {
         self.connections.borrow_mut().remove(&id);
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
     }
@@ -236,15 +294,21 @@ mod tests {
         let mut config = Config::embedded();
         config.server_id = "n1".into();
         config.limits.max_connections = 2;
-        let node = Node::new(config, Rc::new(MemoryBroker));
-        let (a, _, sa) = node.register_connection().unwrap();
-        let (b, _, sb) = node.register_connection().unwrap();
-        assert_ne!((a, &sa), (b, &sb));
-        assert!(sa.starts_with("n1-"));
-        assert_eq!(node.register_connection().unwrap_err(), Refusal::Limit);
-        node.unregister_connection(a);
+        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
+        let a = node.register_connection().unwrap();
+        let b = node.register_connection().unwrap();
+        assert_ne!((a.id, &a.session_id), (b.id, &b.session_id));
+        assert!(a.session_id.starts_with("n1-"));
+        assert_eq!(node.register_connection().err(), Some(Refusal::Limit));
+        // Dropping a registration frees its place.
+        drop(a);
+        assert_eq!(node.connection_count(), 1);
+        let c = node.register_connection().unwrap();
+        assert_eq!(node.connection_count(), 2);
+        drop((b, c));
+        assert_eq!(node.connection_count(), 0);
         node.drain();
-        assert_eq!(node.register_connection().unwrap_err(), Refusal::Draining);
+        assert_eq!(node.register_connection().err(), Some(Refusal::Draining));
         assert_ne!(node.next_message_id(), node.next_message_id());
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");

@@ -72,6 +72,7 @@ settings! {
         pub chat: ChatConfig = Section;
         pub cluster: ClusterConfig = Section;
         pub sockjs: SockJsConfig = Section;
+        pub streams: StreamsConfig = Section;
     }
 
     /// `[stomp]`: heart-beats, the CONNECT deadline, client topic sends and transactions.
@@ -100,8 +101,8 @@ settings! {
         pub max_headers: usize = Live [1, MAX_HEADERS_CEILING];
         pub max_header_line_bytes: usize = Live [64, 1 << 20];
         pub max_subscriptions: usize = Live [1, 100_000];
-        /// Distinct destinations with subscribers on this node (sizes the hub's table).
-        pub max_destinations: usize = Restart [1, 10_000_000];
+        /// Distinct destinations with subscribers on this node (bounds the hub's table).
+        pub max_destinations: usize = Live [1, 10_000_000];
         pub max_outbound_bytes: usize = Live [4096, 1 << 30];
     }
 
@@ -120,8 +121,8 @@ settings! {
 
     /// `[chat]`: the chat rooms' sizes.
     pub struct ChatConfig {
-        pub max_rooms: usize = Restart [1, 1_000_000];
-        pub max_participants_per_room: usize = Restart [1, 100_000];
+        pub max_rooms: usize = Live [1, 1_000_000];
+        pub max_participants_per_room: usize = Live [1, 100_000];
         pub max_room_id_chars: usize = Live [1, ROOM_ID_CEILING];
         pub max_username_chars: usize = Live [1, USERNAME_CEILING];
         pub max_message_bytes: usize = Live [1, 1 << 20];
@@ -161,6 +162,30 @@ settings! {
         pub disconnect_delay_ms: u64 = Live [100, 600_000];
         pub streaming_bytes: usize = Live [4096, 1 << 30];
         pub max_message_bytes: usize = Live [1024, 64 << 20];
+    }
+
+    /// `[streams]`: which destinations keep a history, and its bounds (`engine::stream`).
+    pub struct StreamsConfig {
+        /// Prefixes of the streamed `/topic/` destinations, e.g. `/topic/room/`.
+        #[serde(deserialize_with = "value::topic_prefixes")]
+        pub prefixes: Vec<String> = Restart;
+        /// Messages kept per destination.
+        pub max_messages: usize = Restart [1, 1_000_000];
+        /// Age after which a kept message is dropped, in ms.
+        pub max_age_ms: u64 = Restart [1000, 31_536_000_000];
+        /// Bytes all kept messages of this node may take together (local mode).
+        pub max_memory_bytes: usize = Restart [4096, 1 << 30];
+        /// Destinations whose history this node keeps at once (local mode).
+        pub max_streams: usize = Restart [1, 10_000_000];
+        /// Cluster mode: how long other topics' short streams are kept for repair, in ms.
+        pub repair_window_ms: u64 = Restart [1000, 86_400_000];
+    }
+}
+
+impl StreamsConfig {
+    /// Whether `destination` keeps a history.
+    pub fn is_streamed(&self, destination: &str) -> bool {
+        self.prefixes.iter().any(|p| destination.starts_with(p.as_str()))
     }
 }
 
@@ -530,8 +555,8 @@ mod tests {
                 ("listen", Reload::Restart),
                 ("log_level", Reload::Live),
                 ("limits.max_connections", Reload::Live),
-                ("limits.max_destinations", Reload::Restart),
-                ("chat.max_rooms", Reload::Restart),
+                ("limits.max_destinations", Reload::Live),
+                ("chat.max_rooms", Reload::Live),
                 ("chat.max_message_bytes", Reload::Live),
                 ("cluster.heartbeat_ms", Reload::Restart),
             ]
@@ -539,8 +564,8 @@ mod tests {
         assert_eq!(applied.listen, running.listen);
         assert_eq!(applied.log_level, log::LevelFilter::Debug);
         assert_eq!(applied.limits.max_connections, 3);
-        assert_eq!(applied.limits.max_destinations, running.limits.max_destinations);
-        assert_eq!((applied.chat.max_rooms, applied.chat.max_message_bytes), (running.chat.max_rooms, 10));
+        assert_eq!(applied.limits.max_destinations, 5);
+        assert_eq!((applied.chat.max_rooms, applied.chat.max_message_bytes), (2, 10));
         assert_eq!(applied.cluster, running.cluster);
     }
 

@@ -91,6 +91,15 @@ pub fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(text)
 }
 
+/// `streams.prefixes`: a list of `/topic/...` destination prefixes.
+pub fn topic_prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    match list.iter().find(|p| !p.starts_with("/topic/")) {
+        Some(bad) => Err(D::Error::custom(format!("entries must start with /topic/, not {bad:?}"))),
+        None => Ok(list),
+    }
+}
+
 /// `log_level`: `error`, `warn`, `info`, `debug`, `trace` or `off`.
 pub fn level<'de, D: Deserializer<'de>>(d: D) -> Result<log::LevelFilter, D::Error> {
     let text = String::deserialize(d)?;

@@ -11,9 +11,15 @@
 //! first and then hands it to the engine (local-first): local chat keeps working and stays
 //! lowest-latency while Redis is away. The price is that order is kept per publisher, not
 //! globally across nodes: two publishers on two nodes may be seen in different orders on each
-//! node. Every engine is at-most-once between nodes; the memory engine has no other nodes.
+//! node. One exception, for streams (`stream`): in cluster mode a publication to a streamed
+//! destination is delivered on its own node only once Redis gave it its offset, so every node
+//! delivers a destination in the same offset order (while Redis is away it is local-first
+//! again, without a position). Between nodes the Redis engine delivers each destination in
+//! offset order and repairs gaps from the stream; what the stream no longer has is counted.
 
 pub mod memory;
+pub mod stream;
+pub mod stream_memory;
 
 use crate::broker::Publication;
 pub use crate::metrics::MetricLines;

@@ -36,18 +36,7 @@ pub async fn run(up: Upgraded) {
     };
     framing.push_text(frame::OPEN);
     let max_message = settings.max_message_bytes;
-    Driver::new(
-        up.stream,
-        up.node,
-        up.connection,
-        up.session_id,
-        up.outbound,
-        up.read_buf,
-        max_message,
-        framing,
-    )
-    .run()
-    .await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing).run().await;
 }
 
 /// SockJS frames in WebSocket text messages.
