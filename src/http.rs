@@ -12,7 +12,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::metrics::{self, METRICS};
+use crate::metrics::METRICS;
 use crate::node::Node;
 use crate::sockjs;
 use crate::upgrade::{upgrade, Body};
@@ -116,6 +116,10 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
             METRICS.http_requests.inc("metrics");
             metrics_page(&node)
         }
+        "/status" | "/status/" | "/status.js" | "/api/status" | "/api/status/" => {
+            METRICS.http_requests.inc(if path.starts_with("/api/") { "api" } else { "page" });
+            status_route(&node, &request).await
+        }
         "/api/nodes" | "/api/nodes/" => {
             METRICS.http_requests.inc("api");
             json(StatusCode::OK, &crate::status::nodes::list(&node).await)
@@ -148,6 +152,67 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
     };
     Ok(response)
 }
+
+/// `/status`, its script and `/api/status` (`?node=ID`: another board's, fetched by this one),
+/// behind HTTP Basic when accounts are configured (`crate::status::basic`).
+async fn status_route(node: &Node, request: &Request<Incoming>) -> Response<Body> {
+    let config = node.config();
+    if !config.status.enabled {
+        METRICS.http_requests.inc("not_found");
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let authorization = request.headers().get(hyper::header::AUTHORIZATION);
+    let allowed =
+        crate::status::basic::allowed(&node.auth.borrow(), config.status.require_auth, authorization);
+    if !allowed {
+        METRICS.http_requests.inc("unauthorized");
+        let mut response = text(StatusCode::UNAUTHORIZED, "this board's status needs a login\n");
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static(crate::status::basic::CHALLENGE),
+        );
+        return response;
+    }
+    match request.uri().path() {
+        "/status" | "/status/" => respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
+        "/status.js" => respond(StatusCode::OK, "text/javascript; charset=utf-8", STATUS_SCRIPT),
+        _ => {
+            let wanted =
+                request.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("node="));
+            match wanted {
+                Some(id) if id != node.server_id() => other_status(node, id, authorization.cloned()).await,
+                _ => json(StatusCode::OK, &crate::status::snapshot(node).await),
+            }
+        }
+    }
+}
+
+/// Another board's `/api/status`, fetched from its advertised URL in the registry.
+async fn other_status(
+    node: &Node,
+    id: &str,
+    authorization: Option<hyper::header::HeaderValue>,
+) -> Response<Body> {
+    let boards = crate::status::nodes::list(node).await;
+    let Some(board) = boards.into_iter().find(|b| b.server_id == id) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &ApiError { error: "unknown_node", message: "no live board with that id in the registry".into() },
+        );
+    };
+    match crate::status::proxy::fetch(&board.url, authorization).await {
+        Ok((status, body)) => {
+            let content_type =
+                if status.is_success() { "application/json" } else { "text/plain; charset=utf-8" };
+            respond(status, content_type, body)
+        }
+        Err(message) => json(StatusCode::BAD_GATEWAY, &ApiError { error: "unreachable", message }),
+    }
+}
+
+/// The status page and its script, embedded like the chat page (no external URL).
+const STATUS_PAGE: &str = include_str!("../web/status.html");
+const STATUS_SCRIPT: &str = include_str!("../web/status.js");
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -210,41 +275,6 @@ fn health(node: &Node) -> Response<Body> {
 }
 
 fn metrics_page(node: &Node) -> Response<Body> {
-    let (mut gauges, mut counters) = node.broker.metrics();
-    let (stream_gauges, stream_counters) = node.history().metrics();
-    gauges.extend(stream_gauges);
-    counters.extend(stream_counters);
-    if let Some(app) = node.app() {
-        let (g, c) = app.metrics();
-        gauges.extend(g);
-        counters.extend(c);
-    }
-    gauges.push((
-        "destinations_current",
-        "Destinations with local subscribers.",
-        node.hub.destination_count() as u64,
-    ));
-    gauges.push(("uptime_seconds", "Seconds since start.", node.uptime_seconds()));
-    let mut text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
-    if let Some(link) = node.broker.link_report() {
-        let primary: Vec<(String, u64)> = link.primary.into_iter().map(|p| (p, 1)).collect();
-        metrics::labelled_gauge(
-            &mut text,
-            "cluster_redis_primary_info",
-            "address",
-            "The Redis primary in use (or last used), as its host:port label.",
-            &primary,
-        );
-        if let Some((sentinels, _)) = link.sentinels {
-            let up: Vec<(String, u64)> = sentinels.into_iter().map(|(a, up)| (a, u64::from(up))).collect();
-            metrics::labelled_gauge(
-                &mut text,
-                "cluster_sentinel_up",
-                "sentinel",
-                "1 while this Redis Sentinel answers and its +switch-master subscription holds.",
-                &up,
-            );
-        }
-    }
+    let text = crate::status::metrics_text(node);
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
 }

@@ -137,6 +137,7 @@ pub fn run(
                 }
             }
         });
+        status::start(&node);
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })
 }

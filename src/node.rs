@@ -3,7 +3,7 @@
 //! Publishing goes through here: local fan-out first, then the engine for the other nodes.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +30,9 @@ pub struct Node {
     app: RefCell<Option<Rc<dyn Application>>>,
     /// Every live STOMP connection's outbound queue, so shutdown can reach them all.
     connections: RefCell<HashMap<u64, Rc<Outbound>>>,
+    /// The connections among them that are SockJS sessions (the rest are raw WebSocket), for
+    /// the status page's connections by transport; forgotten with the connection.
+    sockjs: RefCell<HashSet<u64>>,
     next_connection: Cell<u64>,
     next_message: Cell<u64>,
     /// `{server_id}-{start time}`: session ids stay unique across restarts and nodes.
@@ -79,6 +82,7 @@ impl Node {
             broker,
             app: RefCell::new(None),
             connections: RefCell::new(HashMap::new()),
+            sockjs: RefCell::new(HashSet::new()),
             next_connection: Cell::new(0),
             next_message: Cell::new(0),
             started: Instant::now(),
@@ -229,7 +233,20 @@ impl Node {
         Ok(Registration { id, session_id, outbound, node: Rc::downgrade(self) })
     }
 
+    /// Marks a registered connection as a SockJS session.
+    pub fn mark_sockjs(&self, id: u64) {
+        if self.connections.borrow().contains_key(&id) {
+            self.sockjs.borrow_mut().insert(id);
+        }
+    }
+
+    /// Open connections that are SockJS sessions.
+    pub fn sockjs_count(&self) -> usize {
+        self.sockjs.borrow().len()
+    }
+
     fn unregister_connection(&self, id: u64) {
+        self.sockjs.borrow_mut().remove(&id);
         self.connections.borrow_mut().remove(&id);
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
     }

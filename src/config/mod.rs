@@ -73,6 +73,7 @@ settings! {
         pub cluster: ClusterConfig = Section;
         pub sockjs: SockJsConfig = Section;
         pub streams: StreamsConfig = Section;
+        pub status: StatusConfig = Section;
     }
 
     /// `[stomp]`: heart-beats, the CONNECT deadline, client topic sends and transactions.
@@ -162,6 +163,14 @@ settings! {
         pub disconnect_delay_ms: u64 = Live [100, 600_000];
         pub streaming_bytes: usize = Live [4096, 1 << 30];
         pub max_message_bytes: usize = Live [1024, 64 << 20];
+    }
+
+    /// `[status]`: the `/status` page and `/api/status`.
+    pub struct StatusConfig {
+        /// false: `/status` and `/api/status` answer 404.
+        pub enabled: bool = Live;
+        /// With accounts in `auth.users`: ask for one of them by HTTP Basic.
+        pub require_auth: bool = Live;
     }
 
     /// `[streams]`: which destinations keep a history, and its bounds (`engine::stream`).
