@@ -244,7 +244,7 @@ function card(b, now) {
     })),
   );
   if (quiet.length) {
-    node.append(el('p', { class: 'empty', 'data-testid': 'trouble-none', text: `${moved.length ? 'Still 0' : 'None since start'}: ${quiet.map((g) => g.title.toLowerCase()).join(', ')}.` }));
+    node.append(el('p', { class: 'empty', 'data-testid': 'trouble-none', text: `${moved.length ? 'Still 0' : 'None since start'}: ${quiet.map((g) => g.title).join(', ')}.` }));
   }
 
   node.append(el('h3', { text: s.roomCount > s.rooms.length ? `Rooms (largest ${s.rooms.length} of ${s.roomCount})` : 'Rooms' }));
