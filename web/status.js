@@ -135,7 +135,8 @@ function problems(now) {
       if (g.lastMinute > 0) out.push({ level: 'warn', text: `${b.id}: ${g.title}: ${g.lastMinute} in the last minute` });
     }
   }
-  return out;
+  // Worst first (a stable sort keeps board order within a level).
+  return out.sort((x, y) => (y.level === 'bad') - (x.level === 'bad'));
 }
 
 function sortedBoards() {
