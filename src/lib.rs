@@ -39,6 +39,7 @@
 //! - `clock`: epoch milliseconds.
 //! - `auth`: CONNECT login/passcode checks.
 //! - `login_throttle`: failed logins per address and login, and the delay they earn.
+//! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
 //!
@@ -67,6 +68,7 @@ pub mod engine;
 pub mod http;
 pub mod liveness;
 pub mod login_throttle;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod outbound;

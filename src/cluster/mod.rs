@@ -116,6 +116,7 @@ impl RedisEngine {
                 sync.link_lost();
                 // The id is claimed on the new connection before anything else uses it, so a
                 // process whose id another live node holds never touches the cluster.
+                let seen = shard.link.events();
                 let registry = &self.registry;
                 let admit = |connection| async move { registry.claim_id(connection).await.unwrap_or(false) };
                 if shard.link.connect(admit).await {
@@ -129,11 +130,14 @@ impl RedisEngine {
                     tokio::time::sleep(heartbeat).await;
                     continue;
                 } else {
-                    shard.link.pause(link::backoff(attempt, min, max, link::jitter_seed())).await;
+                    shard.link.pause(seen, link::backoff(attempt, min, max, link::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }
             }
+            // A change of the link from here on (it went down, a new primary) ends the
+            // heartbeat wait below at once.
+            let seen = shard.link.events();
             // A change made during a catch-up sends it round again; a few rounds at most
             // before the heartbeat, so a node under a stream of changes still heartbeats.
             for _ in 0..3 {
@@ -154,7 +158,7 @@ impl RedisEngine {
                 continue;
             }
             if shard.link.is_up() {
-                shard.link.pause(heartbeat).await;
+                shard.link.pause(seen, heartbeat).await;
             }
         }
     }
