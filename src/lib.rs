@@ -25,7 +25,10 @@
 //! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
 //! - `engine`: the `Broker` interface and `BrokerEventHandler`; `engine::memory` for a node
 //!   alone. Publications are typed (kind, room): engines never read bodies.
-//! - `cluster`: the Redis engine behind the same interface: shard, relay, registry, catch-up.
+//!   `engine::stream` is the history interface (offsets, epochs, recovery), `engine::stream_memory`
+//!   its ring for a node alone; the cluster keeps streams in Redis (`cluster::stream`).
+//! - `cluster`: the Redis engine behind the same interface: shard, relay, registry, catch-up,
+//!   over one link that follows a Sentinel-managed primary through failovers.
 //! - `node`: glues config, hub, engine, application and the connection table together.
 //! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).
 //! - `status`: `/api/nodes`, and the `/status` page's snapshot (`/api/status`).
@@ -105,6 +108,8 @@ pub fn run(
             // serves its own clients from the first moment.
             let engine = cluster::RedisEngine::new(&config)?;
             let node = Rc::new(Node::new(config, engine.clone()));
+            // The streams of a cluster live in Redis, shared by every node.
+            node.set_history(engine.clone());
             node.set_advertise_url(&advertise_url);
             let membership = RedisMembership::new(&node, engine.clone());
             node.set_app(chat::ChatApp::new(&node, membership));
@@ -119,6 +124,20 @@ pub fn run(
             node.set_app(chat::ChatApp::new(&node, membership));
             node
         };
+        // Histories drop messages past their age even on destinations nobody writes to.
+        let sweeper = Rc::downgrade(&node);
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match sweeper.upgrade() {
+                    Some(node) => node.history().sweep(),
+                    None => return,
+                }
+            }
+        });
+        status::start(&node);
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })
 }

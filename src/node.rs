@@ -3,7 +3,7 @@
 //! Publishing goes through here: local fan-out first, then the engine for the other nodes.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,8 @@ use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::{Config, Reload};
+use crate::engine::stream::{Append, History};
+use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, BrokerEventHandler};
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
@@ -20,11 +22,17 @@ pub struct Node {
     config: RefCell<Rc<Config>>,
     pub hub: Hub,
     pub broker: Rc<dyn Broker>,
+    /// The histories of streamed destinations: this node's rings, or (cluster mode) the
+    /// engine's streams in Redis.
+    history: RefCell<Rc<dyn History>>,
     pub auth: RefCell<Authenticator>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
     /// Every live STOMP connection's outbound queue, so shutdown can reach them all.
     connections: RefCell<HashMap<u64, Rc<Outbound>>>,
+    /// The connections among them that are SockJS sessions (the rest are raw WebSocket), for
+    /// the status page's connections by transport; forgotten with the connection.
+    sockjs: RefCell<HashSet<u64>>,
     next_connection: Cell<u64>,
     next_message: Cell<u64>,
     /// `{server_id}-{start time}`: session ids stay unique across restarts and nodes.
@@ -69,10 +77,12 @@ impl Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
+            history: RefCell::new(Rc::new(MemoryStreams::new(config.streams.clone()))),
             config: RefCell::new(Rc::new(config)),
             broker,
             app: RefCell::new(None),
             connections: RefCell::new(HashMap::new()),
+            sockjs: RefCell::new(HashSet::new()),
             next_connection: Cell::new(0),
             next_message: Cell::new(0),
             started: Instant::now(),
@@ -99,6 +109,7 @@ impl Node {
             }
         }
         log::set_max_level(config.log_level);
+        self.hub.set_max_destinations(config.limits.max_destinations);
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
         for out in self.connections.borrow().values() {
             out.set_limit(config.limits.max_outbound_bytes);
@@ -111,6 +122,16 @@ impl Node {
 
     pub fn server_id(&self) -> String {
         self.config.borrow().server_id.clone()
+    }
+
+    /// The histories of streamed destinations.
+    pub fn history(&self) -> Rc<dyn History> {
+        self.history.borrow().clone()
+    }
+
+    /// Replaces the memory streams (cluster mode keeps them in Redis).
+    pub fn set_history(&self, history: Rc<dyn History>) {
+        *self.history.borrow_mut() = history;
     }
 
     /// Sets the advertised URL (once the listener is bound).
@@ -136,15 +157,36 @@ impl Node {
     }
 
     /// Publishes: this node's subscribers first, then the other nodes through the engine.
-    pub fn publish(&self, publication: Publication) {
+    /// A publication to a streamed destination is first appended to its history, which gives
+    /// it its offset.
+    pub fn publish(&self, mut publication: Publication) {
         METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination)
+            && history.append(&mut publication) == Append::DeliveredByEngine
+        {
+            // Cluster mode: delivered here in offset order once Redis gave it its offset.
+            self.broker.publish(&publication);
+            return;
+        }
         self.hub.deliver(&publication);
         self.broker.publish(&publication);
     }
 
     /// Delivers to this node's subscribers only (the caller tells the other nodes its own way).
+    /// On a node alone a streamed destination's history gets it (and its offset); in cluster
+    /// mode it is delivered here at once without a position, and gets its offset when the
+    /// caller relays it (the chat's joins and leaves, which its membership store announces).
     pub fn publish_local(&self, publication: &Publication) {
         METRICS.messages_published.inc();
+        let history = self.history();
+        if history.is_streamed(&publication.destination) {
+            let mut positioned = publication.clone();
+            if history.append(&mut positioned) == Append::DeliverNow {
+                self.hub.deliver(&positioned);
+                return;
+            }
+        }
         self.hub.deliver(publication);
     }
 
@@ -191,7 +233,20 @@ impl Node {
         Ok(Registration { id, session_id, outbound, node: Rc::downgrade(self) })
     }
 
+    /// Marks a registered connection as a SockJS session.
+    pub fn mark_sockjs(&self, id: u64) {
+        if self.connections.borrow().contains_key(&id) {
+            self.sockjs.borrow_mut().insert(id);
+        }
+    }
+
+    /// Open connections that are SockJS sessions.
+    pub fn sockjs_count(&self) -> usize {
+        self.sockjs.borrow().len()
+    }
+
     fn unregister_connection(&self, id: u64) {
+        self.sockjs.borrow_mut().remove(&id);
         self.connections.borrow_mut().remove(&id);
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
     }

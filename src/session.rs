@@ -9,7 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::app::{AppError, SessionHandle};
-use crate::broker::{is_transport_header, AckMode, Publication, Subscriber};
+use crate::broker::{
+    encode_message, finish_recovery, is_transport_header, AckMode, Cursor, Publication, Subscriber,
+};
+use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
@@ -81,12 +84,27 @@ pub fn negotiate_heartbeat(client: (u64, u64), server_send_ms: u64, server_recei
     HeartBeat { send: send.map(Duration::from_millis), receive: receive.map(Duration::from_millis) }
 }
 
-fn receipt_frame(receipt: &str, version: Version) -> Bytes {
+/// Extra headers of a RECEIPT (a streamed SUBSCRIBE's `x-stream-*`).
+type ReceiptHeaders = Vec<(&'static str, String)>;
+
+fn receipt_frame(receipt: &str, version: Version, extra: &ReceiptHeaders) -> Bytes {
     let mut out = Vec::with_capacity(32 + receipt.len());
     let mut w = FrameWriter::new(&mut out, Command::Receipt, version);
     w.header("receipt-id", receipt);
+    for (name, value) in extra {
+        w.header(name, value);
+    }
     w.body(b"");
     Bytes::from(out)
+}
+
+/// The RECEIPT headers of a streamed SUBSCRIBE.
+fn recovery_headers(recovery: &Recovery) -> ReceiptHeaders {
+    vec![
+        (RECOVERED_HEADER, recovery.recovered.to_string()),
+        (EPOCH_HEADER, recovery.next.epoch.to_string()),
+        (OFFSET_HEADER, recovery.next.offset.to_string()),
+    ]
 }
 
 fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
@@ -106,6 +124,10 @@ pub struct Session {
     transactions: Vec<Transaction>,
     /// Set by a SUBSCRIBE whose cluster subscription is not active yet: its RECEIPT waits.
     receipt_after: Option<LocalBoxFuture<'static, ()>>,
+    /// Set by a streamed SUBSCRIBE: what its RECEIPT says about the recovery.
+    receipt_headers: ReceiptHeaders,
+    /// Set by a SUBSCRIBE whose recovery sends the RECEIPT itself, after the kept messages.
+    receipt_sent_later: bool,
 }
 
 impl Session {
@@ -120,6 +142,8 @@ impl Session {
             subscriptions: Vec::new(),
             transactions: Vec::new(),
             receipt_after: None,
+            receipt_headers: Vec::new(),
+            receipt_sent_later: false,
         }
     }
 
@@ -139,11 +163,13 @@ impl Session {
         let result = self.dispatch(frame, node);
         // Taken whatever the result, so a failed SUBSCRIBE leaves nothing behind.
         let wait = self.receipt_after.take();
+        let extra = std::mem::take(&mut self.receipt_headers);
+        let receipt = receipt.filter(|_| !std::mem::take(&mut self.receipt_sent_later));
         match result {
             Ok(outcome) => {
                 match (receipt, frame.command == Command::Connect, wait) {
-                    (Some(receipt), false, None) => self.send_receipt(&receipt),
-                    (Some(receipt), false, Some(wait)) => self.send_receipt_after(wait, receipt, node),
+                    (Some(receipt), false, None) => self.send_receipt(&receipt, &extra),
+                    (Some(receipt), false, Some(wait)) => self.send_receipt_after(wait, receipt, extra, node),
                     _ => {}
                 }
                 outcome
@@ -357,6 +383,14 @@ impl Session {
                 format!("cannot subscribe to {destination}: use /topic/... or /user/queue/..."),
             ));
         }
+        let history = node.history();
+        let streamed = !user && history.is_streamed(&destination);
+        let since = if streamed {
+            Since::parse(frame.header(OFFSET_HEADER).as_deref(), frame.header(EPOCH_HEADER).as_deref())
+                .map_err(|e| ProtocolError::new("bad_header", e))?
+        } else {
+            Since::Next
+        };
         if frame.header("receipt").is_some() {
             self.receipt_after = node.broker.ready(&destination);
         }
@@ -367,17 +401,62 @@ impl Session {
             }
             key
         } else {
-            let subscriber = Subscriber {
+            let mut subscriber = Subscriber {
                 connection: self.connection,
                 subscription_id: id.clone(),
                 version: self.version,
                 ack,
                 outbound: self.outbound.clone(),
+                cursor: None,
             };
-            node.subscribe(&destination, subscriber).map_err(|e| {
+            if streamed && node.hub.subscriber_count(&destination) == 0 && !node.hub.has_room() {
+                METRICS.subscriptions_rejected.inc("destination_limit");
+                return Err(ProtocolError::new("other", node.hub.full_error().to_string()));
+            }
+            let mut later = None;
+            if streamed {
+                match history.recover(&destination, &since) {
+                    Recovering::Now(recovery) => {
+                        // Kept messages first, then live: the read and the subscription happen
+                        // in one step of this thread, so no publication can fall between them.
+                        for p in &recovery.publications {
+                            self.outbound.push(OutFrame::stomp(encode_message(p, &id, self.version, ack)));
+                        }
+                        METRICS.messages_delivered.add(recovery.publications.len() as u64);
+                        self.receipt_headers = recovery_headers(&recovery);
+                    }
+                    Recovering::Later(read) => {
+                        // The subscription holds live publications until the kept ones are
+                        // sent; the cursor drops those sent twice at the seam.
+                        subscriber.cursor = Some(Cursor::recovering());
+                        later = Some((read, subscriber.clone()));
+                    }
+                }
+            }
+            let key = node.subscribe(&destination, subscriber).map_err(|e| {
                 METRICS.subscriptions_rejected.inc("destination_limit");
                 ProtocolError::new("other", e.to_string())
-            })?
+            })?;
+            if let Some((read, subscriber)) = later {
+                let receipt = frame.header("receipt").map(|r| r.into_owned());
+                self.receipt_sent_later = receipt.is_some();
+                self.receipt_after = None;
+                let limit = Duration::from_millis(node.config().cluster.command_timeout_ms * 2);
+                let version = self.version;
+                tokio::task::spawn_local(async move {
+                    let recovery = match tokio::time::timeout(limit, read).await {
+                        Ok(recovery) => recovery,
+                        Err(_) => Recovery::unavailable(Rc::from(""), 0),
+                    };
+                    finish_recovery(&subscriber, &recovery.publications, &recovery.next);
+                    if let Some(receipt) = receipt {
+                        let frame = receipt_frame(&receipt, version, &recovery_headers(&recovery));
+                        subscriber.outbound.push_unbounded(OutFrame::stomp(frame));
+                        METRICS.receipts_sent.inc();
+                    }
+                });
+            }
+            key
         };
         self.subscriptions.push(Subscription { id, destination: key, user });
         Ok(Outcome::Continue)
@@ -467,18 +546,24 @@ impl Session {
     }
 
     /// Sends a RECEIPT once `wait` resolves (bounded by the cluster command timeout).
-    fn send_receipt_after(&self, wait: LocalBoxFuture<'static, ()>, receipt: String, node: &Node) {
+    fn send_receipt_after(
+        &self,
+        wait: LocalBoxFuture<'static, ()>,
+        receipt: String,
+        extra: ReceiptHeaders,
+        node: &Node,
+    ) {
         let limit = Duration::from_millis(node.config().cluster.command_timeout_ms);
         let (outbound, version) = (self.outbound.clone(), self.version);
         tokio::task::spawn_local(async move {
             let _ = tokio::time::timeout(limit, wait).await;
-            outbound.push_unbounded(OutFrame::stomp(receipt_frame(&receipt, version)));
+            outbound.push_unbounded(OutFrame::stomp(receipt_frame(&receipt, version, &extra)));
             METRICS.receipts_sent.inc();
         });
     }
 
-    fn send_receipt(&self, receipt: &str) {
-        self.outbound.push_unbounded(OutFrame::stomp(receipt_frame(receipt, self.version)));
+    fn send_receipt(&self, receipt: &str, extra: &ReceiptHeaders) {
+        self.outbound.push_unbounded(OutFrame::stomp(receipt_frame(receipt, self.version, extra)));
         METRICS.receipts_sent.inc();
     }
 

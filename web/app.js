@@ -3,6 +3,14 @@
 // Rooms: SUBSCRIBE /topic/room/{id}, then SEND /app/room/{id}/join; our own JOIN event confirms
 // the join. Errors arrive on /user/queue/errors. After a reconnect the page re-subscribes and
 // re-joins the room it was in. All user text goes through textContent, never HTML.
+// History: room topics are streams. A fresh join subscribes with `x-stream-offset:first` and
+// shows the room's kept messages (with day separators) before the live ones; a reconnect
+// subscribes from the next offset it has not seen (`offset=N` + `x-stream-epoch`), so nothing
+// is missed and nothing shows twice; the RECEIPT's `x-stream-recovered` (or, after a reload,
+// the saved position) tells whether some messages are gone, and the page says so.
+// Failover: the page keeps the cluster's live boards (GET /api/nodes). When its own board stops
+// answering for a few seconds it moves to another live board, carrying its name, room and
+// stream position in the URL fragment; there it re-joins under the same name and recovers.
 (function () {
   'use strict';
 
@@ -18,6 +26,14 @@
   const REJOIN_MAX_TRIES = 10;
   const ERROR_SHOW_MS = 8000;
   const MAX_MESSAGES_SHOWN = 500;
+  const MAX_IDS_REMEMBERED = 2000;
+  const FAILOVER_AFTER_MS = 2500; // the board silent this long: move to another one
+  const HEALTH_TIMEOUT_MS = 1000;
+  const STORE = {
+    name: 'stomp-edge.username',
+    room: 'stomp-edge.room',
+    position: 'stomp-edge.position',
+  };
 
   const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
   const ui = {
@@ -55,7 +71,36 @@
     subs: new Map(), // roomId -> stompjs subscription on /topic/room/{roomId}
     everConnected: false,
     roomsJson: '',
+    // Streams: the next offset not yet shown, in which room and epoch ({room, epoch, next}).
+    position: null,
+    // A position saved before a reload: after the history is shown, whether it was complete.
+    restored: null,
+    recovering: new Map(), // roomId -> 'first' | 'offset': its SUBSCRIBE's RECEIPT is due
+    backlog: [], // kept events of a room whose JOIN is not confirmed yet: shown after it
+    seenIds: new Set(), // message-ids shown (one message never shows twice)
+    lastDay: '', // the day of the last message shown, for day separators
+    receipts: 0,
+    nodes: [], // the live boards as GET /api/nodes last said
+    downSince: 0, // when the connection was lost (0: connected)
+    failoverTimer: null,
   };
+
+  function store(key, value) {
+    try {
+      if (value === null) sessionStorage.removeItem(key);
+      else sessionStorage.setItem(key, typeof value === 'string' ? value : JSON.stringify(value));
+    } catch (_) {
+      /* storage disabled: fine */
+    }
+  }
+
+  function load(key) {
+    try {
+      return sessionStorage.getItem(key);
+    } catch (_) {
+      return null;
+    }
+  }
 
   // ---------------------------------------------------------------------------------------------
   // Connection
@@ -71,6 +116,7 @@
   });
 
   client.onConnect = () => {
+    state.downSince = 0;
     const again = state.everConnected;
     state.everConnected = true;
     setConnState('connected');
@@ -90,7 +136,50 @@
       notice('Connection lost, reconnecting…', 'local');
     }
     setConnState(state.everConnected ? 'reconnecting' : 'connecting');
+    if (state.everConnected && !state.downSince) state.downSince = Date.now();
+    scheduleFailover();
   };
+
+  // ---------------------------------------------------------------------------------------------
+  // Failover to another board
+
+  async function refreshNodes() {
+    try {
+      const nodes = await getJson('/api/nodes');
+      if (Array.isArray(nodes)) state.nodes = nodes;
+    } catch (_) {
+      /* board away: keep the last list */
+    }
+  }
+
+  function scheduleFailover() {
+    if (state.failoverTimer || !state.downSince) return;
+    state.failoverTimer = setTimeout(() => {
+      state.failoverTimer = null;
+      checkFailover();
+    }, FAILOVER_AFTER_MS);
+  }
+
+  /** The board has been silent a while: if it does not answer /healthz either, move. */
+  async function checkFailover() {
+    if (!state.downSince || client.connected) return;
+    let alive = false;
+    try {
+      const res = await fetch('/healthz', { cache: 'no-store', signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+      alive = res.ok;
+    } catch (_) {
+      alive = false;
+    }
+    const other = state.nodes.find((n) => n && !n.self && n.alive && typeof n.url === 'string'
+      && /^https?:\/\//.test(n.url) && n.url.replace(/\/$/, '') !== location.origin);
+    if (alive || !other || client.connected) {
+      scheduleFailover();
+      return;
+    }
+    const carry = { name: state.username, room: state.room || state.pending, position: state.position };
+    notice('This board stopped answering: moving to ' + other.serverId + '…', 'local');
+    location.assign(other.url.replace(/\/$/, '') + '/#failover=' + encodeURIComponent(JSON.stringify(carry)));
+  }
 
   client.onStompError = (frame) => {
     showError('stomp', frame.headers.message || 'the server closed the connection');
@@ -109,8 +198,14 @@
     state.leftWhilePending = false;
     if (!client.connected) return; // onConnect sends it
     if (!state.subs.has(roomId)) {
-      state.subs.set(roomId, client.subscribe('/topic/room/' + roomId, (m) => onRoomMessage(roomId, m)));
+      subscribeRoom(roomId); // the JOIN goes once the room's kept messages are in
+      return;
     }
+    publishJoin(roomId);
+  }
+
+  /** Everything before our SUBSCRIBE's RECEIPT is history, so the JOIN goes after it. */
+  function publishJoin(roomId) {
     client.publish({
       destination: '/app/room/' + roomId + '/join',
       headers: { 'content-type': 'application/json' },
@@ -118,9 +213,61 @@
     });
   }
 
+  /** SUBSCRIBE to the room's stream: from the next unseen offset when its messages are on
+   * screen (a reconnect), else from the first kept message (a join, a reload). */
+  function subscribeRoom(roomId) {
+    const p = state.position;
+    const resume = p && p.room === roomId && roomId === state.room && p.epoch;
+    const headers = resume
+      ? { 'x-stream-offset': 'offset=' + p.next, 'x-stream-epoch': p.epoch }
+      : { 'x-stream-offset': 'first' };
+    if (!resume) {
+      state.position = null;
+      state.seenIds.clear();
+    }
+    state.receipts += 1;
+    const receipt = 'room-' + state.receipts;
+    headers.receipt = receipt;
+    state.recovering.set(roomId, resume ? 'offset' : 'first');
+    client.watchForReceipt(receipt, (frame) => onStreamReceipt(roomId, frame, resume));
+    state.subs.set(roomId, client.subscribe('/topic/room/' + roomId, (m) => onRoomMessage(roomId, m), headers));
+  }
+
+  /** The kept messages are all in: say whether some could not be recovered. */
+  function onStreamReceipt(roomId, frame, resumed) {
+    state.recovering.delete(roomId);
+    const epoch = frame.headers['x-stream-epoch'];
+    const next = Number(frame.headers['x-stream-offset']);
+    let complete = frame.headers['x-stream-recovered'] !== 'false';
+    const before = state.restored;
+    if (!resumed && before && before.room === roomId) {
+      // After a reload: complete when the history reaches back to the last offset seen.
+      const first = state.firstShown && state.firstShown.room === roomId ? state.firstShown.offset : next;
+      complete = before.epoch === epoch && first <= before.next;
+      state.restored = null;
+    } else if (!resumed) {
+      complete = true; // a new join: the kept history is what there is
+    }
+    if (!state.position && epoch && Number.isFinite(next)) {
+      state.position = { room: roomId, epoch, next };
+      savePosition();
+    }
+    if (!complete) {
+      const text = 'Some messages from while you were away could not be recovered.';
+      if (roomId === state.room) notice(text, 'lost');
+      else state.backlog.push({ notice: text });
+    }
+    if (state.pending === roomId && client.connected && state.subs.has(roomId)) publishJoin(roomId);
+  }
+
+  function savePosition() {
+    store(STORE.position, state.position);
+  }
+
   function unsubscribe(roomId) {
     const sub = state.subs.get(roomId);
     state.subs.delete(roomId);
+    state.recovering.delete(roomId);
     if (sub && client.connected) sub.unsubscribe();
   }
 
@@ -144,6 +291,7 @@
     if (state.pending && state.pending !== room) unsubscribe(state.pending);
     state.room = null;
     state.pending = null;
+    forgetRoom();
     renderRoom(true);
     refreshRooms();
     setTimeout(refreshRooms, 300);
@@ -156,8 +304,26 @@
     state.rejoinTries = 0;
     if (previous && previous !== roomId) unsubscribe(previous);
     state.room = roomId;
-    if (previous !== roomId) renderRoom(true);
+    store(STORE.room, roomId);
+    if (previous !== roomId) {
+      renderRoom(true);
+      // The room's history arrived before our JOIN: show it now, on the fresh screen.
+      for (const item of state.backlog) {
+        if (item.notice) notice(item.notice, 'lost');
+        else addEvent(item.ev, true);
+      }
+    }
+    state.backlog = [];
     showRoomsOnPhone(false);
+  }
+
+  /** Out of the room for good: its saved position no longer matters. */
+  function forgetRoom() {
+    state.position = null;
+    state.restored = null;
+    state.backlog = [];
+    store(STORE.room, null);
+    store(STORE.position, null);
   }
 
   /** We are out of `roomId` (refused, removed): back to the room list. */
@@ -165,6 +331,7 @@
     unsubscribe(roomId);
     if (state.room === roomId) {
       state.room = null;
+      forgetRoom();
       renderRoom(true);
     }
   }
@@ -174,6 +341,28 @@
     try {
       ev = JSON.parse(frame.body);
     } catch (_) {
+      return;
+    }
+    const id = frame.headers['message-id'];
+    if (id) {
+      if (state.seenIds.has(id)) return;
+      state.seenIds.add(id);
+      if (state.seenIds.size > MAX_IDS_REMEMBERED) state.seenIds.delete(state.seenIds.values().next().value);
+    }
+    const offset = Number(frame.headers['x-stream-offset']);
+    const epoch = frame.headers['x-stream-epoch'];
+    if (epoch && Number.isFinite(offset)) {
+      const p = state.position;
+      if (p && p.room === roomId && p.epoch === epoch && offset < p.next) return; // shown already
+      state.position = { room: roomId, epoch, next: offset + 1 };
+      if (!state.firstShown || state.firstShown.room !== roomId) state.firstShown = { room: roomId, offset };
+      savePosition();
+    }
+    // Kept messages from before this subscription: shown, but they change nothing (a JOIN of
+    // ours in the history is not the one we are waiting for).
+    if (state.recovering.has(roomId)) {
+      if (roomId === state.room) addEvent(ev, true);
+      else if (roomId === state.pending) state.backlog.push({ ev });
       return;
     }
     const mine = ev.sender === state.username;
@@ -310,6 +499,8 @@
     ui.roomView.hidden = !room;
     ui.noRoom.hidden = !!room;
     if (fresh) {
+      state.lastDay = '';
+      state.firstShown = null;
       ui.messages.replaceChildren();
       ui.participants.replaceChildren();
       ui.participantCount.textContent = '0';
@@ -340,8 +531,37 @@
     return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   }
 
-  function addEvent(ev) {
+  function dayOf(ms) {
+    const d = new Date(typeof ms === 'number' ? ms : Date.now());
+    return d.getFullYear() + '-' + d.getMonth() + '-' + d.getDate();
+  }
+
+  /** "Today", "Yesterday", or the date, for the separator above a day's first message. */
+  function dayLabel(ms) {
+    const d = new Date(typeof ms === 'number' ? ms : Date.now());
+    const today = new Date();
+    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (dayOf(d.getTime()) === dayOf(today.getTime())) return 'Today';
+    if (dayOf(d.getTime()) === dayOf(yesterday.getTime())) return 'Yesterday';
+    return d.toLocaleDateString([], { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+  }
+
+  function daySeparator(ms) {
+    const day = dayOf(ms);
+    if (day === state.lastDay) return;
+    state.lastDay = day;
     const li = document.createElement('li');
+    li.className = 'day';
+    li.dataset.testid = 'day-separator';
+    li.textContent = dayLabel(ms);
+    appendItem(li);
+  }
+
+  /** Shows one room event; `kept` marks one from the room's history. */
+  function addEvent(ev, kept) {
+    daySeparator(ev.timestamp);
+    const li = document.createElement('li');
+    if (kept) li.dataset.history = 'true';
     li.dataset.testid = 'message';
     li.dataset.type = String(ev.type);
     li.dataset.sender = String(ev.sender);
@@ -374,6 +594,7 @@
     const li = document.createElement('li');
     li.className = 'notice ' + (kind || '');
     li.dataset.testid = 'notice';
+    if (kind) li.dataset.kind = kind;
     li.textContent = text;
     appendItem(li);
   }
@@ -414,11 +635,7 @@
     ui.me.hidden = false;
     ui.nameView.hidden = true;
     ui.chatView.hidden = false;
-    try {
-      sessionStorage.setItem('stomp-edge.username', name);
-    } catch (_) {
-      /* storage disabled: fine */
-    }
+    store(STORE.name, name);
     ui.roomInput.focus();
     refreshRooms();
   }
@@ -467,17 +684,43 @@
   // ---------------------------------------------------------------------------------------------
   // Start
 
-  let saved = null;
-  try {
-    saved = sessionStorage.getItem('stomp-edge.username');
-  } catch (_) {
-    /* storage disabled */
+  // Arrived from a board that died: take over its name, room and stream position.
+  const handover = /^#failover=(.*)$/.exec(location.hash);
+  if (handover) {
+    try {
+      const carry = JSON.parse(decodeURIComponent(handover[1]));
+      if (carry && typeof carry.name === 'string') store(STORE.name, carry.name);
+      if (carry && typeof carry.room === 'string') store(STORE.room, carry.room);
+      if (carry && carry.position) store(STORE.position, carry.position);
+    } catch (_) {
+      /* a bad fragment: start as a new page */
+    }
+    history.replaceState(null, '', location.pathname);
   }
-  if (saved && !validUsername(saved)) start(saved);
-  else ui.nameInput.focus();
+
+  const saved = load(STORE.name);
+  if (saved && !validUsername(saved)) {
+    start(saved);
+    // A reload: back into the room, its history shown again, from where the page was.
+    const room = load(STORE.room);
+    if (room && ROOM_ID_RE.test(room)) {
+      try {
+        const p = JSON.parse(load(STORE.position) || 'null');
+        if (p && p.room === room && typeof p.epoch === 'string' && Number.isInteger(p.next)) state.restored = p;
+      } catch (_) {
+        /* a bad saved position: the history shows without the check */
+      }
+      state.room = room;
+      renderRoom(true);
+    }
+  } else ui.nameInput.focus();
 
   setInterval(() => {
-    if (state.username) refreshRooms();
+    if (state.username && client.connected) {
+      refreshRooms();
+      refreshNodes();
+    }
   }, ROOMS_POLL_MS);
+  refreshNodes();
   client.activate();
 })();

@@ -96,7 +96,7 @@ fn http_get(ws_url: &str, path: &str) -> Option<String> {
 }
 
 /// Waits until the node's `/healthz` says `"redis":"up"`.
-fn wait_redis_up(node: &Server, name: &str) -> Res<()> {
+pub fn wait_redis_up(node: &Server, name: &str) -> Res<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let health = http_get(&node.url, "/healthz").unwrap_or_default();
@@ -258,12 +258,41 @@ pub fn cluster_suite(
                 format!("{:.0} deliveries/s", g.deliveries_per_sec()),
                 &members,
             );
-            row("    PUBLISH per chat message", "".into(), format!("{p:.3}"), "1");
-            row("    EVAL/EVALSHA per chat message", "".into(), format!("{e:.3}"), "0 (no state writes)");
+            row("    EVALSHA per chat message (append+PUBLISH)", "".into(), format!("{e:.3}"), "1");
+            row("    PUBLISH per chat message (in the script)", "".into(), format!("{p:.3}"), "1");
             row("    other commands per chat message", "".into(), format!("{x:.3}"), "~0 (timers only)");
             row("    the other commands, in the window", "".into(), others.chars().take(60).collect(), "");
             row("    lost / reordered / errors", "".into(), lost(&g), "0 / 0 / 0");
         }
+    }
+
+    // (s1)-(s3): streams across nodes
+    let off = e.deliveries_per_sec();
+    let o = cross("/topic/bench-s");
+    let on = rt.block_on(run(o.clone()));
+    print_report(&o, &on);
+    row(
+        "(s1) fan-out deliveries/s, streams off / on",
+        single.fan_out.map_or("-".into(), |f| format!("{:.0} (off)", f.deliveries_per_sec)),
+        format!("{off:.0} / {:.0}", on.deliveries_per_sec()),
+        "",
+    );
+    row("    lost / reordered / errors (streams on)", "".into(), lost(&on), "0 / 0 / 0");
+    match rt.block_on(recovery_time(&a.url, &b.url, "/topic/bench-s-rec", 1000)) {
+        Ok((t, n)) => row(
+            "(s2) recovery of 1000 missed messages",
+            "".into(),
+            format!("{:.1} ms ({n} messages)", t.as_secs_f64() * 1e3),
+            "",
+        ),
+        Err(e) => row("(s2) recovery failed", "".into(), e.chars().take(60).collect(), ""),
+    }
+    match rt.block_on(redis_figures(&a.url, redis.port)) {
+        Ok((per, bytes)) => {
+            row("(s3) Redis calls per streamed message", "".into(), format!("{per:.3}"), "1");
+            row("    Redis memory per room, 100 messages", "".into(), format!("{bytes} bytes"), "");
+        }
+        Err(e) => row("(s3) redis figures failed", "".into(), e.chars().take(60).collect(), ""),
     }
 
     for (name, node) in [("A n1", &a), ("B n2", &b)] {

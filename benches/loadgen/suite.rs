@@ -143,8 +143,8 @@ pub fn suite(rt: &tokio::runtime::Runtime, quick: bool) -> Res<()> {
         idle_big
     };
     let config = std::env::temp_dir().join(format!("stomp-edge-loadgen-{}.toml", std::process::id()));
-    std::fs::write(&config, "[limits]\nmax_connections = 20000\nmax_outbound_bytes = 4194304\n")
-        .map_err(|e| e.to_string())?;
+    let text = format!("[limits]\nmax_connections = 20000\nmax_outbound_bytes = 4194304\n{STREAMS_CONFIG}");
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
     println!(
         "loadgen suite: server {} ({}), client: tokio 2 worker threads in this process",
         bin.display(),
@@ -285,6 +285,34 @@ pub fn suite(rt: &tokio::runtime::Runtime, quick: bool) -> Res<()> {
                 row(&mut rows, "", "frames per socket write", format!("{c:.1}"), "");
             }
         }
+        // (s1), (s2) on one node: streams off vs on, and a recovery of 1000 messages
+        let s = Server::start(&bin, &config)?;
+        let mut fan = Vec::new();
+        for dest in ["/topic/bench", "/topic/bench-s"] {
+            let o = Opts {
+                subscribers: 100,
+                publishers: 1,
+                rate: 0,
+                destination: dest.into(),
+                ..opts(&s.url, s.pid)
+            };
+            let r = rt.block_on(run(o.clone()));
+            print_report(&o, &r);
+            fan.push(format!("{:.0}", r.deliveries_per_sec()));
+        }
+        row(&mut rows, "(s1) streams", "fan-out deliveries/s off / on", fan.join(" / "), "");
+        match rt.block_on(recovery_time(&s.url, &s.url, "/topic/bench-s-rec", 1000)) {
+            Ok((t, n)) => row(
+                &mut rows,
+                "(s2) recovery",
+                "1000 missed: time (messages)",
+                format!("{:.1} ms ({n})", t.as_secs_f64() * 1e3),
+                "",
+            ),
+            Err(e) => row(&mut rows, "(s2) recovery", "failed", e.chars().take(60).collect(), ""),
+        }
+        drop(s);
+        status_suite(rt, quick, &bin, &config, &mut rows)?;
         cluster_suite(rt, quick, &bin, &config, &single, &mut cluster_rows)
     })();
     let _ = std::fs::remove_file(&config);

@@ -2,13 +2,13 @@
 //! publication to them. A MESSAGE frame is encoded once per distinct (subscription id,
 //! STOMP version, ack mode) and the same bytes are queued for every subscriber sharing it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::Publication;
+use super::{Publication, StreamPosition};
 use crate::metrics::METRICS;
 use crate::outbound::{OutFrame, Outbound};
 use crate::protocol::{Command, FrameWriter, Version};
@@ -40,6 +40,70 @@ pub struct Subscriber {
     pub version: Version,
     pub ack: AckMode,
     pub outbound: Rc<Outbound>,
+    /// For a streamed subscription whose recovery reads asynchronously (cluster mode): holds
+    /// live publications until the kept ones are sent, then drops any already sent.
+    pub cursor: Option<Rc<Cursor>>,
+}
+
+/// Most live publications one recovering subscription holds; past it the subscriber is a
+/// slow consumer (it could not have taken them either).
+const MAX_WAITING: usize = 4096;
+
+/// Where a streamed subscription stands at the seam between kept and live messages.
+#[derive(Default)]
+pub struct Cursor {
+    /// Live publications that arrived while the recovery read the stream; None once live.
+    waiting: RefCell<Option<Vec<Publication>>>,
+    /// The next offset this subscription wants, once live (earlier ones were sent).
+    next: Cell<u64>,
+    epoch: RefCell<Option<Rc<str>>>,
+}
+
+impl Cursor {
+    /// A cursor for a subscription whose recovery is still reading.
+    pub fn recovering() -> Rc<Cursor> {
+        Rc::new(Cursor { waiting: RefCell::new(Some(Vec::new())), ..Cursor::default() })
+    }
+
+    /// Whether `p` is new to this subscription (and moves the cursor past it).
+    fn admit(&self, p: &Publication) -> bool {
+        let Some(position) = &p.stream else { return true };
+        let mut epoch = self.epoch.borrow_mut();
+        if epoch.as_deref() == Some(&*position.epoch) && position.offset < self.next.get() {
+            return false;
+        }
+        *epoch = Some(position.epoch.clone());
+        self.next.set(position.offset + 1);
+        true
+    }
+}
+
+/// Ends a recovery: sends the kept publications, then the live ones that arrived meanwhile
+/// and were not among them, and lets the subscription go live. Returns how many were sent.
+pub fn finish_recovery(s: &Subscriber, kept: &[Publication], next: &StreamPosition) -> usize {
+    let Some(cursor) = &s.cursor else { return 0 };
+    let mut sent = 0;
+    for p in kept {
+        if cursor.admit(p)
+            && s.outbound.push(OutFrame::stomp(encode_message(p, &s.subscription_id, s.version, s.ack)))
+        {
+            sent += 1;
+        }
+    }
+    if cursor.epoch.borrow().is_none() || kept.is_empty() {
+        *cursor.epoch.borrow_mut() = Some(next.epoch.clone());
+        cursor.next.set(cursor.next.get().max(next.offset));
+    }
+    let waiting = cursor.waiting.borrow_mut().take().unwrap_or_default();
+    for p in &waiting {
+        if cursor.admit(p)
+            && s.outbound.push(OutFrame::stomp(encode_message(p, &s.subscription_id, s.version, s.ack)))
+        {
+            sent += 1;
+        }
+    }
+    METRICS.messages_delivered.add(sent as u64);
+    sent
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +125,9 @@ impl std::fmt::Display for HubError {
 pub struct Hub {
     /// Destination → its local subscribers. Keys are shared with the sessions' own tables.
     topics: RefCell<HashMap<Rc<str>, Topic>>,
-    /// The most destinations that may have subscribers at once (bounds the map).
-    max_destinations: usize,
+    /// The most destinations that may have subscribers at once (bounds the map); a reload
+    /// may change it (`set_max_destinations`).
+    max_destinations: Cell<usize>,
 }
 
 /// The local subscribers of one destination, with the destination's shared name.
@@ -107,6 +172,10 @@ pub fn encode_message(p: &Publication, subscription: &str, version: Version, ack
     if ack != AckMode::Auto && version == Version::V1_2 {
         w.header("ack", &p.message_id);
     }
+    if let Some(position) = &p.stream {
+        w.header(super::OFFSET_HEADER, &position.offset.to_string());
+        w.header(super::EPOCH_HEADER, &position.epoch);
+    }
     for (name, value) in &p.headers {
         w.header(name, value);
     }
@@ -116,7 +185,13 @@ pub fn encode_message(p: &Publication, subscription: &str, version: Version, ack
 
 impl Hub {
     pub fn new(max_destinations: usize) -> Hub {
-        Hub { topics: RefCell::new(HashMap::new()), max_destinations }
+        Hub { topics: RefCell::new(HashMap::new()), max_destinations: Cell::new(max_destinations) }
+    }
+
+    /// A reload changed `limits.max_destinations`: new destinations are refused while the
+    /// hub holds that many or more; the ones it holds keep their subscribers.
+    pub fn set_max_destinations(&self, limit: usize) {
+        self.max_destinations.set(limit);
     }
 
     /// Adds a subscriber. Returns the shared destination key and whether it is the first
@@ -133,8 +208,9 @@ impl Hub {
             topic.subs.push(subscriber);
             return Ok((topic.key.clone(), false));
         }
-        if topics.len() >= self.max_destinations {
-            return Err(HubError::TooManyDestinations { limit: self.max_destinations });
+        let limit = self.max_destinations.get();
+        if topics.len() >= limit {
+            return Err(HubError::TooManyDestinations { limit });
         }
         let key: Rc<str> = Rc::from(destination);
         topics.insert(key.clone(), Topic { key: key.clone(), subs: vec![subscriber] });
@@ -170,12 +246,35 @@ impl Hub {
             if s.outbound.closing().is_some() {
                 continue;
             }
+            if let Some(cursor) = &s.cursor {
+                if let Some(waiting) = cursor.waiting.borrow_mut().as_mut() {
+                    if waiting.len() >= MAX_WAITING {
+                        s.outbound.close(crate::metrics::CloseReason::SlowConsumer);
+                    } else {
+                        waiting.push(p.clone());
+                    }
+                    continue;
+                }
+                if !cursor.admit(p) {
+                    continue;
+                }
+            }
             if s.outbound.push(cache.get_or_encode(p, s)) {
                 delivered += 1;
             }
         }
         METRICS.messages_delivered.add(delivered as u64);
         delivered
+    }
+
+    /// Whether a destination without subscribers could gain one (the destination bound).
+    pub fn has_room(&self) -> bool {
+        self.topics.borrow().len() < self.max_destinations.get()
+    }
+
+    /// The error a SUBSCRIBE gets when `has_room` is false.
+    pub fn full_error(&self) -> HubError {
+        HubError::TooManyDestinations { limit: self.max_destinations.get() }
     }
 
     pub fn destination_count(&self) -> usize {
@@ -203,6 +302,7 @@ mod tests {
             version: Version::V1_2,
             ack: AckMode::Auto,
             outbound: out.clone(),
+            cursor: None,
         }
     }
 
@@ -249,6 +349,39 @@ mod tests {
         assert!(hub.unsubscribe("/topic/a", 2, "s"));
         assert_eq!(hub.destination_count(), 0);
         assert_eq!(hub.deliver(&publication("/topic/a", b"x")), 0);
+    }
+
+    #[test]
+    fn a_recovering_subscription_gets_kept_then_live_without_gap_or_duplicate() {
+        let hub = Hub::new(10);
+        let out = Rc::new(Outbound::new(1 << 20));
+        let mut s = sub(1, "s", &out);
+        s.cursor = Some(Cursor::recovering());
+        hub.subscribe("/topic/a", s.clone()).unwrap();
+        let at = |offset: u64| {
+            let mut p = publication("/topic/a", b"x");
+            p.message_id = Rc::from(format!("m{offset}"));
+            p.stream = Some(StreamPosition { offset, epoch: Rc::from("e") });
+            p
+        };
+        // Live 4 and 5 arrive while the stream read (kept 2..=4) is in flight: held.
+        hub.deliver(&at(4));
+        hub.deliver(&at(5));
+        assert_eq!(out.with_queue(|q| q.len()), 0);
+        let sent =
+            finish_recovery(&s, &[at(2), at(3), at(4)], &StreamPosition { offset: 5, epoch: Rc::from("e") });
+        assert_eq!(sent, 4, "2, 3, 4 kept, then 5 live; the live 4 was a duplicate");
+        hub.deliver(&at(5));
+        hub.deliver(&at(6));
+        let ids: Vec<String> = out.with_queue(|q| {
+            q.iter()
+                .map(|f| {
+                    let text = String::from_utf8_lossy(&f.bytes).to_string();
+                    text.lines().find_map(|l| l.strip_prefix("message-id:")).unwrap_or("").to_string()
+                })
+                .collect()
+        });
+        assert_eq!(ids, ["m2", "m3", "m4", "m5", "m6"]);
     }
 
     #[test]

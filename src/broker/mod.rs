@@ -4,7 +4,7 @@
 
 mod hub;
 
-pub use hub::{AckMode, Hub, HubError, Subscriber};
+pub use hub::{encode_message, finish_recovery, AckMode, Cursor, Hub, HubError, Subscriber};
 
 use std::rc::Rc;
 
@@ -61,6 +61,9 @@ pub struct Publication {
     /// Headers passed through to every MESSAGE (`content-type` and the sender's own headers).
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// Where the publication sits in its destination's stream, for a streamed destination
+    /// (every MESSAGE then carries `x-stream-offset` and `x-stream-epoch`); None otherwise.
+    pub stream: Option<StreamPosition>,
     /// What it is: a message, or a join or leave event of `room`. Set by the publisher.
     pub kind: Kind,
     /// The room (a server-owned group of subscribers, e.g. a chat room) it belongs to, set only
@@ -77,14 +80,36 @@ impl Publication {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> Publication {
-        Publication { destination, message_id, headers, body, kind: Kind::Message, room: None }
+        Publication { destination, message_id, headers, body, kind: Kind::Message, room: None, stream: None }
     }
 }
+
+/// A position in a destination's stream (centrifuge's `StreamPosition`, RabbitMQ's offset).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// Grows by one per message of the destination, from 1; the same on every node.
+    pub offset: u64,
+    /// Changes only when the destination's history was lost and offsets began again.
+    pub epoch: Rc<str>,
+}
+
+/// The MESSAGE header carrying `StreamPosition::offset` (RabbitMQ's stream header name).
+pub const OFFSET_HEADER: &str = "x-stream-offset";
+/// The MESSAGE header carrying `StreamPosition::epoch`.
+pub const EPOCH_HEADER: &str = "x-stream-epoch";
 
 /// Headers a SEND carries that are about the SEND itself and are not passed on.
 pub fn is_transport_header(name: &str) -> bool {
     matches!(
         name,
-        "destination" | "receipt" | "transaction" | "content-length" | "message-id" | "subscription" | "ack"
+        "destination"
+            | "receipt"
+            | "transaction"
+            | "content-length"
+            | "message-id"
+            | "subscription"
+            | "ack"
+            | OFFSET_HEADER
+            | EPOCH_HEADER
     )
 }

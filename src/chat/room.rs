@@ -141,6 +141,7 @@ impl RoomEvent {
             body: serde_json::to_vec(&self).unwrap_or_default().into(),
             kind,
             room: Some(std::rc::Rc::from(self.room_id.as_str())),
+            stream: None,
         }
     }
 }

@@ -13,6 +13,13 @@ use crate::broker::{Kind, Publication};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The destination's offset, put in by the append script (see `stream`); first, so the
+    /// script can add it to the JSON without parsing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The epoch of `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sepoch: Option<String>,
     /// Envelope format version.
     pub v: u8,
     pub origin: String,
@@ -20,6 +27,14 @@ pub struct Envelope {
     #[serde(default)]
     pub epoch: u64,
     pub seq: u64,
+    /// The origin delivered it to its own subscribers when it accepted it (so the origin skips
+    /// it when it reads it back); false when the origin waits for its offset to deliver it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delivered: bool,
+    /// When the origin accepted it (ms since the Unix epoch): kept messages past the stream's
+    /// age bound are not recovered.
+    #[serde(default)]
+    pub at: u64,
     pub id: String,
     pub destination: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -45,8 +60,12 @@ impl Envelope {
             Err(_) => (None, Some(base64_encode(&p.body))),
         };
         Envelope {
-            v: 1,
+            offset: None,
+            sepoch: None,
+            delivered: true,
+            at: crate::clock::now_ms(),
             origin: origin.to_string(),
+            v: 1,
             epoch,
             seq,
             id: p.message_id.to_string(),
@@ -88,6 +107,7 @@ impl Envelope {
             body,
             kind,
             room: self.room.map(Rc::from),
+            stream: None,
         })
     }
 }

@@ -4,11 +4,15 @@
 //! The engine is a node's `Broker` in cluster mode, so connection code runs unchanged. Its
 //! parts, one file each, each owning its own fields over one shared `Shard`:
 //! - `shard`: the shared link, names, server id and catch-up state;
-//! - `link`: the command connection with timeouts, up/down state and back-off;
+//! - `link`: the command connection with timeouts, up/down state and back-off; it finds the
+//!   primary (the one server, or the one `sentinel` names) and never writes to a replica;
 //! - `sync`: the catch-up state machine (`Down`, `Stale`, `CatchingUp`, `InSync`);
-//! - `relay`: publications out (one PUBLISH each, pipelined, bounded replay buffer while Redis
-//!   is away; the channel from the publication's typed room and kind) and in (interest-based
-//!   SUBSCRIBE, echo and duplicate filtering, gap counting);
+//! - `relay`: publications out (one append script call each, which also PUBLISHes; pipelined;
+//!   bounded replay buffer while Redis is away; the channel from the publication's typed room
+//!   and kind) and in (interest-based SUBSCRIBE, delivery in offset order);
+//! - `stream`: the destinations' streams in Redis (the append script, the reads);
+//! - `order`: per-destination offset order, gaps held and repaired, duplicates dropped;
+//! - `history`: gap repair, catch-up after a re-made link, and recoveries for SUBSCRIBE;
 //! - `registry`: this node's registry entry with a TTL and its sessions, the catch-up that
 //!   writes them back, and the one-survivor clean-up of a dead node's sessions;
 //! - `keys`, `envelope`: names and the wire format.
@@ -16,15 +20,21 @@
 //! Room membership is not here: the chat application keeps it (`chat::membership::redis`),
 //! registered with the registry as a `NodeState`, over the same `Shard`.
 //!
-//! Guarantee: at most once between nodes, in order per publisher; every message lost between
-//! nodes while Redis was up shows as a sequence gap in `/metrics`.
+//! Guarantee: every publication appended to Redis reaches every node with interest in its
+//! destination once, in offset order (the same on every node), unless the stream no longer
+//! has it when a gap is repaired (counted in `stomp_edge_stream_lost_total`). A publication
+//! whose append failed or never reached Redis (buffer full or too old) is counted.
 
 mod envelope;
+mod history;
 mod keys;
 pub mod link;
+mod order;
 mod registry;
 mod relay;
+mod sentinel;
 mod shard;
+mod stream;
 pub mod sync;
 
 use std::rc::{Rc, Weak};
@@ -46,8 +56,8 @@ use sync::SyncState;
 /// The Redis engine: relay and registry over one shard, and the supervisor that drives the
 /// link and the catch-up.
 pub struct RedisEngine {
-    shard: Rc<Shard>,
-    relay: Rc<Relay>,
+    pub(crate) shard: Rc<Shard>,
+    pub(crate) relay: Rc<Relay>,
     registry: Rc<Registry>,
 }
 
@@ -56,7 +66,7 @@ impl RedisEngine {
     pub fn new(config: &Config) -> Result<Rc<RedisEngine>, String> {
         let shard = Rc::new(Shard::new(config)?);
         Ok(Rc::new(RedisEngine {
-            relay: Rc::new(Relay::new(shard.clone())),
+            relay: Relay::new(shard.clone(), config.streams.clone()),
             registry: Rc::new(Registry::new(shard.clone())),
             shard,
         }))
@@ -75,7 +85,7 @@ impl RedisEngine {
 
     /// Relays a publication to the other nodes only (this node's clients have it already).
     pub fn relay(&self, publication: &Publication) {
-        self.relay.enqueue(publication);
+        self.relay.enqueue(publication, true);
     }
 
     /// Attaches the node that receives other nodes' publications and starts the engine's
@@ -110,7 +120,7 @@ impl RedisEngine {
                     sync.link_up();
                     self.relay.link_up();
                 } else {
-                    tokio::time::sleep(link::backoff(attempt, min, max, link::jitter_seed())).await;
+                    shard.link.pause(link::backoff(attempt, min, max, link::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }
@@ -135,7 +145,7 @@ impl RedisEngine {
                 continue;
             }
             if shard.link.is_up() {
-                tokio::time::sleep(heartbeat).await;
+                shard.link.pause(heartbeat).await;
             }
         }
     }
@@ -156,7 +166,10 @@ impl RedisEngine {
 
 impl Broker for RedisEngine {
     fn publish(&self, publication: &Publication) {
-        self.relay.enqueue(publication);
+        // Same test as `History::append` in the same step: with Redis up a streamed
+        // publication is delivered here once it has its offset; otherwise it was delivered.
+        let later = self.relay.streams.is_streamed(&publication.destination) && self.shard.link.is_up();
+        self.relay.enqueue(publication, !later);
     }
 
     fn interest(&self, destination: &str, interested: bool) {
@@ -196,6 +209,10 @@ impl Broker for RedisEngine {
         Some((l.reconnects.get(), l.command_errors.get() + l.command_timeouts.get()))
     }
 
+    fn link_report(&self) -> Option<crate::engine::LinkReport> {
+        Some(self.shard.link.report())
+    }
+
     fn metrics(&self) -> (MetricLines, MetricLines) {
         let (s, r) = (&self.relay.stats, &self.registry.stats);
         let l = &self.shard.link.stats;
@@ -217,7 +234,7 @@ impl Broker for RedisEngine {
                 u64::from(self.sync_state() == SyncState::InSync),
             ),
         ];
-        let counters = vec![
+        let mut counters = vec![
             ("cluster_redis_reconnects_total", "Times the Redis link came back.", l.reconnects.get()),
             ("cluster_redis_command_errors_total", "Redis commands that failed.", l.command_errors.get()),
             (
@@ -227,7 +244,7 @@ impl Broker for RedisEngine {
             ),
             (
                 "cluster_published_total",
-                "Publications relayed to Redis (one PUBLISH each).",
+                "Publications relayed to Redis (one append script call each, which PUBLISHes).",
                 s.published.get(),
             ),
             (
@@ -252,13 +269,13 @@ impl Broker for RedisEngine {
             ),
             (
                 "cluster_duplicates_ignored_total",
-                "Publications received twice and delivered once.",
-                s.duplicates_ignored.get(),
+                "Publications received twice (same offset) and delivered once.",
+                s.duplicates_ignored.get() + self.relay.sequencer.borrow().counts.duplicates,
             ),
             (
                 "cluster_sequence_gaps_total",
-                "Publications of other nodes missing between sequence numbers (lost between nodes).",
-                s.sequence_gaps.get(),
+                "Offsets still missing after the gap wait (then read back from the stream, or lost).",
+                s.sequence_gaps.get() + self.relay.sequencer.borrow().counts.gapped,
             ),
             (
                 "cluster_bad_envelopes_total",
@@ -286,6 +303,7 @@ impl Broker for RedisEngine {
                 r.state_write_errors.get(),
             ),
         ];
+        counters.extend(self.shard.link.counter_lines());
         (gauges, counters)
     }
 

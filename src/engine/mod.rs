@@ -11,9 +11,15 @@
 //! first and then hands it to the engine (local-first): local chat keeps working and stays
 //! lowest-latency while Redis is away. The price is that order is kept per publisher, not
 //! globally across nodes: two publishers on two nodes may be seen in different orders on each
-//! node. Every engine is at-most-once between nodes; the memory engine has no other nodes.
+//! node. One exception, for streams (`stream`): in cluster mode a publication to a streamed
+//! destination is delivered on its own node only once Redis gave it its offset, so every node
+//! delivers a destination in the same offset order (while Redis is away it is local-first
+//! again, without a position). Between nodes the Redis engine delivers each destination in
+//! offset order and repairs gaps from the stream; what the stream no longer has is counted.
 
 pub mod memory;
+pub mod stream;
+pub mod stream_memory;
 
 use crate::broker::Publication;
 pub use crate::metrics::MetricLines;
@@ -61,6 +67,19 @@ pub struct RegistryEntry {
     pub connections: u64,
 }
 
+/// The Redis link as `/healthz` and `/metrics` show it (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkReport {
+    /// `host:port` of the primary in use, or last used while down; None before the first
+    /// connect.
+    pub primary: Option<String>,
+    /// Times the primary in use changed to another server (a failover was followed).
+    pub failovers: u64,
+    /// With a `redis-sentinel://` URL: each sentinel as (`host:port`, up), and the errors met
+    /// asking or listening to them.
+    pub sentinels: Option<(Vec<(String, bool)>, u64)>,
+}
+
 /// Relays publications between nodes.
 pub trait Broker {
     /// Hands a publication that was already delivered locally to the other nodes.
@@ -86,6 +105,11 @@ pub trait Broker {
     /// In cluster mode: (times the Redis link came back, Redis commands that failed or timed
     /// out), for `/healthz`.
     fn redis_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// In cluster mode: the primary in use, failovers seen and the sentinels' state.
+    fn link_report(&self) -> Option<LinkReport> {
         None
     }
 

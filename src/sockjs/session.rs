@@ -195,6 +195,7 @@ impl HttpSession {
         let registration = node.register_connection()?;
         let outbound = registration.outbound.clone();
         let core = Core::new(node, registration.id, registration.session_id.clone(), outbound.clone());
+        node.mark_sockjs(registration.id);
         let session = Rc::new(HttpSession {
             key: key(node, id),
             settings,

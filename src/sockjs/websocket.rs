@@ -26,6 +26,7 @@ use super::Settings;
 pub async fn run(up: Upgraded) {
     let settings = Settings::from_config(&up.node.config());
     METRICS.sockjs_sessions.inc("websocket");
+    up.node.mark_sockjs(up.registration.id);
     let mut framing = SockJsFraming {
         input: Vec::new(),
         write: Vec::new(),

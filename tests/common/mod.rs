@@ -326,3 +326,4 @@ impl Client {
 
 pub mod redis;
 pub mod rooms;
+pub mod sentinel;

@@ -340,6 +340,13 @@ impl NodeState for RedisMembership {
 }
 
 impl Membership for RedisMembership {
+    fn set_limits(&self, max_rooms: usize, max_participants: usize) {
+        let mut config = self.config.borrow_mut();
+        config.max_rooms = max_rooms;
+        config.max_participants_per_room = max_participants;
+        self.local.set_limits(max_rooms, max_participants);
+    }
+
     fn join<'a>(&'a self, room: &'a RoomId, member: Member) -> LocalBoxFuture<'a, Result<Joined, JoinError>> {
         Box::pin(async move {
             if self.shard.in_sync() {

@@ -1,0 +1,290 @@
+//! Delivery in offset order on a node of a cluster. Every relayed publication carries its
+//! destination's offset and epoch, given by Redis when it was appended; this node delivers each
+//! destination's publications to its hub in offset order, once each. A publication that comes
+//! early (an offset gap: a lost PUBLISH, a re-made pub/sub link, a reply not back yet) is held
+//! while the missing ones are awaited, then read back from the stream (`repair`); what the
+//! stream no longer has is counted as lost and skipped. No I/O here: the relay feeds it and
+//! does the reads it asks for.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use crate::broker::Publication;
+
+/// A publication as the relay saw it: from pub/sub, a script reply, or a stream read.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub offset: u64,
+    pub epoch: Rc<str>,
+    /// None: this node delivered it already when it was accepted (it only moves the offset on).
+    pub publication: Option<Publication>,
+}
+
+/// Where a destination stands on this node.
+#[derive(Debug)]
+struct Track {
+    /// The epoch the offsets count in; None while the stream is unknown or did not exist.
+    epoch: Option<Rc<str>>,
+    /// The next offset to deliver; None until the position is known (see `start`).
+    next: Option<u64>,
+    /// Arrivals past a gap (or before the position is known), by offset.
+    held: BTreeMap<u64, Arrival>,
+}
+
+/// What the relay must do after an arrival.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Deliver these, in this order.
+    pub deliver: Vec<Publication>,
+    /// A gap opened: read offsets `[from, to]` of this destination back after the gap wait.
+    pub repair: Option<(u64, u64)>,
+}
+
+/// Counters the relay reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OrderCounts {
+    pub duplicates: u64,
+    /// Offsets still missing after the gap wait (then read back, or lost).
+    pub gapped: u64,
+    pub lost: u64,
+    pub epoch_changes: u64,
+}
+
+/// Per-destination order tracking for the destinations this node has interest in.
+#[derive(Default)]
+pub struct Sequencer {
+    tracks: HashMap<Rc<str>, Track>,
+    /// The most arrivals held per destination; past it the gap is given up (counted lost).
+    max_held: usize,
+    pub counts: OrderCounts,
+}
+
+impl Sequencer {
+    pub fn new(max_held: usize) -> Sequencer {
+        Sequencer { tracks: HashMap::new(), max_held: max_held.max(1), counts: OrderCounts::default() }
+    }
+
+    /// Interest began: the position is unknown until `start` (arrivals wait for it).
+    pub fn watch(&mut self, destination: &str) {
+        self.tracks.entry(Rc::from(destination)).or_insert(Track {
+            epoch: None,
+            next: None,
+            held: BTreeMap::new(),
+        });
+    }
+
+    /// Interest ended.
+    pub fn forget(&mut self, destination: &str) {
+        self.tracks.remove(destination);
+    }
+
+    /// Where `destination` stands: (epoch, next offset), if known.
+    pub fn position(&self, destination: &str) -> Option<(Option<Rc<str>>, u64)> {
+        let t = self.tracks.get(destination)?;
+        Some((t.epoch.clone(), t.next?))
+    }
+
+    /// The stream's position as read from Redis when interest began: `last` is its last offset
+    /// (0 and no epoch when it does not exist). Arrivals held meanwhile came after the
+    /// subscription was active, so delivery starts at the earliest of them if that is sooner.
+    pub fn start(&mut self, destination: &str, epoch: Option<Rc<str>>, last: u64) -> Outcome {
+        let Some(t) = self.tracks.get_mut(destination) else { return Outcome::default() };
+        if t.next.is_some() {
+            return Outcome::default();
+        }
+        let held_first =
+            t.held.first_key_value().filter(|(_, a)| epoch.as_deref().is_none_or(|e| *a.epoch == *e));
+        let next = held_first.map_or(last + 1, |(o, _)| (*o).min(last + 1));
+        t.next = Some(next);
+        t.epoch = epoch;
+        let mut out = Outcome::default();
+        self.drain(destination, &mut out);
+        out
+    }
+
+    /// One arrival for `destination`.
+    pub fn arrive(&mut self, destination: &str, a: Arrival) -> Outcome {
+        let mut out = Outcome::default();
+        let Some(t) = self.tracks.get_mut(destination) else {
+            // Not watched (interest just ended): nobody here wants it in order.
+            out.deliver.extend(a.publication);
+            return out;
+        };
+        let Some(next) = t.next else {
+            // Bounded while the position is unknown too (Redis away): the oldest go first.
+            if t.held.len() >= self.max_held {
+                t.held.pop_first();
+                self.counts.lost += 1;
+            }
+            t.held.insert(a.offset, a);
+            return out;
+        };
+        match t.epoch.as_deref() {
+            // The stream did not exist when we looked: its first epoch is ours.
+            None => t.epoch = Some(a.epoch.clone()),
+            Some(e) if *e != *a.epoch => {
+                // The history was lost (Redis flushed or restarted): offsets start again.
+                self.counts.epoch_changes += 1;
+                self.counts.lost += t.held.len() as u64;
+                t.held.clear();
+                t.epoch = Some(a.epoch.clone());
+                t.next = Some(1);
+                return self.arrive(destination, a);
+            }
+            Some(_) => {}
+        }
+        if a.offset < next {
+            self.counts.duplicates += 1;
+            return out;
+        }
+        t.held.insert(a.offset, a);
+        self.drain(destination, &mut out);
+        let Some(t) = self.tracks.get_mut(destination) else { return out };
+        if let (Some(next), Some((&first, _))) = (t.next, t.held.first_key_value()) {
+            if t.held.len() > self.max_held {
+                self.give_up(destination, &mut out);
+            } else if t.held.len() == 1 {
+                // A new gap: ask for it (a gap already open was asked for when it opened).
+                out.repair = Some((next, first - 1));
+            }
+        }
+        out
+    }
+
+    /// Stream entries read back for a repair or a catch-up, in offset order.
+    pub fn repaired(&mut self, destination: &str, arrivals: Vec<Arrival>) -> Outcome {
+        let mut out = Outcome::default();
+        for a in arrivals {
+            let o = self.arrive(destination, a);
+            out.deliver.extend(o.deliver);
+        }
+        out
+    }
+
+    /// The gap wait and the repair are over: what is still missing is lost; deliver on.
+    pub fn give_up(&mut self, destination: &str, out: &mut Outcome) {
+        let Some(t) = self.tracks.get_mut(destination) else { return };
+        let (Some(next), Some((&first, _))) = (t.next, t.held.first_key_value()) else { return };
+        if first > next {
+            self.counts.lost += first - next;
+            t.next = Some(first);
+        }
+        self.drain(destination, out);
+    }
+
+    /// Whether `offset` of `epoch` was delivered (or skipped) here already.
+    pub fn passed(&self, destination: &str, offset: u64, epoch: &str) -> bool {
+        self.tracks
+            .get(destination)
+            .is_some_and(|t| t.epoch.as_deref() == Some(epoch) && t.next.is_some_and(|next| offset < next))
+    }
+
+    /// Whether `destination` still waits for offsets before its held arrivals.
+    pub fn gap(&self, destination: &str) -> Option<(u64, u64)> {
+        let t = self.tracks.get(destination)?;
+        let next = t.next?;
+        let (&first, _) = t.held.first_key_value()?;
+        (first > next).then(|| (next, first - 1))
+    }
+
+    fn drain(&mut self, destination: &str, out: &mut Outcome) {
+        let Some(t) = self.tracks.get_mut(destination) else { return };
+        let Some(mut next) = t.next else { return };
+        // Held arrivals at or before `next` are duplicates, except the one at `next`.
+        while let Some(entry) = t.held.first_entry() {
+            let offset = *entry.key();
+            if offset < next {
+                entry.remove();
+                self.counts.duplicates += 1;
+            } else if offset == next {
+                out.deliver.extend(entry.remove().publication);
+                next += 1;
+            } else {
+                break;
+            }
+        }
+        t.next = Some(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn arrival(offset: u64, epoch: &str) -> Arrival {
+        Arrival {
+            offset,
+            epoch: Rc::from(epoch),
+            publication: Some(Publication {
+                destination: Rc::from("/topic/x"),
+                message_id: Rc::from(format!("m{offset}")),
+                headers: Vec::new(),
+                body: Bytes::from(offset.to_string()),
+                stream: None,
+                kind: crate::broker::Kind::Message,
+                room: None,
+            }),
+        }
+    }
+
+    fn ids(o: &Outcome) -> Vec<String> {
+        o.deliver.iter().map(|p| p.message_id.to_string()).collect()
+    }
+
+    #[test]
+    fn in_order_once_with_gaps_repaired_or_given_up() {
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/x");
+        // Arrivals before the position is known wait for it.
+        assert!(ids(&s.arrive("/topic/x", arrival(4, "e"))).is_empty());
+        let o = s.start("/topic/x", Some(Rc::from("e")), 5);
+        assert_eq!(ids(&o), ["m4"], "4 came after the subscription: it is live");
+        assert_eq!(ids(&s.arrive("/topic/x", arrival(5, "e"))), ["m5"]);
+        assert!(s.arrive("/topic/x", arrival(5, "e")).deliver.is_empty());
+        assert_eq!(s.counts.duplicates, 1);
+        // 6 and 7 missing: 8 waits, and the gap is asked for once.
+        let o = s.arrive("/topic/x", arrival(8, "e"));
+        assert_eq!((ids(&o).len(), o.repair), (0, Some((6, 7))));
+        assert_eq!(s.arrive("/topic/x", arrival(9, "e")).repair, None);
+        let o = s.repaired("/topic/x", vec![arrival(6, "e"), arrival(7, "e")]);
+        assert_eq!(ids(&o), ["m6", "m7", "m8", "m9"]);
+        // A gap the stream cannot fill is given up: counted lost, then delivery goes on.
+        s.arrive("/topic/x", arrival(12, "e"));
+        let mut o = Outcome::default();
+        s.give_up("/topic/x", &mut o);
+        assert_eq!((ids(&o), s.counts.lost), (vec!["m12".to_string()], 2));
+        // Own messages delivered at acceptance only move the offset on.
+        let mut own = arrival(13, "e");
+        own.publication = None;
+        assert!(s.arrive("/topic/x", own).deliver.is_empty());
+        assert_eq!(ids(&s.arrive("/topic/x", arrival(14, "e"))), ["m14"]);
+        // A new epoch: the history was lost; numbering starts again from 1.
+        assert_eq!(ids(&s.arrive("/topic/x", arrival(1, "f"))), ["m1"]);
+        assert_eq!(s.counts.epoch_changes, 1);
+        assert_eq!(s.position("/topic/x"), Some((Some(Rc::from("f")), 2)));
+    }
+
+    #[test]
+    fn a_stream_that_did_not_exist_starts_at_one_in_any_epoch() {
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/out");
+        s.start("/topic/out", None, 0);
+        // Redis came back empty and another node appended 1..3 before this one listened again.
+        let o = s.repaired("/topic/out", vec![arrival(1, "new"), arrival(2, "new"), arrival(3, "new")]);
+        assert_eq!(ids(&o), ["m1", "m2", "m3"]);
+        assert_eq!(s.counts, OrderCounts::default());
+    }
+
+    #[test]
+    fn too_many_held_gives_the_gap_up() {
+        let mut s = Sequencer::new(2);
+        s.watch("/topic/x");
+        s.start("/topic/x", Some(Rc::from("e")), 0);
+        s.arrive("/topic/x", arrival(3, "e"));
+        s.arrive("/topic/x", arrival(4, "e"));
+        let o = s.arrive("/topic/x", arrival(5, "e"));
+        assert_eq!(ids(&o), ["m3", "m4", "m5"]);
+        assert_eq!(s.counts.lost, 2);
+    }
+}

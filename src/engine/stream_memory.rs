@@ -1,0 +1,394 @@
+//! The memory streams: each streamed destination's history as a ring on this node, for a node
+//! alone (local mode). Bounded three ways: `max_messages` per destination, `max_age_ms`, and
+//! `max_memory_bytes` for the whole node (past it the node's oldest kept message goes first),
+//! plus `max_streams` destinations. Guarantee: what this process kept; a restart loses it, so
+//! the epoch is the process's start time (and a forgotten stream that comes back gets a new
+//! one), and a client that recovers across a restart is told so.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use super::stream::{plan, Append, History, Recovering, Recovery, Since};
+use super::MetricLines;
+use crate::broker::{Publication, StreamPosition};
+use crate::config::StreamsConfig;
+use crate::metrics::Counter;
+
+/// Fixed bytes counted per kept message on top of its own (its entry and shared handles).
+const ENTRY_OVERHEAD: usize = 96;
+
+pub struct MemoryStreams {
+    config: StreamsConfig,
+    streams: RefCell<HashMap<Rc<str>, Ring>>,
+    /// Bytes of every kept message of this node (bounded by `max_memory_bytes`).
+    bytes: Cell<usize>,
+    /// This process's start (ms, base 36): part of every epoch, so a restart changes them all.
+    boot: String,
+    /// Streams forgotten so far: part of the epoch, so a re-created stream gets a new one.
+    generation: Cell<u64>,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    appended: Counter,
+    trimmed: Counter,
+    evicted_memory: Counter,
+    forgotten: Counter,
+    recoveries: Counter,
+    recoveries_incomplete: Counter,
+    recovered_messages: Counter,
+}
+
+/// One destination's history.
+struct Ring {
+    epoch: Rc<str>,
+    /// The offset the next message gets.
+    next: u64,
+    entries: VecDeque<Entry>,
+    /// When the last message was appended (ms): the stream written to longest ago is
+    /// forgotten first when `max_streams` is reached.
+    last_append_ms: u64,
+}
+
+struct Entry {
+    at_ms: u64,
+    bytes: usize,
+    publication: Publication,
+}
+
+impl Ring {
+    /// The first kept offset (== `next` when nothing is kept).
+    fn first(&self) -> u64 {
+        self.entries.front().and_then(|e| e.publication.stream.as_ref()).map_or(self.next, |p| p.offset)
+    }
+}
+
+fn cost(p: &Publication) -> usize {
+    ENTRY_OVERHEAD
+        + p.destination.len()
+        + p.message_id.len()
+        + p.body.len()
+        + p.headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>()
+}
+
+impl MemoryStreams {
+    pub fn new(config: StreamsConfig) -> MemoryStreams {
+        MemoryStreams::with_clock_start(config, crate::clock::now_ms())
+    }
+
+    fn with_clock_start(config: StreamsConfig, start_ms: u64) -> MemoryStreams {
+        MemoryStreams {
+            config,
+            streams: RefCell::new(HashMap::new()),
+            bytes: Cell::new(0),
+            boot: base36(start_ms),
+            generation: Cell::new(0),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Drops the front of `ring` while it is over the count or too old.
+    fn trim(&self, ring: &mut Ring, now_ms: u64) {
+        let oldest = now_ms.saturating_sub(self.config.max_age_ms);
+        while ring.entries.len() > self.config.max_messages
+            || ring.entries.front().is_some_and(|e| e.at_ms < oldest)
+        {
+            if let Some(e) = ring.entries.pop_front() {
+                self.bytes.set(self.bytes.get().saturating_sub(e.bytes));
+                self.stats.trimmed.inc();
+            }
+        }
+    }
+
+    /// Frees memory past `max_memory_bytes`: the oldest kept message of the node goes first.
+    /// (A scan of the streams; it runs only while the node is at its memory bound.)
+    fn evict_for_memory(&self, streams: &mut HashMap<Rc<str>, Ring>) {
+        while self.bytes.get() > self.config.max_memory_bytes {
+            let oldest = streams
+                .iter()
+                .filter_map(|(k, r)| r.entries.front().map(|e| (e.at_ms, k.clone())))
+                .min_by_key(|(at, _)| *at);
+            let Some((_, key)) = oldest else { return };
+            if let Some(e) = streams.get_mut(&key).and_then(|r| r.entries.pop_front()) {
+                self.bytes.set(self.bytes.get().saturating_sub(e.bytes));
+                self.stats.evicted_memory.inc();
+            }
+        }
+    }
+
+    /// Makes room for one more stream: forgets the one written to longest ago.
+    fn forget_one(&self, streams: &mut HashMap<Rc<str>, Ring>) {
+        let Some(key) = streams.iter().min_by_key(|(_, r)| r.last_append_ms).map(|(k, _)| k.clone()) else {
+            return;
+        };
+        if let Some(ring) = streams.remove(&key) {
+            let freed: usize = ring.entries.iter().map(|e| e.bytes).sum();
+            self.bytes.set(self.bytes.get().saturating_sub(freed));
+            self.stats.forgotten.inc();
+            self.generation.set(self.generation.get() + 1);
+        }
+    }
+
+    /// The epoch a stream created now gets: the process start, and how many streams were
+    /// forgotten before (a forgotten stream that comes back numbers from 1 on a new epoch).
+    fn epoch(&self) -> Rc<str> {
+        Rc::from(format!("{}-{}", self.boot, base36(self.generation.get())))
+    }
+
+    fn append_at(&self, publication: &mut Publication, now_ms: u64) {
+        let mut streams = self.streams.borrow_mut();
+        if !streams.contains_key(&*publication.destination) && streams.len() >= self.config.max_streams {
+            self.forget_one(&mut streams);
+        }
+        let ring = match streams.get_mut(&*publication.destination) {
+            Some(ring) => ring,
+            None => {
+                let ring = Ring { epoch: self.epoch(), next: 1, entries: VecDeque::new(), last_append_ms: 0 };
+                streams.entry(publication.destination.clone()).or_insert(ring)
+            }
+        };
+        publication.stream = Some(StreamPosition { offset: ring.next, epoch: ring.epoch.clone() });
+        ring.next += 1;
+        ring.last_append_ms = now_ms;
+        let bytes = cost(publication);
+        ring.entries.push_back(Entry { at_ms: now_ms, bytes, publication: publication.clone() });
+        self.bytes.set(self.bytes.get() + bytes);
+        self.trim(ring, now_ms);
+        self.evict_for_memory(&mut streams);
+        self.stats.appended.inc();
+    }
+
+    fn recover_at(&self, destination: &str, since: &Since, now_ms: u64) -> Recovery {
+        let mut streams = self.streams.borrow_mut();
+        let Some(ring) = streams.get_mut(destination) else {
+            drop(streams);
+            return self.recover_fresh(since);
+        };
+        self.trim(ring, now_ms);
+        let (from, recovered) = plan(since, ring.first(), ring.next, &ring.epoch);
+        let publications: Vec<Publication> = ring
+            .entries
+            .iter()
+            .filter(|e| e.publication.stream.as_ref().is_some_and(|p| p.offset >= from))
+            .map(|e| e.publication.clone())
+            .collect();
+        let next = StreamPosition { offset: ring.next, epoch: ring.epoch.clone() };
+        self.count_recovery(since, recovered, publications.len());
+        Recovery { publications, recovered, next }
+    }
+
+    /// A recovery on a destination with no history here: an empty stream. Nothing is stored,
+    /// so subscribing cannot push real histories out; the epoch is the one its first message
+    /// will get (unless a stream is forgotten meanwhile, and then the client is told).
+    fn recover_fresh(&self, since: &Since) -> Recovery {
+        let epoch = self.epoch();
+        let (_, recovered) = plan(since, 1, 1, &epoch);
+        self.count_recovery(since, recovered, 0);
+        Recovery { publications: Vec::new(), recovered, next: StreamPosition { offset: 1, epoch } }
+    }
+
+    fn count_recovery(&self, since: &Since, recovered: bool, messages: usize) {
+        if *since == Since::Next {
+            return;
+        }
+        self.stats.recoveries.inc();
+        if !recovered {
+            self.stats.recoveries_incomplete.inc();
+        }
+        self.stats.recovered_messages.add(messages as u64);
+    }
+
+    fn message_count(&self) -> usize {
+        self.streams.borrow().values().map(|r| r.entries.len()).sum()
+    }
+}
+
+impl History for MemoryStreams {
+    fn is_streamed(&self, destination: &str) -> bool {
+        self.config.is_streamed(destination)
+    }
+
+    fn append(&self, publication: &mut Publication) -> Append {
+        self.append_at(publication, crate::clock::now_ms());
+        Append::DeliverNow
+    }
+
+    fn recover(&self, destination: &str, since: &Since) -> Recovering {
+        Recovering::Now(self.recover_at(destination, since, crate::clock::now_ms()))
+    }
+
+    fn sweep(&self) {
+        let now = crate::clock::now_ms();
+        let mut streams = self.streams.borrow_mut();
+        for ring in streams.values_mut() {
+            self.trim(ring, now);
+        }
+    }
+
+    fn metrics(&self) -> (MetricLines, MetricLines) {
+        stream_metrics(
+            self.streams.borrow().len() as u64,
+            self.message_count() as u64,
+            self.bytes.get() as u64,
+            &self.stats,
+        )
+    }
+}
+
+fn stream_metrics(streams: u64, messages: u64, bytes: u64, s: &Stats) -> (MetricLines, MetricLines) {
+    let gauges = vec![
+        ("streams_current", "Destinations with a history on this node.", streams),
+        ("stream_messages_current", "Messages kept in the histories of this node.", messages),
+        ("stream_bytes_current", "Bytes of the messages kept on this node.", bytes),
+    ];
+    let counters = vec![
+        ("stream_appended_total", "Messages appended to a destination's history.", s.appended.get()),
+        (
+            "stream_trimmed_total",
+            "Kept messages dropped by the history bounds (max_messages, max_age_ms).",
+            s.trimmed.get(),
+        ),
+        (
+            "stream_evicted_memory_total",
+            "Kept messages dropped early to stay within streams.max_memory_bytes.",
+            s.evicted_memory.get(),
+        ),
+        (
+            "streams_forgotten_total",
+            "Histories dropped whole to stay within streams.max_streams (their epoch changes).",
+            s.forgotten.get(),
+        ),
+        ("stream_recoveries_total", "SUBSCRIBEs that read a history (x-stream-offset).", s.recoveries.get()),
+        (
+            "stream_recoveries_incomplete_total",
+            "Recoveries answered x-stream-recovered:false (messages gone or epoch changed).",
+            s.recoveries_incomplete.get(),
+        ),
+        ("stream_recovered_messages_total", "Kept messages sent by recoveries.", s.recovered_messages.get()),
+    ];
+    (gauges, counters)
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn config(
+        max_messages: usize,
+        max_age_ms: u64,
+        max_memory_bytes: usize,
+        max_streams: usize,
+    ) -> StreamsConfig {
+        StreamsConfig {
+            prefixes: vec!["/topic/room/".into()],
+            max_messages,
+            max_age_ms,
+            max_memory_bytes,
+            max_streams,
+            repair_window_ms: 60_000,
+        }
+    }
+
+    fn publication(dest: &str, body: &str) -> Publication {
+        Publication {
+            destination: Rc::from(dest),
+            message_id: Rc::from(format!("m-{body}")),
+            headers: Vec::new(),
+            body: Bytes::from(body.to_string()),
+            stream: None,
+            kind: crate::broker::Kind::Message,
+            room: None,
+        }
+    }
+
+    fn append(s: &MemoryStreams, dest: &str, body: &str, at: u64) -> StreamPosition {
+        let mut p = publication(dest, body);
+        s.append_at(&mut p, at);
+        p.stream.unwrap()
+    }
+
+    fn offsets(r: &Recovery) -> Vec<u64> {
+        r.publications.iter().map(|p| p.stream.as_ref().unwrap().offset).collect()
+    }
+
+    #[test]
+    fn offsets_count_up_per_destination_and_recover_by_position() {
+        let s = MemoryStreams::with_clock_start(config(100, 60_000, 1 << 20, 10), 1000);
+        assert!(s.is_streamed("/topic/room/a") && !s.is_streamed("/topic/other"));
+        let a1 = append(&s, "/topic/room/a", "1", 10);
+        let b1 = append(&s, "/topic/room/b", "1", 10);
+        let a2 = append(&s, "/topic/room/a", "2", 11);
+        assert_eq!((a1.offset, a2.offset, b1.offset), (1, 2, 1));
+        assert_eq!(a1.epoch, a2.epoch);
+        assert_eq!(a1.epoch, b1.epoch, "one epoch per process while nothing is forgotten");
+        let first = s.recover_at("/topic/room/a", &Since::First, 12);
+        assert_eq!((offsets(&first), first.recovered, first.next.offset), (vec![1, 2], true, 3));
+        let last = s.recover_at("/topic/room/a", &Since::Last, 12);
+        assert_eq!(offsets(&last), vec![2]);
+        let at = Since::Offset { offset: 2, epoch: Some(a1.epoch.to_string()) };
+        assert_eq!(offsets(&s.recover_at("/topic/room/a", &at, 12)), vec![2]);
+        let next = s.recover_at("/topic/room/a", &Since::Next, 12);
+        assert!(next.publications.is_empty() && next.recovered);
+        // Another epoch (say, from before a restart): everything kept, and not recovered.
+        let old = Since::Offset { offset: 2, epoch: Some("before".into()) };
+        let r = s.recover_at("/topic/room/a", &old, 12);
+        assert_eq!((offsets(&r), r.recovered), (vec![1, 2], false));
+        // A fresh destination has an empty stream whose epoch the first message keeps.
+        let fresh = s.recover_at("/topic/room/c", &Since::First, 12);
+        assert_eq!((fresh.next.offset, fresh.recovered), (1, true));
+        assert_eq!(append(&s, "/topic/room/c", "1", 13).epoch, fresh.next.epoch);
+    }
+
+    #[test]
+    fn retention_by_count_age_memory_and_streams() {
+        let s = MemoryStreams::with_clock_start(config(3, 1000, 1 << 20, 2), 1);
+        for i in 1..=5 {
+            append(&s, "/topic/room/a", &i.to_string(), 100);
+        }
+        let r = s.recover_at("/topic/room/a", &Since::Offset { offset: 1, epoch: None }, 100);
+        assert_eq!((offsets(&r), r.recovered), (vec![3, 4, 5], false), "the count bound trims");
+        // Two seconds later all of them are past max_age_ms.
+        let r = s.recover_at("/topic/room/a", &Since::First, 2100);
+        assert_eq!((offsets(&r), r.next.offset), (vec![], 6));
+        assert_eq!(append(&s, "/topic/room/a", "6", 2100).offset, 6, "offsets go on after trimming");
+        // A third stream forgets the one written to longest ago; it comes back on a new epoch.
+        let b = append(&s, "/topic/room/b", "1", 2200);
+        append(&s, "/topic/room/c", "1", 2300);
+        assert_eq!(s.stats.forgotten.get(), 1);
+        let b_again = append(&s, "/topic/room/b", "2", 2400);
+        assert_eq!(b_again.offset, 2, "b was kept, a was forgotten");
+        assert_eq!(b.epoch, b_again.epoch);
+        let a_again = append(&s, "/topic/room/a", "7", 2500);
+        assert_eq!(a_again.offset, 1);
+        assert_ne!(a_again.epoch, b.epoch, "offsets began again: a new epoch");
+        // The memory bound drops the oldest messages of the node.
+        let s = MemoryStreams::with_clock_start(config(100, 60_000, 4096, 10), 1);
+        let body = "x".repeat(1000);
+        for i in 0..10 {
+            append(&s, if i % 2 == 0 { "/topic/room/a" } else { "/topic/room/b" }, &body, 10 + i);
+        }
+        assert!(s.bytes.get() <= 4096, "{}", s.bytes.get());
+        assert!(s.stats.evicted_memory.get() >= 6);
+        let a = s.recover_at("/topic/room/a", &Since::First, 30);
+        let b = s.recover_at("/topic/room/b", &Since::First, 30);
+        assert_eq!(offsets(&a).len() + offsets(&b).len(), s.message_count());
+        assert_eq!(*offsets(&b).last().unwrap(), 5, "the newest message stays");
+    }
+}

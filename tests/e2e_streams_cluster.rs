@@ -1,0 +1,265 @@
+//! Streams across nodes: real `redis-server` processes and two real `stomp-edge` nodes. Offsets
+//! are the same on every node; a SUBSCRIBE with `x-stream-offset` recovers across nodes; a
+//! node that missed publications (a sender that forgot its numbering, a Redis outage) reads
+//! them back in order, once each; a flushed Redis shows as a new epoch.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::{Client, Frame, Server};
+use serde_json::Value;
+
+const FAST: &str = "[cluster]\nheartbeat_ms = 500\nregistry_ttl_ms = 3000\ncommand_timeout_ms = 1000\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n";
+const STREAMS: &str = "[streams]\nprefixes = [\"/topic/room/\", \"/topic/s/\"]\n";
+
+fn node(redis: &Redis, id: &str, extra: &str) -> Server {
+    let config = format!("{FAST}{STREAMS}{extra}");
+    let server = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", id]);
+    assert!(wait_mode(&server, "cluster", Duration::from_secs(10)), "{id} never reached Redis");
+    server
+}
+
+fn wait_mode(server: &Server, mode: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let h: Value = serde_json::from_str(&server.get("/healthz").2).unwrap_or(Value::Null);
+        if h["mode"] == mode {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+async fn subscribe_from(c: &mut Client, dest: &str, id: &str, headers: &str) -> (Vec<Frame>, Frame) {
+    c.send_text(&format!("SUBSCRIBE\ndestination:{dest}\nid:{id}\nreceipt:r-{id}\n{headers}\n\0")).await;
+    let mut early = Vec::new();
+    loop {
+        let f = c.recv().await;
+        if f.command == "RECEIPT" {
+            return (early, f);
+        }
+        assert_eq!(f.command, "MESSAGE", "{f:?}");
+        early.push(f);
+    }
+}
+
+fn offset(f: &Frame) -> u64 {
+    f.header("x-stream-offset").and_then(|o| o.parse().ok()).unwrap_or_else(|| panic!("no offset: {f:?}"))
+}
+
+fn offsets(frames: &[Frame]) -> Vec<u64> {
+    frames.iter().map(offset).collect()
+}
+
+async fn send(c: &mut Client, dest: &str, body: &str) {
+    c.send_text(&format!("SEND\ndestination:{dest}\n\n{body}\0")).await;
+}
+
+/// Receives `n` MESSAGE bodies (panics after the wait).
+async fn bodies(c: &mut Client, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let f = c.try_recv(Duration::from_secs(10)).await.unwrap_or_else(|| panic!("only {out:?}"));
+        assert_eq!(f.command, "MESSAGE", "{f:?}");
+        out.push(f.body_text());
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_silent_loss_past_4096_channels() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", "");
+    let b = node(&redis, "b", "");
+    let (mut sub, _) = Client::connect(&b.url()).await;
+    sub.subscribe("/topic/seqX", "s").await;
+    let (mut pubr, _) = Client::connect(&a.url()).await;
+    for i in 1..=3 {
+        send(&mut pubr, "/topic/seqX", &format!("x{i}")).await;
+    }
+    assert_eq!(bodies(&mut sub, 3).await, ["x1", "x2", "x3"]);
+    for i in 0..4096 {
+        send(&mut pubr, &format!("/topic/other{i}"), "o").await;
+    }
+    for i in 4..=6 {
+        send(&mut pubr, "/topic/seqX", &format!("x{i}")).await;
+    }
+    assert_eq!(bodies(&mut sub, 3).await, ["x4", "x5", "x6"]);
+    assert_eq!(b.metric("stomp_edge_cluster_duplicates_ignored_total"), 0);
+    assert!(sub.try_recv(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+async fn publications_buffered_through_an_outage_reach_the_other_node_once_in_order() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "a", "");
+    let b = node(&redis, "b", "");
+    let (mut sub, _) = Client::connect(&b.url()).await;
+    sub.subscribe("/topic/outX", "s").await;
+    let (mut pubr, _) = Client::connect(&a.url()).await;
+    redis.kill();
+    assert!(wait_mode(&a, "local", Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for i in 1..=5 {
+        send(&mut pubr, "/topic/outX", &format!("o{i}")).await;
+    }
+    assert!(a.wait_metric("stomp_edge_cluster_relay_buffered", 5));
+    redis.restart();
+    assert_eq!(bodies(&mut sub, 5).await, ["o1", "o2", "o3", "o4", "o5"]);
+    assert!(sub.try_recv(Duration::from_millis(500)).await.is_none(), "a duplicate");
+    assert!(wait_mode(&b, "cluster", Duration::from_secs(10)));
+}
+
+#[tokio::test]
+async fn recovery_by_offset_and_first_with_the_same_offsets_on_every_node() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", "");
+    let b = node(&redis, "b", "");
+    let (mut pubr, _) = Client::connect(&a.url()).await;
+    let before = (redis.calls("publish"), redis.calls("xadd"));
+    for i in 1..=10 {
+        send(&mut pubr, "/topic/s/x", &format!("m{i}")).await;
+    }
+    // Wait until all ten are in the stream.
+    let start = Instant::now();
+    while redis.cli(&["XLEN", "stomp:stream:data:s/x"]).trim() != "10" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{}",
+            redis.cli(&["XLEN", "stomp:stream:data:s/x"])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One Redis call per message: the append script, whose XADD and PUBLISH run inside it.
+    assert_eq!((redis.calls("publish") - before.0, redis.calls("xadd") - before.1), (10, 10));
+    let (mut cb, _) = Client::connect(&b.url()).await;
+    let (kept, receipt) = subscribe_from(&mut cb, "/topic/s/x", "first", "x-stream-offset:first\n").await;
+    assert_eq!(offsets(&kept), (1..=10).collect::<Vec<_>>());
+    assert_eq!(kept[9].body_text(), "m10");
+    assert_eq!(
+        (receipt.header("x-stream-recovered"), receipt.header("x-stream-offset")),
+        (Some("true"), Some("11"))
+    );
+    let epoch = receipt.header("x-stream-epoch").unwrap().to_string();
+    let h = format!("x-stream-offset:offset=7\nx-stream-epoch:{epoch}\n");
+    let (kept, receipt) = subscribe_from(&mut cb, "/topic/s/x", "at7", &h).await;
+    assert_eq!((offsets(&kept), receipt.header("x-stream-recovered")), (vec![7, 8, 9, 10], Some("true")));
+    // The same history from the other node.
+    let (mut ca, _) = Client::connect(&a.url()).await;
+    let (kept, receipt) = subscribe_from(&mut ca, "/topic/s/x", "first", "x-stream-offset:first\n").await;
+    assert_eq!(offsets(&kept), (1..=10).collect::<Vec<_>>());
+    assert_eq!(receipt.header("x-stream-epoch"), Some(epoch.as_str()));
+    // Live messages from either node carry the same offset everywhere.
+    send(&mut pubr, "/topic/s/x", "m11").await;
+    for c in [&mut ca, &mut cb] {
+        let f = c.recv().await;
+        assert_eq!(
+            (offset(&f), f.header("x-stream-epoch"), f.body_text().as_str()),
+            (11, Some(epoch.as_str()), "m11")
+        );
+    }
+    let f = cb.recv().await;
+    assert_eq!((f.header("subscription"), offset(&f)), (Some("at7"), 11));
+
+    // FLUSHALL loses the history: the next message starts a new epoch at offset 1, and a
+    // client that asks from its old position is told it did not recover everything.
+    redis.cli(&["FLUSHALL"]);
+    send(&mut pubr, "/topic/s/x", "after").await;
+    for c in [&mut ca, &mut cb] {
+        let f = c.recv().await;
+        assert_eq!((offset(&f), f.body_text().as_str()), (1, "after"));
+        assert_ne!(f.header("x-stream-epoch"), Some(epoch.as_str()));
+    }
+    let _ = cb.recv().await; // at7's copy
+    let (mut late, _) = Client::connect(&b.url()).await;
+    let h = format!("x-stream-offset:offset=12\nx-stream-epoch:{epoch}\n");
+    let (kept, receipt) = subscribe_from(&mut late, "/topic/s/x", "old", &h).await;
+    assert_eq!((offsets(&kept), receipt.header("x-stream-recovered")), (vec![1], Some("false")));
+    assert!(b.metric("stomp_edge_stream_epoch_changes_total") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_gap_and_no_duplicate_across_nodes_while_publishing_during_subscribe() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", "");
+    let b = node(&redis, "b", "");
+    const TOTAL: u64 = 1500;
+    let url = a.url();
+    let publisher = tokio::spawn(async move {
+        let (mut p, _) = Client::connect(&url).await;
+        for i in 1..=TOTAL {
+            p.send_text(&format!("SEND\ndestination:/topic/s/busy\n\nm{i}\0")).await;
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        p
+    });
+    let mut subscribers = Vec::new();
+    for n in 0..4 {
+        tokio::time::sleep(Duration::from_millis(40 + 30 * n)).await;
+        let (mut c, _) = Client::connect(&b.url()).await;
+        let (kept, receipt) = subscribe_from(&mut c, "/topic/s/busy", "s", "x-stream-offset:first\n").await;
+        subscribers.push((c, kept, receipt));
+    }
+    let _p = publisher.await.unwrap();
+    let (mut checked, mut mid) = (0, 0);
+    for (n, (mut c, kept, receipt)) in subscribers.into_iter().enumerate() {
+        let next: u64 = receipt.header("x-stream-offset").unwrap().parse().unwrap();
+        if next > 1 && next <= TOTAL {
+            mid += 1;
+        }
+        let mut got = offsets(&kept);
+        while got.last().copied().unwrap_or(0) < TOTAL {
+            let f = c
+                .try_recv(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("{n}: stopped at {:?}", got.last()));
+            got.push(offset(&f));
+            assert_eq!(f.body_text(), format!("m{}", offset(&f)));
+        }
+        let expected: Vec<u64> = (got[0]..=TOTAL).collect();
+        assert_eq!(got, expected, "subscriber {n}: a gap, a duplicate or disorder");
+        assert!(c.try_recv(Duration::from_millis(100)).await.is_none());
+        checked += got.len();
+    }
+    assert!(checked > 0);
+    eprintln!("checked {checked} deliveries; {mid} SUBSCRIBEs landed mid-publication");
+    assert_eq!(b.metric("stomp_edge_stream_lost_total"), 0);
+}
+
+#[tokio::test]
+async fn retention_bounds_hold_in_redis() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", "max_messages = 5\n");
+    let (mut pubr, _) = Client::connect(&a.url()).await;
+    for i in 1..=12 {
+        send(&mut pubr, "/topic/s/r", &format!("m{i}")).await;
+    }
+    let start = Instant::now();
+    while redis.cli(&["HGET", "stomp:stream:meta:s/r", "offset"]).trim() != "12" {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis.cli(&["XLEN", "stomp:stream:data:s/r"]).trim(), "5");
+    let ttl: i64 = redis.cli(&["PTTL", "stomp:stream:data:s/r"]).trim().parse().unwrap();
+    assert!(ttl > 86_000_000 && ttl <= 86_400_000, "{ttl}");
+    let (mut c, _) = Client::connect(&a.url()).await;
+    let (kept, receipt) = subscribe_from(&mut c, "/topic/s/r", "all", "x-stream-offset:offset=3\n").await;
+    assert_eq!(
+        (offsets(&kept), receipt.header("x-stream-recovered")),
+        (vec![8, 9, 10, 11, 12], Some("false"))
+    );
+    // Other topics keep only a short repair window.
+    send(&mut pubr, "/topic/plain", "p").await;
+    let start = Instant::now();
+    while redis.cli(&["EXISTS", "stomp:stream:data:plain"]).trim() != "1" {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ttl: i64 = redis.cli(&["PTTL", "stomp:stream:data:plain"]).trim().parse().unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+}
