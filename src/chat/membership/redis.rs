@@ -11,7 +11,7 @@
 //! Room counts come from Redis (script replies, and a count read after another node's join or
 //! leave event), never from an event's body.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 
@@ -47,8 +47,8 @@ pub struct RedisMembership {
     engine: Rc<RedisEngine>,
     /// The node, to publish the LEAVE of a dead node's members to everyone here too.
     node: Weak<Node>,
-    /// (max rooms, max participants per room), as configured at start.
-    limits: (usize, usize),
+    /// (max rooms, max participants per room), as configured (reloadable).
+    limits: Cell<(usize, usize)>,
     /// This node's own members: the truth for its sessions.
     local: MemoryMembership,
     /// Cluster-wide member counts as last read from Redis.
@@ -74,7 +74,7 @@ impl RedisMembership {
             shard: engine.shard().clone(),
             engine: engine.clone(),
             node: Rc::downgrade(node),
-            limits: (config.chat.max_rooms, config.chat.max_participants_per_room),
+            limits: Cell::new((config.chat.max_rooms, config.chat.max_participants_per_room)),
             local: MemoryMembership::new(config.chat.max_rooms, config.chat.max_participants_per_room),
             counts: RefCell::new(HashMap::new()),
             told: RefCell::new(HashMap::new()),
@@ -94,7 +94,7 @@ impl RedisMembership {
         member: &Member,
         force: bool,
     ) -> Result<JoinReply, Option<JoinError>> {
-        self.scripts.join(&self.shard, room, member, self.limits, force).await
+        self.scripts.join(&self.shard, room, member, self.limits.get(), force).await
     }
 
     async fn leave_in_redis(&self, room: &str, sid: &str) -> Result<Option<(String, usize)>, LinkError> {
@@ -341,9 +341,7 @@ impl NodeState for RedisMembership {
 
 impl Membership for RedisMembership {
     fn set_limits(&self, max_rooms: usize, max_participants: usize) {
-        let mut config = self.config.borrow_mut();
-        config.max_rooms = max_rooms;
-        config.max_participants_per_room = max_participants;
+        self.limits.set((max_rooms, max_participants));
         self.local.set_limits(max_rooms, max_participants);
     }
 
