@@ -419,6 +419,10 @@ impl Membership for RedisMembership {
                     .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&index).query_async(&mut c).await })
                     .await;
                 if let Ok(mut names) = names {
+                    if names.is_empty() {
+                        // No room anywhere: an empty pipeline would be a Redis error.
+                        return Vec::new();
+                    }
                     names.sort();
                     names.truncate(ROOM_LIST_LIMIT);
                     let mut pipe = redis::pipe();
