@@ -31,6 +31,10 @@ const READ_CHUNK: usize = 4096;
 pub(crate) const KEEP_BUFFER: usize = 16 * 1024;
 /// How long the goodbye may take to flush before the socket is dropped.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// How long, after the goodbye is out and the socket half-closed, what the client still sends
+/// is read and dropped (nginx's lingering close): closing a socket with unread input makes the
+/// kernel send a reset, which discards the goodbye before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
 /// How often a socket that is not being read (flow control, memory) checks whether it may be.
 const RECHECK: Duration = Duration::from_millis(10);
 
@@ -99,6 +103,13 @@ pub trait Framing {
 
     /// Name for logs.
     fn name(&self) -> &'static str;
+
+    /// The STOMP bytes received and not yet a whole frame, given the de-framed application
+    /// bytes not consumed yet (`data`): where an ERROR looks for the interrupted frame's
+    /// `receipt`. The plain framing's are `data` itself.
+    fn pending_stomp<'a>(&'a self, data: &'a [u8]) -> &'a [u8] {
+        data
+    }
 }
 
 /// An upgraded socket carrying one STOMP connection.
@@ -143,8 +154,10 @@ impl<F: Framing> Driver<F> {
         framing: F,
     ) -> Driver<F> {
         let outbound = registration.outbound.clone();
+        let mut stomp = Stomp::new(&node, registration.id, registration.session_id.clone(), outbound.clone());
+        stomp.session.set_peer(stream.peer_addr().ok().map(|a| a.ip().to_canonical()));
         Driver {
-            stomp: Stomp::new(&node, registration.id, registration.session_id.clone(), outbound.clone()),
+            stomp,
             stream,
             node,
             outbound,
@@ -175,6 +188,13 @@ impl<F: Framing> Driver<F> {
             self.stomp.session.session_id,
             reason.as_str()
         );
+        if !matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
+            // The connection is over for everyone else (counted, room left, and its place
+            // freed now); the socket lingers only to let the goodbye arrive.
+            let Driver { stream, _registration, .. } = self;
+            drop(_registration);
+            linger(&stream, Instant::now() + LINGER).await;
+        }
         reason
     }
 
@@ -285,8 +305,12 @@ impl<F: Framing> Driver<F> {
         if let Err(e) = decoded {
             METRICS.protocol_errors.inc("websocket");
             log::debug!("session {}: websocket error: {e}", self.stomp.session.session_id);
-            // STOMP clients show ERROR frames, not close codes: say it in both.
-            self.stomp.session.send_error(&format!("websocket: {e}"), None);
+            // STOMP clients show ERROR frames, not close codes: say it in both. The STOMP frame
+            // it interrupted may have asked for a receipt (plain framing: the bytes are STOMP).
+            let pending = self.framing.pending_stomp(self.buf.get(..self.data_len).unwrap_or_default());
+            let receipt =
+                crate::protocol::pending_receipt(pending, self.stomp.session.version(), &self.stomp.limits);
+            self.stomp.session.send_error(&format!("websocket: {e}"), receipt.as_deref());
             self.outbound.push_unbounded(OutFrame {
                 bytes: ws::close_frame(e.close_code(), &e.to_string()),
                 kind: FrameKind::Raw,
@@ -371,6 +395,25 @@ impl<F: Framing> Driver<F> {
                 r = self.stream.writable() => if r.is_err() { return },
                 () = sleep_until(deadline) => return,
             }
+        }
+    }
+}
+
+/// Reads and drops what the client still sends until it closes its side, the socket fails
+/// or `deadline` passes, so the close is a FIN after the goodbye, not a reset before it.
+async fn linger(stream: &TcpStream, deadline: Instant) {
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => METRICS.bytes_received.add(n as u64),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::select! {
+                    r = stream.readable() => if r.is_err() { return },
+                    () = sleep_until(deadline) => return,
+                }
+            }
+            Err(_) => return,
         }
     }
 }

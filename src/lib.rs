@@ -8,6 +8,7 @@
 //!   environment and flags.
 //! - `protocol`: STOMP frames: the zero-copy parser and the encoder.
 //! - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec.
+//! - `access`: who may talk to the board: the `Host` allow-list (DNS rebinding), `Origin`.
 //! - `http`: the routes of the one port (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`,
 //!   `/api`).
 //! - `upgrade`: the WebSocket upgrade of `/ws` and SockJS, and the response `Body` of every
@@ -37,6 +38,7 @@
 //!   membership (`chat::membership`: a memory and a Redis store behind one interface).
 //! - `clock`: epoch milliseconds.
 //! - `auth`: CONNECT login/passcode checks.
+//! - `login_throttle`: failed logins per address and login, and the delay they earn.
 //! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
@@ -50,6 +52,7 @@
 //! hands it to the engine for the other nodes. Each recipient's `connection` task wakes and
 //! writes its whole queue in one vectored write.
 
+pub mod access;
 pub mod advertise;
 pub mod app;
 pub mod auth;
@@ -64,6 +67,7 @@ pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod liveness;
+pub mod login_throttle;
 pub mod memory;
 pub mod metrics;
 pub mod node;

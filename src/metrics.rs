@@ -136,13 +136,16 @@ pub struct Metrics {
     pub messages_published: Counter,
     pub messages_delivered: Counter,
     pub messages_unrouted: Counter,
-    pub messages_dropped: Family<7>,
+    pub messages_dropped: Family<8>,
     pub message_encodings: Counter,
     pub subscriptions_current: Gauge,
     pub subscriptions_rejected: Family<4>,
     pub receipts_sent: Counter,
+    pub login_failures: Counter,
+    pub login_failures_delayed: Counter,
     pub app_errors: Family<12>,
     pub http_requests: Family<9>,
+    pub http_rejected: Family<4>,
     pub transactions: Family<4>,
     pub sockjs_sessions: Family<5>,
     pub sockjs_requests: Family<7>,
@@ -195,6 +198,7 @@ pub static METRICS: Metrics = Metrics {
         "transaction_aborted",
         "transaction_unfinished",
         "no_error_subscription",
+        "sockjs_binary",
         "memory_budget",
         "other",
     ]),
@@ -202,6 +206,8 @@ pub static METRICS: Metrics = Metrics {
     subscriptions_current: Gauge::new(),
     subscriptions_rejected: Family::new(["limit", "destination_limit", "bad_destination", "other"]),
     receipts_sent: Counter::new(),
+    login_failures: Counter::new(),
+    login_failures_delayed: Counter::new(),
     app_errors: Family::new([
         "not_joined",
         "invalid_room_id",
@@ -227,6 +233,7 @@ pub static METRICS: Metrics = Metrics {
         "unauthorized",
         "other",
     ]),
+    http_rejected: Family::new(["missing_host", "bad_host", "host_not_allowed", "other"]),
     transactions: Family::new(["begun", "committed", "aborted", "other"]),
     sockjs_sessions: Family::new(["websocket", "xhr_streaming", "xhr", "eventsource", "other"]),
     sockjs_requests: Family::new([
@@ -366,6 +373,18 @@ pub fn render(extra: &Extra<'_>) -> String {
         &m.subscriptions_rejected,
     );
     counter(&mut out, "receipts_sent_total", "RECEIPT frames sent.", m.receipts_sent.get());
+    counter(
+        &mut out,
+        "login_failures_total",
+        "CONNECTs refused for bad credentials.",
+        m.login_failures.get(),
+    );
+    counter(
+        &mut out,
+        "login_failures_delayed_total",
+        "Failed logins answered after a throttling delay.",
+        m.login_failures_delayed.get(),
+    );
     family(
         &mut out,
         "app_errors_total",
@@ -374,6 +393,13 @@ pub fn render(extra: &Extra<'_>) -> String {
         &m.app_errors,
     );
     family(&mut out, "http_requests_total", "route", "HTTP requests, by route.", &m.http_requests);
+    family(
+        &mut out,
+        "http_rejected_total",
+        "reason",
+        "HTTP requests refused for their Host (missing, malformed, or not this board's: DNS rebinding).",
+        &m.http_rejected,
+    );
     family(&mut out, "transactions_total", "outcome", "STOMP transactions.", &m.transactions);
     family(&mut out, "sockjs_sessions_total", "transport", "SockJS sessions opened.", &m.sockjs_sessions);
     family(

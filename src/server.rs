@@ -177,13 +177,16 @@ fn spawn_http(
 ) {
     let _ = stream.set_nodelay(true);
     open_http.set(open_http.get() + 1);
+    let local = stream.local_addr().unwrap_or(peer);
+    let from = crate::access::Peer { remote: peer, local };
     let charge = crate::memory::Charge::of(HTTP_CONNECTION_BYTES);
     let (id, evicted) = idle.add();
     tokio::task::spawn_local(async move {
         let idle_in_service = idle.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             // A request came: this socket is no longer idle, nobody may evict it.
             idle_in_service.remove(id);
+            request.extensions_mut().insert(from);
             crate::http::handle(node.clone(), request)
         });
         let connection = http1::Builder::new()

@@ -49,7 +49,9 @@ pub fn feed(session: &mut Session, node: &Node, limits: &Limits, data: &[u8], pa
             }
             Err(e) => {
                 METRICS.protocol_errors.inc(e.reason());
-                session.send_error(&e.to_string(), None);
+                let rest = &data[consumed..];
+                let receipt = protocol::pending_receipt(rest, session.version(), limits);
+                session.send_error(&e.to_string(), receipt.as_deref());
                 return Fed { consumed, result: Err(CloseReason::ProtocolError) };
             }
         }

@@ -203,10 +203,12 @@ impl HttpSession {
         id: &str,
         kind: ReceiverKind,
         settings: Settings,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Rc<HttpSession>, Refusal> {
         let registration = node.register_connection()?;
         let outbound = registration.outbound.clone();
-        let core = Core::new(node, registration.id, registration.session_id.clone(), outbound.clone());
+        let mut core = Core::new(node, registration.id, registration.session_id.clone(), outbound.clone());
+        core.stomp.session.set_peer(peer);
         node.mark_sockjs(registration.id);
         let session = Rc::new(HttpSession {
             key: key(node, id),
@@ -322,6 +324,9 @@ impl HttpSession {
             let taken = self.outbound.with_queue(|q| frame::write_messages(q, BATCH_BYTES, &mut batch));
             if taken > 0 {
                 self.outbound.pop_written(taken);
+                if batch.is_empty() {
+                    continue; // only frames a SockJS client cannot take (counted as dropped)
+                }
                 METRICS.frames_sent.add(taken as u64);
                 receiver.push(&batch, self.settings.streaming_bytes);
                 return true;

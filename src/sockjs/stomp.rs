@@ -34,11 +34,11 @@ impl Core {
         Core { stomp: Stomp::new(node, connection, session_id, outbound), input: Vec::new() }
     }
 
-    /// Handles one whole SockJS message (`["…","…"]` or `"…"`) from the client.
+    /// Handles the body of one `xhr_send` (`["…","…"]`, a JSON array of strings only).
     /// A broken message is dropped whole: the STOMP stream stays as it was.
     pub fn receive_message(&mut self, node: &Node, json: &[u8]) -> Result<Received, Broken> {
         let before = self.input.len();
-        if let Err(broken) = frame::decode_message(json, &mut self.input) {
+        if let Err(broken) = frame::decode_array(json, &mut self.input) {
             self.input.truncate(before);
             return Err(broken);
         }
@@ -95,7 +95,8 @@ mod tests {
             Ok(Received::Open)
         );
         assert!(!core.stomp.session.is_connected());
-        assert_eq!(core.receive_message(&node, br#""\n\u0000\n""#), Ok(Received::Open));
+        assert_eq!(core.receive_message(&node, br#""\n\u0000\n""#), Err(Broken), "a bare string");
+        assert_eq!(core.receive_message(&node, br#"["\n\u0000\n"]"#), Ok(Received::Open));
         assert!(core.stomp.session.is_connected());
         let both = br#"["SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\u0000DISCONNECT\nreceipt:9\n\n\u0000"]"#;
         assert_eq!(core.receive_message(&node, both), Ok(Received::Close(CloseReason::ClientDisconnect)));

@@ -47,10 +47,17 @@ fn refused(request: &HeaderMap, refusal: Refusal) -> Response<Body> {
 }
 
 /// `POST …/xhr`, `POST …/xhr_streaming`, `GET …/eventsource`.
-pub fn receive(node: &Rc<Node>, request: &HeaderMap, id: &str, kind: ReceiverKind) -> Response<Body> {
+/// `peer`: the client's address, for login throttling.
+pub fn receive(
+    node: &Rc<Node>,
+    request: &HeaderMap,
+    id: &str,
+    kind: ReceiverKind,
+    peer: Option<std::net::IpAddr>,
+) -> Response<Body> {
     let (session, first) = match session::find(node, id) {
         Some(session) => (session, None),
-        None => match HttpSession::open(node, id, kind, Settings::from_config(&node.config())) {
+        None => match HttpSession::open(node, id, kind, Settings::from_config(&node.config()), peer) {
             Ok(session) => (session, Some(frame::OPEN)),
             Err(refusal) => return refused(request, refusal),
         },
