@@ -17,6 +17,7 @@
 //! - `loadgen/run.rs`: one measured run, /proc and /metrics readings, the printout
 //! - `loadgen/suite.rs`: the default suite against a stomp-edge it starts itself
 //! - `loadgen/cluster.rs`: the suite's cluster part (Redis and two nodes it starts itself)
+//! - `loadgen/status.rs`: the suite's status-page part (its cost on a board with 1000 clients)
 //! - `loadgen/streams.rs`: the streams figures (off vs on, recovery time, Redis per room)
 
 use std::collections::VecDeque;
@@ -60,6 +61,8 @@ mod clients;
 mod cluster;
 #[path = "loadgen/run.rs"]
 mod run;
+#[path = "loadgen/status.rs"]
+mod status;
 #[path = "loadgen/stomp.rs"]
 mod stomp;
 #[path = "loadgen/streams.rs"]
@@ -70,6 +73,7 @@ mod suite;
 use clients::*;
 use cluster::*;
 use run::*;
+use status::*;
 use stomp::*;
 use streams::*;
 use suite::*;

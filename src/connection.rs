@@ -23,18 +23,9 @@ const WRITE_BATCH: usize = 32;
 pub async fn run(up: Upgraded) {
     // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
     let max_message = up.node.config().limits.max_frame_bytes + 1024;
-    Driver::new(
-        up.stream,
-        up.node,
-        up.connection,
-        up.session_id,
-        up.outbound,
-        up.read_buf,
-        max_message,
-        PlainFraming::default(),
-    )
-    .run()
-    .await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default())
+        .run()
+        .await;
 }
 
 /// STOMP frames as WebSocket text (or binary) messages.

@@ -15,7 +15,7 @@ use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::liveness::Liveness;
 use crate::metrics::{CloseReason, METRICS};
-use crate::node::Node;
+use crate::node::{Node, Registration};
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::protocol::Limits;
 use crate::session::Session;
@@ -92,9 +92,10 @@ pub trait Framing {
 pub struct Driver<F: Framing> {
     stream: TcpStream,
     node: Rc<Node>,
-    connection: u64,
     stomp: Stomp,
     outbound: Rc<Outbound>,
+    /// The connection's place in the node: freed when the driver is dropped.
+    _registration: Registration,
     /// `[application bytes already de-framed | raw WebSocket bytes]`. Unallocated while idle.
     buf: Vec<u8>,
     /// Length of the de-framed prefix of `buf`.
@@ -109,23 +110,21 @@ pub struct Driver<F: Framing> {
 impl<F: Framing> Driver<F> {
     /// `initial` holds bytes the client sent after its upgrade request; `max_message_bytes`
     /// bounds one WebSocket message.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: TcpStream,
         node: Rc<Node>,
-        connection: u64,
-        session_id: Rc<str>,
-        outbound: Rc<Outbound>,
+        registration: Registration,
         initial: Bytes,
         max_message_bytes: usize,
         framing: F,
     ) -> Driver<F> {
+        let outbound = registration.outbound.clone();
         Driver {
-            stomp: Stomp::new(&node, connection, session_id, outbound.clone()),
+            stomp: Stomp::new(&node, registration.id, registration.session_id.clone(), outbound.clone()),
             stream,
             node,
-            connection,
             outbound,
+            _registration: registration,
             buf: initial.to_vec(),
             data_len: 0,
             decoder: Decoder::new(max_message_bytes),
@@ -140,7 +139,6 @@ impl<F: Framing> Driver<F> {
         let reason = self.serve().await;
         let reason = self.finish(reason).await;
         self.stomp.session.end(&self.node);
-        self.node.unregister_connection(self.connection);
         METRICS.closes.inc(reason.as_str());
         log::debug!(
             "{} session {} closed: {}",

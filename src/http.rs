@@ -12,7 +12,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::metrics::{self, METRICS};
+use crate::metrics::METRICS;
 use crate::node::Node;
 use crate::sockjs;
 use crate::upgrade::{upgrade, Body};
@@ -79,6 +79,21 @@ struct Health {
     /// Cluster mode only: Redis commands that failed or timed out.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_command_errors: Option<u64>,
+    /// Cluster mode only: `host:port` of the Redis primary in use (null before the first
+    /// connect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_primary: Option<Option<String>>,
+    /// Cluster mode only: times the primary in use changed (failovers followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_failovers: Option<u64>,
+    /// Sentinel URL only: sentinels answering now, of those configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels_up: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels_configured: Option<usize>,
+    /// Sentinel URL only: sentinel queries and subscriptions that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinel_errors: Option<u64>,
 }
 
 /// Routes one request.
@@ -100,6 +115,10 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
         "/metrics" => {
             METRICS.http_requests.inc("metrics");
             metrics_page(&node)
+        }
+        "/status" | "/status/" | "/status.js" | "/api/status" | "/api/status/" => {
+            METRICS.http_requests.inc(if path.starts_with("/api/") { "api" } else { "page" });
+            status_route(&node, &request).await
         }
         "/api/nodes" | "/api/nodes/" => {
             METRICS.http_requests.inc("api");
@@ -133,6 +152,67 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
     };
     Ok(response)
 }
+
+/// `/status`, its script and `/api/status` (`?node=ID`: another board's, fetched by this one),
+/// behind HTTP Basic when accounts are configured (`crate::status::basic`).
+async fn status_route(node: &Node, request: &Request<Incoming>) -> Response<Body> {
+    let config = node.config();
+    if !config.status.enabled {
+        METRICS.http_requests.inc("not_found");
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let authorization = request.headers().get(hyper::header::AUTHORIZATION);
+    let allowed =
+        crate::status::basic::allowed(&node.auth.borrow(), config.status.require_auth, authorization);
+    if !allowed {
+        METRICS.http_requests.inc("unauthorized");
+        let mut response = text(StatusCode::UNAUTHORIZED, "this board's status needs a login\n");
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static(crate::status::basic::CHALLENGE),
+        );
+        return response;
+    }
+    match request.uri().path() {
+        "/status" | "/status/" => respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
+        "/status.js" => respond(StatusCode::OK, "text/javascript; charset=utf-8", STATUS_SCRIPT),
+        _ => {
+            let wanted =
+                request.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("node="));
+            match wanted {
+                Some(id) if id != node.server_id() => other_status(node, id, authorization.cloned()).await,
+                _ => json(StatusCode::OK, &crate::status::snapshot(node).await),
+            }
+        }
+    }
+}
+
+/// Another board's `/api/status`, fetched from its advertised URL in the registry.
+async fn other_status(
+    node: &Node,
+    id: &str,
+    authorization: Option<hyper::header::HeaderValue>,
+) -> Response<Body> {
+    let boards = crate::status::nodes::list(node).await;
+    let Some(board) = boards.into_iter().find(|b| b.server_id == id) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &ApiError { error: "unknown_node", message: "no live board with that id in the registry".into() },
+        );
+    };
+    match crate::status::proxy::fetch(&board.url, authorization).await {
+        Ok((status, body)) => {
+            let content_type =
+                if status.is_success() { "application/json" } else { "text/plain; charset=utf-8" };
+            respond(status, content_type, body)
+        }
+        Err(message) => json(StatusCode::BAD_GATEWAY, &ApiError { error: "unreachable", message }),
+    }
+}
+
+/// The status page and its script, embedded like the chat page (no external URL).
+const STATUS_PAGE: &str = include_str!("../web/status.html");
+const STATUS_SCRIPT: &str = include_str!("../web/status.js");
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -174,6 +254,8 @@ async fn room_detail(node: &Node, room: &str) -> Response<Body> {
 
 fn health(node: &Node) -> Response<Body> {
     let draining = node.is_draining();
+    let link = node.broker.link_report();
+    let sentinels = link.as_ref().and_then(|l| l.sentinels.as_ref());
     let body = Health {
         status: if draining { "draining" } else { "ok" },
         mode: node.broker.mode().as_str(),
@@ -183,26 +265,16 @@ fn health(node: &Node) -> Response<Body> {
         uptime_seconds: node.uptime_seconds(),
         redis_reconnects: node.broker.redis_counts().map(|(r, _)| r),
         redis_command_errors: node.broker.redis_counts().map(|(_, e)| e),
+        redis_primary: link.as_ref().map(|l| l.primary.clone()),
+        redis_failovers: link.as_ref().map(|l| l.failovers),
+        sentinels_up: sentinels.map(|(s, _)| s.iter().filter(|(_, up)| *up).count()),
+        sentinels_configured: sentinels.map(|(s, _)| s.len()),
+        sentinel_errors: sentinels.map(|(_, e)| *e),
     };
     json(if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)
 }
 
 fn metrics_page(node: &Node) -> Response<Body> {
-    let (mut gauges, mut counters) = node.broker.metrics();
-    let (stream_gauges, stream_counters) = node.history().metrics();
-    gauges.extend(stream_gauges);
-    counters.extend(stream_counters);
-    if let Some(app) = node.app() {
-        let (g, c) = app.metrics();
-        gauges.extend(g);
-        counters.extend(c);
-    }
-    gauges.push((
-        "destinations_current",
-        "Destinations with local subscribers.",
-        node.hub.destination_count() as u64,
-    ));
-    gauges.push(("uptime_seconds", "Seconds since start.", node.uptime_seconds()));
-    let text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
+    let text = crate::status::metrics_text(node);
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
 }

@@ -27,7 +27,8 @@
 //!   alone. Publications are typed (kind, room): engines never read bodies.
 //!   `engine::stream` is the history interface (offsets, epochs, recovery), `engine::stream_memory`
 //!   its ring for a node alone; the cluster keeps streams in Redis (`cluster::stream`).
-//! - `cluster`: the Redis engine behind the same interface: shard, relay, registry, catch-up.
+//! - `cluster`: the Redis engine behind the same interface: shard, relay, registry, catch-up,
+//!   over one link that follows a Sentinel-managed primary through failovers.
 //! - `node`: glues config, hub, engine, application and the connection table together.
 //! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).
 //! - `status`: `/api/nodes`, and the `/status` page's snapshot (`/api/status`).
@@ -136,6 +137,7 @@ pub fn run(
                 }
             }
         });
+        status::start(&node);
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })
 }

@@ -142,7 +142,7 @@ pub struct Metrics {
     pub subscriptions_rejected: Family<4>,
     pub receipts_sent: Counter,
     pub app_errors: Family<12>,
-    pub http_requests: Family<8>,
+    pub http_requests: Family<9>,
     pub transactions: Family<4>,
     pub sockjs_sessions: Family<5>,
     pub sockjs_requests: Family<7>,
@@ -217,6 +217,7 @@ pub static METRICS: Metrics = Metrics {
         "api",
         "not_found",
         "bad_request",
+        "unauthorized",
         "other",
     ]),
     transactions: Family::new(["begun", "committed", "aborted", "other"]),
@@ -266,6 +267,16 @@ fn family<const N: usize>(out: &mut String, name: &str, label: &str, help: &str,
 }
 
 /// Extra lines from parts that keep their own numbers (the engine, the chat rooms).
+/// A gauge with one series per value of `label` (values known only at run time, e.g. one
+/// per Redis Sentinel); label values are escaped as the text format asks.
+pub fn labelled_gauge(out: &mut String, name: &str, label: &str, help: &str, series: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} gauge");
+    for (value, n) in series {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = writeln!(out, "stomp_edge_{name}{{{label}=\"{escaped}\"}} {n}");
+    }
+}
+
 pub struct Extra<'a> {
     pub gauges: &'a [(&'a str, &'a str, u64)],
     pub counters: &'a [(&'a str, &'a str, u64)],

@@ -3,8 +3,8 @@
 //! Publishing goes through here: local fan-out first, then the engine for the other nodes.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::rc::Rc;
+use std::collections::{HashMap, HashSet};
+use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::Application;
@@ -30,6 +30,9 @@ pub struct Node {
     app: RefCell<Option<Rc<dyn Application>>>,
     /// Every live STOMP connection's outbound queue, so shutdown can reach them all.
     connections: RefCell<HashMap<u64, Rc<Outbound>>>,
+    /// The connections among them that are SockJS sessions (the rest are raw WebSocket), for
+    /// the status page's connections by transport; forgotten with the connection.
+    sockjs: RefCell<HashSet<u64>>,
     next_connection: Cell<u64>,
     next_message: Cell<u64>,
     /// `{server_id}-{start time}`: session ids stay unique across restarts and nodes.
@@ -39,6 +42,25 @@ pub struct Node {
     /// The URL other boards and browsers reach this one at (`crate::advertise`), known once
     /// the listener is bound; `/api/nodes` and the registry entry carry it.
     advertise_url: RefCell<Rc<str>>,
+}
+
+/// A connection's place in the node's table, like mini-redis's connection permit: its id, its
+/// session id and its outbound queue. Dropping it frees the place (and the limit's slot),
+/// whichever way the connection ends, so no path can forget to.
+pub struct Registration {
+    pub id: u64,
+    /// `{server_id}-{start}-{id}`: unique across the cluster and restarts.
+    pub session_id: Rc<str>,
+    pub outbound: Rc<Outbound>,
+    node: Weak<Node>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.unregister_connection(self.id);
+        }
+    }
 }
 
 /// Why a connection could not be registered.
@@ -60,6 +82,7 @@ impl Node {
             broker,
             app: RefCell::new(None),
             connections: RefCell::new(HashMap::new()),
+            sockjs: RefCell::new(HashSet::new()),
             next_connection: Cell::new(0),
             next_message: Cell::new(0),
             started: Instant::now(),
@@ -86,6 +109,7 @@ impl Node {
             }
         }
         log::set_max_level(config.log_level);
+        self.hub.set_max_destinations(config.limits.max_destinations);
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
         for out in self.connections.borrow().values() {
             out.set_limit(config.limits.max_outbound_bytes);
@@ -189,8 +213,9 @@ impl Node {
         }
     }
 
-    /// Registers a new connection, or refuses it at the limit or while draining.
-    pub fn register_connection(&self) -> Result<(u64, Rc<Outbound>, Rc<str>), Refusal> {
+    /// Registers a new connection, or refuses it at the limit or while draining. The
+    /// connection holds its place while it holds the `Registration`.
+    pub fn register_connection(self: &Rc<Self>) -> Result<Registration, Refusal> {
         if self.draining.get() {
             return Err(Refusal::Draining);
         }
@@ -205,10 +230,23 @@ impl Node {
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
         METRICS.connections_total.inc();
         let session_id = Rc::from(format!("{}-{}", self.session_prefix, base36(id)));
-        Ok((id, outbound, session_id))
+        Ok(Registration { id, session_id, outbound, node: Rc::downgrade(self) })
     }
 
-    pub fn unregister_connection(&self, id: u64) {
+    /// Marks a registered connection as a SockJS session.
+    pub fn mark_sockjs(&self, id: u64) {
+        if self.connections.borrow().contains_key(&id) {
+            self.sockjs.borrow_mut().insert(id);
+        }
+    }
+
+    /// Open connections that are SockJS sessions.
+    pub fn sockjs_count(&self) -> usize {
+        self.sockjs.borrow().len()
+    }
+
+    fn unregister_connection(&self, id: u64) {
+        self.sockjs.borrow_mut().remove(&id);
         self.connections.borrow_mut().remove(&id);
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
     }
@@ -273,15 +311,21 @@ mod tests {
         let mut config = Config::embedded();
         config.server_id = "n1".into();
         config.limits.max_connections = 2;
-        let node = Node::new(config, Rc::new(MemoryBroker));
-        let (a, _, sa) = node.register_connection().unwrap();
-        let (b, _, sb) = node.register_connection().unwrap();
-        assert_ne!((a, &sa), (b, &sb));
-        assert!(sa.starts_with("n1-"));
-        assert_eq!(node.register_connection().unwrap_err(), Refusal::Limit);
-        node.unregister_connection(a);
+        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
+        let a = node.register_connection().unwrap();
+        let b = node.register_connection().unwrap();
+        assert_ne!((a.id, &a.session_id), (b.id, &b.session_id));
+        assert!(a.session_id.starts_with("n1-"));
+        assert_eq!(node.register_connection().err(), Some(Refusal::Limit));
+        // Dropping a registration frees its place.
+        drop(a);
+        assert_eq!(node.connection_count(), 1);
+        let c = node.register_connection().unwrap();
+        assert_eq!(node.connection_count(), 2);
+        drop((b, c));
+        assert_eq!(node.connection_count(), 0);
         node.drain();
-        assert_eq!(node.register_connection().unwrap_err(), Refusal::Draining);
+        assert_eq!(node.register_connection().err(), Some(Refusal::Draining));
         assert_ne!(node.next_message_id(), node.next_message_id());
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");

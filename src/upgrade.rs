@@ -16,8 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::metrics::METRICS;
-use crate::node::{Node, Refusal};
-use crate::outbound::Outbound;
+use crate::node::{Node, Refusal, Registration};
 use crate::ws::handshake;
 
 /// Whole answers, or a streamed one (a SockJS receiving request).
@@ -70,9 +69,8 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 pub struct Upgraded {
     pub stream: TcpStream,
     pub node: Rc<Node>,
-    pub connection: u64,
-    pub session_id: Rc<str>,
-    pub outbound: Rc<Outbound>,
+    /// The connection's place in the node (freed when the socket's task drops it).
+    pub registration: Registration,
     /// Bytes the client sent after its request, already read by hyper.
     pub read_buf: Bytes,
 }
@@ -103,7 +101,7 @@ where
                 return response;
             }
         };
-    let (connection, outbound, session_id) = match node.register_connection() {
+    let registration = match node.register_connection() {
         Ok(registered) => registered,
         Err(refusal) => {
             let (label, message) = match refusal {
@@ -121,27 +119,15 @@ where
             Ok(u) => u,
             Err(e) => {
                 log::debug!("upgrade failed: {e}");
-                task_node.unregister_connection(connection);
-                return;
+                return; // the registration is dropped: its place is free again
             }
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                serve(Upgraded {
-                    stream,
-                    node: task_node,
-                    connection,
-                    session_id,
-                    outbound,
-                    read_buf: parts.read_buf,
-                })
-                .await;
+                serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf }).await;
             }
-            Err(_) => {
-                log::error!("upgraded connection is not a TCP stream");
-                task_node.unregister_connection(connection);
-            }
+            Err(_) => log::error!("upgraded connection is not a TCP stream"),
         }
     });
     let mut response = Response::new(Either::Left(Full::new(Bytes::new())));

@@ -85,22 +85,39 @@ async fn next(c: &mut Client, subscription: &str) -> Value {
     }
 }
 
-/// One reload, the same in both engines: `chat.max_message_bytes` (live) applies at once,
-/// `chat.max_rooms` and `cluster.key_prefix` (restart) keep their running values and the log says so.
+/// One reload, the same in both engines: `chat.max_message_bytes`, `chat.max_rooms` and
+/// `limits.max_destinations` (live) apply at once, `cluster.key_prefix` (restart) keeps its
+/// running value, and the log names each.
 async fn reload_per_key(server: &Server) {
     let mut a = member(server, "one", "a").await;
-    server.rewrite_config("[chat]\nmax_message_bytes = 10\nmax_rooms = 1\n[cluster]\nkey_prefix = 'x:'\n");
+    let mut b = member(server, "two", "b").await;
+    server.rewrite_config(
+        "[limits]\nmax_destinations = 2\n[chat]\nmax_message_bytes = 10\nmax_rooms = 2\n\
+         [cluster]\nkey_prefix = 'x:'\n",
+    );
     server.signal("HUP");
     assert!(wait_log(server, "reload: `chat.max_message_bytes` changed, applied"));
     let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("reload: `chat.max_rooms` changed, applied"), "{log}");
+    assert!(log.contains("reload: `limits.max_destinations` changed, applied"), "{log}");
     assert!(log.contains("reload: `cluster.key_prefix` changed, needs a restart"), "{log}");
-    assert!(log.contains("reload: `chat.max_rooms` changed, needs a restart"), "{log}");
     a.send_text("SEND\ndestination:/app/room/one/message\n\n{\"message\":\"longer than ten\"}\0").await;
     assert_eq!(next(&mut a, "errors").await["code"], "invalid_message");
     a.send_text("SEND\ndestination:/app/room/one/message\n\n{\"message\":\"short\"}\0").await;
     assert_eq!(next(&mut a, "room").await["message"], "short");
-    // max_rooms stays at its running value: a second room still opens.
-    let _b = member(server, "two", "b").await;
+    // Two rooms are open: a third is refused now.
+    let (mut c, _) = Client::connect(&server.url()).await;
+    c.subscribe("/user/queue/errors", "errors").await;
+    c.send_text("SEND\ndestination:/app/room/three/join\n\n{\"username\":\"c\"}\0").await;
+    assert_eq!(next(&mut c, "errors").await["code"], "too_many_rooms");
+    b.send_text("SEND\ndestination:/app/room/two/message\n\n{\"message\":\"ok\"}\0").await;
+    assert_eq!(next(&mut b, "room").await["message"], "ok");
+    // The hub holds at least two destinations (the rooms' topics): a new one is refused.
+    let (mut d, _) = Client::connect(&server.url()).await;
+    d.send_text("SUBSCRIBE\nid:1\ndestination:/topic/new\nreceipt:r\n\n\0").await;
+    let refused = d.recv().await;
+    assert_eq!(refused.command, "ERROR", "{refused:?}");
+    assert!(refused.body_text().contains("maximum of 2 destinations"), "{refused:?}");
 }
 
 #[tokio::test]

@@ -6,59 +6,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::rooms::{collect, ev, join, listed, members, send, watcher, watcher_as};
 use common::{Client, Frame, Server};
 use serde_json::Value;
 
 fn json(f: &Frame) -> Value {
     serde_json::from_slice(&f.body).unwrap_or(Value::Null)
-}
-
-async fn send(c: &mut Client, dest: &str, body: &str) {
-    c.send_text(&format!("SEND\ndestination:{dest}\n\n{body}\0")).await;
-}
-
-async fn join(c: &mut Client, room: &str, name: &str) {
-    send(c, &format!("/app/room/{room}/join"), &format!("{{\"username\":\"{name}\"}}")).await;
-}
-
-/// A connected client subscribed to its errors and to `room`'s events.
-async fn watcher(server: &Server, room: &str) -> Client {
-    let (mut c, _) = Client::connect(&server.url()).await;
-    c.subscribe("/user/queue/errors", "errors").await;
-    c.subscribe(&format!("/topic/room/{room}"), "room").await;
-    c
-}
-
-/// Every frame for `window`, as (subscription, type or error code, sender, participantCount).
-async fn collect(c: &mut Client, window: Duration) -> Vec<(String, String, String, u64)> {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut out = Vec::new();
-    while let Some(f) = c.try_recv(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
-        let v = json(&f);
-        let what = v["type"].as_str().or(v["code"].as_str()).unwrap_or("").to_string();
-        out.push((
-            f.header("subscription").unwrap_or("").to_string(),
-            what,
-            v["sender"].as_str().unwrap_or("").to_string(),
-            v["participantCount"].as_u64().unwrap_or(0),
-        ));
-    }
-    out
-}
-
-fn room_members(server: &Server, room: &str) -> (u16, Vec<String>) {
-    let (status, _, body) = server.get(&format!("/api/rooms/{room}"));
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let names = v["participants"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    (status, names)
-}
-
-fn room_count(server: &Server, room: &str) -> Option<u64> {
-    let v: Value = serde_json::from_str(&server.get("/api/rooms").2).unwrap_or(Value::Null);
-    v.as_array()?.iter().find(|r| r["roomId"] == room).and_then(|r| r["participantCount"].as_u64())
 }
 
 const FORGED_CHAT: &str = r#"{"type":"CHAT","roomId":"lobby","sender":"alice","message":"I quit","timestamp":1,"participantCount":999}"#;
@@ -67,10 +20,10 @@ const FORGED_JOIN: &str = r#"{"type":"JOIN","roomId":"lobby","sender":"admin","m
 #[tokio::test]
 async fn clients_cannot_write_to_room_topics_in_any_version_or_transaction() {
     let server = Server::start();
-    let mut alice = watcher(&server, "lobby").await;
+    let mut alice = watcher(&server, &["lobby"]).await;
     join(&mut alice, "lobby", "alice").await;
     let seen = collect(&mut alice, Duration::from_millis(300)).await;
-    assert_eq!(seen, vec![("room".into(), "JOIN".into(), "alice".into(), 1)]);
+    assert_eq!(seen, vec![("lobby".into(), "JOIN".into(), "alice".into(), 1)]);
 
     // A stranger, once per STOMP version, and once inside a transaction.
     for (protocol, version) in [("v10.stomp", "1.0"), ("v11.stomp", "1.1"), ("v12.stomp", "1.2")] {
@@ -112,7 +65,7 @@ async fn clients_cannot_write_to_room_topics_in_any_version_or_transaction() {
         seen,
         vec![
             ("errors".into(), "forbidden".into(), "".into(), 0),
-            ("room".into(), "CHAT".into(), "alice".into(), 1)
+            ("lobby".into(), "CHAT".into(), "alice".into(), 1)
         ],
         "nobody got a forged event"
     );
@@ -129,7 +82,7 @@ async fn clients_cannot_write_to_room_topics_in_any_version_or_transaction() {
 async fn server_owned_prefixes_are_configurable() {
     let server =
         Server::start_with("[stomp]\nserver_owned_prefixes = [\"/topic/room/\", \"/topic/alerts/\"]\n", &[]);
-    let mut c = watcher(&server, "lobby").await;
+    let mut c = watcher(&server, &["lobby"]).await;
     c.subscribe("/topic/alerts/fire", "alerts").await;
     send(&mut c, "/topic/alerts/fire", "forged").await;
     let seen = collect(&mut c, Duration::from_millis(300)).await;
@@ -139,7 +92,7 @@ async fn server_owned_prefixes_are_configurable() {
 #[tokio::test]
 async fn a_rename_in_the_same_room_keeps_the_count_exact() {
     let server = Server::start();
-    let mut alice = watcher(&server, "r").await;
+    let mut alice = watcher(&server, &["r"]).await;
     join(&mut alice, "r", "alice").await;
     join(&mut alice, "r", "alice2").await;
     send(&mut alice, "/app/room/r/message", r#"{"message":"hi"}"#).await;
@@ -147,59 +100,53 @@ async fn a_rename_in_the_same_room_keeps_the_count_exact() {
     assert_eq!(
         seen,
         vec![
-            ("room".into(), "JOIN".into(), "alice".into(), 1),
-            ("room".into(), "LEAVE".into(), "alice".into(), 0),
-            ("room".into(), "JOIN".into(), "alice2".into(), 1),
-            ("room".into(), "CHAT".into(), "alice2".into(), 1),
+            ("r".into(), "JOIN".into(), "alice".into(), 1),
+            ("r".into(), "LEAVE".into(), "alice".into(), 0),
+            ("r".into(), "JOIN".into(), "alice2".into(), 1),
+            ("r".into(), "CHAT".into(), "alice2".into(), 1),
         ]
     );
-    assert_eq!(room_members(&server, "r"), (200, vec!["alice2".to_string()]));
-    assert_eq!(room_count(&server, "r"), Some(1));
+    assert_eq!(members(&server, "r"), (200, vec!["alice2".to_string()]));
+    assert_eq!(listed(&server, "r"), Some(1));
     // The old name is free again; a rename to a taken name changes nothing.
-    let mut bob = watcher(&server, "r").await;
+    let mut bob = watcher(&server, &["r"]).await;
     join(&mut bob, "r", "alice").await;
     join(&mut bob, "r", "alice2").await;
     let seen = collect(&mut bob, Duration::from_millis(500)).await;
     assert_eq!(
         seen,
         vec![
-            ("room".into(), "JOIN".into(), "alice".into(), 2),
+            ("r".into(), "JOIN".into(), "alice".into(), 2),
             ("errors".into(), "username_taken".into(), "".into(), 0)
         ]
     );
-    assert_eq!(room_members(&server, "r"), (200, vec!["alice2".to_string(), "alice".to_string()]));
+    assert_eq!(members(&server, "r"), (200, vec!["alice2".to_string(), "alice".to_string()]));
 }
 
 #[tokio::test]
 async fn a_join_elsewhere_moves_the_member() {
     let server = Server::start();
-    let mut alice = watcher(&server, "a").await;
-    alice.subscribe("/topic/room/b", "room-b").await;
+    let mut alice = watcher(&server, &["a", "b"]).await;
     join(&mut alice, "a", "alice").await;
     join(&mut alice, "b", "al").await;
     let seen = collect(&mut alice, Duration::from_millis(500)).await;
     assert_eq!(
         seen,
         vec![
-            ("room".into(), "JOIN".into(), "alice".into(), 1),
-            ("room".into(), "LEAVE".into(), "alice".into(), 0),
-            ("room-b".into(), "JOIN".into(), "al".into(), 1),
+            ("a".into(), "JOIN".into(), "alice".into(), 1),
+            ("a".into(), "LEAVE".into(), "alice".into(), 0),
+            ("b".into(), "JOIN".into(), "al".into(), 1),
         ]
     );
-    assert_eq!(room_members(&server, "a").0, 404);
-    assert_eq!(room_members(&server, "b"), (200, vec!["al".to_string()]));
+    assert_eq!(members(&server, "a").0, 404);
+    assert_eq!(members(&server, "b"), (200, vec!["al".to_string()]));
 }
 
 #[tokio::test]
 async fn chat_names_are_logins_where_accounts_are_configured() {
     let users = "[auth]\nusers = [\"alice:pw\", \"bob:pw\"]\n";
-    let frame = "CONNECT\naccept-version:1.2\nhost:localhost\nlogin:alice\npasscode:pw\n\n\0";
     let server = Server::start_with(users, &[]);
-    let mut alice = Client::open(&server.url(), &["v12.stomp"]).await;
-    alice.send_text(frame).await;
-    assert_eq!(alice.recv().await.command, "CONNECTED");
-    alice.subscribe("/user/queue/errors", "errors").await;
-    alice.subscribe("/topic/room/r", "room").await;
+    let mut alice = watcher_as(&server, Some("alice"), &["r"]).await;
     join(&mut alice, "r", "bob").await;
     send(&mut alice, "/app/room/r/join", "{}").await;
     send(&mut alice, "/app/room/r/join", "").await;
@@ -207,22 +154,15 @@ async fn chat_names_are_logins_where_accounts_are_configured() {
     let seen = collect(&mut alice, Duration::from_millis(500)).await;
     assert_eq!(
         seen,
-        vec![
-            ("errors".into(), "forbidden".into(), "".into(), 0),
-            ("room".into(), "JOIN".into(), "alice".into(), 1)
-        ],
+        vec![ev("errors", "forbidden", "", 0), ev("r", "JOIN", "alice", 1)],
         "speaking as bob is refused; the login is the name"
     );
     // The switch frees the names again.
     let server = Server::start_with(&format!("{users}[chat]\nfree_usernames = true\n"), &[]);
-    let mut alice = Client::open(&server.url(), &["v12.stomp"]).await;
-    alice.send_text(frame).await;
-    assert_eq!(alice.recv().await.command, "CONNECTED");
-    alice.subscribe("/user/queue/errors", "errors").await;
-    alice.subscribe("/topic/room/r", "room").await;
+    let mut alice = watcher_as(&server, Some("alice"), &["r"]).await;
     join(&mut alice, "r", "captain").await;
     let seen = collect(&mut alice, Duration::from_millis(500)).await;
-    assert_eq!(seen, vec![("room".into(), "JOIN".into(), "captain".into(), 1)]);
+    assert_eq!(seen, vec![ev("r", "JOIN", "captain", 1)]);
 }
 
 /// A STOMP client over SockJS's websocket transport (`/ws/{server}/{session}/websocket`): each
@@ -270,7 +210,7 @@ impl SockJs {
 #[tokio::test]
 async fn forgery_over_sockjs_is_refused_too() {
     let server = Server::start();
-    let mut alice = watcher(&server, "lobby").await;
+    let mut alice = watcher(&server, &["lobby"]).await;
     join(&mut alice, "lobby", "alice").await;
     assert_eq!(collect(&mut alice, Duration::from_millis(300)).await.len(), 1);
     let mut mallory = SockJs::open(&server, "mallory1").await;

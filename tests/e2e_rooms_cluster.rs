@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::{Proxy, Redis};
+use common::rooms::{collect, ev, join, listed, members, send, watcher, Event};
 use common::{Client, Server};
 use serde_json::Value;
 
@@ -25,23 +26,6 @@ fn node(redis_url: &str, id: &str) -> Server {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("{id} never reached Redis");
-}
-
-/// (status, participants) of `/api/rooms/{room}`.
-fn members(server: &Server, room: &str) -> (u16, Vec<String>) {
-    let (status, _, body) = server.get(&format!("/api/rooms/{room}"));
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let names = v["participants"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    (status, names)
-}
-
-/// The room's count in `/api/rooms` (None: not listed).
-fn listed(server: &Server, room: &str) -> Option<u64> {
-    let v: Value = serde_json::from_str(&server.get("/api/rooms").2).unwrap_or(Value::Null);
-    v.as_array()?.iter().find(|r| r["roomId"] == room).and_then(|r| r["participantCount"].as_u64())
 }
 
 /// One node's view of a room: (`/api/rooms/{room}` status and names, `/api/rooms` count).
@@ -72,43 +56,6 @@ async fn agree(nodes: &[&Server], room: &str, names: &[&str], limit: Duration) {
     }
 }
 
-async fn send(c: &mut Client, dest: &str, body: &str) {
-    c.send_text(&format!("SEND\ndestination:{dest}\n\n{body}\0")).await;
-}
-
-async fn join(c: &mut Client, room: &str, name: &str) {
-    send(c, &format!("/app/room/{room}/join"), &format!("{{\"username\":\"{name}\"}}")).await;
-}
-
-/// A connected client subscribed to its errors and to each room's events (subscription id:
-/// the room id).
-async fn watcher(server: &Server, rooms: &[&str]) -> Client {
-    let (mut c, _) = Client::connect(&server.url()).await;
-    c.subscribe("/user/queue/errors", "errors").await;
-    for room in rooms {
-        c.subscribe(&format!("/topic/room/{room}"), room).await;
-    }
-    c
-}
-
-type Event = (String, String, String, u64);
-
-/// Every frame for `window`, as (subscription, type or error code, sender, participantCount).
-async fn collect(c: &mut Client, window: Duration) -> Vec<Event> {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut out = Vec::new();
-    while let Some(f) = c.try_recv(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
-        let v: Value = serde_json::from_slice(&f.body).unwrap_or(Value::Null);
-        out.push((
-            f.header("subscription").unwrap_or("").to_string(),
-            v["type"].as_str().or(v["code"].as_str()).unwrap_or("").to_string(),
-            v["sender"].as_str().unwrap_or("").to_string(),
-            v["participantCount"].as_u64().unwrap_or(0),
-        ));
-    }
-    out
-}
-
 /// Collects until an event like `want` arrived (within `limit`), then `settle` longer.
 async fn collect_until(c: &mut Client, want: &Event, limit: Duration, settle: Duration) -> Vec<Event> {
     let deadline = Instant::now() + limit;
@@ -131,10 +78,6 @@ async fn until_joined(c: &mut Client, room: &str, sender: &str) {
         seen.extend(collect(c, Duration::from_millis(100)).await);
     }
     collect(c, Duration::from_millis(200)).await;
-}
-
-fn ev(sub: &str, kind: &str, sender: &str, count: u64) -> Event {
-    (sub.into(), kind.into(), sender.into(), count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,7 +96,7 @@ fn http_get(ws_url: &str, path: &str) -> Option<String> {
 }
 
 /// Waits until the node's `/healthz` says `"redis":"up"`.
-fn wait_redis_up(node: &Server, name: &str) -> Res<()> {
+pub fn wait_redis_up(node: &Server, name: &str) -> Res<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let health = http_get(&node.url, "/healthz").unwrap_or_default();

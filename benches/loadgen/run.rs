@@ -68,41 +68,14 @@ pub async fn scrape_metrics(url: &str) -> Option<Metrics> {
     })
 }
 
-/// One command to the Redis at 127.0.0.1:`port` over a fresh connection, in RESP; the reply
-/// as text (a status, an integer or a bulk string), an error reply as `Err`.
+/// One command to the Redis at 127.0.0.1:`port` over a fresh connection (the `redis` crate);
+/// the reply as text (a status, an integer or a bulk string), an error reply as `Err`.
 pub async fn redis_cmd(port: u16, args: &[&str]) -> Res<String> {
     let ask = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 16384];
-        loop {
-            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("redis closed the connection".to_string());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { continue };
-            let line = String::from_utf8_lossy(&buf[1..eol]).to_string();
-            match buf[0] {
-                b'+' | b':' => return Ok(line),
-                b'-' => return Err(format!("redis: {line}")),
-                b'$' => {
-                    let len: i64 = line.parse().map_err(|_| format!("bad bulk length {line:?}"))?;
-                    if len < 0 {
-                        return Ok(String::new());
-                    }
-                    if buf.len() >= eol + 2 + len as usize {
-                        return Ok(String::from_utf8_lossy(&buf[eol + 2..eol + 2 + len as usize]).to_string());
-                    }
-                }
-                _ => return Err(format!("unexpected redis reply {line:?}")),
-            }
-        }
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+        let mut con = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+        let (name, rest) = args.split_first().ok_or("no redis command")?;
+        redis::cmd(name).arg(rest).query_async::<String>(&mut con).await.map_err(|e| format!("redis: {e}"))
     };
     tokio::time::timeout(Duration::from_secs(3), ask)
         .await

@@ -312,6 +312,7 @@ pub fn suite(rt: &tokio::runtime::Runtime, quick: bool) -> Res<()> {
             Err(e) => row(&mut rows, "(s2) recovery", "failed", e.chars().take(60).collect(), ""),
         }
         drop(s);
+        status_suite(rt, quick, &bin, &config, &mut rows)?;
         cluster_suite(rt, quick, &bin, &config, &single, &mut cluster_rows)
     })();
     let _ = std::fs::remove_file(&config);

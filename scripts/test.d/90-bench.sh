@@ -3,7 +3,8 @@
 # `cargo bench --bench loadgen -- --quick` (1000 idle connections, ~2 s fan-out, latency and chat
 # scenarios, loopback only) and prints its figures beside the targets; with `redis-server` on
 # PATH also the cluster part (a Redis on a free loopback port and two nodes: cross-node
-# fan-out, the Redis hop at 10k deliveries/s, Redis commands per chat message; ~2 s each).
+# fan-out, the Redis hop at 10k deliveries/s, Redis commands per chat message; ~2 s each), and
+# the Redis CPU per PUBLISH by boards subscribed (scripts/bench-redis-publish.sh, ~10 s).
 # Figures only: it exits non-zero when the build or the bench itself fails to run, never for a
 # missed target.
 set -uo pipefail
@@ -34,5 +35,15 @@ if [ -d "$REPO_ROOT/tests/js/node_modules" ]; then
     fi
 else
     echo "[$TAG] SockJS benchmark skipped: tests/js/node_modules missing (run scripts/test.sh)"
+fi
+# What one PUBLISH costs the Redis primary by boards subscribed (issue 12's Redis Cluster sizing).
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+    echo "[$TAG] bash scripts/bench-redis-publish.sh 50000"
+    if ! timeout 120 bash scripts/bench-redis-publish.sh 50000; then
+        echo "[$TAG] FAIL the Redis PUBLISH cost benchmark did not run to the end"
+        exit 1
+    fi
+else
+    echo "[$TAG] Redis PUBLISH cost skipped: redis-server or redis-benchmark missing"
 fi
 echo "[$TAG] done (figures above; targets are printed, not enforced)"

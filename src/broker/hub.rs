@@ -125,8 +125,9 @@ impl std::fmt::Display for HubError {
 pub struct Hub {
     /// Destination → its local subscribers. Keys are shared with the sessions' own tables.
     topics: RefCell<HashMap<Rc<str>, Topic>>,
-    /// The most destinations that may have subscribers at once (bounds the map).
-    max_destinations: usize,
+    /// The most destinations that may have subscribers at once (bounds the map); a reload
+    /// may change it (`set_max_destinations`).
+    max_destinations: Cell<usize>,
 }
 
 /// The local subscribers of one destination, with the destination's shared name.
@@ -184,7 +185,13 @@ pub fn encode_message(p: &Publication, subscription: &str, version: Version, ack
 
 impl Hub {
     pub fn new(max_destinations: usize) -> Hub {
-        Hub { topics: RefCell::new(HashMap::new()), max_destinations }
+        Hub { topics: RefCell::new(HashMap::new()), max_destinations: Cell::new(max_destinations) }
+    }
+
+    /// A reload changed `limits.max_destinations`: new destinations are refused while the
+    /// hub holds that many or more; the ones it holds keep their subscribers.
+    pub fn set_max_destinations(&self, limit: usize) {
+        self.max_destinations.set(limit);
     }
 
     /// Adds a subscriber. Returns the shared destination key and whether it is the first
@@ -201,8 +208,9 @@ impl Hub {
             topic.subs.push(subscriber);
             return Ok((topic.key.clone(), false));
         }
-        if topics.len() >= self.max_destinations {
-            return Err(HubError::TooManyDestinations { limit: self.max_destinations });
+        let limit = self.max_destinations.get();
+        if topics.len() >= limit {
+            return Err(HubError::TooManyDestinations { limit });
         }
         let key: Rc<str> = Rc::from(destination);
         topics.insert(key.clone(), Topic { key: key.clone(), subs: vec![subscriber] });
@@ -261,12 +269,12 @@ impl Hub {
 
     /// Whether a destination without subscribers could gain one (the destination bound).
     pub fn has_room(&self) -> bool {
-        self.topics.borrow().len() < self.max_destinations
+        self.topics.borrow().len() < self.max_destinations.get()
     }
 
     /// The error a SUBSCRIBE gets when `has_room` is false.
     pub fn full_error(&self) -> HubError {
-        HubError::TooManyDestinations { limit: self.max_destinations }
+        HubError::TooManyDestinations { limit: self.max_destinations.get() }
     }
 
     pub fn destination_count(&self) -> usize {

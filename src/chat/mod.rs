@@ -267,6 +267,7 @@ impl Application for ChatApp {
     }
 
     fn reload(&self, config: &Config) {
+        self.membership.set_limits(config.chat.max_rooms, config.chat.max_participants_per_room);
         *self.config.borrow_mut() = Rc::new(config.clone());
     }
 

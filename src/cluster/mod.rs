@@ -4,7 +4,8 @@
 //! The engine is a node's `Broker` in cluster mode, so connection code runs unchanged. Its
 //! parts, one file each, each owning its own fields over one shared `Shard`:
 //! - `shard`: the shared link, names, server id and catch-up state;
-//! - `link`: the command connection with timeouts, up/down state and back-off;
+//! - `link`: the command connection with timeouts, up/down state and back-off; it finds the
+//!   primary (the one server, or the one `sentinel` names) and never writes to a replica;
 //! - `sync`: the catch-up state machine (`Down`, `Stale`, `CatchingUp`, `InSync`);
 //! - `relay`: publications out (one append script call each, which also PUBLISHes; pipelined;
 //!   bounded replay buffer while Redis is away; the channel from the publication's typed room
@@ -31,6 +32,7 @@ pub mod link;
 mod order;
 mod registry;
 mod relay;
+mod sentinel;
 mod shard;
 mod stream;
 pub mod sync;
@@ -118,7 +120,7 @@ impl RedisEngine {
                     sync.link_up();
                     self.relay.link_up();
                 } else {
-                    tokio::time::sleep(link::backoff(attempt, min, max, link::jitter_seed())).await;
+                    shard.link.pause(link::backoff(attempt, min, max, link::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }
@@ -143,7 +145,7 @@ impl RedisEngine {
                 continue;
             }
             if shard.link.is_up() {
-                tokio::time::sleep(heartbeat).await;
+                shard.link.pause(heartbeat).await;
             }
         }
     }
@@ -207,6 +209,10 @@ impl Broker for RedisEngine {
         Some((l.reconnects.get(), l.command_errors.get() + l.command_timeouts.get()))
     }
 
+    fn link_report(&self) -> Option<crate::engine::LinkReport> {
+        Some(self.shard.link.report())
+    }
+
     fn metrics(&self) -> (MetricLines, MetricLines) {
         let (s, r) = (&self.relay.stats, &self.registry.stats);
         let l = &self.shard.link.stats;
@@ -228,7 +234,7 @@ impl Broker for RedisEngine {
                 u64::from(self.sync_state() == SyncState::InSync),
             ),
         ];
-        let counters = vec![
+        let mut counters = vec![
             ("cluster_redis_reconnects_total", "Times the Redis link came back.", l.reconnects.get()),
             ("cluster_redis_command_errors_total", "Redis commands that failed.", l.command_errors.get()),
             (
@@ -297,6 +303,7 @@ impl Broker for RedisEngine {
                 r.state_write_errors.get(),
             ),
         ];
+        counters.extend(self.shard.link.counter_lines());
         (gauges, counters)
     }
 

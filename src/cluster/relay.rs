@@ -368,15 +368,15 @@ impl Relay {
         loop {
             self.pubsub_up.set(false);
             if attempt > 0 {
-                tokio::time::sleep(super::link::backoff(attempt - 1, min, max, super::link::jitter_seed()))
-                    .await;
+                let pause = super::link::backoff(attempt - 1, min, max, super::link::jitter_seed());
+                self.shard.link.pause(pause).await;
             }
             attempt = attempt.saturating_add(1);
-            let pubsub =
-                match tokio::time::timeout(timeout, self.shard.link.client().get_async_pubsub()).await {
-                    Ok(Ok(p)) => p,
-                    _ => continue,
-                };
+            // Always on the primary the command link uses; made again when that changes.
+            let (pubsub, generation) = match self.shard.link.pubsub().await {
+                Ok(p) => p,
+                Err(_) => continue,
+            };
             let (mut sink, mut stream) = pubsub.split();
             let mut subscribed: std::collections::HashSet<String> = std::collections::HashSet::new();
             let mut next_ping = Instant::now() + ping_every;
@@ -426,6 +426,7 @@ impl Relay {
                             None => break 'connected,
                         },
                         () = self.interest_changed.notified() => continue 'connected,
+                        () = self.shard.link.moved_from(generation) => break 'connected,
                         () = tokio::time::sleep_until(next_ping) => {
                             // A silent partition never ends the stream: a ping notices it. (Any
                             // answer will do: once subscribed, Redis answers ["pong", ""].)

@@ -25,7 +25,8 @@ impl Shard {
     pub fn new(config: &Config) -> Result<Shard, String> {
         let url = config.redis_url.as_deref().ok_or("cluster mode needs redis_url")?;
         let cluster = config.cluster.clone();
-        let link = Link::new(url, Duration::from_millis(cluster.command_timeout_ms))?;
+        let link = Link::new(url, Duration::from_millis(cluster.command_timeout_ms))?
+            .sentinel_auth(&cluster.sentinel_username, &cluster.sentinel_password)?;
         Ok(Shard {
             link,
             keys: Keys::new(&cluster.key_prefix),

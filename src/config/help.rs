@@ -19,7 +19,8 @@ OPTIONS:
     -c, --config FILE      read settings from FILE (see --print-config for every key)
         --listen ADDR:PORT address of the one listener          [default: 0.0.0.0:8080]
         --server-id ID     node name, unique in a cluster        [default: host name]
-        --redis URL        redis:// URL: cluster mode; none: local-only mode
+        --redis URL        redis:// or redis-sentinel://h1,h2,h3#MASTER URL: cluster
+                           mode; none: local-only mode
         --log-level LEVEL  error, warn, info, debug or trace     [default: info]
         --print-config     print the documented default config file and exit
         --hash-passcode P  print the Argon2 hash of passcode P for auth.users (\"login:HASH\");

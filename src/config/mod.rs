@@ -26,6 +26,7 @@
 mod declare;
 mod help;
 mod layers;
+pub mod redis_url;
 mod value;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use declare::{settings, Settings};
 pub use declare::{KeyInfo, Reload};
 pub use help::help_text;
 use layers::Layers;
+pub use redis_url::{RedisTarget, SentinelTarget};
 
 /// The documented default configuration; it is also the source of every default value.
 pub const DEFAULT_FILE: &str = include_str!("../../config/stomp-edge.toml");
@@ -71,6 +73,7 @@ settings! {
         pub cluster: ClusterConfig = Section;
         pub sockjs: SockJsConfig = Section;
         pub streams: StreamsConfig = Section;
+        pub status: StatusConfig = Section;
     }
 
     /// `[stomp]`: heart-beats, the CONNECT deadline, client topic sends and transactions.
@@ -99,8 +102,8 @@ settings! {
         pub max_headers: usize = Live [1, MAX_HEADERS_CEILING];
         pub max_header_line_bytes: usize = Live [64, 1 << 20];
         pub max_subscriptions: usize = Live [1, 100_000];
-        /// Distinct destinations with subscribers on this node (sizes the hub's table).
-        pub max_destinations: usize = Restart [1, 10_000_000];
+        /// Distinct destinations with subscribers on this node (bounds the hub's table).
+        pub max_destinations: usize = Live [1, 10_000_000];
         pub max_outbound_bytes: usize = Live [4096, 1 << 30];
     }
 
@@ -119,8 +122,8 @@ settings! {
 
     /// `[chat]`: the chat rooms' sizes.
     pub struct ChatConfig {
-        pub max_rooms: usize = Restart [1, 1_000_000];
-        pub max_participants_per_room: usize = Restart [1, 100_000];
+        pub max_rooms: usize = Live [1, 1_000_000];
+        pub max_participants_per_room: usize = Live [1, 100_000];
         pub max_room_id_chars: usize = Live [1, ROOM_ID_CEILING];
         pub max_username_chars: usize = Live [1, USERNAME_CEILING];
         pub max_message_bytes: usize = Live [1, 1 << 20];
@@ -144,6 +147,13 @@ settings! {
         pub reconnect_max_ms: u64 = Restart [10, 600_000];
         pub relay_buffer_messages: usize = Restart [0, 1_000_000];
         pub relay_buffer_ms: u64 = Restart [0, 3_600_000];
+        /// ACL user the node gives the sentinels with a `redis-sentinel://` URL (empty: the
+        /// default user); the URL's user is the data nodes'.
+        #[serde(deserialize_with = "value::secret")]
+        pub sentinel_username: String = Restart;
+        /// Password the node gives the sentinels (empty: none); the URL's is the data nodes'.
+        #[serde(deserialize_with = "value::secret")]
+        pub sentinel_password: String = Restart;
     }
 
     /// `[sockjs]`: the SockJS endpoints under `/ws/`.
@@ -153,6 +163,14 @@ settings! {
         pub disconnect_delay_ms: u64 = Live [100, 600_000];
         pub streaming_bytes: usize = Live [4096, 1 << 30];
         pub max_message_bytes: usize = Live [1024, 64 << 20];
+    }
+
+    /// `[status]`: the `/status` page and `/api/status`.
+    pub struct StatusConfig {
+        /// false: `/status` and `/api/status` answer 404.
+        pub enabled: bool = Live;
+        /// With accounts in `auth.users`: ask for one of them by HTTP Basic.
+        pub require_auth: bool = Live;
     }
 
     /// `[streams]`: which destinations keep a history, and its bounds (`engine::stream`).
@@ -405,6 +423,21 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_urls_and_credentials_from_file_environment_and_flag() {
+        let url = "redis-sentinel://:pw@10.0.0.2:26379,10.0.0.3:26379/0#mymaster";
+        let text = format!("redis_url = \"{url}\"\n[cluster]\nsentinel_username = \"watcher\"\n");
+        let c = Config::from_file_text(&text, "f").unwrap();
+        assert_eq!((c.redis_url.as_deref(), c.cluster.sentinel_username.as_str()), (Some(url), "watcher"));
+        let c =
+            run(&[], &[("STOMP_EDGE_REDIS_URL", url), ("STOMP_EDGE_CLUSTER_SENTINEL_PASSWORD", "s3cret")])
+                .unwrap();
+        assert_eq!((c.redis_url.as_deref(), c.cluster.sentinel_password.as_str()), (Some(url), "s3cret"));
+        let c = run(&["--redis", url], &[]).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some(url));
+        assert!(run(&["--redis", "redis-sentinel://h:1"], &[]).unwrap_err().contains("master name"));
+    }
+
+    #[test]
     fn errors_name_the_key_and_line() {
         let err = |text: &str| Config::from_file_text(text, "f").unwrap_err();
         assert_eq!(
@@ -423,6 +456,8 @@ mod tests {
         assert!(err("listen = \"nowhere\"\n").starts_with("f: line 1: `listen`"));
         assert!(err("[auth]\nusers = [\n\"a:b\",\n\"nopass\"]\n").contains("login:passcode"));
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
+        assert!(err("redis_url = \"redis-sentinel://h1,h2\"\n").contains("master name"));
+        assert!(err("[cluster]\nsentinel_password = \"a\\nb\"\n").contains("cluster.sentinel_password"));
         assert!(err("[stomp]\nserver_owned_prefixes = [\"topic\"]\n").contains("stomp.server_owned_prefixes"));
         assert!(err("[cluster]\nadvertise_url = \"board:8080\"\n").contains("cluster.advertise_url"));
         let c =
@@ -529,8 +564,8 @@ mod tests {
                 ("listen", Reload::Restart),
                 ("log_level", Reload::Live),
                 ("limits.max_connections", Reload::Live),
-                ("limits.max_destinations", Reload::Restart),
-                ("chat.max_rooms", Reload::Restart),
+                ("limits.max_destinations", Reload::Live),
+                ("chat.max_rooms", Reload::Live),
                 ("chat.max_message_bytes", Reload::Live),
                 ("cluster.heartbeat_ms", Reload::Restart),
             ]
@@ -538,8 +573,8 @@ mod tests {
         assert_eq!(applied.listen, running.listen);
         assert_eq!(applied.log_level, log::LevelFilter::Debug);
         assert_eq!(applied.limits.max_connections, 3);
-        assert_eq!(applied.limits.max_destinations, running.limits.max_destinations);
-        assert_eq!((applied.chat.max_rooms, applied.chat.max_message_bytes), (running.chat.max_rooms, 10));
+        assert_eq!(applied.limits.max_destinations, 5);
+        assert_eq!((applied.chat.max_rooms, applied.chat.max_message_bytes), (2, 10));
         assert_eq!(applied.cluster, running.cluster);
     }
 

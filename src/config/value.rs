@@ -38,18 +38,25 @@ pub fn server_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(text)
 }
 
-/// `redis_url`: empty (local-only mode) or a `redis://`, `redis+unix://` or `unix://` URL.
+/// `redis_url`: empty (local-only mode), a `redis://`, `redis+unix://` or `unix://` URL, or a
+/// `redis-sentinel://…#MASTER` URL (read by `RedisTarget::parse`).
 pub fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
     if text.is_empty() {
         return Ok(None);
     }
-    if !(text.starts_with("redis://") || text.starts_with("redis+unix://") || text.starts_with("unix://")) {
-        return Err(D::Error::custom(format!(
-            "must start with redis:// (TLS is not supported), not {text:?}"
-        )));
-    }
+    super::RedisTarget::parse(&text).map_err(D::Error::custom)?;
     Ok(Some(text))
+}
+
+/// `cluster.sentinel_username`/`sentinel_password`: at most 256 bytes, no control characters
+/// (the value is never echoed).
+pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.len() > 256 || text.chars().any(char::is_control) {
+        return Err(D::Error::custom("must be at most 256 bytes without control characters"));
+    }
+    Ok(text)
 }
 
 /// `cluster.advertise_url`: empty, or an `http://` or `https://` URL without a path (a trailing

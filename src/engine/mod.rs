@@ -67,6 +67,19 @@ pub struct RegistryEntry {
     pub connections: u64,
 }
 
+/// The Redis link as `/healthz` and `/metrics` show it (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkReport {
+    /// `host:port` of the primary in use, or last used while down; None before the first
+    /// connect.
+    pub primary: Option<String>,
+    /// Times the primary in use changed to another server (a failover was followed).
+    pub failovers: u64,
+    /// With a `redis-sentinel://` URL: each sentinel as (`host:port`, up), and the errors met
+    /// asking or listening to them.
+    pub sentinels: Option<(Vec<(String, bool)>, u64)>,
+}
+
 /// Relays publications between nodes.
 pub trait Broker {
     /// Hands a publication that was already delivered locally to the other nodes.
@@ -92,6 +105,11 @@ pub trait Broker {
     /// In cluster mode: (times the Redis link came back, Redis commands that failed or timed
     /// out), for `/healthz`.
     fn redis_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// In cluster mode: the primary in use, failovers seen and the sentinels' state.
+    fn link_report(&self) -> Option<LinkReport> {
         None
     }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::time::{sleep_until, Instant};
 
 use crate::metrics::{CloseReason, METRICS};
-use crate::node::{Node, Refusal};
+use crate::node::{Node, Refusal, Registration};
 use crate::outbound::{FrameKind, Outbound};
 
 use super::body::StreamBody;
@@ -144,7 +144,9 @@ impl From<Broken> for SendError {
 pub struct HttpSession {
     key: Key,
     settings: Settings,
-    connection: u64,
+    /// The connection's place in the node, given up when the STOMP connection ends (the
+    /// session lingers a little longer for the client's last request).
+    registration: RefCell<Option<Registration>>,
     pub outbound: Rc<Outbound>,
     /// Borrowed by the task and by `xhr_send`, never across an `.await`.
     core: RefCell<Core>,
@@ -190,12 +192,15 @@ impl HttpSession {
         kind: ReceiverKind,
         settings: Settings,
     ) -> Result<Rc<HttpSession>, Refusal> {
-        let (connection, outbound, session_id) = node.register_connection()?;
+        let registration = node.register_connection()?;
+        let outbound = registration.outbound.clone();
+        let core = Core::new(node, registration.id, registration.session_id.clone(), outbound.clone());
+        node.mark_sockjs(registration.id);
         let session = Rc::new(HttpSession {
             key: key(node, id),
             settings,
-            connection,
-            core: RefCell::new(Core::new(node, connection, session_id, outbound.clone())),
+            registration: RefCell::new(Some(registration)),
+            core: RefCell::new(core),
             outbound,
             receiver: RefCell::new(None),
             next_receiver: Cell::new(0),
@@ -369,7 +374,7 @@ impl HttpSession {
             core.stomp.session.end(node);
             close
         };
-        node.unregister_connection(self.connection);
+        drop(self.registration.borrow_mut().take());
         METRICS.closes.inc(reason.as_str());
         log::debug!("sockjs session {} closed: {}", self.key.1, reason.as_str());
         self.closed.set(Some(close));

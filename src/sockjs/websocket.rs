@@ -26,6 +26,7 @@ use super::Settings;
 pub async fn run(up: Upgraded) {
     let settings = Settings::from_config(&up.node.config());
     METRICS.sockjs_sessions.inc("websocket");
+    up.node.mark_sockjs(up.registration.id);
     let mut framing = SockJsFraming {
         input: Vec::new(),
         write: Vec::new(),
@@ -36,18 +37,7 @@ pub async fn run(up: Upgraded) {
     };
     framing.push_text(frame::OPEN);
     let max_message = settings.max_message_bytes;
-    Driver::new(
-        up.stream,
-        up.node,
-        up.connection,
-        up.session_id,
-        up.outbound,
-        up.read_buf,
-        max_message,
-        framing,
-    )
-    .run()
-    .await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing).run().await;
 }
 
 /// SockJS frames in WebSocket text messages.

@@ -57,7 +57,7 @@ mod tests {
     fn local_mode_lists_this_board_alone() {
         let mut config = Config::embedded();
         config.server_id = "b1".into();
-        let node = Node::new(config, Rc::new(MemoryBroker));
+        let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
         node.set_advertise_url("http://10.0.0.7:8080");
         let _conn = node.register_connection().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -325,3 +325,5 @@ impl Client {
 }
 
 pub mod redis;
+pub mod rooms;
+pub mod sentinel;

@@ -6,6 +6,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Runs `redis-cli -p PORT AUTH… ARGS…` against a server or sentinel; its standard output.
+pub fn cli(port: u16, auth: &[String], args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(auth)
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -40,9 +51,19 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Its own working directory: a replica writes the RDB it receives there, and a restarted
+    /// server would load a `dump.rdb` it finds (never one of another test's).
+    fn dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("stomp-edge-redis-{}-{}", std::process::id(), self.port))
+    }
+
     /// (Re)starts the server on the same port, with no persistence.
     pub fn restart(&mut self) {
+        let dir = self.dir();
+        let _ = std::fs::create_dir_all(&dir);
         let child = Command::new("redis-server")
+            .arg("--dir")
+            .arg(&dir)
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -94,13 +115,7 @@ impl Redis {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(&self.auth)
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        cli(self.port, &self.auth, args)
     }
 
     /// `INFO commandstats` calls of one command.
@@ -117,6 +132,7 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(self.dir());
     }
 }
 

@@ -2,7 +2,7 @@
 //! truth; in cluster mode the Redis store keeps one as this node's own members.
 //! Bounded: at most `max_rooms` rooms of at most `max_participants` members each.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -35,13 +35,18 @@ impl Table {
 /// Room membership held on this node alone.
 pub struct MemoryMembership {
     table: RefCell<Table>,
-    max_rooms: usize,
-    max_participants: usize,
+    /// The limits, replaced by a reload (`Membership::set_limits`).
+    max_rooms: Cell<usize>,
+    max_participants: Cell<usize>,
 }
 
 impl MemoryMembership {
     pub fn new(max_rooms: usize, max_participants: usize) -> MemoryMembership {
-        MemoryMembership { table: RefCell::new(Table::default()), max_rooms, max_participants }
+        MemoryMembership {
+            table: RefCell::new(Table::default()),
+            max_rooms: Cell::new(max_rooms),
+            max_participants: Cell::new(max_participants),
+        }
     }
 
     /// `Membership::join` without the future.
@@ -59,14 +64,15 @@ impl MemoryMembership {
         }
         let moving_within = current.as_ref() == Some(room);
         let count = members.map_or(0, Vec::len);
-        if !moving_within && count >= self.max_participants {
-            return Err(JoinError::RoomFull { limit: self.max_participants });
+        let (max_rooms, max_participants) = (self.max_rooms.get(), self.max_participants.get());
+        if !moving_within && count >= max_participants {
+            return Err(JoinError::RoomFull { limit: max_participants });
         }
         // A move frees the old room first, so a session may move from the last room it holds.
         let frees_a_room =
             current.as_ref().is_some_and(|c| c != room && t.rooms.get(c).map_or(0, Vec::len) == 1);
-        if members.is_none() && t.rooms.len() - usize::from(frees_a_room) >= self.max_rooms {
-            return Err(JoinError::TooManyRooms { limit: self.max_rooms });
+        if members.is_none() && t.rooms.len() - usize::from(frees_a_room) >= max_rooms {
+            return Err(JoinError::TooManyRooms { limit: max_rooms });
         }
         let left = t.remove(&member.session_id);
         t.rooms_of.insert(member.session_id.clone(), room.clone());
@@ -129,6 +135,11 @@ impl MemoryMembership {
 }
 
 impl Membership for MemoryMembership {
+    fn set_limits(&self, max_rooms: usize, max_participants: usize) {
+        self.max_rooms.set(max_rooms);
+        self.max_participants.set(max_participants);
+    }
+
     fn join<'a>(&'a self, room: &'a RoomId, member: Member) -> LocalBoxFuture<'a, Result<Joined, JoinError>> {
         Box::pin(std::future::ready(self.join_now(room, member)))
     }

@@ -104,6 +104,11 @@ pub trait Membership {
     /// A join or leave event of another node arrived for `room` (counts may have changed).
     fn changed_elsewhere(&self, _room: &RoomId) {}
 
+    /// A SIGHUP reload changed the limits (`chat.max_rooms`, `chat.max_participants_per_room`):
+    /// later joins are checked against the new ones; rooms already over them keep their
+    /// members.
+    fn set_limits(&self, max_rooms: usize, max_participants: usize);
+
     /// Gauges and counters for `/metrics`.
     fn metrics(&self) -> (MetricLines, MetricLines) {
         (Vec::new(), Vec::new())

@@ -488,11 +488,6 @@ impl RedisMembership {
             })
             .await
     }
-
-    /// Applies a reloaded chat configuration (limits).
-    pub fn reload(&self, config: &ChatConfig) {
-        *self.config.borrow_mut() = config.clone();
-    }
 }
 
 impl NodeState for RedisMembership {
@@ -510,6 +505,13 @@ impl NodeState for RedisMembership {
 }
 
 impl Membership for RedisMembership {
+    fn set_limits(&self, max_rooms: usize, max_participants: usize) {
+        let mut config = self.config.borrow_mut();
+        config.max_rooms = max_rooms;
+        config.max_participants_per_room = max_participants;
+        self.local.set_limits(max_rooms, max_participants);
+    }
+
     fn join<'a>(&'a self, room: &'a RoomId, member: Member) -> LocalBoxFuture<'a, Result<Joined, JoinError>> {
         Box::pin(async move {
             if self.shard.in_sync() {

@@ -1,0 +1,75 @@
+//! Who may see `/status` and `/api/status`: with accounts configured (`auth.users`) and
+//! `status.require_auth` on, a request must carry one of them as HTTP Basic credentials
+//! (RFC 7617), the same login and passcode as a STOMP CONNECT; otherwise anyone may look.
+
+use hyper::header::HeaderValue;
+
+use crate::auth::Authenticator;
+
+/// The challenge a refused request gets in `WWW-Authenticate`.
+pub const CHALLENGE: &str = "Basic realm=\"stomp-edge status\", charset=\"UTF-8\"";
+
+/// Longest `Authorization` value looked at; longer ones are refused unread.
+const MAX_HEADER_BYTES: usize = 1024;
+
+/// Whether a request with this `Authorization` header may look.
+pub fn allowed(auth: &Authenticator, require_auth: bool, authorization: Option<&HeaderValue>) -> bool {
+    if !require_auth || auth.anonymous_allowed() {
+        return true;
+    }
+    match authorization.and_then(|h| credentials(h.as_bytes())) {
+        Some((login, passcode)) => auth.check(Some(&login), Some(&passcode)),
+        None => false,
+    }
+}
+
+/// The (login, passcode) of a `Basic` credentials header, if it is one.
+fn credentials(header: &[u8]) -> Option<(String, String)> {
+    if header.len() > MAX_HEADER_BYTES {
+        return None;
+    }
+    let text = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = data_encoding::BASE64.decode(token.trim().as_bytes()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (login, passcode) = decoded.split_once(':')?;
+    Some((login.to_string(), passcode.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(text: &str) -> HeaderValue {
+        HeaderValue::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn accounts_are_asked_for_by_basic() {
+        let auth = Authenticator::new(vec![("alice".into(), "s:cret".into())]);
+        // "alice:s:cret" (a colon in the passcode is fine: the login ends at the first one).
+        let good = header(&format!("Basic {}", data_encoding::BASE64.encode(b"alice:s:cret")));
+        assert!(allowed(&auth, true, Some(&good)));
+        assert!(allowed(
+            &auth,
+            true,
+            Some(&header(&format!("basic {}", data_encoding::BASE64.encode(b"alice:s:cret"))))
+        ));
+        let wrong = header(&format!("Basic {}", data_encoding::BASE64.encode(b"alice:secret")));
+        assert!(!allowed(&auth, true, Some(&wrong)));
+        assert!(!allowed(&auth, true, None));
+        assert!(!allowed(&auth, true, Some(&header("Bearer abc"))));
+        assert!(!allowed(&auth, true, Some(&header("Basic !!!"))));
+        assert!(!allowed(&auth, true, Some(&header(&format!("Basic {}", "A".repeat(2000))))));
+        // Configured off: open.
+        assert!(allowed(&auth, false, None));
+    }
+
+    #[test]
+    fn without_accounts_anyone_may_look() {
+        assert!(allowed(&Authenticator::new(Vec::new()), true, None));
+    }
+}
