@@ -135,7 +135,8 @@ function problems(now) {
       if (g.lastMinute > 0) out.push({ level: 'warn', text: `${b.id}: ${g.title}: ${g.lastMinute} in the last minute` });
     }
   }
-  return out;
+  // Worst first (a stable sort keeps board order within a level).
+  return out.sort((x, y) => (y.level === 'bad') - (x.level === 'bad'));
 }
 
 function sortedBoards() {
@@ -244,7 +245,7 @@ function card(b, now) {
     })),
   );
   if (quiet.length) {
-    node.append(el('p', { class: 'empty', 'data-testid': 'trouble-none', text: `${moved.length ? 'Still 0' : 'None since start'}: ${quiet.map((g) => g.title.toLowerCase()).join(', ')}.` }));
+    node.append(el('p', { class: 'empty', 'data-testid': 'trouble-none', text: `${moved.length ? 'Still 0' : 'None since start'}: ${quiet.map((g) => g.title).join(', ')}.` }));
   }
 
   node.append(el('h3', { text: s.roomCount > s.rooms.length ? `Rooms (largest ${s.rooms.length} of ${s.roomCount})` : 'Rooms' }));

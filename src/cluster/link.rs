@@ -73,14 +73,36 @@ struct Shared {
     /// Changes whenever the primary in use changes or turns out to be a replica: a pub/sub
     /// connection made in an older generation listens in the wrong place.
     generation: Cell<u64>,
+    /// Counts the changes of state (down, up, a new primary announced or used), so a wait
+    /// that begins after a change it did not see ends at once (`Link::pause`).
+    epoch: Cell<u64>,
     /// Wakes `pause` and `moved_from` on every change of state.
     events: tokio::sync::Notify,
 }
 
 impl Shared {
+    /// A change of state: wakes every waiter, and later waits that have not seen it.
+    fn changed(&self) {
+        self.epoch.set(self.epoch.get().wrapping_add(1));
+        self.events.notify_waiters();
+    }
+
     fn bump(&self) {
         self.generation.set(self.generation.get().wrapping_add(1));
-        self.events.notify_waiters();
+        self.changed();
+    }
+
+    /// Resolves once a sentinel has announced a new primary since `switches` was read.
+    async fn switched_since(&self, switches: u64) {
+        loop {
+            let changed = self.events.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.switches.get() != switches {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// A sentinel announced `primary` for our master.
@@ -219,10 +241,24 @@ impl Link {
     }
 
     /// Tries once to connect (asking the sentinels first, with a sentinel URL); true when the
-    /// link is up afterwards. A server whose `ROLE` is not primary is refused.
+    /// link is up afterwards. A server whose `ROLE` is not primary is refused. A sentinel's
+    /// announcement of a new primary while this waits on the old one (a powered-off primary
+    /// does not refuse, it times out) cuts the wait short and asks the sentinels again.
     pub async fn connect(&self) -> bool {
         self.watch_sentinels();
-        let switches = self.shared.switches.get();
+        for _ in 0..2 {
+            let switches = self.shared.switches.get();
+            tokio::select! {
+                up = self.connect_once(switches) => return up,
+                () = self.shared.switched_since(switches) => {
+                    log::info!("redis: a sentinel announced a new primary; asking again");
+                }
+            }
+        }
+        false
+    }
+
+    async fn connect_once(&self, switches: u64) -> bool {
         let (client, address) = match &self.target {
             Target::Single(client) => (client.clone(), client.get_connection_info().addr().to_string()),
             Target::Sentinel { sentinels, data, .. } => match sentinels.primary().await {
@@ -282,7 +318,7 @@ impl Link {
         }
         *self.current.borrow_mut() = Some(client);
         *self.connection.borrow_mut() = Some(connection);
-        self.shared.events.notify_waiters();
+        self.shared.changed();
         true
     }
 
@@ -324,7 +360,7 @@ impl Link {
     pub fn mark_down(&self) {
         if self.connection.borrow_mut().take().is_some() {
             log::warn!("redis link lost; serving local clients alone until it is back");
-            self.shared.events.notify_waiters();
+            self.shared.changed();
         }
     }
 
@@ -355,13 +391,24 @@ impl Link {
         }
     }
 
+    /// Counts the link's changes of state; read it before an attempt, and hand it to `pause`.
+    pub fn events(&self) -> u64 {
+        self.shared.epoch.get()
+    }
+
     /// Sleeps for `duration`, or less when the link's state changes (it went down, came up,
-    /// or a sentinel announced a new primary): back-off and heartbeat waits use it so that a
-    /// failover is followed at once.
-    pub async fn pause(&self, duration: Duration) {
+    /// or a sentinel announced a new primary), also when it changed since `seen` was read from
+    /// `events`: back-off and heartbeat waits use it, so a failover is followed at once.
+    pub async fn pause(&self, seen: u64, duration: Duration) {
+        let changed = self.shared.events.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if self.shared.epoch.get() != seen {
+            return;
+        }
         tokio::select! {
             () = tokio::time::sleep(duration) => {}
-            () = self.shared.events.notified() => {}
+            () = changed => {}
         }
     }
 
@@ -450,6 +497,26 @@ mod tests {
         shared.on_switch(&b);
         assert!(!shared.stale.get());
         assert_eq!(shared.generation.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_pause_ends_at_once_after_a_change_it_did_not_see() {
+        let link = Link::new("redis://127.0.0.1:1", Duration::from_secs(1)).unwrap();
+        let seen = link.events();
+        link.shared.changed();
+        let quick = tokio::time::timeout(Duration::from_secs(5), link.pause(seen, Duration::from_secs(60)));
+        assert!(quick.await.is_ok(), "a change before the pause began was missed");
+        let seen = link.events();
+        let slow = tokio::time::timeout(Duration::from_millis(50), link.pause(seen, Duration::from_secs(60)));
+        assert!(slow.await.is_err(), "nothing changed: the pause runs its time");
+        // A sentinel's announcement during the wait ends it too.
+        let b = Primary { host: "10.0.0.3".into(), port: 6379 };
+        let seen = link.events();
+        let (woke, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(5), link.pause(seen, Duration::from_secs(60))),
+            async { link.shared.on_switch(&b) }
+        );
+        assert!(woke.is_ok());
     }
 
     #[test]

@@ -114,17 +114,21 @@ impl RedisEngine {
         loop {
             if !shard.link.is_up() {
                 sync.link_lost();
+                let seen = shard.link.events();
                 if shard.link.connect().await {
                     log::info!("redis link up");
                     attempt = 0;
                     sync.link_up();
                     self.relay.link_up();
                 } else {
-                    shard.link.pause(link::backoff(attempt, min, max, link::jitter_seed())).await;
+                    shard.link.pause(seen, link::backoff(attempt, min, max, link::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }
             }
+            // A change of the link from here on (it went down, a new primary) ends the
+            // heartbeat wait below at once.
+            let seen = shard.link.events();
             // A change made during a catch-up sends it round again; a few rounds at most
             // before the heartbeat, so a node under a stream of changes still heartbeats.
             for _ in 0..3 {
@@ -145,7 +149,7 @@ impl RedisEngine {
                 continue;
             }
             if shard.link.is_up() {
-                shard.link.pause(heartbeat).await;
+                shard.link.pause(seen, heartbeat).await;
             }
         }
     }

@@ -365,14 +365,16 @@ impl Relay {
         let ping_every = Duration::from_millis(config.heartbeat_ms);
         let timeout = self.shard.link.timeout();
         let mut attempt = 0u32;
+        let mut seen = self.shard.link.events();
         loop {
             self.pubsub_up.set(false);
             if attempt > 0 {
                 let pause = super::link::backoff(attempt - 1, min, max, super::link::jitter_seed());
-                self.shard.link.pause(pause).await;
+                self.shard.link.pause(seen, pause).await;
             }
             attempt = attempt.saturating_add(1);
             // Always on the primary the command link uses; made again when that changes.
+            seen = self.shard.link.events();
             let (pubsub, generation) = match self.shard.link.pubsub().await {
                 Ok(p) => p,
                 Err(_) => continue,
