@@ -37,6 +37,7 @@
 //!   membership (`chat::membership`: a memory and a Redis store behind one interface).
 //! - `clock`: epoch milliseconds.
 //! - `auth`: CONNECT login/passcode checks.
+//! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
 //!
@@ -63,6 +64,7 @@ pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod liveness;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod outbound;

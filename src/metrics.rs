@@ -124,7 +124,7 @@ impl CloseReason {
 pub struct Metrics {
     pub connections_current: Gauge,
     pub connections_total: Counter,
-    pub connections_rejected: Family<5>,
+    pub connections_rejected: Family<6>,
     pub closes: Family<11>,
     pub protocol_errors: Family<17>,
     pub frames_received: Counter,
@@ -136,7 +136,7 @@ pub struct Metrics {
     pub messages_published: Counter,
     pub messages_delivered: Counter,
     pub messages_unrouted: Counter,
-    pub messages_dropped: Family<6>,
+    pub messages_dropped: Family<7>,
     pub message_encodings: Counter,
     pub subscriptions_current: Gauge,
     pub subscriptions_rejected: Family<4>,
@@ -146,14 +146,20 @@ pub struct Metrics {
     pub transactions: Family<4>,
     pub sockjs_sessions: Family<5>,
     pub sockjs_requests: Family<7>,
-    pub sockjs_rejected: Family<9>,
+    pub sockjs_rejected: Family<11>,
     pub sockjs_reaped: Counter,
+    /// Work refused because the memory budget was near its limit, by what was refused.
+    pub memory_refused: Family<6>,
+    /// Times a socket was not read: its publisher's destinations were backed up, or memory.
+    pub flow_paused: Family<3>,
+    /// HTTP sockets closed before their first request to make room for new ones.
+    pub http_idle_evicted: Counter,
 }
 
 pub static METRICS: Metrics = Metrics {
     connections_current: Gauge::new(),
     connections_total: Counter::new(),
-    connections_rejected: Family::new(["limit", "origin", "bad_upgrade", "shutdown", "other"]),
+    connections_rejected: Family::new(["limit", "origin", "bad_upgrade", "shutdown", "memory", "other"]),
     closes: Family::new(CloseReason::ALL),
     protocol_errors: Family::new([
         "unknown_command",
@@ -189,6 +195,7 @@ pub static METRICS: Metrics = Metrics {
         "transaction_aborted",
         "transaction_unfinished",
         "no_error_subscription",
+        "memory_budget",
         "other",
     ]),
     message_encodings: Counter::new(),
@@ -240,9 +247,14 @@ pub static METRICS: Metrics = Metrics {
         "limit",
         "shutdown",
         "bad_request",
+        "busy",
+        "memory",
         "other",
     ]),
     sockjs_reaped: Counter::new(),
+    memory_refused: Family::new(["connection", "http", "sockjs_body", "delivery", "read", "other"]),
+    flow_paused: Family::new(["backed_up", "memory", "other"]),
+    http_idle_evicted: Counter::new(),
 };
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -383,6 +395,38 @@ pub fn render(extra: &Extra<'_>) -> String {
         "sockjs_sessions_reaped_total",
         "SockJS HTTP sessions closed because their client stopped polling.",
         m.sockjs_reaped.get(),
+    );
+    gauge(
+        &mut out,
+        "memory_budget_used_bytes",
+        "Bytes charged on the memory budget (buffers and queues clients make the server hold).",
+        crate::memory::used() as u64,
+    );
+    gauge(
+        &mut out,
+        "memory_budget_bytes",
+        "The memory budget (limits.memory_budget_bytes).",
+        crate::memory::limit() as u64,
+    );
+    family(
+        &mut out,
+        "memory_refused_total",
+        "what",
+        "Work refused near the memory budget (503, dropped delivery, socket not read).",
+        &m.memory_refused,
+    );
+    family(
+        &mut out,
+        "flow_control_pauses_total",
+        "reason",
+        "Times a client's socket was not read: its destinations were backed up, or memory was short.",
+        &m.flow_paused,
+    );
+    counter(
+        &mut out,
+        "http_idle_evicted_total",
+        "HTTP sockets with no request yet, closed to make room when every slot was taken.",
+        m.http_idle_evicted.get(),
     );
     for (name, help, v) in extra.gauges {
         gauge(&mut out, name, help, *v);

@@ -639,7 +639,7 @@ mod tests {
 
     /// Feeds frames; returns the close reason, if the session must close.
     fn frames(s: &mut Session, node: &Node, data: &str) -> Option<CloseReason> {
-        feed(s, node, &Limits::default(), data.as_bytes()).result.err()
+        feed(s, node, &Limits::default(), data.as_bytes(), false).result.err()
     }
 
     /// Every frame queued for the client, as text, and empties the queue.

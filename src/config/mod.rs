@@ -105,6 +105,8 @@ settings! {
         /// Distinct destinations with subscribers on this node (bounds the hub's table).
         pub max_destinations: usize = Live [1, 10_000_000];
         pub max_outbound_bytes: usize = Live [4096, 1 << 30];
+        /// The board's memory budget for what clients make the server hold (`crate::memory`).
+        pub memory_budget_bytes: usize = Live [1 << 20, usize::MAX];
     }
 
     /// `[websocket]`: who may open a WebSocket.

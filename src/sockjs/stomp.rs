@@ -44,7 +44,8 @@ impl Core {
         }
         self.stomp.liveness.last_read = tokio::time::Instant::now();
         let stomp = &mut self.stomp;
-        let result = stomp_input::feed_buffer(&mut stomp.session, node, &stomp.limits, &mut self.input);
+        let limits = stomp.limits;
+        let result = stomp_input::feed_buffer(&mut stomp.session, node, &limits, &mut self.input, false);
         trim_buffer(&mut self.input);
         Ok(match result {
             Ok(()) => Received::Open,

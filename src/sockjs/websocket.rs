@@ -99,7 +99,8 @@ impl Framing for SockJsFraming {
                 return (0, Err(CloseReason::ProtocolError));
             }
         };
-        let result = stomp_input::feed_buffer(&mut stomp.session, node, &stomp.limits, &mut self.input);
+        let limits = stomp.limits;
+        let result = stomp_input::feed_buffer(&mut stomp.session, node, &limits, &mut self.input, true);
         trim_buffer(&mut self.input);
         (consumed, result)
     }
@@ -157,6 +158,10 @@ impl Framing for SockJsFraming {
         push_text_message(&frame::close_frame(code, text), &mut close);
         outbound.push_unbounded(OutFrame { bytes: close.into(), kind: FrameKind::Raw });
         outbound.push_unbounded(OutFrame { bytes: ws::close_frame(ws_code, text), kind: FrameKind::Raw });
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.input.capacity() + self.write.capacity()
     }
 
     fn name(&self) -> &'static str {
