@@ -306,3 +306,60 @@ async fn an_append_that_timed_out_in_a_stall_is_not_delivered_twice_on_its_own_n
     let rest = bodies(&mut there, 1).await;
     assert_eq!(rest, ["after"]);
 }
+
+/// A room's JOIN and LEAVE events are streamed like its CHATs on every node, the origin node
+/// included: each carries `x-stream-offset`, and every node sees the same offsets in the same
+/// order (found from outside: the origin delivered its own JOIN/LEAVE at once, without offsets,
+/// and two joins made at once on two nodes came in a different order on each).
+#[tokio::test]
+async fn room_joins_and_leaves_carry_the_same_offsets_on_every_node() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", "");
+    let b = node(&redis, "b", "");
+    let room = "/topic/room/evts";
+    let (mut on_a, _) = Client::connect(&a.url()).await;
+    subscribe_from(&mut on_a, room, "wa", "").await;
+    let (mut on_b, _) = Client::connect(&b.url()).await;
+    subscribe_from(&mut on_b, room, "wb", "").await;
+    let (mut ann, _) = Client::connect(&a.url()).await;
+    let (mut bo, _) = Client::connect(&b.url()).await;
+    // Two joins at once, one on each node, then a chat and a leave on a.
+    send(&mut ann, "/app/room/evts/join", r#"{"username":"ann"}"#).await;
+    send(&mut bo, "/app/room/evts/join", r#"{"username":"bo"}"#).await;
+    let seen_a = frames(&mut on_a, 2).await;
+    send(&mut ann, "/app/room/evts/message", r#"{"message":"hi"}"#).await;
+    send(&mut ann, "/app/room/evts/leave", "{}").await;
+    let seen_a = [seen_a, frames(&mut on_a, 2).await].concat();
+    let seen_b = frames(&mut on_b, 4).await;
+    let kinds = |fs: &[Frame]| -> Vec<(u64, String, String)> {
+        fs.iter()
+            .map(|f| {
+                let v: Value = serde_json::from_str(&f.body_text()).unwrap_or(Value::Null);
+                (
+                    offset(f),
+                    v["type"].as_str().unwrap_or("").to_string(),
+                    v["sender"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let (ka, kb) = (kinds(&seen_a), kinds(&seen_b));
+    assert_eq!(ka, kb, "both nodes see the same events at the same offsets, in the same order");
+    let offs: Vec<u64> = ka.iter().map(|k| k.0).collect();
+    assert!(offs.windows(2).all(|w| w[1] == w[0] + 1), "offsets in order without gaps: {offs:?}");
+    assert_eq!(ka[3].1, "LEAVE");
+    // Nothing more arrives (each event once).
+    assert!(on_a.try_recv(Duration::from_millis(500)).await.is_none());
+    assert!(on_b.try_recv(Duration::from_millis(100)).await.is_none());
+}
+
+/// Receives `n` MESSAGE frames (panics after the wait).
+async fn frames(c: &mut Client, n: usize) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let f = c.try_recv(Duration::from_secs(10)).await.unwrap_or_else(|| panic!("only {out:?}"));
+        assert_eq!(f.command, "MESSAGE", "{f:?}");
+        out.push(f);
+    }
+    out
+}

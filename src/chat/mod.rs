@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::engine::LocalBoxFuture;
 use crate::metrics::MetricLines;
 use crate::node::Node;
-use membership::{Member, Membership};
+use membership::{LocalDelivery, Member, Membership};
 use room::{EventType, RoomEvent, RoomId, Username};
 
 /// Prefix of the chat destinations.
@@ -89,8 +89,9 @@ impl ChatApp {
     }
 
     /// Publishes a room event on `/topic/room/{roomId}`: encoded once, fanned out by the node.
-    /// A join or leave goes to this node's clients at once and to the others as the
-    /// membership store decides (so each change is announced once, whatever Redis did).
+    /// A join or leave goes to the others as the membership store decides (so each change is
+    /// announced once, whatever Redis did), and to this node's clients at once, or, when the
+    /// store's engine numbers it, in stream-offset order like a CHAT.
     fn broadcast(
         &self,
         session: &ChatSession,
@@ -104,8 +105,9 @@ impl ChatApp {
         let event =
             RoomEvent::new(kind, room, sender, message, count).into_publication(node.next_message_id());
         if event.kind.is_membership() {
-            node.publish_local(&event);
-            self.membership.announce(&session.handle.session_id, &event);
+            if self.membership.announce(&session.handle.session_id, &event) == LocalDelivery::Caller {
+                node.publish_local(&event);
+            }
         } else {
             node.publish(event);
         }

@@ -88,6 +88,12 @@ impl RedisEngine {
         self.relay.enqueue(publication, true);
     }
 
+    /// Relays a publication to the other nodes and delivers it to this node's clients once
+    /// Redis gave it its stream offset, in offset order (the order every node delivers in).
+    pub fn relay_and_deliver(&self, publication: &Publication) {
+        self.relay.enqueue(publication, false);
+    }
+
     /// Attaches the node that receives other nodes' publications and starts the engine's
     /// tasks (supervisor, publisher, subscriber). Must run inside the node's `LocalSet`.
     /// Does not wait for Redis.

@@ -80,6 +80,17 @@ impl JoinError {
 
 /// Room membership. The memory store answers at once; the Redis one may ask Redis, so the
 /// calls are futures.
+/// Who delivers a join or leave event to this node's own clients (see `Membership::announce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalDelivery {
+    /// The caller, at once: a node alone, or a change Redis does not have yet (delivered
+    /// without a stream position; the catch-up announces it to the others later).
+    Caller,
+    /// The engine, once Redis gave the event its stream offset, in offset order: the same
+    /// position and order on every node, like a CHAT (CONTRACT.md, "Streams").
+    Engine,
+}
+
 pub trait Membership {
     /// Puts a session in a room under a name, leaving its current room (or name) first.
     /// Fails, changing nothing, when the name is taken there, the room is full or the node
@@ -98,9 +109,12 @@ pub trait Membership {
     /// The member names of a room in join order, or None when there is no such room.
     fn members<'a>(&'a self, room: &'a RoomId) -> LocalBoxFuture<'a, Option<Vec<String>>>;
 
-    /// Tells the other nodes of a join or leave event of `session_id` that this node made
-    /// and already delivered to its own clients. A store with no other nodes does nothing.
-    fn announce(&self, _session_id: &str, _event: &Publication) {}
+    /// Tells the other nodes of a join or leave event of `session_id` that this node made,
+    /// and says who delivers it to this node's own clients. A store with no other nodes does
+    /// nothing and leaves the delivery to the caller.
+    fn announce(&self, _session_id: &str, _event: &Publication) -> LocalDelivery {
+        LocalDelivery::Caller
+    }
 
     /// A join or leave event of another node arrived for `room` (counts may have changed).
     fn changed_elsewhere(&self, _room: &RoomId) {}

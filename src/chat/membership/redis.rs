@@ -17,7 +17,7 @@ use std::rc::{Rc, Weak};
 
 use super::memory::MemoryMembership;
 use super::scripts::{JoinReply, Scripts};
-use super::{JoinError, Joined, Left, Member, Membership};
+use super::{JoinError, Joined, Left, LocalDelivery, Member, Membership};
 use crate::broker::Publication;
 use crate::chat::room::{EventType, RoomEvent, RoomId, Username};
 use crate::cluster::link::LinkError;
@@ -469,11 +469,11 @@ impl Membership for RedisMembership {
         })
     }
 
-    fn announce(&self, session_id: &str, event: &Publication) {
+    fn announce(&self, session_id: &str, event: &Publication) -> LocalDelivery {
         if self.unshared.borrow().contains(session_id) {
             // Redis does not have this change: the catch-up announces the net change.
             self.stats.deferred.inc();
-            return;
+            return LocalDelivery::Caller;
         }
         let place = self.local.place_of(session_id);
         {
@@ -487,7 +487,13 @@ impl Membership for RedisMembership {
                 }
             }
         }
+        if self.held.borrow().is_none() && self.shard.in_sync() {
+            // Numbered by Redis and delivered here in offset order, like a CHAT.
+            self.engine.relay_and_deliver(event);
+            return LocalDelivery::Engine;
+        }
         self.relay(event.clone());
+        LocalDelivery::Caller
     }
 
     fn changed_elsewhere(&self, room: &RoomId) {
