@@ -4,7 +4,8 @@
 # members in the room (one pub/sub connection each). This starts a private redis-server on a
 # free loopback port, subscribes B connections (B = boards) to one channel, sends PUBLISHes with
 # redis-benchmark, and prints the primary's own CPU per message (INFO cpu, main thread) and the
-# messages per second one primary core can take at that cost.
+# messages per second one primary core can take at that cost; once for a plain PUBLISH and once
+# for a streamed destination's append script (what a chat message costs since history landed).
 #   bash scripts/bench-redis-publish.sh [MESSAGES]     (default 100000 per row)
 set -euo pipefail
 
@@ -33,7 +34,16 @@ cpu() { cli INFO cpu | tr -d '\r' | awk -F: '/used_cpu_(user|sys)_main_thread/ {
 PAYLOAD="$(python3 -c 'print("x" * 400)')"
 CHANNEL="stomp:broadcast:room:bench"
 
-printf '%-8s %-22s %-26s %s\n' boards "Redis CPU per message" "messages/s at 1 core" "redis-benchmark rate (client-bound)"
+# A streamed destination (every /topic/room/**) appends with the relay's own script
+# (src/cluster/stream.rs APPEND_LUA: HINCRBY, XADD MAXLEN, 2 x PEXPIRE, PUBLISH) instead.
+SCRIPT="$(sed -n '/^pub const APPEND_LUA: &str = r#"$/,/^"#;$/p' "$(dirname "$0")/../src/cluster/stream.rs" | sed '1d;$d')"
+SHA=""
+[ -n "$SCRIPT" ] && SHA="$(cli SCRIPT LOAD "$SCRIPT" | tr -d '\r')"
+ENVELOPE="{\"x\":\"$PAYLOAD\"}"
+
+printf '%-10s %-8s %-22s %-26s %s\n' kind boards "Redis CPU per message" "messages/s at 1 core" "redis-benchmark rate (client-bound)"
+for kind in publish stream; do
+[ "$kind" = stream ] && [ -z "$SHA" ] && { echo "stream: APPEND_LUA not found, skipped"; continue; }
 subscribed=0
 for boards in 0 1 2 4 8 16; do
     while [ "$subscribed" -lt "$boards" ]; do
@@ -45,14 +55,27 @@ for boards in 0 1 2 4 8 16; do
         [ "$(cli PUBSUB NUMSUB "$CHANNEL" | tail -1)" = "$boards" ] && break
         sleep 0.05
     done
+    if [ "$kind" = publish ]; then
+        command=(PUBLISH "$CHANNEL" "$PAYLOAD")
+    else
+        command=(EVALSHA "$SHA" 2 stomp:stream:data:room:bench stomp:stream:meta:room:bench "$CHANNEL" "$ENVELOPE" 1000 3600000)
+    fi
     before="$(cpu)"
-    rate="$(redis-benchmark -p "$PORT" -n "$N" -c 4 -P 16 -q PUBLISH "$CHANNEL" "$PAYLOAD" | tr '\r' '\n' |
-        awk '/requests per second/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { r = $i; break } } END { print r }')"
+    rate="$(redis-benchmark -p "$PORT" -n "$N" -c 4 -P 16 -q "${command[@]}" | tr '\r' '\n' |
+        awk '/requests per second/ { for (i = 2; i <= NF; i++) if ($i == "requests") r = $(i - 1) } END { print r }')"
     after="$(cpu)"
-    python3 - "$boards" "$before" "$after" "$N" "$rate" <<'PY'
+    python3 - "$kind" "$boards" "$before" "$after" "$N" "$rate" <<'PY'
 import sys
-boards, before, after, n, rate = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+kind, boards, before, after, n, rate = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 us = (after - before) / n * 1e6
-print(f"{boards:<8} {us:>6.2f} us{'':<13} {1e6 / us if us > 0 else 0:>10,.0f}{'':<16} {rate}/s")
+print(f"{kind:<10} {boards:<8} {us:>6.2f} us{'':<13} {1e6 / us if us > 0 else 0:>10,.0f}{'':<16} {rate}/s")
 PY
+done
+if [ "$kind" = stream ] && [ "$(cli XLEN stomp:stream:data:room:bench)" = 0 ]; then
+    echo "stream: the append script wrote nothing (figures above are not valid)"
+fi
+# The next kind starts with no subscribers again.
+for p in "${PIDS[@]:1}"; do kill "$p" 2>/dev/null || true; done
+PIDS=("${PIDS[0]}")
+for _ in $(seq 100); do [ "$(cli PUBSUB NUMSUB "$CHANNEL" | tail -1)" = 0 ] && break; sleep 0.05; done
 done

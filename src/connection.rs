@@ -37,7 +37,8 @@ pub struct PlainFraming {
 
 impl Framing for PlainFraming {
     fn receive(&mut self, stomp: &mut Stomp, node: &Node, data: &[u8]) -> (usize, Result<(), CloseReason>) {
-        let fed = stomp_input::feed(&mut stomp.session, node, &stomp.limits, data);
+        let limits = stomp.limits;
+        let fed = stomp_input::feed(&mut stomp.session, node, &limits, data, true);
         (fed.consumed, fed.result)
     }
 

@@ -6,7 +6,7 @@
 //! for a bounded time. One task, one `select!`; the framing is the only part that differs.
 
 use std::io;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,11 +14,13 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::liveness::Liveness;
+use crate::memory::{self, Charge, Pressure};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::{Node, Registration};
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::protocol::Limits;
 use crate::session::Session;
+use crate::stomp_input;
 use crate::ws::{self, Control, Decoder};
 
 /// Socket reads per wake-up before the task lets others run.
@@ -29,6 +31,16 @@ const READ_CHUNK: usize = 4096;
 pub(crate) const KEEP_BUFFER: usize = 16 * 1024;
 /// How long the goodbye may take to flush before the socket is dropped.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// How long, after the goodbye is out and the socket half-closed, what the client still sends
+/// is read and dropped (nginx's lingering close): closing a socket with unread input makes the
+/// kernel send a reset, which discards the goodbye before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
+/// How often a socket that is not being read (flow control, memory) checks whether it may be.
+const RECHECK: Duration = Duration::from_millis(10);
+
+/// Most bytes a socket may make the server hold before its STOMP CONNECT: a CONNECT (see
+/// [`stomp_input::CONNECT_FRAME_BYTES`]), with room for SockJS's JSON escaping and framing.
+pub const BEFORE_CONNECT_BYTES: usize = 2 * stomp_input::CONNECT_FRAME_BYTES + 1024;
 
 /// The STOMP side of one connection, whatever carries its bytes: the session state machine,
 /// its clock and the parser limits it was opened with.
@@ -84,8 +96,20 @@ pub trait Framing {
     /// transport's close frames. Not called for a socket already gone.
     fn goodbye(&mut self, stomp: &mut Stomp, reason: CloseReason, outbound: &Outbound);
 
+    /// Bytes the framing holds for this client (buffers), charged on the memory budget.
+    fn held_bytes(&self) -> usize {
+        0
+    }
+
     /// Name for logs.
     fn name(&self) -> &'static str;
+
+    /// The STOMP bytes received and not yet a whole frame, given the de-framed application
+    /// bytes not consumed yet (`data`): where an ERROR looks for the interrupted frame's
+    /// `receipt`. The plain framing's are `data` itself.
+    fn pending_stomp<'a>(&'a self, data: &'a [u8]) -> &'a [u8] {
+        data
+    }
 }
 
 /// An upgraded socket carrying one STOMP connection.
@@ -105,6 +129,17 @@ pub struct Driver<F: Framing> {
     /// when it fires.
     timer: std::pin::Pin<Box<Sleep>>,
     framing: F,
+    /// The read buffer and the framing's buffers on the memory budget.
+    charge: Charge,
+    /// Subscribers' queues that this client's last publications found backed up: the socket
+    /// is not read until they drain (flow control), or until they overstay their grace.
+    blocked_on: Vec<Weak<Outbound>>,
+    /// Why the socket is not being read now, if it is not.
+    paused: Option<&'static str>,
+    /// Input was left unhandled when flow control paused the client.
+    unfed: bool,
+    /// The last read step stopped at its cap with input left on the socket.
+    busy: bool,
 }
 
 impl<F: Framing> Driver<F> {
@@ -119,8 +154,10 @@ impl<F: Framing> Driver<F> {
         framing: F,
     ) -> Driver<F> {
         let outbound = registration.outbound.clone();
+        let mut stomp = Stomp::new(&node, registration.id, registration.session_id.clone(), outbound.clone());
+        stomp.session.set_peer(stream.peer_addr().ok().map(|a| a.ip().to_canonical()));
         Driver {
-            stomp: Stomp::new(&node, registration.id, registration.session_id.clone(), outbound.clone()),
+            stomp,
             stream,
             node,
             outbound,
@@ -131,6 +168,11 @@ impl<F: Framing> Driver<F> {
             // Fires at once: the first `on_timer` computes the schedule.
             timer: Box::pin(sleep_until(Instant::now())),
             framing,
+            charge: Charge::new(),
+            blocked_on: Vec::new(),
+            paused: None,
+            unfed: false,
+            busy: false,
         }
     }
 
@@ -146,6 +188,13 @@ impl<F: Framing> Driver<F> {
             self.stomp.session.session_id,
             reason.as_str()
         );
+        if !matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
+            // The connection is over for everyone else (counted, room left, and its place
+            // freed now); the socket lingers only to let the goodbye arrive.
+            let Driver { stream, _registration, .. } = self;
+            drop(_registration);
+            linger(&stream, Instant::now() + LINGER).await;
+        }
         reason
     }
 
@@ -163,34 +212,81 @@ impl<F: Framing> Driver<F> {
                 return io_reason(&e);
             }
             let pending = self.framing.pending(&self.outbound);
+            let reading = self.may_read();
+            if reading && self.unfed {
+                // Frames read before a flow-control pause are handled before reading more.
+                self.unfed = false;
+                if let Err(reason) = self.process() {
+                    return reason;
+                }
+                continue;
+            }
             let event = tokio::select! {
-                r = self.stream.readable() => Event::Readable(r),
+                r = self.stream.readable(), if reading => Event::Readable(r),
                 r = self.stream.writable(), if pending => Event::Writable(r),
                 () = self.outbound.notified() => Event::Queued,
                 () = &mut self.timer => Event::Timer,
+                () = tokio::time::sleep(RECHECK), if !reading => Event::Recheck,
             };
             let result = match event {
                 Event::Readable(Ok(())) => self.on_readable(),
                 Event::Readable(Err(e)) | Event::Writable(Err(e)) => Err(io_reason(&e)),
-                Event::Writable(Ok(())) | Event::Queued => Ok(()),
+                Event::Writable(Ok(())) | Event::Queued | Event::Recheck => Ok(()),
                 Event::Timer => self.on_timer(),
             };
             if let Err(reason) = result {
                 return reason;
             }
+            if std::mem::take(&mut self.busy) {
+                // The socket still has input (a flood): let the other connections run first.
+                tokio::task::yield_now().await;
+            }
         }
     }
 
-    /// Reads what the socket has, a bounded number of times, processing after each read.
+    /// Whether the socket may be read now. Not while the memory budget is near its limit (the
+    /// queues must drain first), nor while subscribers this client published to are backed up
+    /// (flow control: a publisher goes at the pace of its audience). A pause starts counted.
+    fn may_read(&mut self) -> bool {
+        let why = if memory::pressure() >= Pressure::High {
+            self.node.shed_stalled_consumers();
+            Some("memory")
+        } else {
+            self.blocked_on.retain(|w| w.upgrade().is_some_and(|o| o.holds_back_publishers()));
+            (!self.blocked_on.is_empty()).then_some("backed_up")
+        };
+        if let Some(why) = why {
+            if self.paused.is_none() {
+                METRICS.flow_paused.inc(why);
+                if why == "memory" {
+                    METRICS.memory_refused.inc("read");
+                }
+            }
+            // Silence while the server does not read is not the client's fault.
+            self.stomp.liveness.last_read = Instant::now();
+        }
+        self.paused = why;
+        why.is_none()
+    }
+
+    /// Reads what the socket has, a bounded number of times, processing after each read; stops
+    /// early once the client must wait (flow control).
     fn on_readable(&mut self) -> Result<(), CloseReason> {
+        self.busy = true;
         for _ in 0..READS_PER_WAKE {
             if read_once(&self.stream, &mut self.buf)?.is_none() {
+                self.busy = false;
                 break;
             }
             self.stomp.liveness.last_read = Instant::now();
+            self.charge.set(self.buf.capacity() + self.framing.held_bytes());
             self.process()?;
+            if !self.blocked_on.is_empty() {
+                break;
+            }
         }
         trim_buffer(&mut self.buf);
+        self.charge.set(self.buf.capacity() + self.framing.held_bytes());
         Ok(())
     }
 
@@ -201,7 +297,7 @@ impl<F: Framing> Driver<F> {
         let mut peer_closed = false;
         let decoded = self.decoder.decode(&mut self.buf, &mut self.data_len, &mut |control| match control {
             Control::Ping(payload) => {
-                outbound.push_unbounded(OutFrame { bytes: ws::pong_frame(&payload), kind: FrameKind::Raw })
+                outbound.push_pong(OutFrame { bytes: ws::pong_frame(&payload), kind: FrameKind::Raw })
             }
             Control::Pong => {}
             Control::Close { .. } => peer_closed = true,
@@ -209,14 +305,20 @@ impl<F: Framing> Driver<F> {
         if let Err(e) = decoded {
             METRICS.protocol_errors.inc("websocket");
             log::debug!("session {}: websocket error: {e}", self.stomp.session.session_id);
-            // STOMP clients show ERROR frames, not close codes: say it in both.
-            self.stomp.session.send_error(&format!("websocket: {e}"), None);
+            // STOMP clients show ERROR frames, not close codes: say it in both. The STOMP frame
+            // it interrupted may have asked for a receipt (plain framing: the bytes are STOMP).
+            let pending = self.framing.pending_stomp(self.buf.get(..self.data_len).unwrap_or_default());
+            let receipt =
+                crate::protocol::pending_receipt(pending, self.stomp.session.version(), &self.stomp.limits);
+            self.stomp.session.send_error(&format!("websocket: {e}"), receipt.as_deref());
             self.outbound.push_unbounded(OutFrame {
                 bytes: ws::close_frame(e.close_code(), &e.to_string()),
                 kind: FrameKind::Raw,
             });
             return Err(CloseReason::WebSocketProtocolError);
         }
+        // Backed-up queues found by other tasks' deliveries are not this client's doing.
+        drop(self.node.hub.take_backed_up());
         let (consumed, result) =
             self.framing.receive(&mut self.stomp, &self.node, &self.buf[..self.data_len]);
         if consumed > 0 {
@@ -224,7 +326,22 @@ impl<F: Framing> Driver<F> {
             self.buf.truncate(self.buf.len() - consumed);
             self.data_len -= consumed;
         }
+        for queue in self.node.hub.take_backed_up() {
+            if !self.blocked_on.iter().any(|w| w.ptr_eq(&queue)) {
+                self.blocked_on.push(queue);
+            }
+        }
+        // Paced input stops at a backed-up delivery and may leave whole frames behind.
+        self.unfed = !self.blocked_on.is_empty();
         result?;
+        if !self.stomp.session.is_connected() && self.buf.len() > BEFORE_CONNECT_BYTES {
+            // Only a CONNECT-sized message may be buffered before CONNECT.
+            METRICS.protocol_errors.inc("frame_too_large");
+            self.stomp
+                .session
+                .send_error(&format!("more than {BEFORE_CONNECT_BYTES} bytes sent before CONNECT"), None);
+            return Err(CloseReason::ProtocolError);
+        }
         if self.stomp.liveness.just_connected(&self.stomp.session) {
             // CONNECT agreed the heart-beats: let the timer compute its next deadline now.
             self.timer.as_mut().reset(Instant::now());
@@ -282,12 +399,33 @@ impl<F: Framing> Driver<F> {
     }
 }
 
+/// Reads and drops what the client still sends until it closes its side, the socket fails
+/// or `deadline` passes, so the close is a FIN after the goodbye, not a reset before it.
+async fn linger(stream: &TcpStream, deadline: Instant) {
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => METRICS.bytes_received.add(n as u64),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::select! {
+                    r = stream.readable() => if r.is_err() { return },
+                    () = sleep_until(deadline) => return,
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// What woke the task.
 enum Event {
     Readable(io::Result<()>),
     Writable(io::Result<()>),
     Queued,
     Timer,
+    /// Time to see whether a paused socket may be read again.
+    Recheck,
 }
 
 /// One non-blocking read into `buf`, making room first: Some(bytes read), or None when the

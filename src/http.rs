@@ -12,6 +12,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
+use crate::access;
 use crate::metrics::METRICS;
 use crate::node::Node;
 use crate::sockjs;
@@ -79,6 +80,10 @@ struct Health {
     /// Cluster mode only: Redis commands that failed or timed out.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_command_errors: Option<u64>,
+    /// Cluster mode only, while the node stays out of the cluster: why (its server id is in use
+    /// by another live node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_refused: Option<String>,
     /// Cluster mode only: `host:port` of the Redis primary in use (null before the first
     /// connect).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,6 +103,31 @@ struct Health {
 
 /// Routes one request.
 pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let config = node.config();
+    let host = access::check_host(
+        request.version(),
+        request.uri(),
+        request.headers(),
+        &config.http.allowed_hosts,
+        &node.advertise_url(),
+    );
+    if let Err(refusal) = host {
+        METRICS.http_rejected.inc(refusal.reason());
+        return Ok(match refusal {
+            access::HostRefusal::Missing => {
+                text(StatusCode::BAD_REQUEST, "exactly one Host header is required\n")
+            }
+            access::HostRefusal::Malformed => text(StatusCode::BAD_REQUEST, "malformed Host header\n"),
+            access::HostRefusal::NotAllowed => {
+                log::debug!("refused a request for host {:?}", request.headers().get(hyper::header::HOST));
+                text(
+                    StatusCode::FORBIDDEN,
+                    "this board does not answer to that host name (see http.allowed_hosts)\n",
+                )
+            }
+        });
+    }
+    drop(config);
     let path = request.uri().path();
     let response = match path {
         "/ws" | "/ws/" | "/ws/websocket" => {
@@ -265,6 +295,7 @@ fn health(node: &Node) -> Response<Body> {
         uptime_seconds: node.uptime_seconds(),
         redis_reconnects: node.broker.redis_counts().map(|(r, _)| r),
         redis_command_errors: node.broker.redis_counts().map(|(_, e)| e),
+        cluster_refused: node.broker.refusal(),
         redis_primary: link.as_ref().map(|l| l.primary.clone()),
         redis_failovers: link.as_ref().map(|l| l.failovers),
         sentinels_up: sentinels.map(|(s, _)| s.iter().filter(|(_, up)| *up).count()),

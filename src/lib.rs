@@ -3,7 +3,8 @@
 //! Pub/Sub; without Redis each board serves its own clients alone.
 //!
 //! The library's API is what the binary, the benchmarks, the fuzz targets and the tests use:
-//! [`run`], `config`, `server` (its `Hooks`), `edge`, `auth`, `protocol` and `ws`. Every other
+//! [`run`], `config`, `server` (its `Hooks`), `edge`, `auth`, `protocol`, `ws`, and for the fuzz
+//! targets `access` and `sockjs` (its `frame` codec). Every other
 //! module is `pub(crate)`, so the compiler reports what nothing uses.
 //!
 //! # Layout
@@ -12,6 +13,7 @@
 //!   environment and flags.
 //! - `protocol`: STOMP frames: the zero-copy parser and the encoder.
 //! - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec.
+//! - `access`: who may talk to the board: the `Host` allow-list (DNS rebinding), `Origin`.
 //! - `http`: the routes of the one port (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`,
 //!   `/api`).
 //! - `upgrade`: the WebSocket upgrade of `/ws` and SockJS, and the response `Body` of every
@@ -41,6 +43,8 @@
 //!   membership (`chat::membership`: a memory and a Redis store behind one interface).
 //! - `clock`: epoch milliseconds.
 //! - `auth`: CONNECT login/passcode checks.
+//! - `login_throttle`: failed logins per address and login, and the delay they earn.
+//! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
 //!
@@ -53,6 +57,7 @@
 //! hands it to the engine for the other nodes. Each recipient's `connection` task wakes and
 //! writes its whole queue in one vectored write.
 
+pub mod access;
 pub(crate) mod advertise;
 pub(crate) mod app;
 pub mod auth;
@@ -67,6 +72,8 @@ pub mod edge;
 pub(crate) mod engine;
 pub(crate) mod http;
 pub(crate) mod liveness;
+pub(crate) mod login_throttle;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod outbound;
@@ -74,7 +81,7 @@ pub mod protocol;
 pub mod server;
 pub(crate) mod session;
 pub(crate) mod signal;
-pub(crate) mod sockjs;
+pub mod sockjs;
 pub(crate) mod status;
 pub(crate) mod stomp_input;
 pub(crate) mod upgrade;

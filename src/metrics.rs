@@ -125,7 +125,7 @@ impl CloseReason {
 pub struct Metrics {
     pub connections_current: Gauge,
     pub connections_total: Counter,
-    pub connections_rejected: Family<5>,
+    pub connections_rejected: Family<6>,
     pub closes: Family<11>,
     pub protocol_errors: Family<17>,
     pub frames_received: Counter,
@@ -137,24 +137,33 @@ pub struct Metrics {
     pub messages_published: Counter,
     pub messages_delivered: Counter,
     pub messages_unrouted: Counter,
-    pub messages_dropped: Family<6>,
+    pub messages_dropped: Family<8>,
     pub message_encodings: Counter,
     pub subscriptions_current: Gauge,
     pub subscriptions_rejected: Family<4>,
     pub receipts_sent: Counter,
+    pub login_failures: Counter,
+    pub login_failures_delayed: Counter,
     pub app_errors: Family<12>,
     pub http_requests: Family<9>,
+    pub http_rejected: Family<4>,
     pub transactions: Family<4>,
     pub sockjs_sessions: Family<5>,
     pub sockjs_requests: Family<7>,
-    pub sockjs_rejected: Family<9>,
+    pub sockjs_rejected: Family<11>,
     pub sockjs_reaped: Counter,
+    /// Work refused because the memory budget was near its limit, by what was refused.
+    pub memory_refused: Family<6>,
+    /// Times a socket was not read: its publisher's destinations were backed up, or memory.
+    pub flow_paused: Family<3>,
+    /// HTTP sockets closed before their first request to make room for new ones.
+    pub http_idle_evicted: Counter,
 }
 
 pub static METRICS: Metrics = Metrics {
     connections_current: Gauge::new(),
     connections_total: Counter::new(),
-    connections_rejected: Family::new(["limit", "origin", "bad_upgrade", "shutdown", "other"]),
+    connections_rejected: Family::new(["limit", "origin", "bad_upgrade", "shutdown", "memory", "other"]),
     closes: Family::new(CloseReason::ALL),
     protocol_errors: Family::new([
         "unknown_command",
@@ -190,12 +199,16 @@ pub static METRICS: Metrics = Metrics {
         "transaction_aborted",
         "transaction_unfinished",
         "no_error_subscription",
+        "sockjs_binary",
+        "memory_budget",
         "other",
     ]),
     message_encodings: Counter::new(),
     subscriptions_current: Gauge::new(),
     subscriptions_rejected: Family::new(["limit", "destination_limit", "bad_destination", "other"]),
     receipts_sent: Counter::new(),
+    login_failures: Counter::new(),
+    login_failures_delayed: Counter::new(),
     app_errors: Family::new([
         "not_joined",
         "invalid_room_id",
@@ -221,6 +234,7 @@ pub static METRICS: Metrics = Metrics {
         "unauthorized",
         "other",
     ]),
+    http_rejected: Family::new(["missing_host", "bad_host", "host_not_allowed", "other"]),
     transactions: Family::new(["begun", "committed", "aborted", "other"]),
     sockjs_sessions: Family::new(["websocket", "xhr_streaming", "xhr", "eventsource", "other"]),
     sockjs_requests: Family::new([
@@ -241,9 +255,14 @@ pub static METRICS: Metrics = Metrics {
         "limit",
         "shutdown",
         "bad_request",
+        "busy",
+        "memory",
         "other",
     ]),
     sockjs_reaped: Counter::new(),
+    memory_refused: Family::new(["connection", "http", "sockjs_body", "delivery", "read", "other"]),
+    flow_paused: Family::new(["backed_up", "memory", "other"]),
+    http_idle_evicted: Counter::new(),
 };
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -355,6 +374,18 @@ pub fn render(extra: &Extra<'_>) -> String {
         &m.subscriptions_rejected,
     );
     counter(&mut out, "receipts_sent_total", "RECEIPT frames sent.", m.receipts_sent.get());
+    counter(
+        &mut out,
+        "login_failures_total",
+        "CONNECTs refused for bad credentials.",
+        m.login_failures.get(),
+    );
+    counter(
+        &mut out,
+        "login_failures_delayed_total",
+        "Failed logins answered after a throttling delay.",
+        m.login_failures_delayed.get(),
+    );
     family(
         &mut out,
         "app_errors_total",
@@ -363,6 +394,13 @@ pub fn render(extra: &Extra<'_>) -> String {
         &m.app_errors,
     );
     family(&mut out, "http_requests_total", "route", "HTTP requests, by route.", &m.http_requests);
+    family(
+        &mut out,
+        "http_rejected_total",
+        "reason",
+        "HTTP requests refused for their Host (missing, malformed, or not this board's: DNS rebinding).",
+        &m.http_rejected,
+    );
     family(&mut out, "transactions_total", "outcome", "STOMP transactions.", &m.transactions);
     family(&mut out, "sockjs_sessions_total", "transport", "SockJS sessions opened.", &m.sockjs_sessions);
     family(
@@ -384,6 +422,38 @@ pub fn render(extra: &Extra<'_>) -> String {
         "sockjs_sessions_reaped_total",
         "SockJS HTTP sessions closed because their client stopped polling.",
         m.sockjs_reaped.get(),
+    );
+    gauge(
+        &mut out,
+        "memory_budget_used_bytes",
+        "Bytes charged on the memory budget (buffers and queues clients make the server hold).",
+        crate::memory::used() as u64,
+    );
+    gauge(
+        &mut out,
+        "memory_budget_bytes",
+        "The memory budget (limits.memory_budget_bytes).",
+        crate::memory::limit() as u64,
+    );
+    family(
+        &mut out,
+        "memory_refused_total",
+        "what",
+        "Work refused near the memory budget (503, dropped delivery, socket not read).",
+        &m.memory_refused,
+    );
+    family(
+        &mut out,
+        "flow_control_pauses_total",
+        "reason",
+        "Times a client's socket was not read: its destinations were backed up, or memory was short.",
+        &m.flow_paused,
+    );
+    counter(
+        &mut out,
+        "http_idle_evicted_total",
+        "HTTP sockets with no request yet, closed to make room when every slot was taken.",
+        m.http_idle_evicted.get(),
     );
     for (name, help, v) in extra.gauges {
         gauge(&mut out, name, help, *v);

@@ -14,6 +14,7 @@ use crate::config::{Config, Reload};
 use crate::engine::stream::{Append, History};
 use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, BrokerEventHandler};
+use crate::login_throttle::LoginThrottle;
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
 
@@ -26,6 +27,8 @@ pub struct Node {
     /// engine's streams in Redis.
     history: RefCell<Rc<dyn History>>,
     pub auth: RefCell<Authenticator>,
+    /// Failed logins per address and login, to slow guessing (`crate::login_throttle`).
+    pub login_throttle: LoginThrottle,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
     /// Every live STOMP connection's outbound queue, so shutdown can reach them all.
@@ -39,6 +42,8 @@ pub struct Node {
     session_prefix: String,
     started: Instant,
     draining: Cell<bool>,
+    /// When stalled consumers were last looked for (at most every 100 ms, under memory pressure).
+    last_shed: Cell<Instant>,
     /// The URL other boards and browsers reach this one at (`crate::advertise`), known once
     /// the listener is bound; `/api/nodes` and the registry entry carry it.
     advertise_url: RefCell<Rc<str>>,
@@ -68,14 +73,33 @@ impl Drop for Registration {
 pub enum Refusal {
     Limit,
     Draining,
+    /// The memory budget is near its limit.
+    Memory,
 }
+
+impl Refusal {
+    /// The `connections_rejected_total` label and the text of the 503.
+    pub fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Refusal::Limit => ("limit", "connection limit reached, try again later\n"),
+            Refusal::Draining => ("shutdown", "server shutting down\n"),
+            Refusal::Memory => ("memory", "server memory budget reached, try again later\n"),
+        }
+    }
+}
+
+/// Memory a new connection may come to hold before its CONNECT; it must fit under the budget's
+/// high-water mark to be accepted.
+const CONNECTION_ADMISSION_BYTES: usize = 32 * 1024;
 
 impl Node {
     pub fn new(config: Config, broker: Rc<dyn Broker>) -> Node {
         let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        crate::memory::set_limit(config.limits.memory_budget_bytes);
         Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
+            login_throttle: LoginThrottle::default(),
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
             history: RefCell::new(Rc::new(MemoryStreams::new(config.streams.clone()))),
             config: RefCell::new(Rc::new(config)),
@@ -87,6 +111,7 @@ impl Node {
             next_message: Cell::new(0),
             started: Instant::now(),
             draining: Cell::new(false),
+            last_shed: Cell::new(Instant::now()),
             advertise_url: RefCell::new(Rc::from("")),
         }
     }
@@ -111,6 +136,7 @@ impl Node {
         log::set_max_level(config.log_level);
         self.hub.set_max_destinations(config.limits.max_destinations);
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
+        crate::memory::set_limit(config.limits.memory_budget_bytes);
         for out in self.connections.borrow().values() {
             out.set_limit(config.limits.max_outbound_bytes);
         }
@@ -223,6 +249,9 @@ impl Node {
         if self.connections.borrow().len() >= config.limits.max_connections {
             return Err(Refusal::Limit);
         }
+        if !crate::memory::admit(CONNECTION_ADMISSION_BYTES, "connection") {
+            return Err(Refusal::Memory);
+        }
         let id = self.next_connection.get() + 1;
         self.next_connection.set(id);
         let outbound = Rc::new(Outbound::new(config.limits.max_outbound_bytes));
@@ -247,8 +276,15 @@ impl Node {
 
     fn unregister_connection(&self, id: u64) {
         self.sockjs.borrow_mut().remove(&id);
-        self.connections.borrow_mut().remove(&id);
-        METRICS.connections_current.set(self.connections.borrow().len() as u64);
+        let mut connections = self.connections.borrow_mut();
+        connections.remove(&id);
+        METRICS.connections_current.set(connections.len() as u64);
+        // After a crowd leaves, give the table's memory back (a large table allocated last
+        // sits at the top of the heap and keeps the allocator from returning what is below).
+        if connections.capacity() > 64 && connections.len() < connections.capacity() / 8 {
+            let keep = connections.len() * 2;
+            connections.shrink_to(keep);
+        }
     }
 
     pub fn connection_count(&self) -> usize {
@@ -257,6 +293,23 @@ impl Node {
 
     pub fn is_draining(&self) -> bool {
         self.draining.get()
+    }
+
+    /// Under memory pressure: closes the clients whose queues have been backed up for longer
+    /// than their grace (they stopped reading or are far slower than everyone else), so the
+    /// budget is not held by them while every socket waits. At most every 100 ms.
+    pub fn shed_stalled_consumers(&self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_shed.get()) < std::time::Duration::from_millis(100) {
+            return;
+        }
+        self.last_shed.set(now);
+        for out in self.connections.borrow().values() {
+            if out.backed_up_for().is_some_and(|d| d >= crate::outbound::SLOW_CONSUMER_GRACE) {
+                log::info!("memory budget short: closing a consumer backed up for {:?}", out.backed_up_for());
+                out.close(CloseReason::SlowConsumer);
+            }
+        }
     }
 
     /// Starts a graceful shutdown: refuse new connections and ask every open one to close.

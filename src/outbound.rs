@@ -4,9 +4,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
+use crate::memory::{self, Charge, Pressure};
 use crate::metrics::{CloseReason, METRICS};
 pub use crate::signal::Notified;
 use crate::signal::Signal;
@@ -37,11 +40,35 @@ impl OutFrame {
     }
 }
 
+/// What one queued frame costs beyond its bytes: its slot in the queue (an `OutFrame` is 40
+/// bytes) and the allocation header of frame bytes of its own. Counted against the limit and
+/// the memory budget, so a flood of tiny frames (pongs) is bounded by what it really costs.
+pub const ENTRY_OVERHEAD: usize = 64;
+
+/// How long a queue may stay backed up (over half its limit, until it drains to a quarter)
+/// and still hold back the publishers that fill it. A subscriber that cannot drain half its
+/// queue in this time is far slower than the rest of its audience: publishers stop waiting
+/// for it, its queue overflows and it alone is closed as a slow consumer.
+pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(3);
+
+fn cost(frame: &OutFrame) -> usize {
+    frame.bytes.len() + ENTRY_OVERHEAD
+}
+
 /// The queue and its wake-up flag.
 pub struct Outbound {
     queue: RefCell<VecDeque<OutFrame>>,
-    /// Bytes in `queue`, checked against `limit` on every push.
+    /// What `queue` costs (bytes plus [`ENTRY_OVERHEAD`] per frame), checked against `limit`
+    /// on every push.
     queued_bytes: Cell<usize>,
+    /// `queued_bytes` on the board's memory budget.
+    charge: RefCell<Charge>,
+    /// Since when the queue has been over half its limit (cleared once under a quarter):
+    /// publishers to this client are not read meanwhile (flow control).
+    backed_up_since: Cell<Option<Instant>>,
+    /// The last frame queued is a pong no write has started on: the next pong replaces it
+    /// (RFC 6455 5.5.3 lets a server answer only the latest ping).
+    pong_at_back: Cell<bool>,
     /// The most bytes a client may have waiting; over it the client is a slow consumer.
     limit: Cell<usize>,
     /// Set once the connection must close; the connection task reads it after each wake-up.
@@ -64,6 +91,9 @@ impl Outbound {
         Outbound {
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
+            charge: RefCell::new(Charge::new()),
+            backed_up_since: Cell::new(None),
+            pong_at_back: Cell::new(false),
             limit: Cell::new(limit),
             closing: Cell::new(None),
             signal: Signal::default(),
@@ -72,34 +102,95 @@ impl Outbound {
 
     /// Queues a frame for the client. Over the byte limit the frame is dropped (and counted),
     /// the client is marked a slow consumer and its connection closes; returns false then.
+    /// With the memory budget exhausted the frame is dropped and counted, the client stays.
     pub fn push(&self, frame: OutFrame) -> bool {
         if self.closing.get().is_some() {
             METRICS.messages_dropped.inc("other");
             return false;
         }
-        let len = frame.bytes.len();
-        if self.queued_bytes.get() + len > self.limit.get() {
+        let queued = self.queued_bytes.get();
+        if queued + cost(&frame) > self.limit.get() {
             METRICS.messages_dropped.inc("slow_consumer");
+            log::info!(
+                "slow consumer: {queued} bytes queued (limit {}), backed up for {} ms; closing it",
+                self.limit.get(),
+                self.backed_up_for().map_or(0, |d| d.as_millis())
+            );
             self.close(CloseReason::SlowConsumer);
+            return false;
+        }
+        if memory::pressure() == Pressure::Full {
+            METRICS.messages_dropped.inc("memory_budget");
+            METRICS.memory_refused.inc("delivery");
             return false;
         }
         self.push_unbounded(frame);
         true
     }
 
+    /// Queues a pong, replacing an owed pong no write has started on, so a ping flood costs
+    /// one queued frame, not one per ping.
+    pub fn push_pong(&self, frame: OutFrame) {
+        if self.pong_at_back.get() {
+            let mut queue = self.queue.borrow_mut();
+            // The front frame may be partly written: only a pong behind it is replaced.
+            if queue.len() >= 2 {
+                if let Some(back) = queue.back_mut() {
+                    let old = cost(back);
+                    *back = frame;
+                    let new = cost(back);
+                    drop(queue);
+                    self.account(self.queued_bytes.get() - old + new);
+                    return;
+                }
+            }
+        }
+        self.push_unbounded(frame);
+        self.pong_at_back.set(true);
+    }
+
     /// Queues a frame the server itself must send (replies, ERROR, close). Replies get twice
     /// the limit, so a client that asks for receipts and never reads them is still bounded;
     /// once the connection is closing, its last frames (ERROR, close) always go in.
     pub fn push_unbounded(&self, frame: OutFrame) {
-        if self.closing.get().is_none() && self.queued_bytes.get() + frame.bytes.len() > 2 * self.limit.get()
-        {
+        let queued = self.queued_bytes.get();
+        if self.closing.get().is_none() && queued + cost(&frame) > 2 * self.limit.get() {
             METRICS.messages_dropped.inc("slow_consumer");
+            log::info!(
+                "slow consumer: {queued} bytes of replies queued (limit {}); closing it",
+                self.limit.get()
+            );
             self.close(CloseReason::SlowConsumer);
             return;
         }
-        self.queued_bytes.set(self.queued_bytes.get() + frame.bytes.len());
+        self.account(queued + cost(&frame));
         self.queue.borrow_mut().push_back(frame);
+        self.pong_at_back.set(false);
         self.wake();
+    }
+
+    /// Sets what the queue costs: the budget's charge and the backed-up clock follow.
+    fn account(&self, queued: usize) {
+        self.queued_bytes.set(queued);
+        self.charge.borrow_mut().set(queued);
+        let limit = self.limit.get();
+        match self.backed_up_since.get() {
+            None if queued > limit / 2 => self.backed_up_since.set(Some(Instant::now())),
+            Some(_) if queued <= limit / 4 => self.backed_up_since.set(None),
+            _ => {}
+        }
+    }
+
+    /// How long the queue has been backed up (over half its limit, not yet under a quarter).
+    pub fn backed_up_for(&self) -> Option<Duration> {
+        self.backed_up_since.get().map(|since| since.elapsed())
+    }
+
+    /// Whether publishers to this client should wait for it: backed up, but not for longer
+    /// than [`SLOW_CONSUMER_GRACE`] (then it is far slower than the rest and is left to
+    /// overflow), and not closing.
+    pub fn holds_back_publishers(&self) -> bool {
+        self.closing.get().is_none() && self.backed_up_for().is_some_and(|d| d < SLOW_CONSUMER_GRACE)
     }
 
     /// Asks the connection to close for `reason` (the first reason wins).
@@ -134,15 +225,21 @@ impl Outbound {
     /// Removes `count` written frames from the front.
     pub fn pop_written(&self, count: usize) {
         let mut queue = self.queue.borrow_mut();
+        let mut queued = self.queued_bytes.get();
         for _ in 0..count {
             if let Some(frame) = queue.pop_front() {
-                self.queued_bytes.set(self.queued_bytes.get().saturating_sub(frame.bytes.len()));
+                queued = queued.saturating_sub(cost(&frame));
             }
         }
-        if queue.is_empty() && queue.capacity() > 64 {
-            // Give back a queue that grew under a burst.
-            *queue = VecDeque::new();
+        if queue.is_empty() {
+            self.pong_at_back.set(false);
+            if queue.capacity() > 64 {
+                // Give back a queue that grew under a burst.
+                *queue = VecDeque::new();
+            }
         }
+        drop(queue);
+        self.account(queued);
     }
 
     /// Drops what is queued (a closing slow consumer), except the front frame when it is
@@ -152,7 +249,11 @@ impl Outbound {
         let keep = usize::from(keep_front).min(queue.len());
         let dropped = queue.len() - keep;
         queue.truncate(keep);
-        self.queued_bytes.set(queue.iter().map(|f| f.bytes.len()).sum());
+        queue.shrink_to_fit();
+        let queued = queue.iter().map(cost).sum();
+        drop(queue);
+        self.pong_at_back.set(false);
+        self.account(queued);
         dropped
     }
 
@@ -172,11 +273,12 @@ mod tests {
 
     #[test]
     fn overflow_marks_a_slow_consumer_and_drops() {
-        let out = Outbound::new(10);
+        // Room for two 5-byte frames at their real cost, not for a 5 and a 6.
+        let out = Outbound::new(2 * ENTRY_OVERHEAD + 10);
         assert!(out.push(OutFrame::stomp(Bytes::from_static(b"12345"))));
         assert!(!out.push(OutFrame::stomp(Bytes::from_static(b"123456"))));
         assert_eq!(out.closing(), Some(CloseReason::SlowConsumer));
-        assert_eq!(out.queued_bytes(), 5);
+        assert_eq!(out.queued_bytes(), 5 + ENTRY_OVERHEAD);
         // Once closing, nothing more is queued.
         assert!(!out.push(OutFrame::stomp(Bytes::from_static(b"1"))));
         out.pop_written(1);
@@ -186,7 +288,7 @@ mod tests {
 
     #[test]
     fn replies_are_bounded_too_but_last_words_always_go_in() {
-        let out = Outbound::new(10);
+        let out = Outbound::new(ENTRY_OVERHEAD + 10);
         out.push_unbounded(OutFrame::stomp(Bytes::from_static(b"RECEIPT 1234")));
         out.push_unbounded(OutFrame::stomp(Bytes::from_static(b"R 12")));
         assert_eq!(out.closing(), None);
@@ -194,6 +296,38 @@ mod tests {
         assert_eq!(out.closing(), Some(CloseReason::SlowConsumer));
         out.push_unbounded(OutFrame::stomp(Bytes::from_static(b"ERROR slow consumer")));
         assert_eq!(out.with_queue(|q| q.len()), 3);
+    }
+
+    #[test]
+    fn owed_pongs_collapse_to_the_latest() {
+        let out = Outbound::new(1 << 20);
+        let pong = |n: u8| OutFrame { bytes: Bytes::from(vec![0x8a, 1, n]), kind: FrameKind::Raw };
+        for n in 0..100 {
+            out.push_pong(pong(n));
+        }
+        // The front one may be partly written already; behind it only the latest is kept.
+        assert_eq!(out.with_queue(|q| q.iter().map(|f| f.bytes[2]).collect::<Vec<_>>()), vec![0, 99]);
+        assert_eq!(out.queued_bytes(), 2 * (3 + ENTRY_OVERHEAD));
+        out.push(OutFrame::stomp(Bytes::from_static(b"MESSAGE")));
+        out.push_pong(pong(100));
+        assert_eq!(out.with_queue(|q| q.len()), 4);
+        out.pop_written(4);
+        assert_eq!(out.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_backed_up_queue_holds_back_publishers_until_it_drains() {
+        let out = Outbound::new(4 * (ENTRY_OVERHEAD + 100));
+        let frame = || OutFrame::stomp(Bytes::from(vec![b'x'; 100]));
+        out.push(frame());
+        out.push(frame());
+        assert!(!out.holds_back_publishers());
+        out.push(frame());
+        assert!(out.holds_back_publishers());
+        out.pop_written(1);
+        assert!(out.holds_back_publishers(), "hysteresis: still over a quarter");
+        out.pop_written(1);
+        assert!(!out.holds_back_publishers());
     }
 
     #[test]

@@ -14,11 +14,16 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
 use crate::node::Node;
+use crate::signal::Signal;
 
-/// How long a client may take to send its request head (slow-loris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request head, from the moment the socket is accepted
+/// (or the last response ended): a socket that sends nothing holds a slot no longer than this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP connections still in their request phase, beyond the WebSocket limit.
 const HTTP_HEADROOM: usize = 256;
+/// What one HTTP connection may make hyper hold (its read buffer is capped at 16 KiB), charged
+/// on the memory budget while it lives.
+const HTTP_CONNECTION_BYTES: usize = 16 * 1024;
 
 /// Things the embedding program is told about (systemd notification, tests).
 pub trait Hooks {
@@ -65,6 +70,7 @@ pub async fn serve(
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let open_http = Rc::new(std::cell::Cell::new(0usize));
+    let idle = Rc::new(IdleSockets::default());
     // Set on SIGTERM/SIGINT: until then, serve; after, drain while still answering HTTP
     // (`/healthz` says 503, upgrades are refused) so load balancers and monitors can see it.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -74,12 +80,15 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let limit = node.config().limits.max_connections + HTTP_HEADROOM;
-                    if open_http.get() >= limit {
+                    let full = open_http.get() >= limit || !crate::memory::admit(HTTP_CONNECTION_BYTES, "http");
+                    // The oldest socket that has not sent a request yet gives way, so sockets
+                    // that send nothing cannot lock out /healthz and real clients.
+                    if full && !idle.evict_oldest() {
                         crate::metrics::METRICS.connections_rejected.inc("limit");
                         drop(stream);
                         continue;
                     }
-                    spawn_http(stream, peer, node.clone(), open_http.clone());
+                    spawn_http(stream, peer, node.clone(), open_http.clone(), idle.clone());
                 }
                 Err(e) => {
                     // Usually EMFILE: wait for connections to close instead of spinning.
@@ -129,21 +138,71 @@ fn start_drain(node: &Node, hooks: &dyn Hooks) -> tokio::time::Instant {
     tokio::time::Instant::now() + timeout
 }
 
-fn spawn_http(stream: TcpStream, peer: SocketAddr, node: Rc<Node>, open_http: Rc<std::cell::Cell<usize>>) {
+/// HTTP sockets accepted that have not sent a request yet, oldest first, each with the signal
+/// that closes it.
+#[derive(Default)]
+struct IdleSockets {
+    next: std::cell::Cell<u64>,
+    sockets: std::cell::RefCell<std::collections::BTreeMap<u64, Rc<Signal>>>,
+}
+
+impl IdleSockets {
+    fn add(&self) -> (u64, Rc<Signal>) {
+        let id = self.next.get() + 1;
+        self.next.set(id);
+        let signal = Rc::new(Signal::default());
+        self.sockets.borrow_mut().insert(id, signal.clone());
+        (id, signal)
+    }
+
+    fn remove(&self, id: u64) {
+        self.sockets.borrow_mut().remove(&id);
+    }
+
+    /// Closes the oldest idle socket; false if there is none.
+    fn evict_oldest(&self) -> bool {
+        let Some((_, signal)) = self.sockets.borrow_mut().pop_first() else { return false };
+        signal.notify();
+        crate::metrics::METRICS.http_idle_evicted.inc();
+        true
+    }
+}
+
+fn spawn_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    node: Rc<Node>,
+    open_http: Rc<std::cell::Cell<usize>>,
+    idle: Rc<IdleSockets>,
+) {
     let _ = stream.set_nodelay(true);
     open_http.set(open_http.get() + 1);
+    let local = stream.local_addr().unwrap_or(peer);
+    let from = crate::access::Peer { remote: peer, local };
+    let charge = crate::memory::Charge::of(HTTP_CONNECTION_BYTES);
+    let (id, evicted) = idle.add();
     tokio::task::spawn_local(async move {
-        let service = service_fn(move |request| crate::http::handle(node.clone(), request));
-        let result = http1::Builder::new()
+        let idle_in_service = idle.clone();
+        let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            // A request came: this socket is no longer idle, nobody may evict it.
+            idle_in_service.remove(id);
+            request.extensions_mut().insert(from);
+            crate::http::handle(node.clone(), request)
+        });
+        let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(16 * 1024)
             .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades()
-            .await;
-        if let Err(e) = result {
-            log::debug!("http connection from {peer}: {e}");
+            .with_upgrades();
+        tokio::select! {
+            result = connection => if let Err(e) = result {
+                log::debug!("http connection from {peer}: {e}");
+            },
+            () = evicted.notified() => log::debug!("http connection from {peer}: closed idle to make room"),
         }
+        idle.remove(id);
+        drop(charge);
         open_http.set(open_http.get().saturating_sub(1));
     });
 }

@@ -3,6 +3,7 @@
 //! queues its replies (CONNECTED, RECEIPT, ERROR) on its own outbound queue. No I/O here:
 //! `connection.rs` owns the socket and the timers.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -98,6 +99,22 @@ fn receipt_frame(receipt: &str, version: Version, extra: &ReceiptHeaders) -> Byt
     Bytes::from(out)
 }
 
+/// An ERROR frame: `message` header (one short line) and the whole text as the body, with the
+/// refused frame's `receipt-id` when it asked for one.
+fn error_frame(message: &str, receipt: Option<&str>, version: Version) -> Bytes {
+    let mut out = Vec::with_capacity(64 + message.len() * 2);
+    let mut w = FrameWriter::new(&mut out, Command::Error, version);
+    // The `message` header is one line: keep it short, the body has the whole text.
+    let short: String = message.chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    w.header("message", &short);
+    if let Some(r) = receipt {
+        w.header("receipt-id", r);
+    }
+    w.header("content-type", "text/plain");
+    w.body(message.as_bytes());
+    Bytes::from(out)
+}
+
 /// The RECEIPT headers of a streamed SUBSCRIBE.
 fn recovery_headers(recovery: &Recovery) -> ReceiptHeaders {
     vec![
@@ -115,6 +132,11 @@ fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
 pub struct Session {
     pub connection: u64,
     pub session_id: Rc<str>,
+    /// The client's address, for login throttling and logs (None: not known).
+    peer: Option<IpAddr>,
+    /// Set by a failed CONNECT whose ERROR waits for its throttling delay: frames that arrive
+    /// meanwhile are ignored, and the connection closes once the ERROR is queued.
+    refused: bool,
     outbound: Rc<Outbound>,
     /// Set by CONNECT; `None` until then.
     handle: Option<Rc<SessionHandle>>,
@@ -135,6 +157,8 @@ impl Session {
         Session {
             connection,
             session_id,
+            peer: None,
+            refused: false,
             outbound,
             handle: None,
             version: Version::V1_2,
@@ -145,6 +169,11 @@ impl Session {
             receipt_headers: Vec::new(),
             receipt_sent_later: false,
         }
+    }
+
+    /// Tells the session which address its client connects from.
+    pub fn set_peer(&mut self, peer: Option<IpAddr>) {
+        self.peer = peer;
     }
 
     pub fn is_connected(&self) -> bool {
@@ -159,6 +188,9 @@ impl Session {
     /// Handles one frame from the client.
     pub fn handle(&mut self, frame: &Frame<'_>, node: &Node) -> Outcome {
         METRICS.frames_received.inc();
+        if self.refused {
+            return Outcome::Continue; // its ERROR is on the way; the connection closes after it
+        }
         let receipt = frame.header("receipt").map(|r| r.into_owned());
         let result = self.dispatch(frame, node);
         // Taken whatever the result, so a failed SUBSCRIBE leaves nothing behind.
@@ -220,10 +252,9 @@ impl Session {
         let login = frame.header("login");
         let passcode = frame.header("passcode");
         if !node.auth.borrow().check(login.as_deref(), passcode.as_deref()) {
-            let mut e = ProtocolError::new("other", "bad credentials: wrong or missing login/passcode");
-            e.close = CloseReason::AuthFailed;
-            return Err(e);
+            return self.login_failed(frame, login.as_deref(), node);
         }
+        node.login_throttle.succeeded(self.peer, login.as_deref());
         let client_heartbeat = match frame.header("heart-beat") {
             None => (0, 0),
             Some(text) => parse_heartbeat(&text).ok_or_else(|| {
@@ -259,6 +290,47 @@ impl Session {
             self.outbound.clone(),
         )));
         node.broker.session_started(&self.session_id);
+        Ok(Outcome::Continue)
+    }
+
+    /// Answers a failed login: logged once at WARN (address and login, never the passcode),
+    /// counted, and refused with ERROR and close, at once or after the delay the throttle
+    /// gives (`crate::login_throttle`).
+    fn login_failed(
+        &mut self,
+        frame: &Frame<'_>,
+        login: Option<&str>,
+        node: &Node,
+    ) -> Result<Outcome, ProtocolError> {
+        METRICS.login_failures.inc();
+        let policy = node.config().auth.throttle();
+        let delay = node.login_throttle.failed(self.peer, login, &policy);
+        let from = self.peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
+        let login_text = login.map_or_else(|| "no login".to_string(), |l| format!("login {l:?}"));
+        log::warn!(
+            "failed login: {login_text} from {from} (session {}){}",
+            self.session_id,
+            if delay.is_zero() {
+                String::new()
+            } else {
+                format!(", answered after {} ms", delay.as_millis())
+            }
+        );
+        let mut e = ProtocolError::new("other", "bad credentials: wrong or missing login/passcode");
+        e.close = CloseReason::AuthFailed;
+        if delay.is_zero() {
+            return Err(e);
+        }
+        METRICS.login_failures_delayed.inc();
+        METRICS.protocol_errors.inc(e.reason);
+        self.refused = true;
+        let error = error_frame(&e.message, frame.header("receipt").as_deref(), self.version);
+        let outbound = self.outbound.clone();
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(delay).await;
+            outbound.push_unbounded(OutFrame::stomp(error));
+            outbound.close(CloseReason::AuthFailed);
+        });
         Ok(Outcome::Continue)
     }
 
@@ -569,17 +641,7 @@ impl Session {
 
     /// Queues an ERROR frame (the connection closes after it is flushed).
     pub fn send_error(&self, message: &str, receipt: Option<&str>) {
-        let mut out = Vec::with_capacity(64 + message.len() * 2);
-        let mut w = FrameWriter::new(&mut out, Command::Error, self.version);
-        // The `message` header is one line: keep it short, the body has the whole text.
-        let short: String = message.chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
-        w.header("message", &short);
-        if let Some(r) = receipt {
-            w.header("receipt-id", r);
-        }
-        w.header("content-type", "text/plain");
-        w.body(message.as_bytes());
-        self.outbound.push_unbounded(OutFrame::stomp(Bytes::from(out)));
+        self.outbound.push_unbounded(OutFrame::stomp(error_frame(message, receipt, self.version)));
     }
 
     /// Tells the client why the server closes it, as an ERROR frame, when it is a reason the
@@ -639,7 +701,7 @@ mod tests {
 
     /// Feeds frames; returns the close reason, if the session must close.
     fn frames(s: &mut Session, node: &Node, data: &str) -> Option<CloseReason> {
-        feed(s, node, &Limits::default(), data.as_bytes()).result.err()
+        feed(s, node, &Limits::default(), data.as_bytes(), false).result.err()
     }
 
     /// Every frame queued for the client, as text, and empties the queue.

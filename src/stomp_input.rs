@@ -8,6 +8,11 @@ use crate::node::Node;
 use crate::protocol::{self, Limits, Parsed};
 use crate::session::{Outcome, Session};
 
+/// Largest STOMP frame accepted before CONNECT, whatever `limits.max_frame_bytes` says: a
+/// CONNECT with credentials fits, and a client that never connects cannot make the server
+/// buffer a large unfinished frame (issue 13).
+pub const CONNECT_FRAME_BYTES: usize = 8 * 1024;
+
 /// What [`feed`] did with the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fed {
@@ -19,11 +24,18 @@ pub struct Fed {
 }
 
 /// Handles every complete STOMP frame at the front of `data`. A parse error is answered with an
-/// ERROR frame on the session's queue and ends the connection.
-pub fn feed(session: &mut Session, node: &Node, limits: &Limits, data: &[u8]) -> Fed {
+/// ERROR frame on the session's queue and ends the connection. Until the session is connected,
+/// frames are limited to [`CONNECT_FRAME_BYTES`]. With `pace`, handling stops after a frame
+/// whose deliveries found subscribers backed up (flow control): the caller stops reading and
+/// feeds the rest once they drained.
+pub fn feed(session: &mut Session, node: &Node, limits: &Limits, data: &[u8], pace: bool) -> Fed {
     let mut consumed = 0;
     while consumed < data.len() {
-        match protocol::parse(&data[consumed..], session.version(), limits) {
+        let mut now = *limits;
+        if !session.is_connected() {
+            now.max_frame_bytes = now.max_frame_bytes.min(CONNECT_FRAME_BYTES);
+        }
+        match protocol::parse(&data[consumed..], session.version(), &now) {
             Ok(None) => break,
             Ok(Some((Parsed::HeartBeat, n))) => consumed += n,
             Ok(Some((Parsed::Frame(frame), n))) => {
@@ -31,10 +43,15 @@ pub fn feed(session: &mut Session, node: &Node, limits: &Limits, data: &[u8]) ->
                 if let Outcome::Close(reason) = session.handle(&frame, node) {
                     return Fed { consumed, result: Err(reason) };
                 }
+                if pace && node.hub.has_backed_up() {
+                    break;
+                }
             }
             Err(e) => {
                 METRICS.protocol_errors.inc(e.reason());
-                session.send_error(&e.to_string(), None);
+                let rest = &data[consumed..];
+                let receipt = protocol::pending_receipt(rest, session.version(), limits);
+                session.send_error(&e.to_string(), receipt.as_deref());
                 return Fed { consumed, result: Err(CloseReason::ProtocolError) };
             }
         }
@@ -48,8 +65,9 @@ pub fn feed_buffer(
     node: &Node,
     limits: &Limits,
     buf: &mut Vec<u8>,
+    pace: bool,
 ) -> Result<(), CloseReason> {
-    let fed = feed(session, node, limits, buf);
+    let fed = feed(session, node, limits, buf, pace);
     buf.drain(..fed.consumed);
     fed.result
 }
@@ -75,11 +93,11 @@ mod tests {
         let (node, mut session, out) = setup();
         let limits = Limits::default();
         let mut buf = b"\nCONNECT\naccept-version:1.2\n\n".to_vec();
-        assert_eq!(feed_buffer(&mut session, &node, &limits, &mut buf), Ok(()));
+        assert_eq!(feed_buffer(&mut session, &node, &limits, &mut buf, false), Ok(()));
         assert!(!session.is_connected());
         assert_eq!(buf, b"CONNECT\naccept-version:1.2\n\n");
         buf.extend_from_slice(b"\0\nSUBSCRIBE\nid:0\ndestination:/topic/a\nreceipt:r\n\n\0");
-        assert_eq!(feed_buffer(&mut session, &node, &limits, &mut buf), Ok(()));
+        assert_eq!(feed_buffer(&mut session, &node, &limits, &mut buf, false), Ok(()));
         assert!(session.is_connected() && buf.is_empty());
         assert_eq!(out.with_queue(|q| q.len()), 2); // CONNECTED, RECEIPT
     }
@@ -88,10 +106,10 @@ mod tests {
     fn errors_and_disconnect_close() {
         let (node, mut session, _out) = setup();
         let limits = Limits::default();
-        let fed = feed(&mut session, &node, &limits, b"BOGUS\n\n\0");
+        let fed = feed(&mut session, &node, &limits, b"BOGUS\n\n\0", false);
         assert_eq!(fed.result, Err(CloseReason::ProtocolError));
         let (node, mut session, _out) = setup();
-        let fed = feed(&mut session, &node, &limits, b"CONNECT\n\n\0DISCONNECT\n\n\0SEND\n\n\0");
+        let fed = feed(&mut session, &node, &limits, b"CONNECT\n\n\0DISCONNECT\n\n\0SEND\n\n\0", false);
         assert_eq!(fed.result, Err(CloseReason::ClientDisconnect));
         assert_eq!(fed.consumed, b"CONNECT\n\n\0DISCONNECT\n\n\0".len());
     }

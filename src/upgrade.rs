@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::metrics::METRICS;
-use crate::node::{Node, Refusal, Registration};
+use crate::node::{Node, Registration};
 use crate::ws::handshake;
 
 /// Whole answers, or a streamed one (a SockJS receiving request).
@@ -104,10 +104,7 @@ where
     let registration = match node.register_connection() {
         Ok(registered) => registered,
         Err(refusal) => {
-            let (label, message) = match refusal {
-                Refusal::Limit => ("limit", "connection limit reached, try again later\n"),
-                Refusal::Draining => ("shutdown", "server shutting down\n"),
-            };
+            let (label, message) = refusal.describe();
             METRICS.connections_rejected.inc(label);
             return text(StatusCode::SERVICE_UNAVAILABLE, message);
         }

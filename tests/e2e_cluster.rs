@@ -333,3 +333,88 @@ fn redis_urls_with_password_acl_user_and_database() {
     assert_eq!(health(&bad)["redis"], "down");
     assert_eq!(health(&bad)["mode"], "local");
 }
+
+/// Waits until the server's log contains `text`.
+fn wait_log(server: &Server, text: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if server.log.lock().unwrap().contains(text) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_id_taken_twice_is_refused_and_the_live_node_left_alone() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis.url(), "node-a"), node(&redis.url(), "node-b"));
+    let mut alice = member(&a, "r1", "alice").await;
+    let mut bob = member(&b, "r1", "bob").await;
+    until(&mut alice, "JOIN", "bob", Duration::from_secs(5)).await;
+    until(&mut bob, "JOIN", "bob", Duration::from_secs(5)).await;
+    wait_participants(&b, "r1", &["alice", "bob"]).await;
+    let entry_before = redis.cli(&["GET", "stomp:servers:node-a:alive"]);
+
+    // A third process with node-a's id: it refuses to join, says so, and serves alone.
+    let intruder = Server::start_with(FAST, &["--redis", &redis.url(), "--server-id", "node-a"]);
+    assert!(
+        wait_log(&intruder, "server id node-a is in use by another live node", Duration::from_secs(10)),
+        "{}",
+        intruder.log.lock().unwrap()
+    );
+    let h = health(&intruder);
+    assert_eq!((h["mode"].as_str(), h["status"].as_str()), (Some("local"), Some("ok")), "{h}");
+    assert!(h["clusterRefused"].as_str().is_some_and(|r| r.contains("node-a")), "{h}");
+    assert!(health(&a)["clusterRefused"].is_null());
+    let mut carol = member(&intruder, "r1", "carol").await;
+    until(&mut carol, "JOIN", "carol", Duration::from_secs(5)).await;
+
+    // Several heartbeats and a registry TTL later, alice is untouched: no LEAVE, still listed,
+    // still chatting with bob both ways; carol stayed on her own board.
+    let seen = events(&mut bob, Duration::from_secs(4)).await;
+    assert_eq!(count(&seen, "LEAVE", "alice") + count(&seen, "JOIN", "carol"), 0, "{seen:?}");
+    wait_participants(&a, "r1", &["alice", "bob"]).await;
+    wait_participants(&b, "r1", &["alice", "bob"]).await;
+    say(&mut alice, "r1", "still here").await;
+    until(&mut bob, "CHAT", "alice", Duration::from_secs(5)).await;
+    say(&mut bob, "r1", "hi alice").await;
+    until(&mut alice, "CHAT", "bob", Duration::from_secs(5)).await;
+    let registry = redis.cli(&["GET", "stomp:servers:node-a:alive"]);
+    let instance =
+        |entry: &str| serde_json::from_str::<Value>(entry).map(|v| v["instance"].clone()).unwrap_or_default();
+    assert_eq!(instance(&registry), instance(&entry_before), "the live node keeps its entry");
+    assert!(
+        intruder.log.lock().unwrap().matches("is in use by another live node").count() == 1,
+        "logged once"
+    );
+
+    // The intruder goes away: alice neither leaves nor joins again.
+    drop(intruder);
+    let seen = events(&mut bob, Duration::from_secs(2)).await;
+    assert_eq!(count(&seen, "LEAVE", "alice") + count(&seen, "JOIN", "alice"), 0, "{seen:?}");
+    wait_participants(&b, "r1", &["alice", "bob"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_restarted_after_a_crash_takes_its_id_back() {
+    let redis = Redis::start();
+    let b = node(&redis.url(), "node-b");
+    let mut a = node(&redis.url(), "node-a");
+    let mut bob = member(&b, "r1", "bob").await;
+    let _alice = member(&a, "r1", "alice").await;
+    until(&mut bob, "JOIN", "alice", Duration::from_secs(5)).await;
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(5));
+    // Restarted at once: its old entry (another instance's token) is still live for up to the
+    // TTL; once it runs out the new process joins, and its users are back in the rooms.
+    let a2 = Server::start_with(FAST, &["--redis", &redis.url(), "--server-id", "node-a"]);
+    assert!(wait_health(&a2, "cluster", Duration::from_secs(15)), "{}", a2.log.lock().unwrap());
+    assert!(health(&a2)["clusterRefused"].is_null());
+    let mut alice = member(&a2, "r1", "alice").await;
+    until(&mut bob, "JOIN", "alice", Duration::from_secs(10)).await;
+    wait_participants(&b, "r1", &["alice", "bob"]).await;
+    say(&mut alice, "r1", "back").await;
+    until(&mut bob, "CHAT", "alice", Duration::from_secs(5)).await;
+}

@@ -253,3 +253,19 @@ async fn a_node_taken_for_dead_announces_its_members_again_when_it_is_back() {
         .collect();
     assert_eq!(all, want, "bob hears each of a's changes once: both left (taken for dead), ann came back");
 }
+
+/// A healthy cluster with no rooms answers `/api/rooms` without a Redis error: the status
+/// page polls it every second, so each error would show there as trouble.
+#[tokio::test]
+async fn listing_no_rooms_costs_no_redis_error() {
+    let redis = Redis::start();
+    let a = node(&redis.url(), "a");
+    // (The client library's CLIENT SETINFO at connect is an error on Redis < 7.2: count from here.)
+    let redis_errors = || redis.cli(&["INFO", "errorstats"]);
+    let before = (a.metric("stomp_edge_cluster_redis_command_errors_total"), redis_errors());
+    for _ in 0..3 {
+        let (status, _, body) = a.get("/api/rooms");
+        assert_eq!((status, body.trim()), (200, "[]"));
+    }
+    assert_eq!((a.metric("stomp_edge_cluster_redis_command_errors_total"), redis_errors()), before);
+}

@@ -3,7 +3,8 @@
 # Called by scripts/test.sh as its first step; can be run alone: `bash scripts/lib/setup.sh`.
 #   Debian: redis-server (binary only: tests start their own on free ports), chromium,
 #           qemu-user-static, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, python3-venv if needed
-#   Rust:   rustfmt and clippy components, the aarch64-unknown-linux-gnu target
+#   Rust:   rustfmt and clippy components, the aarch64-unknown-linux-gnu target, cargo-fuzz
+#           (from crates.io, for the bounded fuzz step)
 #   Node:   tests/js/node_modules from the committed package-lock.json (npm ci)
 #   Python: target/test-venv with tests/py/requirements.txt (hash-pinned)
 set -euo pipefail
@@ -69,6 +70,10 @@ install_rust_pieces() {
     if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
         say "adding rustup target aarch64-unknown-linux-gnu"
         rustup target add aarch64-unknown-linux-gnu
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        say "cargo install cargo-fuzz (crates.io)"
+        cargo install --locked cargo-fuzz
     fi
 }
 

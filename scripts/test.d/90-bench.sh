@@ -3,8 +3,9 @@
 # `cargo bench --bench loadgen -- --quick` (1000 idle connections, ~2 s fan-out, latency and chat
 # scenarios, loopback only) and prints its figures beside the targets; with `redis-server` on
 # PATH also the cluster part (a Redis on a free loopback port and two nodes: cross-node
-# fan-out, the Redis hop at 10k deliveries/s, Redis commands per chat message; ~2 s each), and
-# the Redis CPU per PUBLISH by boards subscribed (scripts/bench-redis-publish.sh, ~10 s).
+# fan-out, the Redis hop at 10k deliveries/s, Redis commands per chat message; ~2 s each),
+# the Redis CPU per PUBLISH by boards subscribed (scripts/bench-redis-publish.sh, ~10 s), and
+# scripts/bench/hostile.py --quick: the hostile-client scenarios of issue 13 (~2.5 min).
 # Figures only: it exits non-zero when the build or the bench itself fails to run, never for a
 # missed target.
 set -uo pipefail
@@ -45,5 +46,14 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
     fi
 else
     echo "[$TAG] Redis PUBLISH cost skipped: redis-server or redis-benchmark missing"
+fi
+# Hostile clients (issue 13): each scenario against a fresh release server, peak and after RSS,
+# a well-behaved client's p99 meanwhile, the overload scenario's loss and publisher rate.
+# The server runs with the allocator settings of the shipped unit, as it would on a board.
+TUNABLES=$(sed -n 's/^Environment=GLIBC_TUNABLES=//p' systemd/stomp-edge.service)
+echo "[$TAG] python3 scripts/bench/hostile.py --quick (server: $STOMP_EDGE_BIN, GLIBC_TUNABLES=$TUNABLES)"
+if ! HOSTILE_GLIBC_TUNABLES="$TUNABLES" timeout 300 python3 scripts/bench/hostile.py --quick; then
+    echo "[$TAG] FAIL the hostile-client benchmark did not run to the end"
+    exit 1
 fi
 echo "[$TAG] done (figures above; targets are printed, not enforced)"

@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 
@@ -128,7 +128,13 @@ pub struct Hub {
     /// The most destinations that may have subscribers at once (bounds the map); a reload
     /// may change it (`set_max_destinations`).
     max_destinations: Cell<usize>,
+    /// Recipients found backed up by the deliveries since the last [`Hub::take_backed_up`]
+    /// (at most [`MAX_BACKED_UP`]): the publishing connection waits for them (flow control).
+    backed_up: RefCell<Vec<Weak<Outbound>>>,
 }
+
+/// The most backed-up recipients one publisher waits for at a time.
+pub const MAX_BACKED_UP: usize = 16;
 
 /// The local subscribers of one destination, with the destination's shared name.
 struct Topic {
@@ -185,7 +191,11 @@ pub fn encode_message(p: &Publication, subscription: &str, version: Version, ack
 
 impl Hub {
     pub fn new(max_destinations: usize) -> Hub {
-        Hub { topics: RefCell::new(HashMap::new()), max_destinations: Cell::new(max_destinations) }
+        Hub {
+            topics: RefCell::new(HashMap::new()),
+            max_destinations: Cell::new(max_destinations),
+            backed_up: RefCell::new(Vec::new()),
+        }
     }
 
     /// A reload changed `limits.max_destinations`: new destinations are refused while the
@@ -262,9 +272,28 @@ impl Hub {
             if s.outbound.push(cache.get_or_encode(p, s)) {
                 delivered += 1;
             }
+            if s.outbound.holds_back_publishers() {
+                let mut backed_up = self.backed_up.borrow_mut();
+                if backed_up.len() < MAX_BACKED_UP
+                    && !backed_up.iter().any(|w| std::ptr::eq(w.as_ptr(), Rc::as_ptr(&s.outbound)))
+                {
+                    backed_up.push(Rc::downgrade(&s.outbound));
+                }
+            }
         }
         METRICS.messages_delivered.add(delivered as u64);
         delivered
+    }
+
+    /// Whether a delivery since the last [`Hub::take_backed_up`] found a recipient backed up.
+    pub fn has_backed_up(&self) -> bool {
+        !self.backed_up.borrow().is_empty()
+    }
+
+    /// The recipients found backed up since the last call: the caller (the connection whose
+    /// input was just handled) stops reading until they drain.
+    pub fn take_backed_up(&self) -> Vec<Weak<Outbound>> {
+        std::mem::take(&mut *self.backed_up.borrow_mut())
     }
 
     /// Whether a destination without subscribers could gain one (the destination bound).

@@ -1,6 +1,7 @@
-//! The envelope a publication travels in between nodes: origin server id, a per-origin,
-//! per-channel sequence number (receivers count gaps as messages lost between nodes), the
-//! message id, and the publication itself. JSON, with the body as text or base64 if binary.
+//! The envelope a publication travels in between nodes: its destination's offset and epoch
+//! (put first by the append script; receivers deliver in offset order and repair gaps, see
+//! `order`), the origin server id, the message id, and the publication itself. JSON, with the
+//! body as text or base64 if binary.
 
 use std::rc::Rc;
 
@@ -26,6 +27,8 @@ pub struct Envelope {
     /// When the origin process started (ms): a restarted origin numbers afresh.
     #[serde(default)]
     pub epoch: u64,
+    /// Kept for older readers; 0 since offsets (given by Redis) replaced per-origin numbers.
+    #[serde(default)]
     pub seq: u64,
     /// The origin delivered it to its own subscribers when it accepted it (so the origin skips
     /// it when it reads it back); false when the origin waits for its offset to deliver it.

@@ -21,6 +21,9 @@ use crate::engine::MetricLines;
 const GAP_WAIT: Duration = Duration::from_millis(100);
 /// Destinations read in one pipeline by a catch-up.
 const CATCH_UP_BATCH: usize = 64;
+/// A catch-up's reads are tried this many times, this far apart (about 10 s in all).
+const CATCH_UP_TRIES: u32 = 40;
+const CATCH_UP_RETRY: Duration = Duration::from_millis(250);
 
 impl Relay {
     /// The stream bounds of a destination: (MAXLEN, key expiry in ms).
@@ -113,12 +116,26 @@ impl Relay {
             for d in chunk {
                 pipe.cmd("HMGET").arg(stream::meta_key(&self.shard.keys, d)).arg("epoch").arg("offset");
             }
-            let Ok(heads) = self
-                .shard
-                .link
-                .call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await })
-                .await
-            else {
+            // The pub/sub link may be back before the command link: wait for it (bounded), or
+            // what was appended meanwhile would never be read back.
+            let mut heads = None;
+            for _ in 0..CATCH_UP_TRIES {
+                let pipe = pipe.clone();
+                match self
+                    .shard
+                    .link
+                    .call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await })
+                    .await
+                {
+                    Ok(h) => {
+                        heads = Some(h);
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(CATCH_UP_RETRY).await,
+                }
+            }
+            let Some(heads) = heads else {
+                log::warn!("catch-up of {} destinations gave up: Redis did not answer", chunk.len());
                 return;
             };
             for (d, head) in chunk.iter().zip(heads.iter().map(parse_head)) {
@@ -137,8 +154,12 @@ impl Relay {
                         }
                         self.stream_stats.catch_ups.inc();
                         let (max, _) = self.stream_bounds(d);
-                        if let Some((head, entries)) = self.read(d, from, max).await {
-                            self.feed(d, &head, entries);
+                        for _ in 0..CATCH_UP_TRIES {
+                            if let Some((head, entries)) = self.read(d, from, max).await {
+                                self.feed(d, &head, entries);
+                                break;
+                            }
+                            tokio::time::sleep(CATCH_UP_RETRY).await;
                         }
                     }
                 }

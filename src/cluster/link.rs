@@ -241,15 +241,21 @@ impl Link {
     }
 
     /// Tries once to connect (asking the sentinels first, with a sentinel URL); true when the
-    /// link is up afterwards. A server whose `ROLE` is not primary is refused. A sentinel's
-    /// announcement of a new primary while this waits on the old one (a powered-off primary
-    /// does not refuse, it times out) cuts the wait short and asks the sentinels again.
-    pub async fn connect(&self) -> bool {
+    /// link is up afterwards. A server whose `ROLE` is not primary is refused, and so is a
+    /// connection `admit` says no to (the engine checks its claim on its server id on it before
+    /// anything else may use it). A sentinel's announcement of a new primary while this waits
+    /// on the old one (a powered-off primary does not refuse, it times out) cuts the wait short
+    /// and asks the sentinels again.
+    pub async fn connect<F, Fut>(&self, admit: F) -> bool
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = bool>,
+    {
         self.watch_sentinels();
         for _ in 0..2 {
             let switches = self.shared.switches.get();
             tokio::select! {
-                up = self.connect_once(switches) => return up,
+                up = self.connect_once(switches, &admit) => return up,
                 () = self.shared.switched_since(switches) => {
                     log::info!("redis: a sentinel announced a new primary; asking again");
                 }
@@ -258,7 +264,11 @@ impl Link {
         false
     }
 
-    async fn connect_once(&self, switches: u64) -> bool {
+    async fn connect_once<F, Fut>(&self, switches: u64, admit: &F) -> bool
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = bool>,
+    {
         let (client, address) = match &self.target {
             Target::Single(client) => (client.clone(), client.get_connection_info().addr().to_string()),
             Target::Sentinel { sentinels, data, .. } => match sentinels.primary().await {
@@ -297,6 +307,9 @@ impl Link {
             }
         };
         if !self.is_primary(&mut connection, &address).await {
+            return false;
+        }
+        if !admit(connection.clone()).await {
             return false;
         }
         if self.shared.primary.borrow().as_deref() != Some(address.as_str()) {
@@ -355,6 +368,13 @@ impl Link {
         let shared = self.shared.clone();
         let ping_every = (self.timeout * 2).max(Duration::from_secs(1));
         sentinels.watch(ping_every, Rc::new(move |primary: Primary| shared.on_switch(&primary)));
+    }
+
+    /// Drops the connection without calling it a loss (the engine chose to stay out).
+    pub fn disconnect(&self) {
+        if self.connection.borrow_mut().take().is_some() {
+            self.shared.changed();
+        }
     }
 
     pub fn mark_down(&self) {

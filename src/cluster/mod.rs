@@ -114,12 +114,21 @@ impl RedisEngine {
         loop {
             if !shard.link.is_up() {
                 sync.link_lost();
+                // The id is claimed on the new connection before anything else uses it, so a
+                // process whose id another live node holds never touches the cluster.
                 let seen = shard.link.events();
-                if shard.link.connect().await {
+                let registry = &self.registry;
+                let admit = |connection| async move { registry.claim_id(connection).await.unwrap_or(false) };
+                if shard.link.connect(admit).await {
                     log::info!("redis link up");
                     attempt = 0;
                     sync.link_up();
                     self.relay.link_up();
+                } else if shard.claim.is_held() {
+                    // Another live node has this id: look again a heartbeat later.
+                    attempt = 0;
+                    tokio::time::sleep(heartbeat).await;
+                    continue;
                 } else {
                     shard.link.pause(seen, link::backoff(attempt, min, max, link::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
@@ -155,7 +164,7 @@ impl RedisEngine {
     }
 
     fn redis_up(&self) -> bool {
-        self.shard.link.is_up() && self.relay.pubsub_up()
+        self.shard.link.is_up() && self.relay.pubsub_up() && !self.shard.claim.is_held()
     }
 
     /// The catch-up state, for `/metrics` and tests.
@@ -206,6 +215,10 @@ impl Broker for RedisEngine {
         } else {
             RedisState::Down
         }
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.registry.refusal()
     }
 
     fn redis_counts(&self) -> Option<(u64, u64)> {

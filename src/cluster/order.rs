@@ -151,10 +151,15 @@ impl Sequencer {
         out
     }
 
-    /// Stream entries read back for a repair or a catch-up, in offset order.
+    /// Stream entries read back for a repair or a catch-up, in offset order. A read overlaps
+    /// what pub/sub delivered meanwhile by design: those are skipped, not counted as duplicates.
     pub fn repaired(&mut self, destination: &str, arrivals: Vec<Arrival>) -> Outcome {
         let mut out = Outcome::default();
         for a in arrivals {
+            let held = self.tracks.get(destination).is_some_and(|t| t.held.contains_key(&a.offset));
+            if held || self.passed(destination, a.offset, &a.epoch) {
+                continue;
+            }
             let o = self.arrive(destination, a);
             out.deliver.extend(o.deliver);
         }

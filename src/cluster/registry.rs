@@ -5,12 +5,22 @@
 //! for known nodes whose key expired; one survivor, chosen by `SET NX`, hands a dead node's
 //! sessions to the node's state owners (the chat's membership announces their LEAVE once) and
 //! removes them.
+//!
+//! A server id is one board. The entry carries a token drawn at random by each process
+//! (`instance`), and a node writes its entry only while the key is absent or holds its own
+//! token ([`CLAIM`], one atomic script). A second process started with the id of a live node
+//! (an entry refreshed within the TTL by another instance) claims on its fresh connection before
+//! the link is used, so it never joins: it logs why, says so in `/healthz`, serves its own
+//! clients alone and leaves the live node's users untouched; it retries every heartbeat and
+//! joins once that entry has expired. So a board restarted after a crash joins again within
+//! `registry_ttl_ms`, once its own stale entry has run out.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 
 use super::link::LinkError;
@@ -28,6 +38,65 @@ struct Entry {
     connections: u64,
     /// When it was written, epoch ms.
     at: u64,
+    /// The writing process's token (see the module doc); empty in entries of older versions.
+    #[serde(default)]
+    instance: String,
+}
+
+/// Writes the entry `ARGV[1]` with TTL `ARGV[3]` ms unless another instance than `ARGV[2]`
+/// holds the key. Returns `"ours"` (refreshed), `"new"` (the key was absent) or the holder's
+/// instance token (`"?"` for an entry without one).
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, e = pcall(cjson.decode, v)
+  local holder = '?'
+  if ok and type(e) == 'table' and type(e.instance) == 'string' and e.instance ~= '' then
+    holder = e.instance
+  end
+  if holder ~= ARGV[2] then return holder end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if v then return 'ours' end
+return 'new'
+";
+
+/// Deletes the entry `KEYS[1]` only if it holds the instance token `ARGV[1]`.
+const RELEASE_ENTRY: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, e = pcall(cjson.decode, v)
+  if ok and type(e) == 'table' and e.instance == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+end
+return 0
+";
+
+/// This process's hold on its server id (kept in the `Shard`, which the relay reads too).
+pub struct Claim {
+    /// Drawn at random per process: tells this process's entry from another's with the id.
+    instance: String,
+    /// The other live instance holding this node's id, while one does.
+    held_by: RefCell<Option<String>>,
+}
+
+impl Claim {
+    pub fn new() -> Claim {
+        let a = super::link::jitter_seed();
+        let b = super::link::jitter_seed().rotate_left(17) ^ u64::from(std::process::id());
+        Claim { instance: format!("{a:016x}{b:016x}"), held_by: RefCell::new(None) }
+    }
+
+    /// Whether another live process holds this node's id (the node then stays out).
+    pub fn is_held(&self) -> bool {
+        self.held_by.borrow().is_some()
+    }
+}
+
+/// What the claim script answered.
+enum Claimed {
+    Ours,
+    New,
+    HeldBy(String),
 }
 
 /// Most boards `nodes` lists (a bound on one answer's size).
@@ -98,7 +167,8 @@ impl Registry {
             Some(node) => (node.advertise_url().to_string(), node.connection_count() as u64),
             None => (String::new(), 0),
         };
-        serde_json::to_string(&Entry { url, connections, at: now_ms() }).unwrap_or_default()
+        let instance = self.shard.claim.instance.clone();
+        serde_json::to_string(&Entry { url, connections, at: now_ms(), instance }).unwrap_or_default()
     }
 
     /// The live boards in the registry (known and with an unexpired entry), in server id
@@ -148,25 +218,88 @@ impl Registry {
         self.states.borrow().iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// Writes this node's registry entry.
+    /// The claim script, on `connection` (a fresh one the link has not taken into use yet)
+    /// or else through the link; bounded by the link's timeout either way.
+    async fn run_claim(&self, connection: Option<MultiplexedConnection>) -> Result<Claimed, LinkError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM)
+            .arg(1)
+            .arg(self.shard.keys.server_alive(&self.shard.server_id))
+            .arg(self.entry())
+            .arg(&self.shard.claim.instance)
+            .arg(self.shard.config.registry_ttl_ms);
+        let link = &self.shard.link;
+        let answer: String = match connection {
+            Some(mut c) => match tokio::time::timeout(link.timeout(), cmd.query_async(&mut c)).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => return Err(LinkError::Redis(e.to_string())),
+                Err(_) => return Err(LinkError::Timeout),
+            },
+            None => link.call(|mut c| async move { cmd.query_async(&mut c).await }).await?,
+        };
+        Ok(match answer.as_str() {
+            "ours" => Claimed::Ours,
+            "new" => Claimed::New,
+            _ => Claimed::HeldBy(answer),
+        })
+    }
+
+    /// Claims this node's id on a fresh connection before the link takes it into use: true
+    /// when the id is this process's (the node may join), false while another live instance
+    /// holds it (logged once, shown in `/healthz`).
+    pub async fn claim_id(&self, connection: MultiplexedConnection) -> Result<bool, LinkError> {
+        match self.run_claim(Some(connection)).await? {
+            Claimed::Ours | Claimed::New => {
+                if let Some(holder) = self.shard.claim.held_by.borrow_mut().take() {
+                    log::info!(
+                        "server id {} is free again (instance {holder} is gone): joining the cluster",
+                        self.shard.server_id
+                    );
+                }
+                Ok(true)
+            }
+            Claimed::HeldBy(holder) => {
+                self.step_aside(holder);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Another live instance holds this node's id: stay out of the cluster (drop the link, so
+    /// nothing of this node reaches Redis) and say so once.
+    fn step_aside(&self, holder: String) {
+        let mut held = self.shard.claim.held_by.borrow_mut();
+        if held.as_deref() != Some(holder.as_str()) {
+            log::error!(
+                "server id {} is in use by another live node (instance {holder}): not joining the cluster; \
+                 serving this board's clients alone until that node is gone. Give each board its own server_id.",
+                self.shard.server_id
+            );
+        }
+        *held = Some(holder);
+        drop(held);
+        self.shard.link.disconnect();
+    }
+
+    /// Why this node stays out of the cluster, for `/healthz`; None while it does not.
+    pub fn refusal(&self) -> Option<String> {
+        self.shard.claim.held_by.borrow().as_ref().map(|holder| {
+            format!("server id {} is in use by another live node (instance {holder})", self.shard.server_id)
+        })
+    }
+
+    /// Writes this node's registry entry (while the id is this process's).
     async fn register(&self) -> Result<(), LinkError> {
-        let keys = &self.shard.keys;
-        let alive = keys.server_alive(&self.shard.server_id);
-        let known = keys.servers_known();
-        let ttl = self.shard.config.registry_ttl_ms;
+        if let Claimed::HeldBy(holder) = self.run_claim(None).await? {
+            self.step_aside(holder);
+            return Err(LinkError::Down);
+        }
+        let known = self.shard.keys.servers_known();
         let id = self.shard.server_id.clone();
-        let entry = self.entry();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(&alive)
-            .arg(&entry)
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .sadd(&known, &id)
-            .ignore();
-        self.shard.link.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+        self.shard
+            .link
+            .call(|mut c| async move { redis::cmd("SADD").arg(&known).arg(&id).query_async::<()>(&mut c).await })
+            .await
     }
 
     /// Writes everything back after Redis missed some of it (a reconnect, a Redis restarted
@@ -204,31 +337,17 @@ impl Registry {
     /// Refreshes the registry entry and cleans up dead nodes. Err(()) when the entry was gone
     /// (Redis lost it): the caller catches up.
     pub async fn heartbeat(&self) -> Result<(), ()> {
-        let alive = self.shard.keys.server_alive(&self.shard.server_id);
-        let ttl = self.shard.config.registry_ttl_ms;
-        let entry = self.entry();
-        // XX: only refresh an entry that is still there; a missing one means Redis lost it.
-        let refreshed: Result<Option<String>, _> = self
-            .shard
-            .link
-            .call(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(&alive)
-                    .arg(&entry)
-                    .arg("PX")
-                    .arg(ttl)
-                    .arg("XX")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await;
-        match refreshed {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+        match self.run_claim(None).await {
+            Ok(Claimed::Ours) => {}
+            Ok(Claimed::New) => {
                 log::warn!(
                     "this node's registry entry was gone (Redis restarted or flushed?): writing state back"
                 );
                 return Err(());
+            }
+            Ok(Claimed::HeldBy(holder)) => {
+                self.step_aside(holder);
+                return Ok(());
             }
             Err(_) => return Ok(()),
         }
@@ -467,7 +586,12 @@ impl Registry {
         let k = &self.shard.keys;
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .del(k.server_alive(&server))
+            .cmd("EVAL")
+            .arg(RELEASE_ENTRY)
+            .arg(1)
+            .arg(k.server_alive(&server))
+            .arg(&self.shard.claim.instance)
+            .ignore()
             .del(k.server_sessions(&server))
             .srem(k.servers_known(), &server)
             .ignore();

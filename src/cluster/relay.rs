@@ -457,6 +457,9 @@ impl Relay {
                 return;
             }
         };
+        if self.shard.claim.is_held() {
+            return; // not in the cluster: another live node has this node's id
+        }
         let position = envelope.offset.zip(envelope.sepoch.clone());
         let own = envelope.origin == self.shard.server_id;
         if let Some((offset, epoch)) = &position {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::keys::Keys;
 use super::link::Link;
+use super::registry::Claim;
 use super::sync::CatchUp;
 use crate::config::{ClusterConfig, Config};
 
@@ -18,6 +19,9 @@ pub struct Shard {
     pub sync: CatchUp,
     /// This process's start (ms): the envelope epoch, so a restarted node numbers afresh.
     pub epoch: u64,
+    /// This process's hold on `server_id` (see `registry`): while another live process holds
+    /// it, this node stays out of the cluster.
+    pub claim: Claim,
 }
 
 impl Shard {
@@ -34,6 +38,7 @@ impl Shard {
             config: cluster,
             sync: CatchUp::default(),
             epoch: crate::clock::now_ms(),
+            claim: Claim::new(),
         })
     }
 

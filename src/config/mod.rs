@@ -67,6 +67,7 @@ settings! {
         pub shutdown_timeout_ms: u64 = Live [0, 600_000];
         pub stomp: StompConfig = Section;
         pub limits: Limits = Section;
+        pub http: HttpConfig = Section;
         pub websocket: WebSocketConfig = Section;
         pub auth: AuthConfig = Section;
         pub chat: ChatConfig = Section;
@@ -105,19 +106,38 @@ settings! {
         /// Distinct destinations with subscribers on this node (bounds the hub's table).
         pub max_destinations: usize = Live [1, 10_000_000];
         pub max_outbound_bytes: usize = Live [4096, 1 << 30];
+        /// The board's memory budget for what clients make the server hold (`crate::memory`).
+        pub memory_budget_bytes: usize = Live [1 << 20, usize::MAX];
+    }
+
+    /// `[http]`: which host names the board answers to (`crate::access`).
+    pub struct HttpConfig {
+        /// Names besides the board's own (IP literals, `localhost`, its host name and `.local`
+        /// name, the advertise URL's host); `".domain"` for a whole domain; `["*"]`: any.
+        #[serde(deserialize_with = "value::hosts")]
+        pub allowed_hosts: Vec<String> = Live;
     }
 
     /// `[websocket]`: who may open a WebSocket.
     pub struct WebSocketConfig {
-        /// Empty: same host only (plus no-Origin clients); `["*"]`: everyone.
+        /// Origins (`scheme://host[:port]`) allowed besides the board's own pages (compared by
+        /// scheme, host and port); `["*"]`: everyone. Empty: same host only (plus no-Origin
+        /// clients).
+        #[serde(deserialize_with = "value::origins")]
         pub allowed_origins: Vec<String> = Live;
     }
 
-    /// `[auth]`: the accounts CONNECT is checked against.
+    /// `[auth]`: the accounts CONNECT is checked against, and the slowing of failed logins.
     pub struct AuthConfig {
         /// `(login, passcode)` pairs; empty means anonymous clients are allowed.
         #[serde(deserialize_with = "value::users")]
         pub users: Vec<(String, String)> = Live;
+        /// Failed logins per address or login answered at once (`crate::login_throttle`).
+        pub throttle_after_failures: u32 = Live [0, 1000];
+        /// The first delay after those, in ms, doubling per further failure (0: no delays).
+        pub throttle_delay_ms: u64 = Live [0, 60_000];
+        /// The longest delay, in ms.
+        pub throttle_max_delay_ms: u64 = Live [0, 600_000];
     }
 
     /// `[chat]`: the chat rooms' sizes.
@@ -216,6 +236,17 @@ const FLAGS: [(&str, &str); 4] = [
     ("--redis", "redis_url"),
     ("--log-level", "log_level"),
 ];
+
+impl AuthConfig {
+    /// The login throttling policy these settings make.
+    pub fn throttle(&self) -> crate::login_throttle::Policy {
+        crate::login_throttle::Policy {
+            free_failures: self.throttle_after_failures,
+            delay: Duration::from_millis(self.throttle_delay_ms),
+            max_delay: Duration::from_millis(self.throttle_max_delay_ms.max(self.throttle_delay_ms)),
+        }
+    }
+}
 
 impl StompConfig {
     /// The server-owned prefix `destination` falls under, if any.

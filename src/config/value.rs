@@ -125,3 +125,17 @@ pub fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D
         })
         .collect()
 }
+
+/// `http.allowed_hosts`: host names, `".domain"` suffixes or `"*"` (`crate::access`).
+pub fn hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    crate::access::validate_hosts(&list).map_err(D::Error::custom)?;
+    Ok(list)
+}
+
+/// `websocket.allowed_origins`: origins (`scheme://host[:port]`) or `"*"` (`crate::access`).
+pub fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    crate::access::validate_origins(&list).map_err(D::Error::custom)?;
+    Ok(list)
+}

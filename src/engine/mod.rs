@@ -102,6 +102,12 @@ pub trait Broker {
 
     fn redis_state(&self) -> RedisState;
 
+    /// Why this node stays out of the cluster although Redis answers (its server id is held
+    /// by another live node), for `/healthz`; None when it does not.
+    fn refusal(&self) -> Option<String> {
+        None
+    }
+
     /// In cluster mode: (times the Redis link came back, Redis commands that failed or timed
     /// out), for `/healthz`.
     fn redis_counts(&self) -> Option<(u64, u64)> {

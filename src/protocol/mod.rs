@@ -7,13 +7,16 @@
 //! - `error`: `Limits` on incoming frames and `ParseError`.
 //! - `parse`: the incremental parser.
 //! - `encode`: `FrameWriter`, the escaping encoder.
+//! - `receipt`: the `receipt` header of a frame the parser refused, for its ERROR.
 
 mod encode;
 mod error;
 mod frame;
 mod parse;
+mod receipt;
 
 pub use encode::{FrameWriter, HEARTBEAT};
 pub use error::{Limits, ParseError};
 pub use frame::{Command, Frame, Parsed, Version, MAX_HEADERS_CAP};
 pub use parse::parse;
+pub use receipt::pending_receipt;

@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
+use crate::metrics::METRICS;
 use crate::outbound::{FrameKind, OutFrame};
 
 /// The open frame, first on every new session.
@@ -112,22 +113,32 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
 
 /// Writes one `a[...]` frame holding the STOMP frames at the front of `queue`, stopping before
 /// a `Raw` frame (transport bytes, written by the caller as they are) and once `budget` bytes of
-/// frames are in (one frame at least). Returns how many frames it took; 0 writes nothing.
-/// A frame that is not UTF-8 (a binary body) cannot travel in a SockJS string: its invalid
-/// bytes become U+FFFD (sent escaped, as `\ufffd`).
+/// frames are in (one frame at least). Returns how many frames it took off the queue; `out` is
+/// left empty when none of them could be written.
+///
+/// A frame that is not UTF-8 (a MESSAGE with a binary body) cannot travel in a SockJS string:
+/// the client would decode other bytes than its `content-length` counts, and lose the frames
+/// after it. Such a frame is taken but not written, and counted in
+/// `messages_dropped_total{reason="sockjs_binary"}`; the frames around it go out exact.
 pub fn write_messages(queue: &VecDeque<OutFrame>, budget: usize, out: &mut Vec<u8>) -> usize {
     let mut taken = 0;
+    let mut written = 0;
     let mut bytes = 0;
     for frame in queue {
-        if frame.kind == FrameKind::Raw || (taken > 0 && bytes >= budget) {
+        if frame.kind == FrameKind::Raw || (written > 0 && bytes >= budget) {
             break;
         }
-        out.extend_from_slice(if taken == 0 { b"a[" } else { b"," });
-        push_json_string(out, &String::from_utf8_lossy(&frame.bytes));
-        bytes += frame.bytes.len();
         taken += 1;
+        let Ok(text) = std::str::from_utf8(&frame.bytes) else {
+            METRICS.messages_dropped.inc("sockjs_binary");
+            continue;
+        };
+        out.extend_from_slice(if written == 0 { b"a[" } else { b"," });
+        push_json_string(out, text);
+        bytes += frame.bytes.len();
+        written += 1;
     }
-    if taken > 0 {
+    if written > 0 {
         out.push(b']');
     }
     taken
@@ -186,6 +197,16 @@ pub fn decode_message(json: &[u8], out: &mut Vec<u8>) -> Result<(), Broken> {
     let mut de = serde_json::Deserializer::from_slice(json);
     Message(out).deserialize(&mut de).map_err(|_| Broken)?;
     de.end().map_err(|_| Broken)
+}
+
+/// Decodes the body of an `xhr_send`: a JSON array of strings only (a bare string is what
+/// sockjs-node and Spring answer "Broken JSON encoding." to), appended to `out` like
+/// [`decode_message`].
+pub fn decode_array(json: &[u8], out: &mut Vec<u8>) -> Result<(), Broken> {
+    if json.iter().find(|b| !is_space(**b)) != Some(&b'[') {
+        return Err(Broken);
+    }
+    decode_message(json, out)
 }
 
 /// Decodes every whole message at the front of `buf` into `out`; returns the bytes consumed.
@@ -300,8 +321,14 @@ mod tests {
         assert_eq!(write_messages(&queue, 1, &mut out), 0);
         assert!(out.is_empty());
         queue.pop_front();
+        // A binary frame is taken, not written, and counted; what follows it goes out.
+        let dropped = METRICS.messages_dropped.get("sockjs_binary");
         assert_eq!(write_messages(&queue, 1, &mut out), 1);
-        assert_eq!(out, br#"a["\ufffd"]"#);
+        assert!(out.is_empty());
+        assert_eq!(METRICS.messages_dropped.get("sockjs_binary"), dropped + 1);
+        queue.push_back(OutFrame::stomp(Bytes::from_static(b"MESSAGE\ncontent-length:3\n\n\xe6\x97\xa5\0")));
+        assert_eq!(write_messages(&queue, 1 << 16, &mut out), 2);
+        assert_eq!(out, "a[\"MESSAGE\\ncontent-length:3\\n\\n日\\u0000\"]".as_bytes());
     }
 
     #[test]
@@ -335,6 +362,12 @@ mod tests {
         out.clear();
         decode_message(br#" "SEND\n\n\u00e9\ud83d\ude00\u0000" "#, &mut out).unwrap();
         assert_eq!(out, "SEND\n\né😀\0".as_bytes());
+        out.clear();
+        decode_array(br#" ["a","b"]"#, &mut out).unwrap();
+        assert_eq!(out, b"ab");
+        for bad in [&br#""SEND\n\n\u0000""#[..], b"1", b"", b" ", b"{}"] {
+            assert_eq!(decode_array(bad, &mut Vec::new()), Err(Broken));
+        }
         out.clear();
         decode_message(b"[]", &mut out).unwrap();
         assert!(out.is_empty());

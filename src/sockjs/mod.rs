@@ -5,7 +5,8 @@
 //! metrics, `Session` and bounded `Outbound`); only the framing of its bytes differs.
 //!
 //! # Layout
-//! - `frame`: SockJS frames out (`o`, `h`, `a[...]`, `c[...]`) and client messages in.
+//! - `frame`: SockJS frames out (`o`, `h`, `a[...]`, `c[...]`) and client messages in (public
+//!   for the fuzz targets).
 //! - `stomp`: the STOMP connection inside a session (`Session`, input buffer, clock).
 //! - `websocket`: the `websocket` transport's socket task.
 //! - `session`: sessions over the HTTP transports, their table, task and reaping.
@@ -14,7 +15,7 @@
 //! - `reply`: CORS, caching, preflights and errors of every SockJS answer.
 
 mod body;
-mod frame;
+pub mod frame;
 mod reply;
 mod session;
 mod stomp;
@@ -35,7 +36,6 @@ use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::node::Node;
 use crate::upgrade::Body;
-use crate::ws::handshake;
 
 /// The SockJS settings a session keeps from the configuration it started under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,13 +114,15 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
     if !config.sockjs.enabled {
         return reply::error(headers, StatusCode::NOT_FOUND, "Not found.");
     }
-    if !handshake::origin_allowed(headers, &config.websocket.allowed_origins) {
+    if !crate::access::origin_allowed(headers, &config.websocket.allowed_origins) {
         METRICS.connections_rejected.inc("origin");
         METRICS.sockjs_rejected.inc("origin");
-        return reply::error(headers, StatusCode::FORBIDDEN, "origin not allowed");
+        // A refusal grants nothing: no CORS headers.
+        return reply::refusal(StatusCode::FORBIDDEN, "origin not allowed");
     }
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
+    let peer = request.extensions().get::<crate::access::Peer>().map(|p| p.remote.ip().to_canonical());
     let (session, transport) = match route(path.strip_prefix("/ws/").unwrap_or("")) {
         Route::Info => {
             METRICS.sockjs_requests.inc("info");
@@ -143,13 +145,13 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
     match (transport, &method, receiving) {
         ("websocket", &Method::GET, _) => crate::upgrade::upgrade(node, request, websocket::run),
         ("websocket", _, _) => method_not_allowed(headers, "GET"),
-        ("eventsource", &Method::GET, Some(kind)) => xhr::receive(&node, headers, session, kind),
+        ("eventsource", &Method::GET, Some(kind)) => xhr::receive(&node, headers, session, kind, peer),
         ("eventsource", _, _) => method_not_allowed(headers, "GET"),
         (_, &Method::OPTIONS, _) if receiving.is_some() || transport == "xhr_send" => {
             reply::preflight(headers, "OPTIONS, POST")
         }
         ("xhr_send", &Method::POST, _) => xhr::send(&node, request, session).await,
-        (_, &Method::POST, Some(kind)) => xhr::receive(&node, headers, session, kind),
+        (_, &Method::POST, Some(kind)) => xhr::receive(&node, headers, session, kind, peer),
         ("xhr_send", _, _) | (_, _, Some(_)) => method_not_allowed(headers, "OPTIONS, POST"),
         _ => not_found(headers),
     }

@@ -65,6 +65,17 @@ pub fn error(request: &HeaderMap, status: StatusCode, message: &'static str) -> 
     full(request, status, TEXT, message)
 }
 
+/// A refusal (the Origin is not allowed): plain text, no caching, and no CORS headers, so the
+/// refused page cannot even read why.
+pub fn refusal(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(message.as_bytes()))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
+    response
+}
+
 /// `204` to an `OPTIONS` preflight, allowing `methods` and caching the answer.
 pub fn preflight(request: &HeaderMap, methods: &'static str) -> Response<Body> {
     let mut response = full(request, StatusCode::NO_CONTENT, TEXT, Bytes::new());

@@ -158,6 +158,18 @@ pub struct HttpSession {
     closed: Cell<Option<(u16, &'static str)>>,
     /// Wakes the task when a receiver comes, goes or takes its chunk.
     signal: Signal,
+    /// An `xhr_send` body is being received: one at a time per session, so one client holds
+    /// at most one body in memory.
+    sending: Cell<bool>,
+}
+
+/// The one `xhr_send` a session is receiving; the session takes the next once this is dropped.
+pub struct Sending<'a>(&'a HttpSession);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.sending.set(false);
+    }
 }
 
 /// A session's key in the table: (the node's address, the client's session id).
@@ -186,10 +198,12 @@ impl HttpSession {
         id: &str,
         kind: ReceiverKind,
         settings: Settings,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Rc<HttpSession>, Refusal> {
         let registration = node.register_connection()?;
         let outbound = registration.outbound.clone();
-        let core = Core::new(node, registration.id, registration.session_id.clone(), outbound.clone());
+        let mut core = Core::new(node, registration.id, registration.session_id.clone(), outbound.clone());
+        core.stomp.session.set_peer(peer);
         node.mark_sockjs(registration.id);
         let session = Rc::new(HttpSession {
             key: key(node, id),
@@ -202,6 +216,7 @@ impl HttpSession {
             detached_at: Cell::new(Instant::now()),
             closed: Cell::new(None),
             signal: Signal::default(),
+            sending: Cell::new(false),
         });
         SESSIONS.with(|s| s.borrow_mut().insert(session.key.clone(), session.clone()));
         METRICS.sockjs_sessions.inc(kind.label());
@@ -237,6 +252,14 @@ impl HttpSession {
         *slot = Some(receiver);
         self.signal.notify();
         Some(StreamBody::new(self.clone(), id))
+    }
+
+    /// Starts receiving an `xhr_send` body; `None` while another one is being received.
+    pub fn begin_send(&self) -> Option<Sending<'_>> {
+        if self.sending.replace(true) {
+            return None;
+        }
+        Some(Sending(self))
     }
 
     /// Hands the body of an `xhr_send` (one SockJS message) to the STOMP session.
@@ -296,6 +319,9 @@ impl HttpSession {
             let taken = self.outbound.with_queue(|q| frame::write_messages(q, BATCH_BYTES, &mut batch));
             if taken > 0 {
                 self.outbound.pop_written(taken);
+                if batch.is_empty() {
+                    continue; // only frames a SockJS client cannot take (counted as dropped)
+                }
                 METRICS.frames_sent.add(taken as u64);
                 receiver.push(&batch, self.settings.streaming_bytes);
                 return true;

@@ -34,17 +34,18 @@ impl Core {
         Core { stomp: Stomp::new(node, connection, session_id, outbound), input: Vec::new() }
     }
 
-    /// Handles one whole SockJS message (`["…","…"]` or `"…"`) from the client.
+    /// Handles the body of one `xhr_send` (`["…","…"]`, a JSON array of strings only).
     /// A broken message is dropped whole: the STOMP stream stays as it was.
     pub fn receive_message(&mut self, node: &Node, json: &[u8]) -> Result<Received, Broken> {
         let before = self.input.len();
-        if let Err(broken) = frame::decode_message(json, &mut self.input) {
+        if let Err(broken) = frame::decode_array(json, &mut self.input) {
             self.input.truncate(before);
             return Err(broken);
         }
         self.stomp.liveness.last_read = tokio::time::Instant::now();
         let stomp = &mut self.stomp;
-        let result = stomp_input::feed_buffer(&mut stomp.session, node, &stomp.limits, &mut self.input);
+        let limits = stomp.limits;
+        let result = stomp_input::feed_buffer(&mut stomp.session, node, &limits, &mut self.input, false);
         trim_buffer(&mut self.input);
         Ok(match result {
             Ok(()) => Received::Open,
@@ -94,7 +95,8 @@ mod tests {
             Ok(Received::Open)
         );
         assert!(!core.stomp.session.is_connected());
-        assert_eq!(core.receive_message(&node, br#""\n\u0000\n""#), Ok(Received::Open));
+        assert_eq!(core.receive_message(&node, br#""\n\u0000\n""#), Err(Broken), "a bare string");
+        assert_eq!(core.receive_message(&node, br#"["\n\u0000\n"]"#), Ok(Received::Open));
         assert!(core.stomp.session.is_connected());
         let both = br#"["SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\u0000DISCONNECT\nreceipt:9\n\n\u0000"]"#;
         assert_eq!(core.receive_message(&node, both), Ok(Received::Close(CloseReason::ClientDisconnect)));

@@ -72,9 +72,16 @@ impl SockJsFraming {
         self.write.clear();
         self.written = 0;
         let mut batch = Vec::new();
-        let taken = outbound.with_queue(|q| frame::write_messages(q, BATCH_BYTES, &mut batch));
-        if taken > 0 {
+        let mut taken = 0;
+        while batch.is_empty() {
+            // Frames a SockJS client cannot take are taken off without a batch (and counted).
+            taken = outbound.with_queue(|q| frame::write_messages(q, BATCH_BYTES, &mut batch));
+            if taken == 0 {
+                break;
+            }
             outbound.pop_written(taken);
+        }
+        if !batch.is_empty() {
             METRICS.frames_sent.add(taken as u64);
             self.push_text(&batch);
         } else if let Some(raw) =
@@ -99,7 +106,8 @@ impl Framing for SockJsFraming {
                 return (0, Err(CloseReason::ProtocolError));
             }
         };
-        let result = stomp_input::feed_buffer(&mut stomp.session, node, &stomp.limits, &mut self.input);
+        let limits = stomp.limits;
+        let result = stomp_input::feed_buffer(&mut stomp.session, node, &limits, &mut self.input, true);
         trim_buffer(&mut self.input);
         (consumed, result)
     }
@@ -159,8 +167,16 @@ impl Framing for SockJsFraming {
         outbound.push_unbounded(OutFrame { bytes: ws::close_frame(ws_code, text), kind: FrameKind::Raw });
     }
 
+    fn held_bytes(&self) -> usize {
+        self.input.capacity() + self.write.capacity()
+    }
+
     fn name(&self) -> &'static str {
         "sockjs websocket"
+    }
+
+    fn pending_stomp<'a>(&'a self, _data: &'a [u8]) -> &'a [u8] {
+        &self.input
     }
 }
 

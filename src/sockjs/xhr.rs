@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Request, Response, StatusCode};
 
+use crate::memory;
 use crate::metrics::METRICS;
 use crate::node::{Node, Refusal};
 use crate::upgrade::Body;
@@ -39,20 +40,24 @@ fn one_frame(request: &HeaderMap, kind: ReceiverKind, sockjs_frame: &[u8]) -> Re
 
 /// Refuses a new session at the connection limit or while draining, like a WebSocket upgrade.
 fn refused(request: &HeaderMap, refusal: Refusal) -> Response<Body> {
-    let (label, message) = match refusal {
-        Refusal::Limit => ("limit", "connection limit reached, try again later\n"),
-        Refusal::Draining => ("shutdown", "server shutting down\n"),
-    };
+    let (label, message) = refusal.describe();
     METRICS.connections_rejected.inc(label);
     METRICS.sockjs_rejected.inc(label);
     reply::error(request, StatusCode::SERVICE_UNAVAILABLE, message)
 }
 
 /// `POST …/xhr`, `POST …/xhr_streaming`, `GET …/eventsource`.
-pub fn receive(node: &Rc<Node>, request: &HeaderMap, id: &str, kind: ReceiverKind) -> Response<Body> {
+/// `peer`: the client's address, for login throttling.
+pub fn receive(
+    node: &Rc<Node>,
+    request: &HeaderMap,
+    id: &str,
+    kind: ReceiverKind,
+    peer: Option<std::net::IpAddr>,
+) -> Response<Body> {
     let (session, first) = match session::find(node, id) {
         Some(session) => (session, None),
-        None => match HttpSession::open(node, id, kind, Settings::from_config(&node.config())) {
+        None => match HttpSession::open(node, id, kind, Settings::from_config(&node.config()), peer) {
             Ok(session) => (session, Some(frame::OPEN)),
             Err(refusal) => return refused(request, refusal),
         },
@@ -98,6 +103,20 @@ pub async fn send(node: &Rc<Node>, request: Request<Incoming>, id: &str) -> Resp
     if announced.is_some_and(|n| n > max as u64) {
         return reject(headers, StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Payload too large.");
     }
+    let Some(_sending) = session.begin_send() else {
+        return reject(
+            headers,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Another xhr_send of this session is in progress.",
+        );
+    };
+    // The body is charged at its announced size (or the most it may be) while it arrives.
+    let expected = announced.map_or(max, |n| n as usize);
+    if !memory::admit(expected, "sockjs_body") {
+        return reject(headers, StatusCode::SERVICE_UNAVAILABLE, "memory", "Server memory budget reached.");
+    }
+    let _charge = memory::Charge::of(expected);
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<LengthLimitError>() => {
@@ -112,7 +131,21 @@ pub async fn send(node: &Rc<Node>, request: Request<Incoming>, id: &str) -> Resp
     if bytes.trim_ascii().is_empty() {
         return reject(headers, StatusCode::INTERNAL_SERVER_ERROR, "empty_payload", "Payload expected.");
     }
-    match session.receive(node, &bytes) {
+    drop(node.hub.take_backed_up());
+    let received = session.receive(node, &bytes);
+    // Flow control: the answer (and so the client's next send) waits while the subscribers
+    // this message reached are backed up, as a WebSocket publisher's socket is not read.
+    let backed_up = node.hub.take_backed_up();
+    if !backed_up.is_empty() {
+        METRICS.flow_paused.inc("backed_up");
+        let deadline = tokio::time::Instant::now() + crate::outbound::SLOW_CONSUMER_GRACE;
+        while backed_up.iter().any(|w| w.upgrade().is_some_and(|o| o.holds_back_publishers()))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    match received {
         Ok(()) => reply::full(headers, StatusCode::NO_CONTENT, reply::TEXT, bytes::Bytes::new()),
         Err(SendError::Closed) => {
             reject(headers, StatusCode::NOT_FOUND, "unknown_session", "Session not found.")

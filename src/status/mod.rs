@@ -44,6 +44,11 @@ pub fn metrics_text(node: &Node) -> String {
         node.hub.destination_count() as u64,
     ));
     gauges.push(("uptime_seconds", "Seconds since start.", node.uptime_seconds()));
+    gauges.push((
+        "login_throttle_entries",
+        "Addresses and logins with recent failed logins remembered.",
+        node.login_throttle.entries() as u64,
+    ));
     let mut text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
     if let Some(link) = node.broker.link_report() {
         let primary: Vec<(String, u64)> = link.primary.into_iter().map(|p| (p, 1)).collect();

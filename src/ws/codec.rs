@@ -70,6 +70,12 @@ impl Decoder {
         }
     }
 
+    /// Changes the bound on one message (a connection allows only a CONNECT-sized message before
+    /// its STOMP CONNECT). Applies from the next frame header on.
+    pub fn set_max_message_bytes(&mut self, max_message_bytes: usize) {
+        self.max_message_bytes = max_message_bytes;
+    }
+
     /// Whether a data message has started and not yet ended (a frame or a fragment is pending).
     pub fn in_message(&self) -> bool {
         self.message.is_some()

@@ -66,7 +66,7 @@ pub fn check(method: &Method, headers: &HeaderMap, allowed_origins: &[String]) -
         .ok_or_else(|| {
             refused(StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key", "bad_upgrade")
         })?;
-    if !origin_allowed(headers, allowed_origins) {
+    if !crate::access::origin_allowed(headers, allowed_origins) {
         return Err(refused(StatusCode::FORBIDDEN, "origin not allowed", "origin"));
     }
     Ok(Accepted { accept_key: derive_accept_key(key), subprotocol: choose_subprotocol(headers) })
@@ -82,27 +82,6 @@ pub fn choose_subprotocol(headers: &HeaderMap) -> Option<&'static str> {
         .map(str::trim)
         .collect();
     SUBPROTOCOLS.into_iter().find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
-}
-
-/// Whether the request's Origin may use `/ws` (the SockJS endpoints too), as `check` decides it.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    if allowed.iter().any(|a| a == "*") {
-        return true;
-    }
-    let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {
-        // Non-browser clients send no Origin; browsers always do.
-        return true;
-    };
-    if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    if !allowed.is_empty() {
-        return false;
-    }
-    // Same host: the Origin's host[:port] must be the Host the request was sent to.
-    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest).trim_end_matches('/');
-    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
 /// The `Sec-WebSocket-Accept` value as a header value.

@@ -249,6 +249,11 @@ impl Client {
         Ok(Client { ws, subprotocol, heartbeats: 0, pending: Default::default() })
     }
 
+    /// A client over a WebSocket opened elsewhere (e.g. from a chosen source address).
+    pub fn from_ws(ws: Ws) -> Client {
+        Client { ws, subprotocol: None, heartbeats: 0, pending: Default::default() }
+    }
+
     /// Opens and CONNECTs; returns the client and the CONNECTED frame.
     pub async fn connect(url: &str) -> (Client, Frame) {
         let mut c = Client::open(url, &["v12.stomp"]).await;

@@ -14,7 +14,7 @@ import SockJS from 'sockjs-client';
 import WebSocket from 'ws';
 
 import {
-  closeClient, connectClient, receiptFor, sleep, startServer, subscribe, uniqueId, withTimeout,
+  closeClient, connectClient, encodeFrame, rawWs, receiptFor, sleep, startServer, subscribe, uniqueId, withTimeout,
 } from './lib/server.mjs';
 
 const TRANSPORTS = ['websocket', 'xhr-streaming', 'xhr-polling', 'eventsource'];
@@ -208,6 +208,49 @@ describe('sockjs-client + @stomp/stompjs over each transport', () => {
       await closeClient(client);
     }
   });
+});
+
+describe('SockJS frames are exact: binary bodies never reach a SockJS client corrupted', () => {
+  const ctx = serverFor();
+  // The report's input: a raw /ws publisher's binary body that is not UTF-8.
+  const BINARY = Buffer.from([0xff, 0xfe, 0x00, 0x01, 0x62, 0x69, 0x6e]);
+  // Then text that SockJS must escape (NUL, U+2028, astral) with its exact length.
+  const TEXT = 'next \u0000é\u2028😀 "q" \\ %41';
+
+  for (const transport of TRANSPORTS) {
+    it(`${transport}: the binary MESSAGE is skipped and counted, the next one arrives byte-exact`, async () => {
+      const dest = `/topic/u9-${transport}`;
+      const raw = await rawWs(ctx.server.url);
+      const sj = await connectSockJs(ctx.server, transport);
+      try {
+        await raw.connect();
+        raw.sendFrame('SUBSCRIBE', { id: 'r', destination: dest, receipt: 'rs' });
+        assert.equal((await raw.nextFrame()).command, 'RECEIPT');
+        const sub = await subscribe(sj, dest);
+        const dropped = await metric(ctx.server, 'messages_dropped_total', '{reason="sockjs_binary"}');
+        raw.send(encodeFrame('SEND', { destination: dest, 'content-length': BINARY.length }, BINARY), { binary: true });
+        const textBytes = Buffer.from(TEXT);
+        raw.send(encodeFrame('SEND', { destination: dest, 'content-length': textBytes.length }, textBytes), { binary: true });
+        // The raw subscriber gets both exactly.
+        const a = await raw.nextFrame();
+        assert.deepEqual([a.headers['content-length'], [...a.body]], ['7', [...BINARY]]);
+        const b = await raw.nextFrame();
+        assert.deepEqual(b.body, textBytes);
+        // The SockJS subscriber's first message is the text one, exact in bytes and length.
+        const m = await sub.next(WAIT_MS, 'the text MESSAGE after the binary one');
+        assert.equal(m.headers['content-length'], String(textBytes.length));
+        assert.deepEqual(Buffer.from(m.binaryBody), textBytes);
+        assert.equal(m.body, TEXT);
+        assert.equal(await metric(ctx.server, 'messages_dropped_total', '{reason="sockjs_binary"}'), dropped + 1);
+        // And the session goes on.
+        sj.publish({ destination: dest, body: 'after' });
+        assert.equal((await sub.next()).body, 'after');
+      } finally {
+        await closeClient(sj);
+        await raw.close();
+      }
+    });
+  }
 });
 
 describe('STOMP heart-beats through SockJS', () => {
@@ -445,14 +488,19 @@ describe('bad SockJS input gets SockJS status codes and is counted', () => {
   it('malformed JSON in xhr_send: 500 "Broken JSON encoding.", the session stays usable', async () => {
     const s = await xhrSession(ctx.server);
     const before = await rejected('broken_json');
-    for (const bad of ['[', '["a",]', '{"a":1}', '[1]', 'CONNECT']) {
+    // A bare JSON string is not a SockJS message either (sockjs-node and Spring: 500).
+    const bare = JSON.stringify(stompFrame('CONNECT', { 'accept-version': '1.2' }));
+    for (const bad of ['[', '["a",]', '{"a":1}', '[1]', 'CONNECT', bare, '"x"', '1', '[["a"]]']) {
       const r = await post(`${s.url}/xhr_send`, bad);
       assert.equal(r.status, 500, bad);
       assert.equal(r.text, 'Broken JSON encoding.', bad);
     }
-    assert.equal(await rejected('broken_json'), before + 5);
+    assert.equal(await rejected('broken_json'), before + 9);
     assert.equal((await s.send(stompFrame('CONNECT', { 'accept-version': '1.2' }))).status, 204);
-    assert.match(messagesOf((await s.poll()).text)[0], /^CONNECTED\n/);
+    // One CONNECTED and nothing else: the bare string was not taken as a first CONNECT.
+    const answer = messagesOf((await s.poll()).text);
+    assert.equal(answer.length, 1, JSON.stringify(answer));
+    assert.match(answer[0], /^CONNECTED\n/);
   });
 
   it('an empty xhr_send body: 500 "Payload expected."', async () => {
@@ -517,6 +565,29 @@ describe('the Origin guard applies to SockJS', () => {
     assert.equal(status, 403);
     assert.equal(await metric(ctx.server, 'sockjs_rejected_total', '{reason="origin"}'), before + 3);
     assert.equal((await fetch(`${ctx.server.http}/ws/info`, { headers: { origin: ctx.server.http } })).status, 200);
+  });
+});
+
+describe('failed logins over SockJS are slowed and logged like any other', () => {
+  const ctx = serverFor({ config: "[auth]\nusers = ['alice:secret']\nthrottle_after_failures = 1\nthrottle_delay_ms = 400\n" });
+
+  it('xhr: the second failure from this address waits, each is one WARN line with the address', async () => {
+    const tries = [];
+    for (let i = 0; i < 2; i++) {
+      const s = await xhrSession(ctx.server);
+      const started = Date.now();
+      assert.equal((await s.send(stompFrame('CONNECT', { 'accept-version': '1.2', login: 'mallory', passcode: 'guess-pw', receipt: `t${i}` }))).status, 204);
+      const answer = messagesOf((await s.poll()).text);
+      tries.push({ took: Date.now() - started, answer });
+    }
+    for (const [i, t] of tries.entries()) {
+      assert.match(t.answer[0], /^ERROR\n/);
+      assert.match(t.answer[0], new RegExp(`receipt-id:t${i}`));
+    }
+    assert.ok(tries[1].took >= 400, `second failure answered after ${tries[1].took} ms`);
+    const warns = ctx.server.stderr().split('\n').filter((l) => l.startsWith('WARN') && l.includes('failed login: login "mallory" from 127.0.0.1 '));
+    assert.equal(warns.length, 2, ctx.server.stderr());
+    assert.ok(!ctx.server.stderr().includes('guess-pw'), 'the passcode is never logged');
   });
 });
 

@@ -12,6 +12,7 @@
 
 pub mod memory;
 pub mod redis;
+mod scripts;
 
 use std::rc::Rc;
 

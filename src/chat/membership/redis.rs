@@ -11,128 +11,26 @@
 //! Room counts come from Redis (script replies, and a count read after another node's join or
 //! leave event), never from an event's body.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 
-use redis::{Script, Value};
-
 use super::memory::MemoryMembership;
+use super::scripts::{JoinReply, Scripts};
 use super::{JoinError, Joined, Left, Member, Membership};
 use crate::broker::Publication;
 use crate::chat::room::{EventType, RoomEvent, RoomId, Username};
-use crate::clock::now_ms;
 use crate::cluster::link::LinkError;
 use crate::cluster::{NodeState, RedisEngine, Shard};
-use crate::config::ChatConfig;
 use crate::engine::LocalBoxFuture;
 use crate::metrics::{Counter, MetricLines};
 use crate::node::Node;
-
-/// Puts a session in a room, leaving its current room (or name) first. KEYS: participants,
-/// info, session, current_room, rooms index, server sessions, active sessions. ARGV: sid,
-/// username, server, max participants, max rooms, now, room, force, key prefix. Returns
-/// {count, changed, left room, left name, left count}, or {-1} name taken, {-2} full, {-3}
-/// too many rooms. `force` (the catch-up) skips the limits and never takes a name from its
-/// owner.
-const JOIN_LUA: &str = r#"
-local sid, name, room = ARGV[1], ARGV[2], ARGV[7]
-local force = ARGV[8] == '1'
-local function name_of(m) return string.sub(m, (string.find(m, ':') or 0) + 1) end
-local owner = redis.call('HGET', KEYS[2], 'user:' .. name)
-if owner and owner ~= sid and not force then return {-1} end
-local current = redis.call('GET', KEYS[4])
-local mine = redis.call('HGET', KEYS[2], 'member:' .. sid)
-if current == room and mine and name_of(mine) == name then
-  return {redis.call('SCARD', KEYS[1]), 0, '', '', 0}
-end
-if not force then
-  local within = current == room and mine
-  if not within and redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[4]) then return {-2} end
-  if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then return {-3} end
-end
-local left_room, left_name, left_count = '', '', 0
-if current then
-  local pk = ARGV[9] .. 'rooms:' .. current .. ':participants'
-  local ik = ARGV[9] .. 'rooms:' .. current .. ':info'
-  if redis.call('SREM', pk, sid) == 1 then
-    local m = redis.call('HGET', ik, 'member:' .. sid)
-    if m then left_name = name_of(m) end
-    redis.call('HDEL', ik, 'member:' .. sid)
-    if left_name ~= '' and redis.call('HGET', ik, 'user:' .. left_name) == sid then
-      redis.call('HDEL', ik, 'user:' .. left_name)
-    end
-    left_count = redis.call('SCARD', pk)
-    if left_count == 0 then
-      redis.call('DEL', ik)
-      redis.call('SREM', KEYS[5], current)
-    end
-    left_room = current
-  end
-end
-owner = redis.call('HGET', KEYS[2], 'user:' .. name)
-redis.call('SADD', KEYS[1], sid)
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-redis.call('HSETNX', KEYS[2], 'createdAt', ARGV[6])
-redis.call('HSET', KEYS[2], 'member:' .. sid, seq .. ':' .. name)
-if not owner then redis.call('HSET', KEYS[2], 'user:' .. name, sid) end
-redis.call('HSET', KEYS[3], 'server', ARGV[3], 'username', name, 'room', room)
-redis.call('SET', KEYS[4], room)
-redis.call('SADD', KEYS[5], room)
-redis.call('SADD', KEYS[6], sid)
-redis.call('SADD', KEYS[7], sid)
-return {redis.call('SCARD', KEYS[1]), 1, left_room, left_name, left_count}
-"#;
-
-/// Removes a session from a room. KEYS: participants, info, session, current_room, rooms
-/// index. ARGV: sid, room. Returns {username, remaining} or nil if it was not there.
-const LEAVE_LUA: &str = r#"
-if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return false end
-local m = redis.call('HGET', KEYS[2], 'member:' .. ARGV[1])
-local name = ''
-if m then name = string.sub(m, (string.find(m, ':') or 0) + 1) end
-redis.call('HDEL', KEYS[2], 'member:' .. ARGV[1])
-if name ~= '' and redis.call('HGET', KEYS[2], 'user:' .. name) == ARGV[1] then
-  redis.call('HDEL', KEYS[2], 'user:' .. name)
-end
-if redis.call('GET', KEYS[4]) == ARGV[2] then redis.call('DEL', KEYS[4]) end
-redis.call('HDEL', KEYS[3], 'room', 'username')
-local left = redis.call('SCARD', KEYS[1])
-if left == 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('SREM', KEYS[5], ARGV[2])
-end
-return {name, left}
-"#;
 
 /// How long the list of a node's evicted sessions is kept for its return (1 hour, in ms).
 const EVICTED_TTL_MS: i64 = 3_600_000;
 
 /// Most rooms `/api/rooms` lists from Redis.
 const ROOM_LIST_LIMIT: usize = 1000;
-
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(n) => Some(*n),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// The join script's answer.
-struct JoinReply {
-    count: usize,
-    /// What the session left in Redis to join: (room, name, count there after).
-    left: Option<(String, String, usize)>,
-}
 
 /// Counters of the store, for `/metrics`.
 #[derive(Default)]
@@ -149,8 +47,8 @@ pub struct RedisMembership {
     engine: Rc<RedisEngine>,
     /// The node, to publish the LEAVE of a dead node's members to everyone here too.
     node: Weak<Node>,
-    /// Limits, as configured for the chat.
-    config: RefCell<ChatConfig>,
+    /// (max rooms, max participants per room), as configured (reloadable).
+    limits: Cell<(usize, usize)>,
     /// This node's own members: the truth for its sessions.
     local: MemoryMembership,
     /// Cluster-wide member counts as last read from Redis.
@@ -163,8 +61,7 @@ pub struct RedisMembership {
     /// Events waiting for the other nodes to listen again after a catch-up; later events
     /// queue behind them so each session's events keep their order.
     held: RefCell<Option<Vec<Publication>>>,
-    join: Script,
-    leave: Script,
+    scripts: Scripts,
     stats: Stats,
 }
 
@@ -177,14 +74,13 @@ impl RedisMembership {
             shard: engine.shard().clone(),
             engine: engine.clone(),
             node: Rc::downgrade(node),
-            config: RefCell::new(config.chat.clone()),
+            limits: Cell::new((config.chat.max_rooms, config.chat.max_participants_per_room)),
             local: MemoryMembership::new(config.chat.max_rooms, config.chat.max_participants_per_room),
             counts: RefCell::new(HashMap::new()),
             told: RefCell::new(HashMap::new()),
             unshared: RefCell::new(HashSet::new()),
             held: RefCell::new(None),
-            join: Script::new(JOIN_LUA),
-            leave: Script::new(LEAVE_LUA),
+            scripts: Scripts::new(),
             stats: Stats::default(),
         });
         let state: Weak<dyn NodeState> = Rc::downgrade(&store) as Weak<RedisMembership>;
@@ -198,82 +94,11 @@ impl RedisMembership {
         member: &Member,
         force: bool,
     ) -> Result<JoinReply, Option<JoinError>> {
-        let k = &self.shard.keys;
-        let sid = &*member.session_id;
-        let (max_rooms, max_participants) = {
-            let c = self.config.borrow();
-            (c.max_rooms, c.max_participants_per_room)
-        };
-        let mut invocation = self.join.prepare_invoke();
-        invocation
-            .key(k.participants(room))
-            .key(k.room_info(room))
-            .key(k.session(sid))
-            .key(k.current_room(sid))
-            .key(k.rooms_index())
-            .key(k.server_sessions(&self.shard.server_id))
-            .key(k.sessions_active())
-            .arg(sid)
-            .arg(member.username.as_str())
-            .arg(&self.shard.server_id)
-            .arg(max_participants)
-            .arg(max_rooms)
-            .arg(now_ms())
-            .arg(room.as_str())
-            .arg(if force { "1" } else { "0" })
-            .arg(k.prefix());
-        let reply: Vec<Value> = self
-            .shard
-            .link
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await
-            .map_err(|e| {
-                log::debug!("join in redis failed: {e}");
-                None
-            })?;
-        match reply.as_slice() {
-            [code] => Err(Some(match int(code) {
-                Some(-1) => JoinError::UsernameTaken,
-                Some(-2) => JoinError::RoomFull { limit: max_participants },
-                Some(-3) => JoinError::TooManyRooms { limit: max_rooms },
-                _ => return Err(None),
-            })),
-            [count, _changed, left_room, left_name, left_count] => {
-                let count = int(count).unwrap_or(0).max(0) as usize;
-                let left_room = text(left_room).unwrap_or_default();
-                let left = (!left_room.is_empty()).then(|| {
-                    (
-                        left_room,
-                        text(left_name).unwrap_or_default(),
-                        int(left_count).unwrap_or(0).max(0) as usize,
-                    )
-                });
-                Ok(JoinReply { count, left })
-            }
-            _ => Err(None),
-        }
+        self.scripts.join(&self.shard, room, member, self.limits.get(), force).await
     }
 
-    /// Runs the leave script; Ok(Some((name, remaining))) when the session was there.
     async fn leave_in_redis(&self, room: &str, sid: &str) -> Result<Option<(String, usize)>, LinkError> {
-        let k = &self.shard.keys;
-        let mut invocation = self.leave.prepare_invoke();
-        invocation
-            .key(k.participants(room))
-            .key(k.room_info(room))
-            .key(k.session(sid))
-            .key(k.current_room(sid))
-            .key(k.rooms_index())
-            .arg(sid)
-            .arg(room);
-        let reply: Value =
-            self.shard.link.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
-        Ok(match reply {
-            Value::Array(items) if items.len() == 2 => {
-                Some((text(&items[0]).unwrap_or_default(), int(&items[1]).unwrap_or(0).max(0) as usize))
-            }
-            _ => None,
-        })
+        self.scripts.leave(&self.shard, room, sid).await
     }
 
     /// A change of `sid` was made without Redis: remembered, and Redis is stale.
@@ -302,9 +127,8 @@ impl RedisMembership {
         }
         let counts: Vec<usize> =
             self.shard.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
-        let mut cache = self.counts.borrow_mut();
         for (room, n) in rooms.iter().zip(counts) {
-            cache.insert(room.clone(), n);
+            self.set_count(room, n);
         }
         Ok(())
     }
@@ -353,6 +177,17 @@ impl RedisMembership {
             };
         }
         events
+    }
+
+    /// Records a room's count as Redis gave it; an empty room is forgotten (the cache stays
+    /// as small as the set of rooms with members).
+    fn set_count(&self, room: &RoomId, count: usize) {
+        let mut counts = self.counts.borrow_mut();
+        if count == 0 {
+            counts.remove(room);
+        } else {
+            counts.insert(room.clone(), count);
+        }
     }
 
     fn event(&self, kind: EventType, room: &RoomId, name: &str, count: usize) -> Option<Publication> {
@@ -405,7 +240,7 @@ impl RedisMembership {
         for (room, member) in self.local.all() {
             match self.join_in_redis(&room, &member, true).await {
                 Ok(reply) => {
-                    self.counts.borrow_mut().insert(room, reply.count);
+                    self.set_count(&room, reply.count);
                 }
                 Err(_) => return Err(LinkError::Down),
             }
@@ -461,7 +296,7 @@ impl RedisMembership {
         let Some(room_text) = room else { return Ok(()) };
         let Some((name, left)) = self.leave_in_redis(&room_text, sid).await? else { return Ok(()) };
         let Ok(room) = RoomId::try_from(room_text.as_str()) else { return Ok(()) };
-        self.counts.borrow_mut().insert(room.clone(), left);
+        self.set_count(&room, left);
         if server == self.shard.server_id {
             return Ok(()); // this node's own session at shutdown: its LEAVE went out already
         }
@@ -506,9 +341,7 @@ impl NodeState for RedisMembership {
 
 impl Membership for RedisMembership {
     fn set_limits(&self, max_rooms: usize, max_participants: usize) {
-        let mut config = self.config.borrow_mut();
-        config.max_rooms = max_rooms;
-        config.max_participants_per_room = max_participants;
+        self.limits.set((max_rooms, max_participants));
         self.local.set_limits(max_rooms, max_participants);
     }
 
@@ -518,7 +351,6 @@ impl Membership for RedisMembership {
                 match self.join_in_redis(room, &member, false).await {
                     Ok(reply) => {
                         let local = self.local.put(room, member);
-                        let mut counts = self.counts.borrow_mut();
                         let left = match (local, reply.left) {
                             (Some(mut l), Some((_, _, n))) => {
                                 l.count = n;
@@ -528,9 +360,9 @@ impl Membership for RedisMembership {
                         };
                         // The left room first: a rename leaves and joins the same room.
                         if let Some(l) = &left {
-                            counts.insert(l.room.clone(), l.count);
+                            self.set_count(&l.room, l.count);
                         }
-                        counts.insert(room.clone(), reply.count);
+                        self.set_count(room, reply.count);
                         return Ok(Joined { count: reply.count, left });
                     }
                     Err(Some(e)) => return Err(e),
@@ -553,7 +385,7 @@ impl Membership for RedisMembership {
                 match self.leave_in_redis(room, session_id).await {
                     Ok(Some((_, remaining))) => {
                         left.count = remaining;
-                        self.counts.borrow_mut().insert(room.clone(), remaining);
+                        self.set_count(room, remaining);
                         return Some(left);
                     }
                     Ok(None) => log::debug!("session {session_id} was not in {room} in Redis"),
@@ -587,6 +419,10 @@ impl Membership for RedisMembership {
                     .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&index).query_async(&mut c).await })
                     .await;
                 if let Ok(mut names) = names {
+                    if names.is_empty() {
+                        // No room anywhere: an empty pipeline would be a Redis error.
+                        return Vec::new();
+                    }
                     names.sort();
                     names.truncate(ROOM_LIST_LIMIT);
                     let mut pipe = redis::pipe();

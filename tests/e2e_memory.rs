@@ -1,0 +1,262 @@
+//! End-to-end tests of the memory bounds (issue 13), each hostile scenario scaled down to
+//! seconds against the real binary: they assert the bound (RSS growth, a refusal, a counter),
+//! never a time. Raw sockets speak the bytes a hostile client would.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{http_get, Client, Server};
+
+/// The server's resident set, in KiB (Linux `/proc`).
+fn rss_kib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A raw socket that completed a WebSocket upgrade on `path`.
+fn upgraded(addr: &str, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "upgrade answer cut short");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// A masked client frame header (mask key 0: the payload goes as it is).
+fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
+    let mut h = vec![0x80 | opcode];
+    if len < 126 {
+        h.push(0x80 | len as u8);
+    } else if len < 65536 {
+        h.push(0x80 | 126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(0x80 | 127);
+        h.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    h
+}
+
+/// Sends empty pings and never reads; returns how many went out before the server stopped
+/// taking them (or `count`).
+fn ping_flood(s: &mut TcpStream, count: usize) -> usize {
+    let ping = frame_header(0x9, 0);
+    let batch: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 10_000).collect();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sent = 0;
+    while sent < count {
+        if s.write_all(&batch).is_err() {
+            break;
+        }
+        sent += 10_000;
+    }
+    sent
+}
+
+fn ping_flood_is_bounded(path: &str) {
+    let server = Server::start();
+    let baseline = rss_kib(&server);
+    let mut s = upgraded(&server.addr, path);
+    // 600,000 pings (3.6 MB) and not one pong read: before, each owed pong was a queue entry.
+    let sent = ping_flood(&mut s, 600_000);
+    assert!(sent >= 300_000, "the server stopped reading pings early: {sent}");
+    // Let the server work through what the socket holds.
+    std::thread::sleep(Duration::from_millis(500));
+    let used = server.metric("stomp_edge_memory_budget_used_bytes");
+    let grown = rss_kib(&server).saturating_sub(baseline);
+    assert!(used < 64 * 1024, "budget charged {used} bytes for owed pongs");
+    assert!(grown < 8 * 1024, "RSS grew {grown} KiB under a ping flood");
+    assert_eq!(server.metric("stomp_edge_messages_dropped_total{reason=\"slow_consumer\"}"), 0);
+}
+
+#[test]
+fn a_ping_flood_that_never_reads_owes_one_pong() {
+    ping_flood_is_bounded("/ws");
+}
+
+#[test]
+fn a_ping_flood_over_sockjs_websocket_owes_one_pong() {
+    ping_flood_is_bounded("/ws/000/flood/websocket");
+}
+
+#[test]
+fn before_connect_only_a_connect_sized_frame_is_buffered() {
+    let server = Server::start();
+    let mut s = upgraded(&server.addr, "/ws");
+    // A binary message announcing 131071 bytes (under max_frame_bytes) that starts a valid
+    // frame, never finished.
+    s.write_all(&frame_header(0x2, 131_071)).unwrap();
+    s.write_all(b"SEND\ndestination:/topic/x\n\n").unwrap();
+    s.write_all(&vec![b'A'; 40_000]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer); // the server closes it
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("ERROR") && text.contains("8192"), "{text}");
+    assert!(server.metric("stomp_edge_protocol_errors_total{reason=\"frame_too_large\"}") >= 1);
+    // After CONNECT the configured limit applies again: a 100 KB frame goes through.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (mut c, _) = Client::connect(&server.url()).await;
+        c.subscribe("/topic/big", "0").await;
+        let body = "b".repeat(100_000);
+        c.send_text(&format!("SEND\ndestination:/topic/big\n\n{body}\0")).await;
+        assert_eq!(c.recv().await.body_text().len(), 100_000);
+    });
+}
+
+#[test]
+fn near_the_budget_new_connections_get_503_and_memory_comes_back() {
+    // 1 MiB budget; each socket holds an unfinished (allowed) 7 KB frame before CONNECT.
+    let server = Server::start_with("[limits]\nmemory_budget_bytes = 1048576\n", &[]);
+    let mut chunk = b"SEND\ndestination:/topic/x\n\n".to_vec();
+    chunk.resize(7_000, b'x');
+    let mut held = Vec::new();
+    let mut refused = false;
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        write!(
+            s,
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        if head.starts_with(b"HTTP/1.1 503") {
+            refused = true;
+            break;
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"));
+        s.write_all(&frame_header(0x1, 16_000)).unwrap();
+        s.write_all(&chunk).unwrap();
+        held.push(s);
+        // Let the server read it before the next one.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(refused, "1 MiB budget never refused a connection with {} held", held.len());
+    assert!(server.metric("stomp_edge_connections_rejected_total{reason=\"memory\"}") >= 1);
+    assert!(server.metric("stomp_edge_memory_budget_used_bytes") <= 1 << 20);
+    drop(held);
+    let start = Instant::now();
+    while server.metric("stomp_edge_memory_budget_used_bytes") > 64 * 1024 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the budget was not given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        Client::connect(&server.url()).await;
+    });
+}
+
+#[test]
+fn sockets_that_send_nothing_give_way_to_healthz() {
+    // 2 WebSocket slots + the HTTP headroom of 256: fill every slot with silent sockets.
+    let server = Server::start_with("[limits]\nmax_connections = 2\n", &[]);
+    let silent: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(&server.addr).unwrap()).collect();
+    let (status, _, body) = http_get(&server.addr, "/healthz", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(server.metric("stomp_edge_http_idle_evicted_total") >= 1);
+    drop(silent);
+}
+
+/// A raw HTTP request with a body announced but cut short; returns the socket.
+fn partial_post(addr: &str, path: &str, announced: usize, sent: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {announced}\r\n\r\n").unwrap();
+    s.write_all(sent).unwrap();
+    s
+}
+
+#[test]
+fn one_xhr_send_body_in_flight_per_sockjs_session() {
+    let server = Server::start();
+    let mut open = partial_post(&server.addr, "/ws/000/sess1/xhr", 0, b"");
+    let mut answer = [0u8; 12];
+    open.read_exact(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    // A first body trickles in; a second one for the same session is refused at once.
+    let _first = partial_post(&server.addr, "/ws/000/sess1/xhr_send", 10_000, b"[\"CONN");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut second = partial_post(&server.addr, "/ws/000/sess1/xhr_send", 10_000, b"[\"CONN");
+    second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = [0u8; 12];
+    second.read_exact(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(server.metric("stomp_edge_sockjs_rejected_total{reason=\"busy\"}"), 1);
+}
+
+#[tokio::test]
+async fn a_fast_publisher_is_slowed_down_and_only_the_stalled_subscriber_is_cut_off() {
+    let server = Server::start_with("[limits]\nmax_outbound_bytes = 65536\n", &[]);
+    // One subscriber that never reads.
+    let mut stalled = Client::open(&server.url(), &[]).await;
+    stalled.send_text("CONNECT\naccept-version:1.2\n\n\0").await;
+    stalled.send_text("SUBSCRIBE\ndestination:/topic/load\nid:s\n\n\0").await;
+    let mut readers = Vec::new();
+    for i in 0..3 {
+        let (mut c, _) = Client::connect(&server.url()).await;
+        c.subscribe("/topic/load", &format!("r{i}")).await;
+        readers.push(c);
+    }
+    let (mut publisher, _) = Client::connect(&server.url()).await;
+    // 8000 messages of 1 KiB (more than loopback socket buffers hold), 100 to a WebSocket
+    // message: far faster than anyone reads.
+    const COUNT: usize = 8000;
+    let body = "p".repeat(1024);
+    let send = tokio::spawn(async move {
+        for batch in 0..COUNT / 100 {
+            let text: String = (0..100)
+                .map(|i| format!("SEND\ndestination:/topic/load\n\n{}:{body}\0", batch * 100 + i))
+                .collect();
+            publisher.send_text(&text).await;
+        }
+        publisher
+    });
+    let mut tasks = Vec::new();
+    for mut c in readers {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..COUNT {
+                let m = c.recv().await;
+                let body = m.body_text();
+                assert!(body.starts_with(&format!("{n}:")), "message {n} lost: {} {:.20}", m.command, body);
+                if n % 200 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await; // slower than the publisher
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        if t.await.is_err() {
+            let log = server.log.lock().unwrap().clone();
+            let lines: Vec<&str> =
+                log.lines().filter(|l| l.contains("slow") || l.contains("closed")).collect();
+            panic!("{}", lines.join("\n"));
+        }
+    }
+    let _publisher = send.await.unwrap();
+    assert!(server.metric("stomp_edge_flow_control_pauses_total{reason=\"backed_up\"}") >= 1);
+    assert!(server.wait_metric("stomp_edge_closes_total{reason=\"slow_consumer\"}", 1));
+    assert_eq!(server.metric("stomp_edge_closes_total{reason=\"slow_consumer\"}"), 1, "only the stalled one");
+    drop(stalled);
+}
