@@ -263,3 +263,46 @@ async fn retention_bounds_hold_in_redis() {
     let ttl: i64 = redis.cli(&["PTTL", "stomp:stream:data:plain"]).trim().parse().unwrap();
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
 }
+
+/// A Redis stall long enough to time out an append: the origin delivers the message to its
+/// own subscribers at once, without an offset; when Redis resumes and applies the append
+/// after all, the message comes back with its offset and must not be delivered there again
+/// (found from outside: the same message-id twice, once without and once with an offset).
+#[tokio::test]
+async fn an_append_that_timed_out_in_a_stall_is_not_delivered_twice_on_its_own_node() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", "");
+    let b = node(&redis, "b", "");
+    let (mut here, _) = Client::connect(&a.url()).await;
+    subscribe_from(&mut here, "/topic/s/stall", "h", "").await;
+    let (mut there, _) = Client::connect(&b.url()).await;
+    subscribe_from(&mut there, "/topic/s/stall", "t", "").await;
+    let (mut publisher, _) = Client::connect(&a.url()).await;
+    send(&mut publisher, "/topic/s/stall", "before").await;
+    assert_eq!(bodies(&mut here, 1).await, ["before"]);
+    assert_eq!(bodies(&mut there, 1).await, ["before"]);
+
+    redis.pause();
+    send(&mut publisher, "/topic/s/stall", "s0").await;
+    // Past the 1 s command timeout: the append failed as far as node a knows.
+    let first = here.try_recv(Duration::from_secs(10)).await.expect("s0 delivered on its own node");
+    assert_eq!(first.body_text(), "s0");
+    redis.resume();
+
+    // Whatever Redis did with the late append, node a shows s0 once; node b gets it at most once.
+    let mut seen_here = vec![first.body_text()];
+    while let Some(f) = here.try_recv(Duration::from_secs(3)).await {
+        seen_here.push(f.body_text());
+    }
+    assert_eq!(seen_here, ["s0"], "node a's subscriber");
+    let mut seen_there = Vec::new();
+    while let Some(f) = there.try_recv(Duration::from_secs(1)).await {
+        seen_there.push(f.body_text());
+    }
+    assert!(seen_there.len() <= 1, "node b's subscriber: {seen_there:?}");
+    // And the cluster goes on: a message after the stall reaches both, once.
+    send(&mut publisher, "/topic/s/stall", "after").await;
+    assert_eq!(bodies(&mut here, 1).await, ["after"]);
+    let rest = bodies(&mut there, 1).await;
+    assert_eq!(rest, ["after"]);
+}

@@ -100,6 +100,10 @@ impl Relay {
             .iter()
             .filter_map(|(offset, payload)| stream::arrival(*offset, &epoch, payload, &self.shard.server_id))
             .map(|mut a| {
+                // Delivered here already, without an offset, when its append timed out.
+                if a.publication.as_ref().is_some_and(|p| self.delivered_without_offset(&p.message_id)) {
+                    a.publication = None;
+                }
                 a.publication = a.publication.map(|p| self.positioned(p, a.offset, &epoch));
                 a
             })

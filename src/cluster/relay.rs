@@ -88,6 +88,11 @@ pub struct Relay {
     /// The SHA1 of the append script, and the link generation it was last loaded on.
     script_sha: String,
     script_loaded: Cell<Option<u64>>,
+    /// Message ids of this node's publications it delivered here without an offset because
+    /// their append failed or timed out (bounded, oldest forgotten first). Redis may still
+    /// have applied the append (a stalled Redis answers late): when the message comes back
+    /// with its offset, on pub/sub or in a catch-up, this node must not deliver it again.
+    fallback_delivered: RefCell<FallbackDelivered>,
     pub stats: RelayStats,
     pub(super) stream_stats: StreamStats,
 }
@@ -100,6 +105,7 @@ impl Relay {
             streams,
             script_sha: redis::Script::new(super::stream::APPEND_LUA).get_hash().to_string(),
             script_loaded: Cell::new(None),
+            fallback_delivered: RefCell::new(FallbackDelivered::default()),
             stream_stats: StreamStats::default(),
             shard,
             handler: RefCell::new(None),
@@ -124,6 +130,20 @@ impl Relay {
         if let Some(handler) = handler {
             handler.handle_publication(publication);
         }
+    }
+
+    /// Delivers here, without an offset, one of this node's publications whose append failed,
+    /// and remembers it so that its late append (if Redis applied it after all) is not
+    /// delivered here a second time.
+    fn deliver_without_offset(&self, p: &Publication) {
+        self.fallback_delivered.borrow_mut().insert(p.message_id.clone());
+        self.deliver(p);
+    }
+
+    /// Whether `id` is one of this node's publications already delivered here without an
+    /// offset (see `fallback_delivered`).
+    pub(super) fn delivered_without_offset(&self, id: &str) -> bool {
+        self.fallback_delivered.borrow().contains(id)
     }
 
     /// Whether the pub/sub connection is subscribed and reading.
@@ -325,7 +345,7 @@ impl Relay {
                     self.script_loaded.set(None);
                     self.stats.publish_errors.add(batch.len() as u64);
                     for p in batch.into_iter().filter_map(|o| o.pending) {
-                        self.deliver(&p);
+                        self.deliver_without_offset(&p);
                     }
                 }
             }
@@ -338,7 +358,7 @@ impl Relay {
         let Some((offset, epoch)) = super::stream::parse_reply(reply) else {
             self.stats.publish_errors.inc();
             if let Some(p) = o.pending {
-                self.deliver(&p);
+                self.deliver_without_offset(&p);
             }
             return;
         };
@@ -464,7 +484,9 @@ impl Relay {
         let own = envelope.origin == self.shard.server_id;
         if let Some((offset, epoch)) = &position {
             let passed = self.sequencer.borrow().passed(&envelope.destination, *offset, epoch);
-            if own && (envelope.delivered || passed) {
+            let delivered =
+                envelope.delivered || (own && self.fallback_delivered.borrow().contains(&envelope.id));
+            if own && (delivered || passed) {
                 // This node's own publication: delivered here already, or by the script's
                 // reply; the sequencer only needs to move past it.
                 self.stats.echoes_ignored.inc();
@@ -547,5 +569,50 @@ mod tests {
         assert_eq!(e.sequencer.borrow().position("/topic/x"), Some((Some(Rc::from("e")), 6)));
         e.on_message(ch, b"garbage");
         assert_eq!(e.stats.bad_envelopes.get(), 1);
+    }
+}
+
+/// The most message ids `FallbackDelivered` remembers: a Redis stall long enough to time out
+/// more appends than this is past the relay buffer's bounds anyway.
+const FALLBACK_REMEMBERED: usize = 4096;
+
+/// A bounded set of message ids, oldest forgotten first.
+#[derive(Default)]
+struct FallbackDelivered {
+    ids: HashSet<Rc<str>>,
+    order: VecDeque<Rc<str>>,
+}
+
+impl FallbackDelivered {
+    fn insert(&mut self, id: Rc<str>) {
+        if !self.ids.insert(id.clone()) {
+            return;
+        }
+        self.order.push_back(id);
+        while self.order.len() > FALLBACK_REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+
+    #[test]
+    fn fallback_ids_are_bounded_and_forget_the_oldest() {
+        let mut f = FallbackDelivered::default();
+        for i in 0..FALLBACK_REMEMBERED + 10 {
+            f.insert(Rc::from(format!("n-{i}")));
+        }
+        assert!(!f.contains("n-0") && !f.contains("n-9"));
+        assert!(f.contains("n-10") && f.contains(&format!("n-{}", FALLBACK_REMEMBERED + 9)));
+        assert_eq!(f.order.len(), FALLBACK_REMEMBERED);
     }
 }
