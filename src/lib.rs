@@ -2,6 +2,11 @@
 //! boards. Browsers speak STOMP over WebSocket to it; several boards share rooms through Redis
 //! Pub/Sub; without Redis each board serves its own clients alone.
 //!
+//! The library's API is what the binary, the benchmarks, the fuzz targets and the tests use:
+//! [`run`], `config`, `server` (its `Hooks`), `edge`, `auth`, `protocol`, `ws`, and for the fuzz
+//! targets `access` and `sockjs` (its `frame` codec). Every other
+//! module is `pub(crate)`, so the compiler reports what nothing uses.
+//!
 //! # Layout
 //!
 //! - `config`: the typed configuration from the documented default file, `--config`, the
@@ -53,33 +58,33 @@
 //! writes its whole queue in one vectored write.
 
 pub mod access;
-pub mod advertise;
-pub mod app;
+pub(crate) mod advertise;
+pub(crate) mod app;
 pub mod auth;
-pub mod broker;
-pub mod chat;
-pub mod clock;
-pub mod cluster;
+pub(crate) mod broker;
+pub(crate) mod chat;
+pub(crate) mod clock;
+pub(crate) mod cluster;
 pub mod config;
-pub mod connection;
-pub mod driver;
+pub(crate) mod connection;
+pub(crate) mod driver;
 pub mod edge;
-pub mod engine;
-pub mod http;
-pub mod liveness;
-pub mod login_throttle;
-pub mod memory;
-pub mod metrics;
-pub mod node;
-pub mod outbound;
+pub(crate) mod engine;
+pub(crate) mod http;
+pub(crate) mod liveness;
+pub(crate) mod login_throttle;
+pub(crate) mod memory;
+pub(crate) mod metrics;
+pub(crate) mod node;
+pub(crate) mod outbound;
 pub mod protocol;
 pub mod server;
-pub mod session;
-pub mod signal;
+pub(crate) mod session;
+pub(crate) mod signal;
 pub mod sockjs;
-pub mod status;
-pub mod stomp_input;
-pub mod upgrade;
+pub(crate) mod status;
+pub(crate) mod stomp_input;
+pub(crate) mod upgrade;
 pub mod ws;
 
 use std::rc::Rc;

@@ -96,6 +96,7 @@ impl Charge {
         self.bytes = bytes;
     }
 
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }

@@ -79,6 +79,7 @@ impl<const N: usize> Family<N> {
         let i = self.labels.iter().position(|l| *l == label).unwrap_or(N - 1);
         self.counters[i].add(n);
     }
+    #[cfg(test)]
     pub fn get(&self, label: &str) -> u64 {
         self.labels.iter().position(|l| *l == label).map_or(0, |i| self.counters[i].get())
     }

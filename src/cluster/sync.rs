@@ -27,17 +27,6 @@ pub enum SyncState {
     InSync,
 }
 
-impl SyncState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncState::Down => "down",
-            SyncState::Stale => "stale",
-            SyncState::CatchingUp => "catching_up",
-            SyncState::InSync => "in_sync",
-        }
-    }
-}
-
 /// The state, with its transitions.
 #[derive(Debug)]
 pub struct CatchUp {

@@ -142,31 +142,6 @@ pub trait History {
     fn sweep(&self) {}
 }
 
-/// No histories: every destination is live-only.
-pub struct NoStreams;
-
-impl History for NoStreams {
-    fn is_streamed(&self, _destination: &str) -> bool {
-        false
-    }
-
-    fn append(&self, _publication: &mut Publication) -> Append {
-        Append::DeliverNow
-    }
-
-    fn recover(&self, _destination: &str, _since: &Since) -> Recovering {
-        Recovering::Now(Recovery {
-            publications: Vec::new(),
-            recovered: true,
-            next: StreamPosition { offset: 1, epoch: std::rc::Rc::from("") },
-        })
-    }
-
-    fn metrics(&self) -> (MetricLines, MetricLines) {
-        (Vec::new(), Vec::new())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

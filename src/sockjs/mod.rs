@@ -30,7 +30,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-pub use session::{count as session_count, ReceiverKind};
+pub use session::ReceiverKind;
 
 use crate::config::Config;
 use crate::metrics::METRICS;

@@ -190,11 +190,6 @@ pub fn find(node: &Rc<Node>, id: &str) -> Option<Rc<HttpSession>> {
     SESSIONS.with(|s| s.borrow().get(&key(node, id)).cloned())
 }
 
-/// Sessions in the table (live and lingering), for tests and metrics.
-pub fn count() -> usize {
-    SESSIONS.with(|s| s.borrow().len())
-}
-
 impl HttpSession {
     /// Opens a session: a STOMP connection registered like any other (same limit and metrics),
     /// and its task.

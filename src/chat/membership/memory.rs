@@ -118,6 +118,7 @@ impl MemoryMembership {
         self.table.borrow().rooms.len()
     }
 
+    #[cfg(test)]
     pub fn participant_count(&self) -> usize {
         self.table.borrow().rooms_of.len()
     }

@@ -47,15 +47,9 @@ pub struct Joined {
 /// Why a join was refused; each maps to an application error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinError {
-    RoomFull {
-        limit: usize,
-    },
-    TooManyRooms {
-        limit: usize,
-    },
+    RoomFull { limit: usize },
+    TooManyRooms { limit: usize },
     UsernameTaken,
-    /// The cluster state could not be reached in time.
-    Unavailable,
 }
 
 impl JoinError {
@@ -64,7 +58,6 @@ impl JoinError {
             JoinError::RoomFull { .. } => "room_full",
             JoinError::TooManyRooms { .. } => "too_many_rooms",
             JoinError::UsernameTaken => "username_taken",
-            JoinError::Unavailable => "unavailable",
         }
     }
 
@@ -73,7 +66,6 @@ impl JoinError {
             JoinError::RoomFull { limit } => format!("the room is full ({limit} participants)"),
             JoinError::TooManyRooms { limit } => format!("the server has its maximum of {limit} rooms"),
             JoinError::UsernameTaken => "that username is already in this room".into(),
-            JoinError::Unavailable => "room state is unavailable, try again".into(),
         }
     }
 }
