@@ -202,7 +202,8 @@ impl Node {
     /// Delivers to this node's subscribers only (the caller tells the other nodes its own way).
     /// On a node alone a streamed destination's history gets it (and its offset); in cluster
     /// mode it is delivered here at once without a position, and gets its offset when the
-    /// caller relays it (the chat's joins and leaves, which its membership store announces).
+    /// caller relays it (the chat's joins and leaves made while Redis is away, which its
+    /// membership store announces after the catch-up).
     pub fn publish_local(&self, publication: &Publication) {
         METRICS.messages_published.inc();
         let history = self.history();
