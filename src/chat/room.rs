@@ -38,7 +38,40 @@ pub fn username(text: &str, config: &ChatConfig) -> Result<Username, String> {
     if text.chars().any(char::is_control) {
         return Err("username may not contain control characters".into());
     }
+    if text.chars().any(is_invisible) {
+        return Err("username may not contain invisible or formatting characters".into());
+    }
+    if text.trim() != text {
+        return Err("username may not begin or end with white space".into());
+    }
     Username::try_from(text).map_err(|_| "username is too long".into())
+}
+
+/// Characters that show as nothing (or change the direction of what follows), so that
+/// `alice` plus one of them would look exactly like `alice` in every member list: Unicode's
+/// format characters (category Cf: soft hyphen, zero-width space/joiners, bidirectional
+/// controls, word joiner, BOM, tags) and the blank Hangul fillers (Unicode TR36 spoofing).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
 }
 
 /// Body of `SEND /app/room/{roomId}/join`. The name may be left out where names are logins.
@@ -150,6 +183,26 @@ impl RoomEvent {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn usernames_that_would_look_like_another_are_refused() {
+        let config = Config::embedded().chat;
+        for name in [
+            "alice\u{200B}",
+            "\u{200D}alice",
+            "ali\u{00AD}ce",
+            "\u{202E}ecila",
+            "alice\u{FEFF}",
+            "alice\u{3164}",
+            " alice",
+            "alice ",
+        ] {
+            assert!(username(name, &config).is_err(), "{name:?} accepted");
+        }
+        for name in ["alice", "Zoë", "김철수", "a b", "👍🏽"] {
+            assert!(username(name, &config).is_ok(), "{name:?} refused");
+        }
+    }
 
     #[test]
     fn room_ids_and_usernames_follow_the_contract() {
