@@ -60,7 +60,7 @@ class Server:
         return 0.0
 
     def metric(self, name):
-        code, body = http(self.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        code, body = http(self.port, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         for line in body.decode(errors="replace").splitlines():
             if line.startswith(name + " "):
                 return int(line.split()[-1])
@@ -295,10 +295,10 @@ def xhr_send_bodies(count):
     def fn(server):
         socks = []
         for i in range(count):
-            code, _ = http(server.port, b"POST /ws/000/s%d/xhr HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+            code, _ = http(server.port, b"POST /ws/000/s%d/xhr HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
                            b"Connection: close\r\n\r\n" % i)
             s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-            s.sendall(b"POST /ws/000/s%d/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: 262144\r\n\r\n" % i)
+            s.sendall(b"POST /ws/000/s%d/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 262144\r\n\r\n" % i)
             try:
                 s.sendall(b"[\"" + b"x" * 262139)  # one byte short of what was announced
             except OSError:
@@ -316,7 +316,7 @@ def silent_sockets(count):
     def fn(server):
         socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(count)]
         t0 = time.perf_counter()
-        code, _ = http(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        code, _ = http(server.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         took = (time.perf_counter() - t0) * 1000
         evicted = server.metric("stomp_edge_http_idle_evicted_total")
         for s in socks:
