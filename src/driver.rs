@@ -402,7 +402,9 @@ impl<F: Framing> Driver<F> {
 /// Reads and drops what the client still sends until it closes its side, the socket fails
 /// or `deadline` passes, so the close is a FIN after the goodbye, not a reset before it.
 async fn linger(stream: &TcpStream, deadline: Instant) {
-    let mut sink = [0u8; 4096];
+    // On the heap, not in the future: an array here would be part of every connection's task
+    // for its whole life (the task is as large as its largest state), 4 KiB per idle socket.
+    let mut sink = vec![0u8; 4096];
     loop {
         match stream.try_read(&mut sink) {
             Ok(0) => return,
@@ -461,5 +463,44 @@ pub(crate) fn io_reason(e: &io::Error) -> CloseReason {
             CloseReason::SocketClosed
         }
         _ => CloseReason::IoError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::config::Config;
+    use crate::engine::memory::MemoryBroker;
+    use crate::node::Node;
+    use crate::upgrade::Upgraded;
+
+    /// Most bytes one connection's task may take, whatever it is waiting on: the task is as
+    /// large as the largest state of its future, and it lives as long as the connection, so a
+    /// buffer declared in any `async fn` on the way (the lingering close's once did, 4 KiB)
+    /// is paid by every idle socket. The idle-connection benchmark prints the whole cost.
+    const MAX_TASK_BYTES: usize = 2304;
+
+    async fn upgraded(node: &Rc<Node>) -> (Upgraded, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let registration = node.register_connection().expect("a free place");
+        (Upgraded { stream, node: node.clone(), registration, read_buf: Bytes::new() }, client)
+    }
+
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let node = Rc::new(Node::new(Config::embedded(), Rc::new(MemoryBroker)));
+        let (up, _client) = upgraded(&node).await;
+        let plain = std::mem::size_of_val(&crate::connection::run(up));
+        let (up, _client) = upgraded(&node).await;
+        let sockjs = std::mem::size_of_val(&crate::sockjs::websocket::run(up));
+        println!("connection task: /ws {plain} B, SockJS websocket {sockjs} B");
+        assert!(plain <= MAX_TASK_BYTES, "/ws task is {plain} B");
+        assert!(sockjs <= MAX_TASK_BYTES, "SockJS websocket task is {sockjs} B");
     }
 }

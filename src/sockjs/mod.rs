@@ -19,7 +19,7 @@ pub mod frame;
 mod reply;
 mod session;
 mod stomp;
-mod websocket;
+pub(crate) mod websocket;
 mod xhr;
 
 use std::collections::hash_map::RandomState;
