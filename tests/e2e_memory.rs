@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{http_get, Client, Server};
+use common::{http_get, Client, Server, WAIT};
 
 /// The server's resident set, in KiB (Linux `/proc`).
 fn rss_kib(server: &Server) -> u64 {
@@ -259,4 +259,66 @@ async fn a_fast_publisher_is_slowed_down_and_only_the_stalled_subscriber_is_cut_
     assert!(server.wait_metric("stomp_edge_closes_total{reason=\"slow_consumer\"}", 1));
     assert_eq!(server.metric("stomp_edge_closes_total{reason=\"slow_consumer\"}"), 1, "only the stalled one");
     drop(stalled);
+}
+
+#[tokio::test]
+async fn transactions_are_charged_and_refused_near_the_budget() {
+    // 2 MiB budget: held memory (transactions, history) stops at 3/4 of it. The transaction
+    // limits are raised so that only the budget stops a transaction.
+    let server = Server::start_with(
+        "[limits]\nmemory_budget_bytes = 2097152\n\
+         [stomp]\nmax_transaction_bytes = 16777216\nmax_transaction_frames = 10000\n",
+        &[],
+    );
+    let baseline = server.metric("stomp_edge_memory_budget_used_bytes");
+    let body = "t".repeat(64 * 1024);
+    // A holds 512 KiB of SENDs in an open transaction: charged at their real cost.
+    let (mut holder, _) = Client::connect(&server.url()).await;
+    holder.send_text("BEGIN\ntransaction:a\n\n\0").await;
+    for i in 0..8 {
+        holder
+            .send_text(&format!("SEND\ndestination:/topic/tx\ntransaction:a\nreceipt:a{i}\n\n{body}\0"))
+            .await;
+        let r = holder.recv().await;
+        assert_eq!((r.command.as_str(), r.header("receipt-id")), ("RECEIPT", Some(format!("a{i}").as_str())));
+    }
+    let held = server.metric("stomp_edge_memory_budget_used_bytes");
+    assert!(held >= baseline + 8 * 64 * 1024, "a transaction of 512 KiB charged {}", held - baseline);
+    // B fills transactions until the budget refuses: ERROR with the SEND's receipt-id, close.
+    let (mut filler, _) = Client::connect(&server.url()).await;
+    filler.send_text("BEGIN\ntransaction:b\n\n\0").await;
+    let mut refused = None;
+    for i in 0..100 {
+        filler
+            .send_text(&format!("SEND\ndestination:/topic/tx\ntransaction:b\nreceipt:b{i}\n\n{body}\0"))
+            .await;
+        let r = filler.recv().await;
+        if r.command == "ERROR" {
+            refused = Some((i, r));
+            break;
+        }
+        assert_eq!(r.header("receipt-id"), Some(format!("b{i}").as_str()), "{r:?}");
+        assert!(server.metric("stomp_edge_memory_budget_used_bytes") < 2 << 20);
+    }
+    let (i, error) = refused.expect("100 SENDs of 64 KiB held in a transaction under a 2 MiB budget");
+    assert_eq!(error.header("receipt-id"), Some(format!("b{i}").as_str()), "{error:?}");
+    assert!(error.header("message").unwrap_or("").contains("memory budget"), "{error:?}");
+    assert!(filler.closed_within(WAIT).await, "the refused client is closed");
+    assert!(server.metric("stomp_edge_memory_refused_total{what=\"transaction\"}") >= 1);
+    assert!(server.metric("stomp_edge_protocol_errors_total{reason=\"transaction\"}") >= 1);
+    // A well-behaved client still connects and gets its messages.
+    let (mut reader, _) = Client::connect(&server.url()).await;
+    reader.subscribe("/topic/live", "l").await;
+    for n in 0..20 {
+        reader.send_text(&format!("SEND\ndestination:/topic/live\n\n{n}\0")).await;
+        assert_eq!(reader.recv().await.body_text(), n.to_string());
+    }
+    // A's transaction is given back when A leaves without COMMIT.
+    drop(holder);
+    let start = Instant::now();
+    while server.metric("stomp_edge_memory_budget_used_bytes") > baseline + 64 * 1024 {
+        assert!(start.elapsed() < WAIT, "the transactions' memory was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.metric("stomp_edge_messages_dropped_total{reason=\"transaction_unfinished\"}"), 8 + i);
 }
