@@ -322,3 +322,62 @@ async fn transactions_are_charged_and_refused_near_the_budget() {
     }
     assert_eq!(server.metric("stomp_edge_messages_dropped_total{reason=\"transaction_unfinished\"}"), 8 + i);
 }
+
+#[tokio::test]
+async fn history_rings_stay_within_the_budget_and_live_delivery_goes_on() {
+    // 4 MiB budget; the streams' own bound (16 MiB) is far above it: the budget must win.
+    let server = Server::start_with(
+        "[limits]\nmemory_budget_bytes = 4194304\n\
+         [streams]\nprefixes = [\"/topic/s/\"]\nmax_memory_bytes = 16777216\nmax_messages = 1000\n",
+        &[],
+    );
+    const DESTINATIONS: usize = 10;
+    const PER_DESTINATION: usize = 100;
+    let (mut subscriber, _) = Client::connect(&server.url()).await;
+    for d in 0..DESTINATIONS {
+        subscriber.subscribe(&format!("/topic/s/{d}"), &format!("s{d}")).await;
+    }
+    let (mut publisher, _) = Client::connect(&server.url()).await;
+    // 8 MB of publications, 8 KiB each, to 10 streamed destinations.
+    let body = "h".repeat(8 * 1024);
+    let reading = tokio::spawn(async move {
+        let mut next = [0usize; DESTINATIONS];
+        for _ in 0..DESTINATIONS * PER_DESTINATION {
+            let m = subscriber.recv().await;
+            assert_eq!(m.command, "MESSAGE", "{m:?}");
+            let text = m.body_text();
+            let (d, n) =
+                text.split_once(':').and_then(|(d, rest)| rest.split_once(':').map(|(n, _)| (d, n))).unwrap();
+            let (d, n): (usize, usize) = (d.parse().unwrap(), n.parse().unwrap());
+            assert_eq!(n, next[d], "destination {d}: a live message lost");
+            next[d] += 1;
+        }
+        subscriber
+    });
+    let mut peak = 0;
+    for round in 0..PER_DESTINATION {
+        let text: String = (0..DESTINATIONS)
+            .map(|d| format!("SEND\ndestination:/topic/s/{d}\n\n{d}:{round}:{body}\0"))
+            .collect();
+        publisher.send_text(&text).await;
+        if round % 10 == 9 {
+            let used = server.metric("stomp_edge_memory_budget_used_bytes");
+            peak = peak.max(used);
+            assert!(used < 4 << 20, "the budget's used bytes {used} passed the budget");
+            let kept = server.metric("stomp_edge_stream_bytes_current");
+            assert!(kept < 4 << 20, "history keeps {kept} bytes, past the 4 MiB budget");
+        }
+    }
+    let _subscriber = reading.await.unwrap();
+    let kept = server.metric("stomp_edge_stream_bytes_current");
+    assert!(kept > 0 && kept <= 3 << 20, "history keeps {kept} bytes (held mark 3 MiB)");
+    assert!(server.metric("stomp_edge_memory_budget_used_bytes") >= kept, "history is charged");
+    assert!(server.metric("stomp_edge_stream_evicted_memory_total") >= 1);
+    assert_eq!(server.metric("stomp_edge_messages_dropped_total{reason=\"memory_budget\"}"), 0);
+    // A late subscriber still recovers what is kept, newest last.
+    let (mut late, _) = Client::connect(&server.url()).await;
+    late.send_text("SUBSCRIBE\ndestination:/topic/s/0\nid:late\nx-stream-offset:last\nreceipt:r\n\n\0").await;
+    let m = late.recv().await;
+    assert!(m.body_text().starts_with(&format!("0:{}:", PER_DESTINATION - 1)), "{:.20}", m.body_text());
+    println!("peak budget used {peak} bytes of 4194304");
+}

@@ -4,6 +4,12 @@
 //! plus `max_streams` destinations. Guarantee: what this process kept; a restart loses it, so
 //! the epoch is the process's start time (and a forgotten stream that comes back gets a new
 //! one), and a client that recovers across a restart is told so.
+//!
+//! The kept bytes are charged to the memory budget (`crate::memory`, one charge for the
+//! store). History gives way to live traffic: while the account is over its held mark (3/4 of
+//! the budget) the node's oldest kept messages are dropped, on every append and sweep and when
+//! the node is short of memory, and a transaction's SEND may `reclaim` them. A publication is
+//! never refused for its history: it is delivered live whatever is kept.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -13,16 +19,16 @@ use super::stream::{plan, Append, History, Recovering, Recovery, Since};
 use super::MetricLines;
 use crate::broker::{Publication, StreamPosition};
 use crate::config::StreamsConfig;
+use crate::memory::{self, Charge};
 use crate::metrics::Counter;
-
-/// Fixed bytes counted per kept message on top of its own (its entry and shared handles).
-const ENTRY_OVERHEAD: usize = 96;
 
 pub struct MemoryStreams {
     config: StreamsConfig,
     streams: RefCell<HashMap<Rc<str>, Ring>>,
     /// Bytes of every kept message of this node (bounded by `max_memory_bytes`).
     bytes: Cell<usize>,
+    /// `bytes` on the memory budget.
+    charge: RefCell<Charge>,
     /// This process's start (ms, base 36): part of every epoch, so a restart changes them all.
     boot: String,
     /// Streams forgotten so far: part of the epoch, so a re-created stream gets a new one.
@@ -65,14 +71,6 @@ impl Ring {
     }
 }
 
-fn cost(p: &Publication) -> usize {
-    ENTRY_OVERHEAD
-        + p.destination.len()
-        + p.message_id.len()
-        + p.body.len()
-        + p.headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>()
-}
-
 impl MemoryStreams {
     pub fn new(config: StreamsConfig) -> MemoryStreams {
         MemoryStreams::with_clock_start(config, crate::clock::now_ms())
@@ -83,6 +81,7 @@ impl MemoryStreams {
             config,
             streams: RefCell::new(HashMap::new()),
             bytes: Cell::new(0),
+            charge: RefCell::new(Charge::new()),
             boot: base36(start_ms),
             generation: Cell::new(0),
             stats: Stats::default(),
@@ -96,26 +95,43 @@ impl MemoryStreams {
             || ring.entries.front().is_some_and(|e| e.at_ms < oldest)
         {
             if let Some(e) = ring.entries.pop_front() {
-                self.bytes.set(self.bytes.get().saturating_sub(e.bytes));
+                self.set_bytes(self.bytes.get().saturating_sub(e.bytes));
                 self.stats.trimmed.inc();
             }
         }
     }
 
-    /// Frees memory past `max_memory_bytes`: the oldest kept message of the node goes first.
-    /// (A scan of the streams; it runs only while the node is at its memory bound.)
+    /// The kept bytes are `bytes` now: the gauge and the budget's charge move together.
+    fn set_bytes(&self, bytes: usize) {
+        self.bytes.set(bytes);
+        self.charge.borrow_mut().set(bytes);
+    }
+
+    /// Frees memory past `max_memory_bytes`, and while the memory budget is over its held
+    /// mark: the oldest kept message of the node goes first. (A scan of the streams; it runs
+    /// only while the node is at one of those bounds.)
     fn evict_for_memory(&self, streams: &mut HashMap<Rc<str>, Ring>) {
-        while self.bytes.get() > self.config.max_memory_bytes {
-            let oldest = streams
-                .iter()
-                .filter_map(|(k, r)| r.entries.front().map(|e| (e.at_ms, k.clone())))
-                .min_by_key(|(at, _)| *at);
-            let Some((_, key)) = oldest else { return };
-            if let Some(e) = streams.get_mut(&key).and_then(|r| r.entries.pop_front()) {
-                self.bytes.set(self.bytes.get().saturating_sub(e.bytes));
-                self.stats.evicted_memory.inc();
+        while self.bytes.get() > self.config.max_memory_bytes
+            || (self.bytes.get() > 0 && memory::used() >= memory::held_mark())
+        {
+            if self.evict_oldest(streams).is_none() {
+                return;
             }
         }
+    }
+
+    /// Drops the node's oldest kept message (counted); returns its bytes, None when nothing
+    /// is kept.
+    fn evict_oldest(&self, streams: &mut HashMap<Rc<str>, Ring>) -> Option<usize> {
+        let oldest = streams
+            .iter()
+            .filter_map(|(k, r)| r.entries.front().map(|e| (e.at_ms, k.clone())))
+            .min_by_key(|(at, _)| *at);
+        let (_, key) = oldest?;
+        let e = streams.get_mut(&key).and_then(|r| r.entries.pop_front())?;
+        self.set_bytes(self.bytes.get().saturating_sub(e.bytes));
+        self.stats.evicted_memory.inc();
+        Some(e.bytes)
     }
 
     /// Makes room for one more stream: forgets the one written to longest ago.
@@ -125,7 +141,7 @@ impl MemoryStreams {
         };
         if let Some(ring) = streams.remove(&key) {
             let freed: usize = ring.entries.iter().map(|e| e.bytes).sum();
-            self.bytes.set(self.bytes.get().saturating_sub(freed));
+            self.set_bytes(self.bytes.get().saturating_sub(freed));
             self.stats.forgotten.inc();
             self.generation.set(self.generation.get() + 1);
         }
@@ -152,9 +168,9 @@ impl MemoryStreams {
         publication.stream = Some(StreamPosition { offset: ring.next, epoch: ring.epoch.clone() });
         ring.next += 1;
         ring.last_append_ms = now_ms;
-        let bytes = cost(publication);
+        let bytes = publication.kept_cost();
         ring.entries.push_back(Entry { at_ms: now_ms, bytes, publication: publication.clone() });
-        self.bytes.set(self.bytes.get() + bytes);
+        self.set_bytes(self.bytes.get() + bytes);
         self.trim(ring, now_ms);
         self.evict_for_memory(&mut streams);
         self.stats.appended.inc();
@@ -225,6 +241,19 @@ impl History for MemoryStreams {
         for ring in streams.values_mut() {
             self.trim(ring, now);
         }
+        self.evict_for_memory(&mut streams);
+    }
+
+    fn reclaim(&self, bytes: usize) -> usize {
+        let mut streams = self.streams.borrow_mut();
+        let mut freed = 0;
+        while freed < bytes {
+            match self.evict_oldest(&mut streams) {
+                Some(b) => freed += b,
+                None => break,
+            }
+        }
+        freed
     }
 
     fn metrics(&self) -> (MetricLines, MetricLines) {
@@ -252,7 +281,7 @@ fn stream_metrics(streams: u64, messages: u64, bytes: u64, s: &Stats) -> (Metric
         ),
         (
             "stream_evicted_memory_total",
-            "Kept messages dropped early to stay within streams.max_memory_bytes.",
+            "Kept messages dropped early to stay within streams.max_memory_bytes or the memory budget.",
             s.evicted_memory.get(),
         ),
         (
@@ -390,5 +419,30 @@ mod tests {
         let b = s.recover_at("/topic/room/b", &Since::First, 30);
         assert_eq!(offsets(&a).len() + offsets(&b).len(), s.message_count());
         assert_eq!(*offsets(&b).last().unwrap(), 5, "the newest message stays");
+    }
+
+    #[test]
+    fn kept_bytes_are_charged_and_reclaim_drops_the_oldest_first() {
+        let s = MemoryStreams::with_clock_start(config(3, 1000, 1 << 20, 2), 1);
+        let charged = |s: &MemoryStreams| s.charge.borrow().bytes();
+        let body = "x".repeat(1000);
+        for i in 0..4 {
+            append(&s, "/topic/room/a", &body, 10 + i);
+        }
+        append(&s, "/topic/room/b", &body, 20);
+        assert_eq!(charged(&s), s.bytes.get(), "count trims give back their charge");
+        assert_eq!(s.message_count(), 4);
+        // Reclaiming a little drops one message: the node's oldest (a's offset 2).
+        let one = s.bytes.get() / 4;
+        assert_eq!(s.reclaim(1), one);
+        assert_eq!(offsets(&s.recover_at("/topic/room/a", &Since::First, 21)), vec![3, 4]);
+        assert_eq!(charged(&s), s.bytes.get());
+        // A third stream forgets a whole one; its bytes go back too.
+        append(&s, "/topic/room/c", &body, 30);
+        assert_eq!(charged(&s), s.bytes.get());
+        // Reclaiming more than is kept frees what there is.
+        let kept = s.message_count() * one;
+        assert_eq!(s.reclaim(usize::MAX), kept);
+        assert_eq!((s.bytes.get(), charged(&s), s.message_count()), (0, 0, 0));
     }
 }
