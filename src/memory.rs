@@ -10,7 +10,9 @@
 //!   received (`sockjs::xhr`);
 //! - the SENDs held in open STOMP transactions: body, destination, headers and per-entry
 //!   overhead (`session`);
-//! - the history rings of a node alone (`engine::stream_memory`, one charge for the store).
+//! - the history rings of a node alone (`engine::stream_memory`, one charge for the store);
+//! - in cluster mode, the arrivals held while an offset gap is repaired (`cluster::order`,
+//!   one charge per destination).
 //!
 //! Two marks. Under the high-water mark (7/8 of the budget) buffers that drain by themselves
 //! are admitted ([`admit`]); over it ([`Pressure::High`]) no socket is read, new connections
@@ -19,13 +21,13 @@
 //! memory, which does not drain by itself (transactions, history), stays under the held mark
 //! (3/4, [`held_mark`]): a transaction's SEND that would pass it is refused with ERROR and
 //! close ([`admit_held`]) after history gave way, and history drops its oldest messages while
-//! the account is over it; a live publication is never refused for its history. Each refusal
-//! is counted in `memory_refused_total{what}`.
+//! the account is over it; a live publication is never refused for its history. Held gap
+//! arrivals drain by themselves: over the high-water mark a gap is given up instead of held.
+//! Each refusal is counted in `memory_refused_total{what}`.
 //!
-//! Not charged: per-connection fixed state (admitted at 32 KiB a connection before it is
-//! accepted), the hub's tables (bounded by their own limits), and in cluster mode the arrivals
-//! the sequencer holds across an offset gap (bounded per destination by count, see
-//! `cluster::order`).
+//! Not charged: per-connection fixed state (a connection is admitted only with 32 KiB free
+//! under the high-water mark), the hub's tables (bounded by their own limits), and replies
+//! from Redis being read (a recovery's or a repair's, bounded by the stream's `MAXLEN`).
 //!
 //! Holders keep a [`Charge`], which gives its bytes back when dropped or resized: releases by
 //! drop, never by hand. The account is atomics (the server runs one thread; tests run several).
