@@ -55,10 +55,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before anything else runs: on glibc this may start the binary again (same PID) with
+    // allocator settings that give freed memory back.
+    let tuning = stomp_edge::edge::allocator::tune(config.limits.return_freed_memory);
     // Log to stderr (journald adds its own timestamps under systemd).
     if let Err(e) = simple_logger::SimpleLogger::new().with_level(config.log_level).init() {
         eprintln!("stomp-edge: cannot start logging: {e}");
     }
+    tuning.log();
     let reload = Box::new(|| match load()? {
         Action::Run(config) => Ok(*config),
         _ => Err("unexpected arguments on reload".to_string()),

@@ -25,7 +25,7 @@ say "armv7 binary: $(stat -c %s "$BIN") bytes"
 
 log=$(mktemp)
 # The server refuses unknown STOMP_EDGE_* variables, and the test runner sets STOMP_EDGE_BIN.
-env -u STOMP_EDGE_BIN qemu-arm-static -L /usr/arm-linux-gnueabihf "$BIN" --listen 127.0.0.1:0 2>"$log" &
+env -u STOMP_EDGE_BIN QEMU_LD_PREFIX=/usr/arm-linux-gnueabihf qemu-arm-static -L /usr/arm-linux-gnueabihf "$BIN" --listen 127.0.0.1:0 2>"$log" &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null; rm -f "$log"' EXIT
 addr=
