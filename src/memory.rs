@@ -12,7 +12,8 @@
 //!   overhead (`session`);
 //! - the history rings of a node alone (`engine::stream_memory`, one charge for the store);
 //! - in cluster mode, the arrivals held while an offset gap is repaired (`cluster::order`,
-//!   one charge per destination).
+//!   one charge per destination), and the live publications a streamed SUBSCRIBE holds while
+//!   its recovery reads Redis (`broker::hub`, one charge per subscription).
 //!
 //! Two marks. Under the high-water mark (7/8 of the budget) buffers that drain by themselves
 //! are admitted ([`admit`]); over it ([`Pressure::High`]) no socket is read, new connections
@@ -22,7 +23,8 @@
 //! (3/4, [`held_mark`]): a transaction's SEND that would pass it is refused with ERROR and
 //! close ([`admit_held`]) after history gave way, and history drops its oldest messages while
 //! the account is over it; a live publication is never refused for its history. Held gap
-//! arrivals drain by themselves: over the high-water mark a gap is given up instead of held.
+//! arrivals and recovering subscriptions drain by themselves: over the high-water mark a gap
+//! is given up instead of held, and a recovering subscriber is closed as a slow consumer.
 //! Each refusal is counted in `memory_refused_total{what}`.
 //!
 //! Not charged: per-connection fixed state (a connection is admitted only with 32 KiB free
