@@ -153,7 +153,7 @@ pub struct Metrics {
     pub sockjs_rejected: Family<11>,
     pub sockjs_reaped: Counter,
     /// Work refused because the memory budget was near its limit, by what was refused.
-    pub memory_refused: Family<6>,
+    pub memory_refused: Family<9>,
     /// Times a socket was not read: its publisher's destinations were backed up, or memory.
     pub flow_paused: Family<3>,
     /// HTTP sockets closed before their first request to make room for new ones.
@@ -260,7 +260,17 @@ pub static METRICS: Metrics = Metrics {
         "other",
     ]),
     sockjs_reaped: Counter::new(),
-    memory_refused: Family::new(["connection", "http", "sockjs_body", "delivery", "read", "other"]),
+    memory_refused: Family::new([
+        "connection",
+        "http",
+        "sockjs_body",
+        "delivery",
+        "read",
+        "transaction",
+        "gap",
+        "recovery",
+        "other",
+    ]),
     flow_paused: Family::new(["backed_up", "memory", "other"]),
     http_idle_evicted: Counter::new(),
 };
@@ -439,7 +449,7 @@ pub fn render(extra: &Extra<'_>) -> String {
         &mut out,
         "memory_refused_total",
         "what",
-        "Work refused near the memory budget (503, dropped delivery, socket not read).",
+        "Work refused near the memory budget (503, dropped delivery, socket not read, transaction SEND, gap or recovery held).",
         &m.memory_refused,
     );
     family(
