@@ -37,6 +37,10 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_secs(2);
 /// How often a socket that is not being read (flow control, memory) checks whether it may be.
 const RECHECK: Duration = Duration::from_millis(10);
+/// Under memory pressure, how long a connection may hold an unfinished frame without finishing
+/// one before it is closed: its bytes are charged and only finishing (or closing) frees them,
+/// so sockets holding half frames must not keep the whole board paused.
+const STALLED_INPUT: Duration = Duration::from_secs(2);
 
 /// Most bytes a socket may make the server hold before its STOMP CONNECT: a CONNECT (see
 /// [`stomp_input::CONNECT_FRAME_BYTES`]), with room for SockJS's JSON escaping and framing.
@@ -140,6 +144,8 @@ pub struct Driver<F: Framing> {
     unfed: bool,
     /// The last read step stopped at its cap with input left on the socket.
     busy: bool,
+    /// When the client last finished a frame or had no unfinished input (see [`STALLED_INPUT`]).
+    last_progress: Instant,
 }
 
 impl<F: Framing> Driver<F> {
@@ -173,6 +179,7 @@ impl<F: Framing> Driver<F> {
             paused: None,
             unfed: false,
             busy: false,
+            last_progress: Instant::now(),
         }
     }
 
@@ -191,8 +198,9 @@ impl<F: Framing> Driver<F> {
         if !matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
             // The connection is over for everyone else (counted, room left, and its place
             // freed now); the socket lingers only to let the goodbye arrive.
-            let Driver { stream, _registration, .. } = self;
-            drop(_registration);
+            // The buffers go back now too (they are on the memory budget), not after the linger.
+            let Driver { stream, _registration, buf, framing, charge, .. } = self;
+            drop((_registration, buf, framing, charge));
             linger(&stream, Instant::now() + LINGER).await;
         }
         reason
@@ -212,7 +220,10 @@ impl<F: Framing> Driver<F> {
                 return io_reason(&e);
             }
             let pending = self.framing.pending(&self.outbound);
-            let reading = self.may_read();
+            let reading = match self.may_read() {
+                Ok(reading) => reading,
+                Err(reason) => return reason,
+            };
             if reading && self.unfed {
                 // Frames read before a flow-control pause are handled before reading more.
                 self.unfed = false;
@@ -247,10 +258,32 @@ impl<F: Framing> Driver<F> {
     /// Whether the socket may be read now. Not while the memory budget is near its limit (the
     /// queues must drain first), nor while subscribers this client published to are backed up
     /// (flow control: a publisher goes at the pace of its audience). A pause starts counted.
-    fn may_read(&mut self) -> bool {
-        let why = if memory::pressure() >= Pressure::High {
+    ///
+    /// Under memory pressure a connection that holds budget bytes only reading can free keeps
+    /// being read below the budget itself: an unfinished frame (finishing it frees the buffer)
+    /// or open transactions (COMMIT, ABORT or a refused SEND free them). Otherwise sockets
+    /// holding half frames could keep every socket paused for good. One that has not finished a
+    /// frame for [`STALLED_INPUT`] is closed with an ERROR instead (`memory_refused_total
+    /// {what="unfinished_frame"}`).
+    fn may_read(&mut self) -> Result<bool, CloseReason> {
+        let pressure = memory::pressure();
+        let why = if pressure >= Pressure::High {
             self.node.shed_stalled_consumers();
-            Some("memory")
+            let holds_input = !self.buf.is_empty() || self.framing.held_bytes() > 0;
+            if holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
+                METRICS.memory_refused.inc("unfinished_frame");
+                log::info!(
+                    "memory budget short: closing session {}, its unfinished frame stalled",
+                    self.stomp.session.session_id
+                );
+                self.stomp.session.send_error(
+                    "server memory is short and this frame did not finish in time: it was dropped",
+                    None,
+                );
+                return Err(CloseReason::ProtocolError);
+            }
+            let frees_by_reading = holds_input || self.stomp.session.holds_transactions();
+            (pressure == Pressure::Full || !frees_by_reading).then_some("memory")
         } else {
             self.blocked_on.retain(|w| w.upgrade().is_some_and(|o| o.holds_back_publishers()));
             (!self.blocked_on.is_empty()).then_some("backed_up")
@@ -266,7 +299,7 @@ impl<F: Framing> Driver<F> {
             self.stomp.liveness.last_read = Instant::now();
         }
         self.paused = why;
-        why.is_none()
+        Ok(why.is_none())
     }
 
     /// Reads what the socket has, a bounded number of times, processing after each read; stops
@@ -325,6 +358,9 @@ impl<F: Framing> Driver<F> {
             self.buf.copy_within(consumed.., 0);
             self.buf.truncate(self.buf.len() - consumed);
             self.data_len -= consumed;
+        }
+        if consumed > 0 || (self.buf.is_empty() && self.framing.held_bytes() == 0) {
+            self.last_progress = Instant::now();
         }
         for queue in self.node.hub.take_backed_up() {
             if !self.blocked_on.iter().any(|w| w.ptr_eq(&queue)) {

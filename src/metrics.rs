@@ -153,7 +153,7 @@ pub struct Metrics {
     pub sockjs_rejected: Family<11>,
     pub sockjs_reaped: Counter,
     /// Work refused because the memory budget was near its limit, by what was refused.
-    pub memory_refused: Family<9>,
+    pub memory_refused: Family<10>,
     /// Times a socket was not read: its publisher's destinations were backed up, or memory.
     pub flow_paused: Family<3>,
     /// HTTP sockets closed before their first request to make room for new ones.
@@ -269,6 +269,7 @@ pub static METRICS: Metrics = Metrics {
         "transaction",
         "gap",
         "recovery",
+        "unfinished_frame",
         "other",
     ]),
     flow_paused: Family::new(["backed_up", "memory", "other"]),
