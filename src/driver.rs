@@ -146,6 +146,10 @@ pub struct Driver<F: Framing> {
     busy: bool,
     /// When the client last finished a frame or had no unfinished input (see [`STALLED_INPUT`]).
     last_progress: Instant,
+    /// The memory budget was under pressure at the last [`Driver::may_read`]: it is asked
+    /// again every [`RECHECK`] even while the socket may be read (a half frame's sender may
+    /// send nothing more, and must still meet [`STALLED_INPUT`]).
+    pressed: bool,
 }
 
 impl<F: Framing> Driver<F> {
@@ -180,6 +184,7 @@ impl<F: Framing> Driver<F> {
             unfed: false,
             busy: false,
             last_progress: Instant::now(),
+            pressed: false,
         }
     }
 
@@ -237,7 +242,7 @@ impl<F: Framing> Driver<F> {
                 r = self.stream.writable(), if pending => Event::Writable(r),
                 () = self.outbound.notified() => Event::Queued,
                 () = &mut self.timer => Event::Timer,
-                () = tokio::time::sleep(RECHECK), if !reading => Event::Recheck,
+                () = tokio::time::sleep(RECHECK), if !reading || self.pressed => Event::Recheck,
             };
             let result = match event {
                 Event::Readable(Ok(())) => self.on_readable(),
@@ -267,7 +272,8 @@ impl<F: Framing> Driver<F> {
     /// {what="unfinished_frame"}`).
     fn may_read(&mut self) -> Result<bool, CloseReason> {
         let pressure = memory::pressure();
-        let why = if pressure >= Pressure::High {
+        self.pressed = pressure >= Pressure::High;
+        let why = if self.pressed {
             self.node.shed_stalled_consumers();
             let holds_input = !self.buf.is_empty() || self.framing.held_bytes() > 0;
             if holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
@@ -307,6 +313,10 @@ impl<F: Framing> Driver<F> {
     fn on_readable(&mut self) -> Result<(), CloseReason> {
         self.busy = true;
         for _ in 0..READS_PER_WAKE {
+            if self.pressed && memory::pressure() == Pressure::Full {
+                // A half frame's sender is read under pressure, but not past the budget.
+                break;
+            }
             if read_once(&self.stream, &mut self.buf)?.is_none() {
                 self.busy = false;
                 break;
