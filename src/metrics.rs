@@ -144,6 +144,12 @@ pub struct Metrics {
     pub receipts_sent: Counter,
     pub login_failures: Counter,
     pub login_failures_delayed: Counter,
+    /// Argon2 checks of hashed passcodes (`crate::login_check`), by result.
+    pub login_checks: Family<4>,
+    /// CONNECTs needing an Argon2 check refused without one, by reason.
+    pub login_checks_rejected: Family<3>,
+    /// Argon2 checks queued or running.
+    pub login_checks_pending: Gauge,
     pub app_errors: Family<12>,
     pub http_requests: Family<9>,
     pub http_rejected: Family<4>,
@@ -153,9 +159,9 @@ pub struct Metrics {
     pub sockjs_rejected: Family<11>,
     pub sockjs_reaped: Counter,
     /// Work refused because the memory budget was near its limit, by what was refused.
-    pub memory_refused: Family<6>,
+    pub memory_refused: Family<7>,
     /// Times a socket was not read: its publisher's destinations were backed up, or memory.
-    pub flow_paused: Family<3>,
+    pub flow_paused: Family<4>,
     /// HTTP sockets closed before their first request to make room for new ones.
     pub http_idle_evicted: Counter,
 }
@@ -209,6 +215,9 @@ pub static METRICS: Metrics = Metrics {
     receipts_sent: Counter::new(),
     login_failures: Counter::new(),
     login_failures_delayed: Counter::new(),
+    login_checks: Family::new(["matched", "mismatched", "abandoned", "other"]),
+    login_checks_rejected: Family::new(["queue_full", "memory", "other"]),
+    login_checks_pending: Gauge::new(),
     app_errors: Family::new([
         "not_joined",
         "invalid_room_id",
@@ -260,8 +269,16 @@ pub static METRICS: Metrics = Metrics {
         "other",
     ]),
     sockjs_reaped: Counter::new(),
-    memory_refused: Family::new(["connection", "http", "sockjs_body", "delivery", "read", "other"]),
-    flow_paused: Family::new(["backed_up", "memory", "other"]),
+    memory_refused: Family::new([
+        "connection",
+        "http",
+        "sockjs_body",
+        "delivery",
+        "read",
+        "login_check",
+        "other",
+    ]),
+    flow_paused: Family::new(["backed_up", "memory", "login_check", "other"]),
     http_idle_evicted: Counter::new(),
 };
 
@@ -388,6 +405,26 @@ pub fn render(extra: &Extra<'_>) -> String {
     );
     family(
         &mut out,
+        "login_checks_total",
+        "result",
+        "Argon2 checks of hashed passcodes, run off the event loop (abandoned: the client left first).",
+        &m.login_checks,
+    );
+    family(
+        &mut out,
+        "login_checks_rejected_total",
+        "reason",
+        "CONNECTs needing an Argon2 check refused at once: too many waiting, or memory.",
+        &m.login_checks_rejected,
+    );
+    gauge(
+        &mut out,
+        "login_checks_pending",
+        "Argon2 checks of hashed passcodes queued or running.",
+        m.login_checks_pending.get(),
+    );
+    family(
+        &mut out,
         "app_errors_total",
         "code",
         "Application errors sent on /user/queue/errors.",
@@ -446,7 +483,7 @@ pub fn render(extra: &Extra<'_>) -> String {
         &mut out,
         "flow_control_pauses_total",
         "reason",
-        "Times a client's socket was not read: its destinations were backed up, or memory was short.",
+        "Times a client's socket was not read: destinations backed up, memory short, or a login check.",
         &m.flow_paused,
     );
     counter(

@@ -10,11 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::app::{AppError, SessionHandle};
+use crate::auth::Check;
 use crate::broker::{
     encode_message, finish_recovery, is_transport_header, AckMode, Cursor, Publication, Subscriber,
 };
 use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
+use crate::login_check::{Busy, Job, Verdict};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{OutFrame, Outbound};
@@ -129,6 +131,28 @@ fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
+/// A CONNECT whose passcode waits for its Argon2 check (`crate::login_check`): what is needed
+/// to answer it once the verdict is in.
+struct PendingConnect {
+    job: Rc<Job>,
+    login: Option<String>,
+    /// The client's `heart-beat` header, parsed.
+    heartbeat: (u64, u64),
+    /// The CONNECT's `receipt`, for the ERROR that may answer it.
+    receipt: Option<String>,
+}
+
+/// The ERROR that refuses a CONNECT whose passcode check the server cannot take now.
+fn busy_error(busy: Busy) -> ProtocolError {
+    let why = match busy {
+        Busy::QueueFull => "too many logins are waiting for their passcode check",
+        Busy::Memory => "no memory for a passcode check now",
+    };
+    let mut e = ProtocolError::new("other", format!("server busy: {why}; retry later"));
+    e.close = CloseReason::AuthFailed;
+    e
+}
+
 pub struct Session {
     pub connection: u64,
     pub session_id: Rc<str>,
@@ -137,6 +161,9 @@ pub struct Session {
     /// Set by a failed CONNECT whose ERROR waits for its throttling delay: frames that arrive
     /// meanwhile are ignored, and the connection closes once the ERROR is queued.
     refused: bool,
+    /// Set by a CONNECT whose hashed passcode is being checked: no frame is handled until
+    /// [`Session::resume_connect`] answers it (boxed: most sessions never have one).
+    pending: Option<Box<PendingConnect>>,
     outbound: Rc<Outbound>,
     /// Set by CONNECT; `None` until then.
     handle: Option<Rc<SessionHandle>>,
@@ -159,6 +186,7 @@ impl Session {
             session_id,
             peer: None,
             refused: false,
+            pending: None,
             outbound,
             handle: None,
             version: Version::V1_2,
@@ -178,6 +206,44 @@ impl Session {
 
     pub fn is_connected(&self) -> bool {
         self.handle.is_some()
+    }
+
+    /// Whether the CONNECT waits for its passcode check: the owner must not hand it frames
+    /// (they stay buffered, bounded by the before-CONNECT limit) until
+    /// [`Session::resume_connect`] has answered it. The check's end wakes the outbound queue's
+    /// task.
+    pub fn awaiting_login(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Answers a CONNECT whose passcode check is over: CONNECTED, or the failed-login path
+    /// (throttle, WARN, ERROR). None while there is none or it is still running; otherwise
+    /// what the connection must do, as after a frame. The outcome is remembered, so the next
+    /// CONNECT with the same passcode is a compare.
+    pub fn resume_connect(&mut self, node: &Node) -> Option<Outcome> {
+        let verdict = self.pending.as_ref()?.job.verdict()?;
+        let pending = self.pending.take()?;
+        let login = pending.login.as_deref();
+        let result = match verdict {
+            Verdict::Matched | Verdict::Mismatched => {
+                let matched = verdict == Verdict::Matched;
+                node.auth.borrow().remember(pending.job.verification(), matched);
+                if matched {
+                    self.accept(login, pending.heartbeat, node)
+                } else {
+                    self.login_failed(pending.receipt.as_deref(), login, node)
+                }
+            }
+            Verdict::Busy(busy) => Err(busy_error(busy)),
+        };
+        Some(match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.send_error(&e.message, pending.receipt.as_deref());
+                METRICS.protocol_errors.inc(e.reason);
+                Outcome::Close(e.close)
+            }
+        })
     }
 
     /// The version frames are parsed with (1.2 rules before CONNECT; CONNECT is never escaped).
@@ -250,11 +316,6 @@ impl Session {
         };
         self.version = version;
         let login = frame.header("login");
-        let passcode = frame.header("passcode");
-        if !node.auth.borrow().check(login.as_deref(), passcode.as_deref()) {
-            return self.login_failed(frame, login.as_deref(), node);
-        }
-        node.login_throttle.succeeded(self.peer, login.as_deref());
         let client_heartbeat = match frame.header("heart-beat") {
             None => (0, 0),
             Some(text) => parse_heartbeat(&text).ok_or_else(|| {
@@ -264,6 +325,35 @@ impl Session {
                 )
             })?,
         };
+        let check = node.auth.borrow().check(login.as_deref(), frame.header("passcode").as_deref());
+        match check {
+            Check::Allowed => self.accept(login.as_deref(), client_heartbeat, node),
+            Check::Refused => self.login_failed(frame.header("receipt").as_deref(), login.as_deref(), node),
+            Check::Verify(verification) => {
+                let max = node.config().auth.max_pending_logins;
+                let job = node.login_checks.submit(verification, max).map_err(busy_error)?;
+                job.wake_on_verdict(&self.outbound);
+                self.pending = Some(Box::new(PendingConnect {
+                    job,
+                    login: login.map(|l| l.into_owned()),
+                    heartbeat: client_heartbeat,
+                    receipt: frame.header("receipt").map(|r| r.into_owned()),
+                }));
+                Ok(Outcome::Continue)
+            }
+        }
+    }
+
+    /// Completes a CONNECT whose credentials are good: agrees the heart-beats and queues
+    /// CONNECTED.
+    fn accept(
+        &mut self,
+        login: Option<&str>,
+        client_heartbeat: (u64, u64),
+        node: &Node,
+    ) -> Result<Outcome, ProtocolError> {
+        node.login_throttle.succeeded(self.peer, login);
+        let version = self.version;
         let config = node.config();
         self.heartbeat = negotiate_heartbeat(
             client_heartbeat,
@@ -277,7 +367,7 @@ impl Session {
         w.header("server", SERVER_NAME);
         w.header("session", &self.session_id);
         w.header("heart-beat", &format!("{},{}", ms(self.heartbeat.send), ms(self.heartbeat.receive)));
-        if let Some(login) = &login {
+        if let Some(login) = login {
             w.header("user-name", login);
         }
         w.body(b"");
@@ -286,7 +376,7 @@ impl Session {
             self.session_id.clone(),
             self.connection,
             version,
-            login.as_deref().map(Rc::from),
+            login.map(Rc::from),
             self.outbound.clone(),
         )));
         node.broker.session_started(&self.session_id);
@@ -298,7 +388,7 @@ impl Session {
     /// gives (`crate::login_throttle`).
     fn login_failed(
         &mut self,
-        frame: &Frame<'_>,
+        receipt: Option<&str>,
         login: Option<&str>,
         node: &Node,
     ) -> Result<Outcome, ProtocolError> {
@@ -324,7 +414,7 @@ impl Session {
         METRICS.login_failures_delayed.inc();
         METRICS.protocol_errors.inc(e.reason);
         self.refused = true;
-        let error = error_frame(&e.message, frame.header("receipt").as_deref(), self.version);
+        let error = error_frame(&e.message, receipt, self.version);
         let outbound = self.outbound.clone();
         tokio::task::spawn_local(async move {
             tokio::time::sleep(delay).await;
@@ -667,6 +757,8 @@ impl Session {
 
     /// Ends the session: drops its subscriptions and tells the application it left.
     pub fn end(&mut self, node: &Node) {
+        // A passcode check nobody waits for any more is skipped (`crate::login_check`).
+        self.pending = None;
         for s in std::mem::take(&mut self.subscriptions) {
             self.drop_subscription(s, node);
         }
