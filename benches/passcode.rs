@@ -18,8 +18,7 @@ fn check(a: &Authenticator, login: &str, passcode: &str) -> bool {
         Check::Refused => false,
         Check::Verify(v) => {
             let ok = v.run();
-            a.remember(&v, ok);
-            ok
+            a.remember(&v, ok) && ok
         }
     }
 }

@@ -135,25 +135,27 @@ impl Authenticator {
     }
 
     /// Keeps the outcome of a finished [`Verification`], so the next CONNECT with the same
-    /// passcode is a compare. Ignored when the account's hash changed meanwhile (a reload).
-    pub fn remember(&self, verification: &Verification, matched: bool) {
+    /// passcode is a compare. Returns false, remembering nothing, when the account no longer has
+    /// the hash that was checked (a reload changed or removed it meanwhile): the outcome is
+    /// stale and must not let anyone in.
+    pub fn remember(&self, verification: &Verification, matched: bool) -> bool {
         let Some(index) = self.accounts.iter().position(|a| {
             a.login == verification.login && matches!(&a.secret, Secret::Hashed(h) if *h == verification.hash)
         }) else {
-            return;
+            return false;
         };
         if matched {
             self.verified.borrow_mut()[index] = Some(verification.print);
         } else {
             let mut failed = self.failed.borrow_mut();
-            if failed.iter().any(|f| *f == verification.print) {
-                return;
+            if !failed.iter().any(|f| *f == verification.print) {
+                if failed.len() >= REMEMBERED_FAILURES {
+                    failed.pop_front();
+                }
+                failed.push_back(verification.print);
             }
-            if failed.len() >= REMEMBERED_FAILURES {
-                failed.pop_front();
-            }
-            failed.push_back(verification.print);
         }
+        true
     }
 
     /// [`Authenticator::check`] with any Argon2 run done here and now (tests).
@@ -164,8 +166,7 @@ impl Authenticator {
             Check::Refused => false,
             Check::Verify(v) => {
                 let ok = v.run();
-                self.remember(&v, ok);
-                ok
+                self.remember(&v, ok) && ok
             }
         }
     }
@@ -308,6 +309,15 @@ mod tests {
         let hash = hash_passcode("x").unwrap();
         assert!(!Authenticator::new(vec![("c".into(), hash.clone())]).check_now(Some("c"), Some(&hash)));
         assert!(check_hash("$argon2id$nonsense").is_err());
+        // An outcome checked against a hash a reload has since replaced is not kept.
+        let old = match a.check(Some("alice"), Some("s3cret2")) {
+            Check::Verify(v) => v,
+            other => panic!("{other:?}"),
+        };
+        let reloaded = Authenticator::new(vec![("alice".into(), hash_passcode("other").unwrap())]);
+        assert!(!reloaded.remember(&old, true));
+        assert!(matches!(reloaded.check(Some("alice"), Some("s3cret2")), Check::Verify(_)));
+        assert!(a.remember(&old, false));
         // The failure memory is bounded.
         a.failed.borrow_mut().clear();
         a.failed.borrow_mut().extend((0..REMEMBERED_FAILURES).map(|i| fingerprint("alice", &i.to_string())));

@@ -250,7 +250,7 @@ mod tests {
                 right.finished().await;
                 assert_eq!(right.verdict(), Some(Verdict::Matched));
                 assert_eq!(wrong.verdict(), Some(Verdict::Mismatched));
-                auth.remember(right.verification(), true);
+                assert!(auth.remember(right.verification(), true));
                 assert!(matches!(auth.check(Some("alice"), Some("right")), Check::Allowed));
                 assert_eq!(checks.waiting(), 0);
             })

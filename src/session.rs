@@ -226,9 +226,10 @@ impl Session {
         let login = pending.login.as_deref();
         let result = match verdict {
             Verdict::Matched | Verdict::Mismatched => {
-                let matched = verdict == Verdict::Matched;
-                node.auth.borrow().remember(pending.job.verification(), matched);
-                if matched {
+                // A reload may have changed the account while it was checked: then it failed.
+                let current =
+                    node.auth.borrow().remember(pending.job.verification(), verdict == Verdict::Matched);
+                if current && verdict == Verdict::Matched {
                     self.accept(login, pending.heartbeat, node)
                 } else {
                     self.login_failed(pending.receipt.as_deref(), login, node)
@@ -877,6 +878,37 @@ mod tests {
         assert_eq!(node.hub.destination_count(), 0);
         assert!(!s.is_connected());
         drop(sent(&out));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hashed_passcode_holds_the_frames_behind_its_connect_until_checked() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let node = node();
+                let hash = crate::auth::hash_passcode("right").unwrap();
+                node.auth.replace(crate::auth::Authenticator::new(vec![("alice".into(), hash)]));
+                let (mut s, out) = session(1);
+                let connect = "CONNECT\naccept-version:1.2\nlogin:alice\npasscode:right\n\n\0";
+                let subscribe = "SUBSCRIBE\nid:1\ndestination:/topic/a\nreceipt:r\n\n\0";
+                let input = format!("{connect}{subscribe}");
+                let fed = feed(&mut s, &node, &Limits::default(), input.as_bytes(), false);
+                assert_eq!((fed.consumed, fed.result), (connect.len(), Ok(())), "the SUBSCRIBE waits");
+                assert!(s.awaiting_login() && !s.is_connected() && sent(&out).is_empty());
+                assert_eq!(s.resume_connect(&node), None, "still being checked");
+                while s.resume_connect(&node).is_none() {
+                    out.notified().await; // the check's end wakes the connection's task
+                }
+                assert!(s.is_connected() && !s.awaiting_login());
+                assert_eq!(frames(&mut s, &node, subscribe), None);
+                let replies = sent(&out);
+                assert!(replies[0].starts_with("CONNECTED\n") && replies[1].starts_with("RECEIPT\n"));
+                // Remembered: the next CONNECT with it is answered at once.
+                let (mut again, out) = session(2);
+                assert_eq!(frames(&mut again, &node, connect), None);
+                assert!(again.is_connected() && sent(&out)[0].starts_with("CONNECTED\n"));
+            })
+            .await;
     }
 
     #[test]

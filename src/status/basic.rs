@@ -26,12 +26,14 @@ pub async fn allowed(node: &Node, require_auth: bool, authorization: Option<&Hea
             let max = node.config().auth.max_pending_logins;
             let Ok(job) = node.login_checks.submit(verification, max) else { return false };
             job.finished().await;
-            let verdict = job.verdict();
-            let matched = verdict == Some(Verdict::Matched);
-            if matched || verdict == Some(Verdict::Mismatched) {
-                node.auth.borrow().remember(job.verification(), matched);
+            match job.verdict() {
+                Some(verdict @ (Verdict::Matched | Verdict::Mismatched)) => {
+                    let matched = verdict == Verdict::Matched;
+                    // False when a reload replaced the account meanwhile.
+                    node.auth.borrow().remember(job.verification(), matched) && matched
+                }
+                _ => false,
             }
-            matched
         }
     }
 }
