@@ -1,8 +1,35 @@
 //! The board's memory budget (`limits.memory_budget_bytes`): one process-wide account charged
-//! with every buffer a client can make the server hold (socket read buffers and unfinished
-//! frames, outbound queues at their real cost, SockJS bodies and batches, history rings). Near
-//! the budget new work is refused (HTTP 503, sockets not read until queues drain) and counted,
-//! so whatever clients do the process stays under the unit's `MemoryMax`.
+//! with every buffer a client can make the server hold, so whatever clients do the process
+//! stays under the unit's `MemoryMax`. Charged, each by its holder:
+//!
+//! - a WebSocket's read buffer and unfinished frames, and a SockJS WebSocket's de-framing
+//!   buffer (`driver`), and owed pongs (collapsed to one, in the outbound queue);
+//! - every outbound queue at its real cost, entry overhead included (`outbound`): MESSAGEs,
+//!   RECEIPTs, ERRORs, pongs, SockJS frames waiting for a poll;
+//! - each open HTTP connection (a flat 16 KiB, `server`) and each `xhr_send` body as it is
+//!   received (`sockjs::xhr`);
+//! - the SENDs held in open STOMP transactions: body, destination, headers and per-entry
+//!   overhead (`session`);
+//! - the history rings of a node alone (`engine::stream_memory`, one charge for the store);
+//! - in cluster mode, the arrivals held while an offset gap is repaired (`cluster::order`,
+//!   one charge per destination), and the live publications a streamed SUBSCRIBE holds while
+//!   its recovery reads Redis (`broker::hub`, one charge per subscription).
+//!
+//! Two marks. Under the high-water mark (7/8 of the budget) buffers that drain by themselves
+//! are admitted ([`admit`]); over it ([`Pressure::High`]) no socket is read, new connections
+//! and request bodies get 503, and consumers backed up past their grace are closed; at the
+//! budget ([`Pressure::Full`]) broadcast frames for queues that would grow are dropped. Held
+//! memory, which does not drain by itself (transactions, history), stays under the held mark
+//! (3/4, [`held_mark`]): a transaction's SEND that would pass it is refused with ERROR and
+//! close ([`admit_held`]) after history gave way, and history drops its oldest messages while
+//! the account is over it; a live publication is never refused for its history. Held gap
+//! arrivals and recovering subscriptions drain by themselves: over the high-water mark a gap
+//! is given up instead of held, and a recovering subscriber is closed as a slow consumer.
+//! Each refusal is counted in `memory_refused_total{what}`.
+//!
+//! Not charged: per-connection fixed state (a connection is admitted only with 32 KiB free
+//! under the high-water mark), the hub's tables (bounded by their own limits), and replies
+//! from Redis being read (a recovery's or a repair's, bounded by the stream's `MAXLEN`).
 //!
 //! Holders keep a [`Charge`], which gives its bytes back when dropped or resized: releases by
 //! drop, never by hand. The account is atomics (the server runs one thread; tests run several).
@@ -36,6 +63,7 @@ pub fn set_limit(bytes: usize) {
     LIMIT.store(if bytes == 0 { DEFAULT_BUDGET } else { bytes }, Ordering::Relaxed);
 }
 
+/// The budget, in bytes.
 pub fn limit() -> usize {
     LIMIT.load(Ordering::Relaxed)
 }
@@ -45,6 +73,7 @@ pub fn used() -> usize {
     USED.load(Ordering::Relaxed)
 }
 
+/// Where the account stands against the budget now.
 pub fn pressure() -> Pressure {
     let (used, limit) = (used(), limit());
     if used >= limit {
@@ -56,10 +85,38 @@ pub fn pressure() -> Pressure {
     }
 }
 
-/// Whether `bytes` more fit under the high-water mark; counts a refusal under `what` if not.
+/// Whether `bytes` more fit under the high-water mark (7/8 of the budget, where
+/// [`Pressure::High`] begins); counts a refusal under `what` if not. For buffers that drain by
+/// themselves (read buffers, queues, request bodies).
 pub fn admit(bytes: usize, what: &str) -> bool {
     let limit = limit();
     if used().saturating_add(bytes) < limit - limit / 8 {
+        return true;
+    }
+    METRICS.memory_refused.inc(what);
+    false
+}
+
+/// The mark held memory stays under, in bytes: 3/4 of the budget. Held memory (open
+/// transactions, history rings) does not drain by itself; kept under this mark, it can never
+/// bring [`Pressure::High`] alone, which stops every socket being read, including the ones
+/// whose COMMIT, ABORT or DISCONNECT would free it. The 1/8 between this mark and the
+/// high-water mark is left to buffers that drain.
+pub fn held_mark() -> usize {
+    let limit = limit();
+    limit - limit / 4
+}
+
+/// Bytes the account is over [`held_mark`] by with `bytes` more charged (0: they fit). What a
+/// history must give back before `bytes` of held memory can be admitted.
+pub fn held_shortfall(bytes: usize) -> usize {
+    (used().saturating_add(bytes) + 1).saturating_sub(held_mark())
+}
+
+/// Whether `bytes` more of held memory fit under [`held_mark`]; counts a refusal under `what`
+/// if not.
+pub fn admit_held(bytes: usize, what: &str) -> bool {
+    if held_shortfall(bytes) == 0 {
         return true;
     }
     METRICS.memory_refused.inc(what);
@@ -96,7 +153,7 @@ impl Charge {
         self.bytes = bytes;
     }
 
-    #[cfg(test)]
+    /// The bytes this charge holds on the account.
     pub fn bytes(&self) -> usize {
         self.bytes
     }

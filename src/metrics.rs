@@ -159,7 +159,7 @@ pub struct Metrics {
     pub sockjs_rejected: Family<11>,
     pub sockjs_reaped: Counter,
     /// Work refused because the memory budget was near its limit, by what was refused.
-    pub memory_refused: Family<7>,
+    pub memory_refused: Family<10>,
     /// Times a socket was not read: its publisher's destinations were backed up, or memory.
     pub flow_paused: Family<4>,
     /// HTTP sockets closed before their first request to make room for new ones.
@@ -275,6 +275,9 @@ pub static METRICS: Metrics = Metrics {
         "sockjs_body",
         "delivery",
         "read",
+        "transaction",
+        "gap",
+        "recovery",
         "login_check",
         "other",
     ]),
@@ -476,7 +479,7 @@ pub fn render(extra: &Extra<'_>) -> String {
         &mut out,
         "memory_refused_total",
         "what",
-        "Work refused near the memory budget (503, dropped delivery, socket not read).",
+        "Work refused near the memory budget (503, dropped delivery, socket not read, transaction SEND, gap or recovery held).",
         &m.memory_refused,
     );
     family(

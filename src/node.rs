@@ -300,15 +300,17 @@ impl Node {
         self.draining.get()
     }
 
-    /// Under memory pressure: closes the clients whose queues have been backed up for longer
-    /// than their grace (they stopped reading or are far slower than everyone else), so the
-    /// budget is not held by them while every socket waits. At most every 100 ms.
+    /// Under memory pressure: drops kept history down to the budget's held mark and closes
+    /// the clients whose queues have been backed up for longer than their grace (they stopped
+    /// reading or are far slower than everyone else), so the budget is not held by them while
+    /// every socket waits. At most every 100 ms.
     pub fn shed_stalled_consumers(&self) {
         let now = Instant::now();
         if now.duration_since(self.last_shed.get()) < std::time::Duration::from_millis(100) {
             return;
         }
         self.last_shed.set(now);
+        self.history().reclaim(crate::memory::held_shortfall(0));
         for out in self.connections.borrow().values() {
             if out.backed_up_for().is_some_and(|d| d >= crate::outbound::SLOW_CONSUMER_GRACE) {
                 log::info!("memory budget short: closing a consumer backed up for {:?}", out.backed_up_for());

@@ -17,6 +17,7 @@ use crate::broker::{
 use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
 use crate::login_check::{Busy, Job, Verdict};
+use crate::memory::{self, Charge};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{OutFrame, Outbound};
@@ -63,10 +64,31 @@ struct HeldSend {
     body: Bytes,
 }
 
+/// Bytes charged per held SEND on top of its own: the entry, its share of the transaction's
+/// vector, the body's shared handle and allocator slack.
+const HELD_SEND_OVERHEAD: usize = 128;
+/// Bytes charged per header of a held SEND on top of its name and value (two `String`s).
+const HELD_HEADER_OVERHEAD: usize = 48;
+
+impl HeldSend {
+    /// What holding it costs the process, in bytes (body, destination, headers, overheads).
+    fn cost(&self) -> usize {
+        HELD_SEND_OVERHEAD
+            + self.destination.len()
+            + self.body.len()
+            + self.headers.iter().map(|(n, v)| n.len() + v.len() + HELD_HEADER_OVERHEAD).sum::<usize>()
+    }
+}
+
+/// An open transaction (STOMP 1.2 BEGIN): its SENDs wait for COMMIT.
 struct Transaction {
     id: String,
     sends: Vec<HeldSend>,
+    /// Body bytes held (bounded by `stomp.max_transaction_bytes`).
     bytes: usize,
+    /// Everything held, at its real cost, on the memory budget: given back when the
+    /// transaction is dropped (COMMIT, ABORT, or the session's end).
+    charge: Charge,
 }
 
 /// Heart-beat intervals agreed at CONNECT.
@@ -457,8 +479,26 @@ impl Session {
                     ),
                 ));
             }
-            t.bytes += body.len();
-            t.sends.push(HeldSend { destination: destination.into_owned(), headers, body });
+            let held = HeldSend { destination: destination.into_owned(), headers, body };
+            let cost = held.cost();
+            let shortfall = memory::held_shortfall(cost);
+            if shortfall > 0 {
+                // Kept history gives way to a client's work before the work is refused.
+                node.history().reclaim(shortfall);
+            }
+            if !memory::admit_held(cost, "transaction") {
+                return Err(ProtocolError::new(
+                    "transaction",
+                    format!(
+                        "transaction {tx} refused: the server's memory budget is nearly used up \
+                         (this SEND would hold {cost} more bytes); COMMIT smaller transactions"
+                    ),
+                ));
+            }
+            let t = self.transaction(&tx)?;
+            t.bytes += held.body.len();
+            t.charge.set(t.charge.bytes() + cost);
+            t.sends.push(held);
             return Ok(Outcome::Continue);
         }
         self.route_send(&destination, headers, body, node);
@@ -678,7 +718,12 @@ impl Session {
             ));
         }
         METRICS.transactions.inc("begun");
-        self.transactions.push(Transaction { id: id.into_owned(), sends: Vec::new(), bytes: 0 });
+        self.transactions.push(Transaction {
+            id: id.into_owned(),
+            sends: Vec::new(),
+            bytes: 0,
+            charge: Charge::new(),
+        });
         Ok(Outcome::Continue)
     }
 
@@ -909,6 +954,39 @@ mod tests {
                 assert!(again.is_connected() && sent(&out)[0].starts_with("CONNECTED\n"));
             })
             .await;
+    }
+
+    /// Bytes the session's open transactions hold on the memory budget.
+    fn held(s: &Session) -> usize {
+        s.transactions.iter().map(|t| t.charge.bytes()).sum()
+    }
+
+    #[test]
+    fn held_sends_are_charged_at_their_cost_and_given_back_by_commit_abort_and_end() {
+        let node = node();
+        let (mut s, out) = session(1);
+        assert_eq!(frames(&mut s, &node, CONNECT), None);
+        let body = "x".repeat(1000);
+        let send = |tx: &str| format!("SEND\ndestination:/topic/t\ntransaction:{tx}\nx-k:v\n\n{body}\0");
+        assert_eq!(
+            frames(&mut s, &node, &format!("BEGIN\ntransaction:a\n\n\0{}{}", send("a"), send("a"))),
+            None
+        );
+        let one =
+            HELD_SEND_OVERHEAD + "/topic/t".len() + 1000 + "x-k".len() + "v".len() + HELD_HEADER_OVERHEAD;
+        assert_eq!(held(&s), 2 * one, "body, destination, headers and overheads");
+        assert_eq!(frames(&mut s, &node, &format!("BEGIN\ntransaction:b\n\n\0{}", send("b"))), None);
+        assert_eq!(held(&s), 3 * one);
+        assert_eq!(frames(&mut s, &node, "ABORT\ntransaction:a\n\n\0"), None);
+        assert_eq!(held(&s), one);
+        assert_eq!(frames(&mut s, &node, "COMMIT\ntransaction:b\n\n\0"), None);
+        assert_eq!(held(&s), 0);
+        assert_eq!(frames(&mut s, &node, &format!("BEGIN\ntransaction:c\n\n\0{}", send("c"))), None);
+        assert_eq!(held(&s), one);
+        let c = s.transactions[0].charge.bytes();
+        s.end(&node);
+        assert!(s.transactions.is_empty() && c == one, "the session's end drops its transactions");
+        drop(sent(&out));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{http_get, Client, Server};
+use common::{http_get, Client, Server, WAIT};
 
 /// The server's resident set, in KiB (Linux `/proc`).
 fn rss_kib(server: &Server) -> u64 {
@@ -259,6 +259,127 @@ async fn a_fast_publisher_is_slowed_down_and_only_the_stalled_subscriber_is_cut_
     assert!(server.wait_metric("stomp_edge_closes_total{reason=\"slow_consumer\"}", 1));
     assert_eq!(server.metric("stomp_edge_closes_total{reason=\"slow_consumer\"}"), 1, "only the stalled one");
     drop(stalled);
+}
+
+#[tokio::test]
+async fn transactions_are_charged_and_refused_near_the_budget() {
+    // 2 MiB budget: held memory (transactions, history) stops at 3/4 of it. The transaction
+    // limits are raised so that only the budget stops a transaction.
+    let server = Server::start_with(
+        "[limits]\nmemory_budget_bytes = 2097152\n\
+         [stomp]\nmax_transaction_bytes = 16777216\nmax_transaction_frames = 10000\n",
+        &[],
+    );
+    let baseline = server.metric("stomp_edge_memory_budget_used_bytes");
+    let body = "t".repeat(64 * 1024);
+    // A holds 512 KiB of SENDs in an open transaction: charged at their real cost.
+    let (mut holder, _) = Client::connect(&server.url()).await;
+    holder.send_text("BEGIN\ntransaction:a\n\n\0").await;
+    for i in 0..8 {
+        holder
+            .send_text(&format!("SEND\ndestination:/topic/tx\ntransaction:a\nreceipt:a{i}\n\n{body}\0"))
+            .await;
+        let r = holder.recv().await;
+        assert_eq!((r.command.as_str(), r.header("receipt-id")), ("RECEIPT", Some(format!("a{i}").as_str())));
+    }
+    let held = server.metric("stomp_edge_memory_budget_used_bytes");
+    assert!(held >= baseline + 8 * 64 * 1024, "a transaction of 512 KiB charged {}", held - baseline);
+    // B fills transactions until the budget refuses: ERROR with the SEND's receipt-id, close.
+    let (mut filler, _) = Client::connect(&server.url()).await;
+    filler.send_text("BEGIN\ntransaction:b\n\n\0").await;
+    let mut refused = None;
+    for i in 0..100 {
+        filler
+            .send_text(&format!("SEND\ndestination:/topic/tx\ntransaction:b\nreceipt:b{i}\n\n{body}\0"))
+            .await;
+        let r = filler.recv().await;
+        if r.command == "ERROR" {
+            refused = Some((i, r));
+            break;
+        }
+        assert_eq!(r.header("receipt-id"), Some(format!("b{i}").as_str()), "{r:?}");
+        assert!(server.metric("stomp_edge_memory_budget_used_bytes") < 2 << 20);
+    }
+    let (i, error) = refused.expect("100 SENDs of 64 KiB held in a transaction under a 2 MiB budget");
+    assert_eq!(error.header("receipt-id"), Some(format!("b{i}").as_str()), "{error:?}");
+    assert!(error.header("message").unwrap_or("").contains("memory budget"), "{error:?}");
+    assert!(filler.closed_within(WAIT).await, "the refused client is closed");
+    assert!(server.metric("stomp_edge_memory_refused_total{what=\"transaction\"}") >= 1);
+    assert!(server.metric("stomp_edge_protocol_errors_total{reason=\"transaction\"}") >= 1);
+    // A well-behaved client still connects and gets its messages.
+    let (mut reader, _) = Client::connect(&server.url()).await;
+    reader.subscribe("/topic/live", "l").await;
+    for n in 0..20 {
+        reader.send_text(&format!("SEND\ndestination:/topic/live\n\n{n}\0")).await;
+        assert_eq!(reader.recv().await.body_text(), n.to_string());
+    }
+    // A's transaction is given back when A leaves without COMMIT.
+    drop(holder);
+    let start = Instant::now();
+    while server.metric("stomp_edge_memory_budget_used_bytes") > baseline + 64 * 1024 {
+        assert!(start.elapsed() < WAIT, "the transactions' memory was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.metric("stomp_edge_messages_dropped_total{reason=\"transaction_unfinished\"}"), 8 + i);
+}
+
+#[tokio::test]
+async fn history_rings_stay_within_the_budget_and_live_delivery_goes_on() {
+    // 4 MiB budget; the streams' own bound (16 MiB) is far above it: the budget must win.
+    let server = Server::start_with(
+        "[limits]\nmemory_budget_bytes = 4194304\n\
+         [streams]\nprefixes = [\"/topic/s/\"]\nmax_memory_bytes = 16777216\nmax_messages = 1000\n",
+        &[],
+    );
+    const DESTINATIONS: usize = 10;
+    const PER_DESTINATION: usize = 100;
+    let (mut subscriber, _) = Client::connect(&server.url()).await;
+    for d in 0..DESTINATIONS {
+        subscriber.subscribe(&format!("/topic/s/{d}"), &format!("s{d}")).await;
+    }
+    let (mut publisher, _) = Client::connect(&server.url()).await;
+    // 8 MB of publications, 8 KiB each, to 10 streamed destinations.
+    let body = "h".repeat(8 * 1024);
+    let reading = tokio::spawn(async move {
+        let mut next = [0usize; DESTINATIONS];
+        for _ in 0..DESTINATIONS * PER_DESTINATION {
+            let m = subscriber.recv().await;
+            assert_eq!(m.command, "MESSAGE", "{m:?}");
+            let text = m.body_text();
+            let (d, n) =
+                text.split_once(':').and_then(|(d, rest)| rest.split_once(':').map(|(n, _)| (d, n))).unwrap();
+            let (d, n): (usize, usize) = (d.parse().unwrap(), n.parse().unwrap());
+            assert_eq!(n, next[d], "destination {d}: a live message lost");
+            next[d] += 1;
+        }
+        subscriber
+    });
+    let mut peak = 0;
+    for round in 0..PER_DESTINATION {
+        let text: String = (0..DESTINATIONS)
+            .map(|d| format!("SEND\ndestination:/topic/s/{d}\n\n{d}:{round}:{body}\0"))
+            .collect();
+        publisher.send_text(&text).await;
+        if round % 10 == 9 {
+            let used = server.metric("stomp_edge_memory_budget_used_bytes");
+            peak = peak.max(used);
+            assert!(used < 4 << 20, "the budget's used bytes {used} passed the budget");
+            let kept = server.metric("stomp_edge_stream_bytes_current");
+            assert!(kept < 4 << 20, "history keeps {kept} bytes, past the 4 MiB budget");
+        }
+    }
+    let _subscriber = reading.await.unwrap();
+    let kept = server.metric("stomp_edge_stream_bytes_current");
+    assert!(kept > 0 && kept <= 3 << 20, "history keeps {kept} bytes (held mark 3 MiB)");
+    assert!(server.metric("stomp_edge_memory_budget_used_bytes") >= kept, "history is charged");
+    assert!(server.metric("stomp_edge_stream_evicted_memory_total") >= 1);
+    assert_eq!(server.metric("stomp_edge_messages_dropped_total{reason=\"memory_budget\"}"), 0);
+    // A late subscriber still recovers what is kept, newest last.
+    let (mut late, _) = Client::connect(&server.url()).await;
+    late.send_text("SUBSCRIBE\ndestination:/topic/s/0\nid:late\nx-stream-offset:last\nreceipt:r\n\n\0").await;
+    let m = late.recv().await;
+    assert!(m.body_text().starts_with(&format!("0:{}:", PER_DESTINATION - 1)), "{:.20}", m.body_text());
+    println!("peak budget used {peak} bytes of 4194304");
 }
 
 /// Opens `count` SockJS sessions and sends each an `xhr_send` body of 256 KiB one byte short,

@@ -166,7 +166,12 @@ const ACCOUNTS: &str = "[auth]\nusers = [\"alice:wonder land\", \"ops:s3cret\"]\
 async fn status_needs_a_stomp_account_by_http_basic_when_accounts_are_configured() {
     let server = Server::start_with(ACCOUNTS, &[]);
     let _alice = member(&server, "lobby", "alice", Some(("alice", "wonder land"))).await;
-    let basic = |creds: &str| format!("Basic {}", data_encoding::BASE64.encode(creds.as_bytes()));
+    let basic = |creds: &str| {
+        format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, creds.as_bytes())
+        )
+    };
     for path in ["/status", "/status.js", "/api/status", "/api/status?node=elsewhere"] {
         let (status, headers, _) = http_get(&server.addr, path, &[]);
         assert_eq!(status, 401, "{path}");
@@ -210,7 +215,10 @@ async fn a_board_shows_another_boards_status_with_the_visitors_login() {
     let a = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "a"]);
     let mut b = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "b"]);
     let _ops = member(&b, "lobby", "ops", Some(("ops", "s3cret"))).await;
-    let auth = format!("Basic {}", data_encoding::BASE64.encode(b"ops:s3cret"));
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"ops:s3cret")
+    );
     let headers = [("Authorization", auth.as_str())];
     wait_nodes(&a, Duration::from_secs(10), |v| v.as_array().is_some_and(|l| l.len() == 2));
     let (status, s) = status_of(&a, "/api/status?node=b", &headers);
@@ -219,7 +227,8 @@ async fn a_board_shows_another_boards_status_with_the_visitors_login() {
     assert_eq!(s["redis"]["primary"], format!("127.0.0.1:{}", redis.port), "{}", s["redis"]);
     assert_eq!(s["rooms"][0], serde_json::json!({"roomId": "lobby", "participantCount": 1}));
     // b wants the login too: a passes on the visitor's, and a wrong one fails on b.
-    let wrong = format!("Basic {}", data_encoding::BASE64.encode(b"ops:nope"));
+    let wrong =
+        format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"ops:nope"));
     assert_eq!(status_of(&a, "/api/status?node=b", &[("Authorization", &wrong)]).0, 401);
     // Only boards of the registry are fetched.
     assert_eq!(status_of(&a, "/api/status?node=elsewhere", &headers).0, 404);

@@ -9,6 +9,7 @@ use std::rc::{Rc, Weak};
 use bytes::Bytes;
 
 use super::{Publication, StreamPosition};
+use crate::memory::{self, Charge};
 use crate::metrics::METRICS;
 use crate::outbound::{OutFrame, Outbound};
 use crate::protocol::{Command, FrameWriter, Version};
@@ -45,8 +46,9 @@ pub struct Subscriber {
     pub cursor: Option<Rc<Cursor>>,
 }
 
-/// Most live publications one recovering subscription holds; past it the subscriber is a
-/// slow consumer (it could not have taken them either).
+/// Most live publications one recovering subscription holds; past it, or when they would not
+/// fit under the memory budget's high-water mark, the subscriber is closed as a slow consumer
+/// (it could not have taken them either).
 const MAX_WAITING: usize = 4096;
 
 /// Where a streamed subscription stands at the seam between kept and live messages.
@@ -54,6 +56,9 @@ const MAX_WAITING: usize = 4096;
 pub struct Cursor {
     /// Live publications that arrived while the recovery read the stream; None once live.
     waiting: RefCell<Option<Vec<Publication>>>,
+    /// `waiting` on the memory budget (each at its kept cost: its body may be shared, but
+    /// the waiting copy keeps it alive).
+    waiting_charge: RefCell<Charge>,
     /// The next offset this subscription wants, once live (earlier ones were sent).
     next: Cell<u64>,
     epoch: RefCell<Option<Rc<str>>>,
@@ -95,6 +100,7 @@ pub fn finish_recovery(s: &Subscriber, kept: &[Publication], next: &StreamPositi
         cursor.next.set(cursor.next.get().max(next.offset));
     }
     let waiting = cursor.waiting.borrow_mut().take().unwrap_or_default();
+    let _given_back = std::mem::take(&mut *cursor.waiting_charge.borrow_mut());
     for p in &waiting {
         if cursor.admit(p)
             && s.outbound.push(OutFrame::stomp(encode_message(p, &s.subscription_id, s.version, s.ack)))
@@ -258,10 +264,14 @@ impl Hub {
             }
             if let Some(cursor) = &s.cursor {
                 if let Some(waiting) = cursor.waiting.borrow_mut().as_mut() {
-                    if waiting.len() >= MAX_WAITING {
+                    let cost = p.kept_cost();
+                    if waiting.len() >= MAX_WAITING || !memory::admit(cost, "recovery") {
                         s.outbound.close(crate::metrics::CloseReason::SlowConsumer);
                     } else {
                         waiting.push(p.clone());
+                        let mut charge = cursor.waiting_charge.borrow_mut();
+                        let bytes = charge.bytes() + cost;
+                        charge.set(bytes);
                     }
                     continue;
                 }
@@ -393,13 +403,17 @@ mod tests {
             p.stream = Some(StreamPosition { offset, epoch: Rc::from("e") });
             p
         };
-        // Live 4 and 5 arrive while the stream read (kept 2..=4) is in flight: held.
+        // Live 4 and 5 arrive while the stream read (kept 2..=4) is in flight: held, and
+        // charged to the memory budget until the recovery ends.
         hub.deliver(&at(4));
         hub.deliver(&at(5));
         assert_eq!(out.with_queue(|q| q.len()), 0);
+        let cursor = s.cursor.clone().unwrap();
+        assert_eq!(cursor.waiting_charge.borrow().bytes(), at(4).kept_cost() + at(5).kept_cost());
         let sent =
             finish_recovery(&s, &[at(2), at(3), at(4)], &StreamPosition { offset: 5, epoch: Rc::from("e") });
         assert_eq!(sent, 4, "2, 3, 4 kept, then 5 live; the live 4 was a duplicate");
+        assert_eq!(cursor.waiting_charge.borrow().bytes(), 0);
         hub.deliver(&at(5));
         hub.deliver(&at(6));
         let ids: Vec<String> = out.with_queue(|q| {

@@ -72,7 +72,22 @@ pub struct Publication {
     pub room: Option<Rc<str>>,
 }
 
+/// Bytes counted per kept publication on top of its own (its entry, shared handles, allocator
+/// slack).
+const KEPT_OVERHEAD: usize = 96;
+
 impl Publication {
+    /// What keeping it costs the process, in bytes: destination, message id, body, headers
+    /// (48 bytes of overhead each) and 96 bytes for its entry. How history rings and held
+    /// arrivals charge it to the memory budget (`crate::memory`).
+    pub fn kept_cost(&self) -> usize {
+        KEPT_OVERHEAD
+            + self.destination.len()
+            + self.message_id.len()
+            + self.body.len()
+            + self.headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>()
+    }
+
     /// An ordinary message to `destination`, in no room.
     pub fn message(
         destination: Rc<str>,

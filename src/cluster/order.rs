@@ -5,11 +5,18 @@
 //! while the missing ones are awaited, then read back from the stream (`repair`); what the
 //! stream no longer has is counted as lost and skipped. No I/O here: the relay feeds it and
 //! does the reads it asks for.
+//!
+//! Held arrivals are bounded per destination by count (`max_held`) and, for the node, by the
+//! memory budget: they are charged to it (`crate::memory`), and when the budget is short (its
+//! high-water mark) a gap is given up at once rather than held: delivery goes on, the missing
+//! offsets are counted lost and the refusal in `memory_refused_total{what="gap"}`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use crate::broker::Publication;
+use crate::memory::{self, Charge, Pressure};
+use crate::metrics::METRICS;
 
 /// A publication as the relay saw it: from pub/sub, a script reply, or a stream read.
 #[derive(Clone, Debug)]
@@ -28,7 +35,55 @@ struct Track {
     /// The next offset to deliver; None until the position is known (see `start`).
     next: Option<u64>,
     /// Arrivals past a gap (or before the position is known), by offset.
-    held: BTreeMap<u64, Arrival>,
+    held: Held,
+}
+
+/// Bytes charged for an arrival with no publication (an own message: the offset only).
+const BARE_ARRIVAL_BYTES: usize = 64;
+
+fn arrival_cost(a: &Arrival) -> usize {
+    a.publication.as_ref().map_or(BARE_ARRIVAL_BYTES, |p| p.kept_cost() + a.epoch.len())
+}
+
+/// Held arrivals by offset, their bytes on the memory budget (given back as they leave, or
+/// when the destination is forgotten).
+#[derive(Debug, Default)]
+struct Held {
+    arrivals: BTreeMap<u64, Arrival>,
+    charge: Charge,
+}
+
+impl Held {
+    fn insert(&mut self, a: Arrival) {
+        let mut bytes = self.charge.bytes() + arrival_cost(&a);
+        if let Some(old) = self.arrivals.insert(a.offset, a) {
+            bytes = bytes.saturating_sub(arrival_cost(&old));
+        }
+        self.charge.set(bytes);
+    }
+
+    fn pop_first(&mut self) -> Option<Arrival> {
+        let (_, a) = self.arrivals.pop_first()?;
+        self.charge.set(self.charge.bytes().saturating_sub(arrival_cost(&a)));
+        Some(a)
+    }
+
+    fn clear(&mut self) {
+        self.arrivals.clear();
+        self.charge.set(0);
+    }
+
+    fn first_key_value(&self) -> Option<(&u64, &Arrival)> {
+        self.arrivals.first_key_value()
+    }
+
+    fn len(&self) -> usize {
+        self.arrivals.len()
+    }
+
+    fn contains_key(&self, offset: &u64) -> bool {
+        self.arrivals.contains_key(offset)
+    }
 }
 
 /// What the relay must do after an arrival.
@@ -69,7 +124,7 @@ impl Sequencer {
         self.tracks.entry(Rc::from(destination)).or_insert(Track {
             epoch: None,
             next: None,
-            held: BTreeMap::new(),
+            held: Held::default(),
         });
     }
 
@@ -111,12 +166,18 @@ impl Sequencer {
             return out;
         };
         let Some(next) = t.next else {
-            // Bounded while the position is unknown too (Redis away): the oldest go first.
+            // Bounded while the position is unknown too (Redis away): the oldest go first, all
+            // of them when memory is short.
             if t.held.len() >= self.max_held {
                 t.held.pop_first();
                 self.counts.lost += 1;
             }
-            t.held.insert(a.offset, a);
+            if t.held.len() > 0 && memory::pressure() >= Pressure::High {
+                METRICS.memory_refused.inc("gap");
+                self.counts.lost += t.held.len() as u64;
+                t.held.clear();
+            }
+            t.held.insert(a);
             return out;
         };
         match t.epoch.as_deref() {
@@ -137,11 +198,15 @@ impl Sequencer {
             self.counts.duplicates += 1;
             return out;
         }
-        t.held.insert(a.offset, a);
+        t.held.insert(a);
         self.drain(destination, &mut out);
         let Some(t) = self.tracks.get_mut(destination) else { return out };
         if let (Some(next), Some((&first, _))) = (t.next, t.held.first_key_value()) {
-            if t.held.len() > self.max_held {
+            let short = memory::pressure() >= Pressure::High;
+            if short {
+                METRICS.memory_refused.inc("gap");
+            }
+            if t.held.len() > self.max_held || short {
                 self.give_up(destination, &mut out);
             } else if t.held.len() == 1 {
                 // A new gap: ask for it (a gap already open was asked for when it opened).
@@ -196,16 +261,16 @@ impl Sequencer {
         let Some(t) = self.tracks.get_mut(destination) else { return };
         let Some(mut next) = t.next else { return };
         // Held arrivals at or before `next` are duplicates, except the one at `next`.
-        while let Some(entry) = t.held.first_entry() {
-            let offset = *entry.key();
-            if offset < next {
-                entry.remove();
-                self.counts.duplicates += 1;
-            } else if offset == next {
-                out.deliver.extend(entry.remove().publication);
-                next += 1;
-            } else {
+        while let Some((&offset, _)) = t.held.first_key_value() {
+            if offset > next {
                 break;
+            }
+            let Some(a) = t.held.pop_first() else { break };
+            if offset < next {
+                self.counts.duplicates += 1;
+            } else {
+                out.deliver.extend(a.publication);
+                next += 1;
             }
         }
         t.next = Some(next);
@@ -279,6 +344,32 @@ mod tests {
         let o = s.repaired("/topic/out", vec![arrival(1, "new"), arrival(2, "new"), arrival(3, "new")]);
         assert_eq!(ids(&o), ["m1", "m2", "m3"]);
         assert_eq!(s.counts, OrderCounts::default());
+    }
+
+    #[test]
+    fn held_arrivals_are_charged_until_they_leave() {
+        let charged = |s: &Sequencer| s.tracks.get("/topic/x").map_or(0, |t| t.held.charge.bytes());
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/x");
+        s.start("/topic/x", Some(Rc::from("e")), 0);
+        s.arrive("/topic/x", arrival(3, "e"));
+        s.arrive("/topic/x", arrival(4, "e"));
+        let each = arrival_cost(&arrival(3, "e"));
+        assert!(each > 96);
+        assert_eq!(charged(&s), 2 * each);
+        s.arrive("/topic/x", arrival(4, "e"));
+        assert_eq!(charged(&s), 2 * each, "the same offset twice is held once");
+        assert_eq!(ids(&s.repaired("/topic/x", vec![arrival(1, "e"), arrival(2, "e")])).len(), 4);
+        assert_eq!(charged(&s), 0, "delivered arrivals give their bytes back");
+        s.arrive("/topic/x", arrival(9, "e"));
+        assert_eq!(charged(&s), each);
+        s.arrive("/topic/x", arrival(1, "f"));
+        assert_eq!(charged(&s), 0, "a new epoch drops what was held");
+        s.arrive("/topic/x", arrival(5, "f"));
+        let t = s.tracks.get("/topic/x").map(|t| t.held.charge.bytes());
+        assert_eq!(t, Some(each));
+        s.forget("/topic/x");
+        assert_eq!(charged(&s), 0);
     }
 
     #[test]

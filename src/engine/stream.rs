@@ -140,6 +140,13 @@ pub trait History {
 
     /// Drops messages past their age from every stream (called now and then by the node).
     fn sweep(&self) {}
+
+    /// Gives back at least `bytes` of the memory budget by dropping the oldest kept messages
+    /// (fewer when it keeps less, or keeps nothing on this process); returns the bytes freed.
+    /// A client's work (a transaction's SEND) comes before history.
+    fn reclaim(&self, _bytes: usize) -> usize {
+        0
+    }
 }
 
 #[cfg(test)]

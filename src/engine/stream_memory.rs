@@ -4,25 +4,35 @@
 //! plus `max_streams` destinations. Guarantee: what this process kept; a restart loses it, so
 //! the epoch is the process's start time (and a forgotten stream that comes back gets a new
 //! one), and a client that recovers across a restart is told so.
+//!
+//! The kept bytes are charged to the memory budget (`crate::memory`, one charge for the
+//! store). History gives way to live traffic: while the account is over its held mark (3/4 of
+//! the budget) the node's oldest kept messages are dropped, on every append and sweep and when
+//! the node is short of memory, and a transaction's SEND may `reclaim` them. A publication is
+//! never refused for its history: it is delivered live whatever is kept.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 
 use super::stream::{plan, Append, History, Recovering, Recovery, Since};
 use super::MetricLines;
 use crate::broker::{Publication, StreamPosition};
 use crate::config::StreamsConfig;
+use crate::memory::{self, Charge};
 use crate::metrics::Counter;
-
-/// Fixed bytes counted per kept message on top of its own (its entry and shared handles).
-const ENTRY_OVERHEAD: usize = 96;
 
 pub struct MemoryStreams {
     config: StreamsConfig,
     streams: RefCell<HashMap<Rc<str>, Ring>>,
+    /// Each non-empty ring's oldest entry as (appended at, in ms; destination): the node's
+    /// oldest kept message is the first, found without a scan of the streams however many
+    /// are evicted at once.
+    fronts: RefCell<BTreeSet<(u64, Rc<str>)>>,
     /// Bytes of every kept message of this node (bounded by `max_memory_bytes`).
     bytes: Cell<usize>,
+    /// `bytes` on the memory budget.
+    charge: RefCell<Charge>,
     /// This process's start (ms, base 36): part of every epoch, so a restart changes them all.
     boot: String,
     /// Streams forgotten so far: part of the epoch, so a re-created stream gets a new one.
@@ -65,14 +75,6 @@ impl Ring {
     }
 }
 
-fn cost(p: &Publication) -> usize {
-    ENTRY_OVERHEAD
-        + p.destination.len()
-        + p.message_id.len()
-        + p.body.len()
-        + p.headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>()
-}
-
 impl MemoryStreams {
     pub fn new(config: StreamsConfig) -> MemoryStreams {
         MemoryStreams::with_clock_start(config, crate::clock::now_ms())
@@ -82,7 +84,9 @@ impl MemoryStreams {
         MemoryStreams {
             config,
             streams: RefCell::new(HashMap::new()),
+            fronts: RefCell::new(BTreeSet::new()),
             bytes: Cell::new(0),
+            charge: RefCell::new(Charge::new()),
             boot: base36(start_ms),
             generation: Cell::new(0),
             stats: Stats::default(),
@@ -90,31 +94,69 @@ impl MemoryStreams {
     }
 
     /// Drops the front of `ring` while it is over the count or too old.
-    fn trim(&self, ring: &mut Ring, now_ms: u64) {
+    fn trim(&self, key: &Rc<str>, ring: &mut Ring, now_ms: u64) {
         let oldest = now_ms.saturating_sub(self.config.max_age_ms);
         while ring.entries.len() > self.config.max_messages
             || ring.entries.front().is_some_and(|e| e.at_ms < oldest)
         {
-            if let Some(e) = ring.entries.pop_front() {
-                self.bytes.set(self.bytes.get().saturating_sub(e.bytes));
+            if self.pop_front(key, ring).is_some() {
                 self.stats.trimmed.inc();
             }
         }
     }
 
-    /// Frees memory past `max_memory_bytes`: the oldest kept message of the node goes first.
-    /// (A scan of the streams; it runs only while the node is at its memory bound.)
+    /// Appends an entry to `key`'s ring, keeping the bytes and the fronts index.
+    fn push_back(&self, key: &Rc<str>, ring: &mut Ring, entry: Entry) {
+        if ring.entries.is_empty() {
+            self.fronts.borrow_mut().insert((entry.at_ms, key.clone()));
+        }
+        self.set_bytes(self.bytes.get() + entry.bytes);
+        ring.entries.push_back(entry);
+    }
+
+    /// Drops the oldest entry of `key`'s ring, keeping the bytes and the fronts index.
+    fn pop_front(&self, key: &Rc<str>, ring: &mut Ring) -> Option<Entry> {
+        let e = ring.entries.pop_front()?;
+        let mut fronts = self.fronts.borrow_mut();
+        fronts.remove(&(e.at_ms, key.clone()));
+        if let Some(next) = ring.entries.front() {
+            fronts.insert((next.at_ms, key.clone()));
+        }
+        self.set_bytes(self.bytes.get().saturating_sub(e.bytes));
+        Some(e)
+    }
+
+    /// The kept bytes are `bytes` now: the gauge and the budget's charge move together.
+    fn set_bytes(&self, bytes: usize) {
+        self.bytes.set(bytes);
+        self.charge.borrow_mut().set(bytes);
+    }
+
+    /// Frees memory past `max_memory_bytes`, and while the memory budget is over its held
+    /// mark: the oldest kept message of the node goes first.
     fn evict_for_memory(&self, streams: &mut HashMap<Rc<str>, Ring>) {
-        while self.bytes.get() > self.config.max_memory_bytes {
-            let oldest = streams
-                .iter()
-                .filter_map(|(k, r)| r.entries.front().map(|e| (e.at_ms, k.clone())))
-                .min_by_key(|(at, _)| *at);
-            let Some((_, key)) = oldest else { return };
-            if let Some(e) = streams.get_mut(&key).and_then(|r| r.entries.pop_front()) {
-                self.bytes.set(self.bytes.get().saturating_sub(e.bytes));
-                self.stats.evicted_memory.inc();
+        while self.bytes.get() > self.config.max_memory_bytes
+            || (self.bytes.get() > 0 && memory::used() >= memory::held_mark())
+        {
+            if self.evict_oldest(streams).is_none() {
+                return;
             }
+        }
+    }
+
+    /// Drops the node's oldest kept message (counted); returns its bytes, None when nothing
+    /// is kept.
+    fn evict_oldest(&self, streams: &mut HashMap<Rc<str>, Ring>) -> Option<usize> {
+        loop {
+            let (at, key) = self.fronts.borrow().first().cloned()?;
+            let Some(ring) = streams.get_mut(&key) else {
+                // Not expected (every change of a front goes through the index): drop it.
+                self.fronts.borrow_mut().remove(&(at, key));
+                continue;
+            };
+            let e = self.pop_front(&key, ring)?;
+            self.stats.evicted_memory.inc();
+            return Some(e.bytes);
         }
     }
 
@@ -124,8 +166,11 @@ impl MemoryStreams {
             return;
         };
         if let Some(ring) = streams.remove(&key) {
+            if let Some(front) = ring.entries.front() {
+                self.fronts.borrow_mut().remove(&(front.at_ms, key.clone()));
+            }
             let freed: usize = ring.entries.iter().map(|e| e.bytes).sum();
-            self.bytes.set(self.bytes.get().saturating_sub(freed));
+            self.set_bytes(self.bytes.get().saturating_sub(freed));
             self.stats.forgotten.inc();
             self.generation.set(self.generation.get() + 1);
         }
@@ -142,20 +187,20 @@ impl MemoryStreams {
         if !streams.contains_key(&*publication.destination) && streams.len() >= self.config.max_streams {
             self.forget_one(&mut streams);
         }
-        let ring = match streams.get_mut(&*publication.destination) {
+        let key = publication.destination.clone();
+        let ring = match streams.get_mut(&key) {
             Some(ring) => ring,
             None => {
                 let ring = Ring { epoch: self.epoch(), next: 1, entries: VecDeque::new(), last_append_ms: 0 };
-                streams.entry(publication.destination.clone()).or_insert(ring)
+                streams.entry(key.clone()).or_insert(ring)
             }
         };
         publication.stream = Some(StreamPosition { offset: ring.next, epoch: ring.epoch.clone() });
         ring.next += 1;
         ring.last_append_ms = now_ms;
-        let bytes = cost(publication);
-        ring.entries.push_back(Entry { at_ms: now_ms, bytes, publication: publication.clone() });
-        self.bytes.set(self.bytes.get() + bytes);
-        self.trim(ring, now_ms);
+        let bytes = publication.kept_cost();
+        self.push_back(&key, ring, Entry { at_ms: now_ms, bytes, publication: publication.clone() });
+        self.trim(&key, ring, now_ms);
         self.evict_for_memory(&mut streams);
         self.stats.appended.inc();
     }
@@ -166,7 +211,7 @@ impl MemoryStreams {
             drop(streams);
             return self.recover_fresh(since);
         };
-        self.trim(ring, now_ms);
+        self.trim(&Rc::from(destination), ring, now_ms);
         let (from, recovered) = plan(since, ring.first(), ring.next, &ring.epoch);
         let publications: Vec<Publication> = ring
             .entries
@@ -200,6 +245,14 @@ impl MemoryStreams {
         self.stats.recovered_messages.add(messages as u64);
     }
 
+    fn sweep_at(&self, now_ms: u64) {
+        let mut streams = self.streams.borrow_mut();
+        for (key, ring) in streams.iter_mut() {
+            self.trim(key, ring, now_ms);
+        }
+        self.evict_for_memory(&mut streams);
+    }
+
     fn message_count(&self) -> usize {
         self.streams.borrow().values().map(|r| r.entries.len()).sum()
     }
@@ -220,11 +273,19 @@ impl History for MemoryStreams {
     }
 
     fn sweep(&self) {
-        let now = crate::clock::now_ms();
+        self.sweep_at(crate::clock::now_ms());
+    }
+
+    fn reclaim(&self, bytes: usize) -> usize {
         let mut streams = self.streams.borrow_mut();
-        for ring in streams.values_mut() {
-            self.trim(ring, now);
+        let mut freed = 0;
+        while freed < bytes {
+            match self.evict_oldest(&mut streams) {
+                Some(b) => freed += b,
+                None => break,
+            }
         }
+        freed
     }
 
     fn metrics(&self) -> (MetricLines, MetricLines) {
@@ -252,7 +313,7 @@ fn stream_metrics(streams: u64, messages: u64, bytes: u64, s: &Stats) -> (Metric
         ),
         (
             "stream_evicted_memory_total",
-            "Kept messages dropped early to stay within streams.max_memory_bytes.",
+            "Kept messages dropped early to stay within streams.max_memory_bytes or the memory budget.",
             s.evicted_memory.get(),
         ),
         (
@@ -324,6 +385,18 @@ mod tests {
         p.stream.unwrap()
     }
 
+    /// The fronts index says exactly where each non-empty ring's oldest entry is.
+    fn assert_fronts(s: &MemoryStreams) {
+        let expected: BTreeSet<(u64, Rc<str>)> = s
+            .streams
+            .borrow()
+            .iter()
+            .filter_map(|(k, r)| r.entries.front().map(|e| (e.at_ms, k.clone())))
+            .collect();
+        assert_eq!(*s.fronts.borrow(), expected);
+        assert_eq!(s.charge.borrow().bytes(), s.bytes.get());
+    }
+
     fn offsets(r: &Recovery) -> Vec<u64> {
         r.publications.iter().map(|p| p.stream.as_ref().unwrap().offset).collect()
     }
@@ -390,5 +463,46 @@ mod tests {
         let b = s.recover_at("/topic/room/b", &Since::First, 30);
         assert_eq!(offsets(&a).len() + offsets(&b).len(), s.message_count());
         assert_eq!(*offsets(&b).last().unwrap(), 5, "the newest message stays");
+        assert_fronts(&s);
+    }
+
+    #[test]
+    fn kept_bytes_are_charged_and_reclaim_drops_the_oldest_first() {
+        let s = MemoryStreams::with_clock_start(config(3, 1000, 1 << 20, 2), 1);
+        let charged = |s: &MemoryStreams| s.charge.borrow().bytes();
+        let body = "x".repeat(1000);
+        for i in 0..4 {
+            append(&s, "/topic/room/a", &body, 10 + i);
+        }
+        append(&s, "/topic/room/b", &body, 20);
+        assert_eq!(charged(&s), s.bytes.get(), "count trims give back their charge");
+        assert_eq!(s.message_count(), 4);
+        // Reclaiming a little drops one message: the node's oldest (a's offset 2).
+        let one = s.bytes.get() / 4;
+        assert_eq!(s.reclaim(1), one);
+        assert_eq!(offsets(&s.recover_at("/topic/room/a", &Since::First, 21)), vec![3, 4]);
+        assert_eq!(charged(&s), s.bytes.get());
+        // A third stream forgets a whole one; its bytes go back too.
+        append(&s, "/topic/room/c", &body, 30);
+        assert_eq!(charged(&s), s.bytes.get());
+        // Reclaiming more than is kept frees what there is.
+        assert_fronts(&s);
+        let kept = s.message_count() * one;
+        assert_eq!(s.reclaim(usize::MAX), kept);
+        assert_eq!((s.bytes.get(), charged(&s), s.message_count()), (0, 0, 0));
+        assert_fronts(&s);
+        // Many streams evicted at once: the oldest first across them, by the index.
+        let s = MemoryStreams::with_clock_start(config(1000, 60_000, 1 << 30, 10_000), 1);
+        for i in 0..20_000u64 {
+            append(&s, &format!("/topic/room/{}", i % 5000), "x", 100 + i);
+        }
+        s.sweep_at(10_000);
+        assert_fronts(&s);
+        let before = s.stats.evicted_memory.get();
+        s.reclaim(s.bytes.get() / 2);
+        assert_eq!(s.stats.evicted_memory.get() - before, 10_000);
+        let r = s.recover_at("/topic/room/0", &Since::First, 30_000);
+        assert_eq!(offsets(&r), vec![3, 4], "the older half went, in every stream");
+        assert_fronts(&s);
     }
 }

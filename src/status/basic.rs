@@ -2,6 +2,8 @@
 //! `status.require_auth` on, a request must carry one of them as HTTP Basic credentials
 //! (RFC 7617), the same login and passcode as a STOMP CONNECT; otherwise anyone may look.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use hyper::header::HeaderValue;
 
 use crate::auth::{Authenticator, Check};
@@ -59,7 +61,7 @@ fn credentials(header: &[u8]) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = data_encoding::BASE64.decode(token.trim().as_bytes()).ok()?;
+    let decoded = BASE64.decode(token.trim().as_bytes()).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (login, passcode) = decoded.split_once(':')?;
     Some((login.to_string(), passcode.to_string()))
@@ -85,14 +87,10 @@ mod tests {
     fn accounts_are_asked_for_by_basic() {
         let auth = Authenticator::new(vec![("alice".into(), "s:cret".into())]);
         // "alice:s:cret" (a colon in the passcode is fine: the login ends at the first one).
-        let good = header(&format!("Basic {}", data_encoding::BASE64.encode(b"alice:s:cret")));
+        let good = header(&format!("Basic {}", BASE64.encode(b"alice:s:cret")));
         assert!(let_in(&auth, true, Some(&good)));
-        assert!(let_in(
-            &auth,
-            true,
-            Some(&header(&format!("basic {}", data_encoding::BASE64.encode(b"alice:s:cret"))))
-        ));
-        let wrong = header(&format!("Basic {}", data_encoding::BASE64.encode(b"alice:secret")));
+        assert!(let_in(&auth, true, Some(&header(&format!("basic {}", BASE64.encode(b"alice:s:cret"))))));
+        let wrong = header(&format!("Basic {}", BASE64.encode(b"alice:secret")));
         assert!(refused(&auth, true, Some(&wrong)));
         assert!(refused(&auth, true, None));
         assert!(refused(&auth, true, Some(&header("Bearer abc"))));
