@@ -12,9 +12,17 @@
 //! running job's memory is charged to the budget while it runs. CONNECTs asking the same question
 //! (login and passcode) share one job, so 1000 clients of one account reconnecting after a
 //! restart take one queue place and one run; a job whose sessions all left is skipped.
+//!
+//! A client address the login throttle already slows (`crate::login_throttle`: past its free
+//! failures) may have only one check waiting at a time; its further CONNECTs needing a run are
+//! refused at once, without one (`reason="throttled"`). A guesser thus cannot fill the queue
+//! from one address, and cannot make the board hash faster than the queue serves everyone;
+//! a right passcode from that address still gets its check on a later try, so the throttle's
+//! promise holds (guessing at someone's login never locks them out).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
@@ -30,6 +38,8 @@ pub enum Busy {
     QueueFull,
     /// The run's memory would take the budget past its high-water mark.
     Memory,
+    /// The client's address is throttled and already has a check waiting.
+    Throttled,
 }
 
 impl Busy {
@@ -38,6 +48,7 @@ impl Busy {
         match self {
             Busy::QueueFull => "queue_full",
             Busy::Memory => "memory",
+            Busy::Throttled => "throttled",
         }
     }
 }
@@ -64,6 +75,8 @@ enum Waiter {
 /// One queued Argon2 run and the sessions waiting for it.
 pub struct Job {
     verification: Verification,
+    /// The throttled address whose waiting check this is (see [`LoginChecks::submit`]).
+    throttled: Option<IpAddr>,
     verdict: Cell<Option<Verdict>>,
     /// Woken when the verdict is in.
     waiters: RefCell<Vec<Waiter>>,
@@ -129,6 +142,8 @@ pub struct LoginChecks {
     /// Every job still held by a session or the queue, by the fingerprint of its login and
     /// passcode, so that the same question joins the job already asked.
     by_print: RefCell<HashMap<[u8; 32], Weak<Job>>>,
+    /// Waiting checks per throttled client address (at most one each).
+    throttled: RefCell<HashMap<IpAddr, usize>>,
     /// Whether the worker task is alive.
     worker: Cell<bool>,
 }
@@ -136,22 +151,43 @@ pub struct LoginChecks {
 impl LoginChecks {
     /// Queues `verification`, or joins the job asking the same; the caller holds the job while
     /// it waits ([`Job::wake_on_verdict`], [`Job::finished`]) and drops it to give up. Refused,
-    /// and counted, when `max_waiting` jobs already wait.
-    pub fn submit(self: &Rc<Self>, verification: Verification, max_waiting: usize) -> Result<Rc<Job>, Busy> {
+    /// and counted, when `max_waiting` jobs already wait, or when `throttled` (the client's
+    /// address, which the login throttle slows) already has one waiting.
+    pub fn submit(
+        self: &Rc<Self>,
+        verification: Verification,
+        max_waiting: usize,
+        throttled: Option<IpAddr>,
+    ) -> Result<Rc<Job>, Busy> {
         let print = verification.fingerprint();
         let mut by_print = self.by_print.borrow_mut();
         if let Some(job) = by_print.get(&print).and_then(Weak::upgrade) {
             return Ok(job);
         }
-        if self.queue.borrow().len() >= max_waiting {
-            METRICS.login_checks_rejected.inc(Busy::QueueFull.label());
-            return Err(Busy::QueueFull);
+        let refused = if self.queue.borrow().len() >= max_waiting {
+            Some(Busy::QueueFull)
+        } else if throttled.is_some_and(|a| self.throttled.borrow().contains_key(&a)) {
+            Some(Busy::Throttled)
+        } else {
+            None
+        };
+        if let Some(busy) = refused {
+            METRICS.login_checks_rejected.inc(busy.label());
+            return Err(busy);
+        }
+        if let Some(address) = throttled {
+            *self.throttled.borrow_mut().entry(address).or_default() += 1;
         }
         by_print.retain(|_, job| job.strong_count() > 0);
-        let job = Rc::new(Job { verification, verdict: Cell::new(None), waiters: RefCell::new(Vec::new()) });
+        let job = Rc::new(Job {
+            verification,
+            throttled,
+            verdict: Cell::new(None),
+            waiters: RefCell::new(Vec::new()),
+        });
         by_print.insert(print, Rc::downgrade(&job));
         self.queue.borrow_mut().push_back(job.clone());
-        METRICS.login_checks_pending.inc();
+        METRICS.login_checks_waiting.inc();
         if !self.worker.replace(true) {
             tokio::task::spawn_local(self.clone().work());
         }
@@ -168,14 +204,24 @@ impl LoginChecks {
         loop {
             let next = self.queue.borrow_mut().pop_front();
             let Some(job) = next else { break };
+            METRICS.login_checks_waiting.dec();
+            if let Some(address) = job.throttled {
+                let mut throttled = self.throttled.borrow_mut();
+                if let Some(n) = throttled.get_mut(&address) {
+                    *n -= 1;
+                    if *n == 0 {
+                        throttled.remove(&address);
+                    }
+                }
+            }
             if Rc::strong_count(&job) == 1 {
                 // Every session that asked has gone: no one needs the answer.
                 METRICS.login_checks.inc("abandoned");
-                METRICS.login_checks_pending.dec();
                 continue;
             }
+            METRICS.login_checks_running.set(1);
             let verdict = run(&job.verification).await;
-            METRICS.login_checks_pending.dec();
+            METRICS.login_checks_running.set(0);
             if let Verdict::Busy(busy) = verdict {
                 METRICS.login_checks_rejected.inc(busy.label());
             }
@@ -230,19 +276,19 @@ mod tests {
                 let auth = Authenticator::new(vec![("alice".into(), hash)]);
                 let checks = Rc::new(LoginChecks::default());
                 let out = Rc::new(Outbound::new(1 << 20));
-                let right = checks.submit(verification(&auth, "alice", "right"), 1).unwrap();
+                let right = checks.submit(verification(&auth, "alice", "right"), 1, None).unwrap();
                 // The same question joins the job instead of taking a queue place.
-                let again = checks.submit(verification(&auth, "alice", "right"), 1).unwrap();
+                let again = checks.submit(verification(&auth, "alice", "right"), 1, None).unwrap();
                 assert!(Rc::ptr_eq(&right, &again));
                 assert_eq!(checks.waiting(), 1);
                 assert_eq!(
-                    checks.submit(verification(&auth, "alice", "wrong"), 1).err(),
+                    checks.submit(verification(&auth, "alice", "wrong"), 1, None).err(),
                     Some(Busy::QueueFull)
                 );
                 // A job nobody waits for any more is skipped.
-                let abandoned = checks.submit(verification(&auth, "alice", "gone"), 3).unwrap();
+                let abandoned = checks.submit(verification(&auth, "alice", "gone"), 3, None).unwrap();
                 drop(abandoned);
-                let wrong = checks.submit(verification(&auth, "alice", "wrong"), 3).unwrap();
+                let wrong = checks.submit(verification(&auth, "alice", "wrong"), 3, None).unwrap();
                 wrong.wake_on_verdict(&out);
                 while wrong.verdict().is_none() {
                     out.notified().await;
@@ -253,6 +299,21 @@ mod tests {
                 assert!(auth.remember(right.verification(), true));
                 assert!(matches!(auth.check(Some("alice"), Some("right")), Check::Allowed));
                 assert_eq!(checks.waiting(), 0);
+                // A throttled address may have one check waiting, no more.
+                let address: IpAddr = "10.0.0.9".parse().unwrap();
+                let first = checks.submit(verification(&auth, "alice", "t1"), 9, Some(address)).unwrap();
+                assert_eq!(
+                    checks.submit(verification(&auth, "alice", "t2"), 9, Some(address)).err(),
+                    Some(Busy::Throttled)
+                );
+                let same = checks.submit(verification(&auth, "alice", "t1"), 9, Some(address)).unwrap();
+                assert!(Rc::ptr_eq(&first, &same), "the same question joins");
+                let other = checks.submit(verification(&auth, "alice", "t3"), 9, None).unwrap();
+                first.finished().await;
+                let next = checks.submit(verification(&auth, "alice", "t4"), 9, Some(address)).unwrap();
+                drop(other);
+                next.finished().await;
+                assert!(checks.throttled.borrow().is_empty());
             })
             .await;
     }

@@ -147,9 +147,11 @@ pub struct Metrics {
     /// Argon2 checks of hashed passcodes (`crate::login_check`), by result.
     pub login_checks: Family<4>,
     /// CONNECTs needing an Argon2 check refused without one, by reason.
-    pub login_checks_rejected: Family<3>,
-    /// Argon2 checks queued or running.
-    pub login_checks_pending: Gauge,
+    pub login_checks_rejected: Family<4>,
+    /// Argon2 checks waiting for their run.
+    pub login_checks_waiting: Gauge,
+    /// Argon2 checks running (0 or 1).
+    pub login_checks_running: Gauge,
     pub app_errors: Family<12>,
     pub http_requests: Family<9>,
     pub http_rejected: Family<4>,
@@ -216,8 +218,9 @@ pub static METRICS: Metrics = Metrics {
     login_failures: Counter::new(),
     login_failures_delayed: Counter::new(),
     login_checks: Family::new(["matched", "mismatched", "abandoned", "other"]),
-    login_checks_rejected: Family::new(["queue_full", "memory", "other"]),
-    login_checks_pending: Gauge::new(),
+    login_checks_rejected: Family::new(["queue_full", "memory", "throttled", "other"]),
+    login_checks_waiting: Gauge::new(),
+    login_checks_running: Gauge::new(),
     app_errors: Family::new([
         "not_joined",
         "invalid_room_id",
@@ -417,14 +420,20 @@ pub fn render(extra: &Extra<'_>) -> String {
         &mut out,
         "login_checks_rejected_total",
         "reason",
-        "CONNECTs needing an Argon2 check refused at once: too many waiting, or memory.",
+        "CONNECTs needing an Argon2 check refused at once: too many waiting, memory, a throttled address.",
         &m.login_checks_rejected,
     );
     gauge(
         &mut out,
-        "login_checks_pending",
-        "Argon2 checks of hashed passcodes queued or running.",
-        m.login_checks_pending.get(),
+        "login_checks_waiting",
+        "Argon2 checks of hashed passcodes waiting for their run.",
+        m.login_checks_waiting.get(),
+    );
+    gauge(
+        &mut out,
+        "login_checks_running",
+        "Argon2 checks of hashed passcodes running (one at a time).",
+        m.login_checks_running.get(),
     );
     family(
         &mut out,

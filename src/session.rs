@@ -169,6 +169,7 @@ fn busy_error(busy: Busy) -> ProtocolError {
     let why = match busy {
         Busy::QueueFull => "too many logins are waiting for their passcode check",
         Busy::Memory => "no memory for a passcode check now",
+        Busy::Throttled => "a passcode check from this address is already waiting",
     };
     let mut e = ProtocolError::new("other", format!("server busy: {why}; retry later"));
     e.close = CloseReason::AuthFailed;
@@ -353,8 +354,14 @@ impl Session {
             Check::Allowed => self.accept(login.as_deref(), client_heartbeat, node),
             Check::Refused => self.login_failed(frame.header("receipt").as_deref(), login.as_deref(), node),
             Check::Verify(verification) => {
-                let max = node.config().auth.max_pending_logins;
-                let job = node.login_checks.submit(verification, max).map_err(busy_error)?;
+                let config = node.config();
+                let throttled = node
+                    .login_throttle
+                    .address_throttled(self.peer, &config.auth.throttle())
+                    .then_some(self.peer)
+                    .flatten();
+                let max = config.auth.max_pending_logins;
+                let job = node.login_checks.submit(verification, max, throttled).map_err(busy_error)?;
                 job.wake_on_verdict(&self.outbound);
                 self.pending = Some(Box::new(PendingConnect {
                     job,

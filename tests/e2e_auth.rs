@@ -88,7 +88,14 @@ fn hash_passcode_reads_standard_input_and_a_bad_hash_stops_start_up() {
 const SLOW_HASH: &str =
     "$argon2id$v=19$m=1024,t=1000000,p=1$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-const PENDING: &str = "stomp_edge_login_checks_pending";
+const WAITING: &str = "stomp_edge_login_checks_waiting";
+const RUNNING: &str = "stomp_edge_login_checks_running";
+
+/// Waits until one check runs and `waiting` wait.
+fn wait_checks(server: &Server, waiting: u64) {
+    assert!(server.wait_metric(RUNNING, 1), "a check runs");
+    assert!(server.wait_metric(WAITING, waiting), "{waiting} checks wait");
+}
 
 /// A client that sent a CONNECT for the slow account and is waiting for its answer.
 async fn slow_login(server: &Server, passcode: &str) -> Client {
@@ -118,7 +125,7 @@ async fn other_clients_are_served_while_a_hashed_passcode_is_checked() {
         waiting.push(slow_login(&server, &format!("wrong{i}")).await);
     }
     // One check running, two queued: the event loop is free.
-    assert!(server.wait_metric(PENDING, 3), "three checks pending");
+    wait_checks(&server, 2);
     let mut publisher = guest(&server).await;
     for i in 0..5 {
         publisher.send_text(&format!("SEND\ndestination:/topic/t\n\nm{i}\0")).await;
@@ -136,7 +143,7 @@ async fn other_clients_are_served_while_a_hashed_passcode_is_checked() {
     };
     assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4", "last"]);
     // The logins are still being checked, and their clients have had no answer.
-    assert_eq!(server.metric(PENDING), 3);
+    assert_eq!((server.metric(RUNNING), server.metric(WAITING)), (1, 2));
     assert_eq!(server.metric("stomp_edge_login_checks_total{result=\"mismatched\"}"), 0);
     for c in &mut waiting {
         assert!(c.try_recv(std::time::Duration::from_millis(50)).await.is_none());
@@ -152,9 +159,9 @@ async fn connects_past_the_login_check_queue_are_refused_at_once() {
     );
     // The first runs; two wait (the queue's bound).
     let _running = slow_login(&server, "a").await;
-    assert!(server.wait_metric(PENDING, 1));
+    wait_checks(&server, 0);
     let _queued = [slow_login(&server, "b").await, slow_login(&server, "c").await];
-    assert!(server.wait_metric(PENDING, 3));
+    wait_checks(&server, 2);
     // The same question as a queued one shares its check and takes no place.
     let _same = slow_login(&server, "b").await;
     let mut refused = Vec::new();
@@ -168,8 +175,35 @@ async fn connects_past_the_login_check_queue_are_refused_at_once() {
         refused.push(c);
     }
     assert_eq!(server.metric("stomp_edge_login_checks_rejected_total{reason=\"queue_full\"}"), 2);
-    assert_eq!(server.metric(PENDING), 3);
+    assert_eq!((server.metric(RUNNING), server.metric(WAITING)), (1, 2));
     // Plain accounts need no check and still get in.
+    guest(&server).await;
+}
+
+#[tokio::test]
+async fn a_throttled_address_may_have_one_check_waiting() {
+    let server = Server::start_with(
+        &format!(
+            "[auth]\nusers = ['slow:{SLOW_HASH}', 'guest:guest']\nthrottle_after_failures = 1\nthrottle_delay_ms = 1\n"
+        ),
+        &[],
+    );
+    // A check runs before the address is throttled; then one failure (a plain account's,
+    // answered at once) and the next is slowed: the address is throttled.
+    let _running = slow_login(&server, "a").await;
+    wait_checks(&server, 0);
+    assert_eq!(connect(&server, "guest", "wrong").await, "ERROR");
+    let _waiting = slow_login(&server, "b").await;
+    wait_checks(&server, 1);
+    let mut refused = slow_login(&server, "c").await;
+    let error = refused.recv().await;
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    assert_eq!(error.header("receipt-id"), Some("c-c"));
+    assert!(error.header("message").is_some_and(|m| m.contains("from this address")), "{error:?}");
+    assert_eq!(server.metric("stomp_edge_login_checks_rejected_total{reason=\"throttled\"}"), 1);
+    assert_eq!(server.metric("stomp_edge_login_checks_rejected_total{reason=\"queue_full\"}"), 0);
+    assert_eq!((server.metric(RUNNING), server.metric(WAITING)), (1, 1), "no check for it");
+    // A plain account's right passcode is never held back.
     guest(&server).await;
 }
 

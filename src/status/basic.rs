@@ -26,7 +26,7 @@ pub async fn allowed(node: &Node, require_auth: bool, authorization: Option<&Hea
         Check::Refused => false,
         Check::Verify(verification) => {
             let max = node.config().auth.max_pending_logins;
-            let Ok(job) = node.login_checks.submit(verification, max) else { return false };
+            let Ok(job) = node.login_checks.submit(verification, max, None) else { return false };
             job.finished().await;
             match job.verdict() {
                 Some(verdict @ (Verdict::Matched | Verdict::Mismatched)) => {
