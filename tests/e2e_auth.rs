@@ -229,7 +229,8 @@ fn xhr(addr: &str, path: &str, body: &str) -> (u16, String) {
 #[tokio::test]
 async fn a_right_hashed_passcode_is_checked_once_then_remembered_on_every_transport() {
     let hash = hash_of("right one");
-    let server = Server::start_with(&format!("[auth]\nusers = ['alice:{hash}']\n"), &[]);
+    let bob = hash_of("bob's");
+    let server = Server::start_with(&format!("[auth]\nusers = ['alice:{hash}', 'bob:{bob}']\n"), &[]);
     const MATCHED: &str = "stomp_edge_login_checks_total{result=\"matched\"}";
     // Frames sent behind the CONNECT wait for its check, then are handled in order.
     let mut c = Client::open(&server.url(), &[]).await;
@@ -260,4 +261,38 @@ async fn a_right_hashed_passcode_is_checked_once_then_remembered_on_every_transp
     let (_, body) = xhr(&addr, "/ws/000/h2/xhr", "");
     assert!(body.contains("a[\"ERROR\\n") && body.contains("receipt-id:w"), "{body}");
     assert_eq!(server.metric("stomp_edge_login_checks_total{result=\"mismatched\"}"), 1);
+    // Over SockJS's websocket transport, a first login and the frame behind it.
+    {
+        use futures_util::{SinkExt, StreamExt};
+        let url = format!("ws://{addr}/ws/000/b1/websocket");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("sockjs websocket");
+        let frames = serde_json::to_string(&[
+            "CONNECT\naccept-version:1.2\nlogin:bob\npasscode:bob's\n\n\0",
+            "SUBSCRIBE\nid:1\ndestination:/topic/b\nreceipt:rb\n\n\0",
+        ])
+        .unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(frames)).await.unwrap();
+        let mut commands = Vec::new();
+        while commands.len() < 2 {
+            let m = tokio::time::timeout(common::WAIT, ws.next()).await.expect("a frame").unwrap().unwrap();
+            let text = m.to_text().unwrap_or("").to_string();
+            let Some(array) = text.strip_prefix('a') else { continue };
+            let items: Vec<String> = serde_json::from_str(array).unwrap();
+            commands.extend(items.iter().map(|i| i.split('\n').next().unwrap_or("").to_string()));
+        }
+        assert_eq!(commands, ["CONNECTED", "RECEIPT"]);
+        assert_eq!(server.metric(MATCHED), 2);
+    }
+    // HTTP Basic on the status API goes through the same checks.
+    let basic = |credentials: &str| {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))
+    };
+    let status = |credentials: &str| {
+        common::http_get(&addr, "/api/status", &[("Authorization", &basic(credentials))]).0
+    };
+    assert_eq!(status("alice:right one"), 200);
+    assert_eq!(server.metric(MATCHED), 2, "remembered");
+    assert_eq!(status("alice:another wrong one"), 401);
+    assert_eq!(server.metric("stomp_edge_login_checks_total{result=\"mismatched\"}"), 2);
 }
