@@ -39,6 +39,10 @@ const LINGER: Duration = Duration::from_secs(2);
 const RECHECK: Duration = Duration::from_millis(10);
 /// The pause while the CONNECT's hashed passcode is checked (`crate::login_check`).
 const LOGIN_CHECK: &str = "login_check";
+/// Under memory pressure, how long a connection may hold an unfinished frame without finishing
+/// one before it is closed: its bytes are charged and only finishing (or closing) frees them,
+/// so sockets holding half frames must not keep the whole board paused.
+const STALLED_INPUT: Duration = Duration::from_secs(2);
 
 /// Most bytes a socket may make the server hold before its STOMP CONNECT: a CONNECT (see
 /// [`stomp_input::CONNECT_FRAME_BYTES`]), with room for SockJS's JSON escaping and framing.
@@ -142,6 +146,8 @@ pub struct Driver<F: Framing> {
     unfed: bool,
     /// The last read step stopped at its cap with input left on the socket.
     busy: bool,
+    /// When the client last finished a frame or had no unfinished input (see [`STALLED_INPUT`]).
+    last_progress: Instant,
 }
 
 impl<F: Framing> Driver<F> {
@@ -175,6 +181,7 @@ impl<F: Framing> Driver<F> {
             paused: None,
             unfed: false,
             busy: false,
+            last_progress: Instant::now(),
         }
     }
 
@@ -193,8 +200,9 @@ impl<F: Framing> Driver<F> {
         if !matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
             // The connection is over for everyone else (counted, room left, and its place
             // freed now); the socket lingers only to let the goodbye arrive.
-            let Driver { stream, _registration, .. } = self;
-            drop(_registration);
+            // The buffers go back now too (they are on the memory budget), not after the linger.
+            let Driver { stream, _registration, buf, framing, charge, .. } = self;
+            drop((_registration, buf, framing, charge));
             linger(&stream, Instant::now() + LINGER).await;
         }
         reason
@@ -217,7 +225,10 @@ impl<F: Framing> Driver<F> {
                 return io_reason(&e);
             }
             let pending = self.framing.pending(&self.outbound);
-            let reading = self.may_read();
+            let reading = match self.may_read() {
+                Ok(reading) => reading,
+                Err(reason) => return reason,
+            };
             if reading && self.unfed {
                 // Frames read before a flow-control pause are handled before reading more.
                 self.unfed = false;
@@ -260,6 +271,8 @@ impl<F: Framing> Driver<F> {
             Some(Outcome::Close(reason)) => Err(reason),
             Some(Outcome::Continue) => {
                 self.unfed = true;
+                // The wait for the check is not the client being slow to finish a frame.
+                self.last_progress = Instant::now();
                 if self.stomp.liveness.just_connected(&self.stomp.session) {
                     self.timer.as_mut().reset(Instant::now());
                 }
@@ -272,12 +285,34 @@ impl<F: Framing> Driver<F> {
     /// queues must drain first), nor while subscribers this client published to are backed up
     /// (flow control: a publisher goes at the pace of its audience), nor while the CONNECT
     /// waits for its passcode check. A pause starts counted.
-    fn may_read(&mut self) -> bool {
+    ///
+    /// Under memory pressure a connection that holds budget bytes only reading can free keeps
+    /// being read below the budget itself: an unfinished frame (finishing it frees the buffer)
+    /// or open transactions (COMMIT, ABORT or a refused SEND free them). Otherwise sockets
+    /// holding half frames could keep every socket paused for good. One that has not finished a
+    /// frame for [`STALLED_INPUT`] is closed with an ERROR instead (`memory_refused_total
+    /// {what="unfinished_frame"}`).
+    fn may_read(&mut self) -> Result<bool, CloseReason> {
+        let pressure = memory::pressure();
         let why = if self.stomp.session.awaiting_login() {
             Some(LOGIN_CHECK)
-        } else if memory::pressure() >= Pressure::High {
+        } else if pressure >= Pressure::High {
             self.node.shed_stalled_consumers();
-            Some("memory")
+            let holds_input = !self.buf.is_empty() || self.framing.held_bytes() > 0;
+            if holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
+                METRICS.memory_refused.inc("unfinished_frame");
+                log::info!(
+                    "memory budget short: closing session {}, its unfinished frame stalled",
+                    self.stomp.session.session_id
+                );
+                self.stomp.session.send_error(
+                    "server memory is short and this frame did not finish in time: it was dropped",
+                    None,
+                );
+                return Err(CloseReason::ProtocolError);
+            }
+            let frees_by_reading = holds_input || self.stomp.session.holds_transactions();
+            (pressure == Pressure::Full || !frees_by_reading).then_some("memory")
         } else {
             self.blocked_on.retain(|w| w.upgrade().is_some_and(|o| o.holds_back_publishers()));
             (!self.blocked_on.is_empty()).then_some("backed_up")
@@ -293,7 +328,7 @@ impl<F: Framing> Driver<F> {
             self.stomp.liveness.last_read = Instant::now();
         }
         self.paused = why;
-        why.is_none()
+        Ok(why.is_none())
     }
 
     /// Reads what the socket has, a bounded number of times, processing after each read; stops
@@ -352,6 +387,9 @@ impl<F: Framing> Driver<F> {
             self.buf.copy_within(consumed.., 0);
             self.buf.truncate(self.buf.len() - consumed);
             self.data_len -= consumed;
+        }
+        if consumed > 0 || (self.buf.is_empty() && self.framing.held_bytes() == 0) {
+            self.last_progress = Instant::now();
         }
         for queue in self.node.hub.take_backed_up() {
             if !self.blocked_on.iter().any(|w| w.ptr_eq(&queue)) {

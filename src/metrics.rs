@@ -161,7 +161,7 @@ pub struct Metrics {
     pub sockjs_rejected: Family<11>,
     pub sockjs_reaped: Counter,
     /// Work refused because the memory budget was near its limit, by what was refused.
-    pub memory_refused: Family<10>,
+    pub memory_refused: Family<11>,
     /// Times a socket was not read: its publisher's destinations were backed up, or memory.
     pub flow_paused: Family<4>,
     /// HTTP sockets closed before their first request to make room for new ones.
@@ -281,6 +281,7 @@ pub static METRICS: Metrics = Metrics {
         "transaction",
         "gap",
         "recovery",
+        "unfinished_frame",
         "login_check",
         "other",
     ]),

@@ -227,6 +227,12 @@ impl Session {
         self.peer = peer;
     }
 
+    /// Whether the session holds SENDs in open transactions (bytes on the memory budget that
+    /// its COMMIT, ABORT or end give back).
+    pub fn holds_transactions(&self) -> bool {
+        !self.transactions.is_empty()
+    }
+
     pub fn is_connected(&self) -> bool {
         self.handle.is_some()
     }

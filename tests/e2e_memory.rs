@@ -427,3 +427,53 @@ fn memory_goes_back_after_a_burst_of_large_bodies() {
     let after = rss_kib(&server);
     assert!(after < baseline + 4 * 1024, "RSS {baseline} KiB idle, {peak} KiB held, {after} KiB after");
 }
+
+#[tokio::test]
+async fn half_frames_cannot_keep_the_board_paused() {
+    // 2 MiB budget: 24 connected sockets each send 100 KB of a 120 KB frame and stop, which
+    // puts the budget past 7/8, where sockets are not read. Before, nothing could free those
+    // bytes (only finishing the frames or closing could) and every client stayed paused.
+    let server = Server::start_with("[limits]\nmemory_budget_bytes = 2097152\n", &[]);
+    let (mut good, _) = Client::connect(&server.url()).await;
+    good.subscribe("/topic/good", "g").await;
+    let mut hostile: Vec<TcpStream> = (0..24)
+        .map(|_| {
+            let mut s = upgraded(&server.addr, "/ws");
+            let connect = b"CONNECT\naccept-version:1.2\nhost:x\n\n\0";
+            s.write_all(&frame_header(0x1, connect.len())).unwrap();
+            s.write_all(connect).unwrap();
+            s
+        })
+        .collect();
+    for s in &mut hostile {
+        let mut partial = frame_header(0x1, 120_000);
+        partial.extend_from_slice(b"SEND\ndestination:/topic/x\n\n");
+        partial.resize(partial.len() + 100_000, b'x');
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(&partial);
+    }
+    // 24 half frames are more than the budget: the server stops reading at 7/8 of it (and at
+    // the budget a broadcast may be dropped, counted). The stalled half frames are closed with
+    // an ERROR, the budget comes back, and the good client is read and served again.
+    let start = Instant::now();
+    let mut got = None;
+    while got.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the good client was never served again");
+        good.send_text("SEND\ndestination:/topic/good\n\nstill here\0").await;
+        got = good.try_recv(Duration::from_millis(500)).await;
+    }
+    assert_eq!(got.map(|f| f.body_text()).as_deref(), Some("still here"));
+    assert!(server.metric("stomp_edge_memory_refused_total{what=\"unfinished_frame\"}") >= 1);
+    // Those closed were told why in a STOMP ERROR (after their CONNECTED).
+    let told = hostile
+        .iter_mut()
+        .filter(|s: &&mut TcpStream| {
+            s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let mut got = Vec::new();
+            let _ = (&**s).read_to_end(&mut got);
+            String::from_utf8_lossy(&got).contains("server memory is short")
+        })
+        .count();
+    assert!(told >= 1, "no half-frame socket got an ERROR saying why");
+    drop(hostile);
+}
