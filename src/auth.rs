@@ -223,6 +223,11 @@ impl Verification {
         self.memory_bytes
     }
 
+    /// Bytes this check holds while it waits (the login, hash and passcode it copied).
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.login.capacity() + self.hash.capacity() + self.passcode.capacity()
+    }
+
     /// Runs Argon2 with the hash's own parameters; true when the passcode matches. CPU-bound
     /// (about 0.1 s and [`Verification::memory_bytes`] with the defaults): never on the event
     /// loop.

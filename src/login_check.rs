@@ -8,8 +8,9 @@
 //!
 //! Bounded: at most `auth.max_pending_logins` jobs wait (the running one aside); a CONNECT
 //! past that is refused at once (`login_checks_rejected_total{reason="queue_full"}`), and one
-//! whose run would take the memory budget past its high-water mark too (`reason="memory"`). The
-//! running job's memory is charged to the budget while it runs. CONNECTs asking the same question
+//! whose run would take the memory budget past its high-water mark too (`reason="memory"`,
+//! checked when it comes and again when its run starts). A waiting job's copy of the passcode
+//! is on the budget, and the running job's Argon2 memory while it runs. CONNECTs asking the same question
 //! (login and passcode) share one job, so 1000 clients of one account reconnecting after a
 //! restart take one queue place and one run; a job whose sessions all left is skipped.
 //!
@@ -80,6 +81,8 @@ pub struct Job {
     verdict: Cell<Option<Verdict>>,
     /// Woken when the verdict is in.
     waiters: RefCell<Vec<Waiter>>,
+    /// What the job holds (its copy of the passcode can be a CONNECT's 8 KiB), on the budget.
+    _held: Charge,
 }
 
 impl Job {
@@ -168,6 +171,9 @@ impl LoginChecks {
             Some(Busy::QueueFull)
         } else if throttled.is_some_and(|a| self.throttled.borrow().contains_key(&a)) {
             Some(Busy::Throttled)
+        } else if !memory::admit(verification.memory_bytes(), "login_check") {
+            // The run could not take its memory now: say so at once rather than after the wait.
+            Some(Busy::Memory)
         } else {
             None
         };
@@ -179,7 +185,9 @@ impl LoginChecks {
             *self.throttled.borrow_mut().entry(address).or_default() += 1;
         }
         by_print.retain(|_, job| job.strong_count() > 0);
+        let held = Charge::of(std::mem::size_of::<Job>() + verification.held_bytes());
         let job = Rc::new(Job {
+            _held: held,
             verification,
             throttled,
             verdict: Cell::new(None),

@@ -207,6 +207,28 @@ async fn a_throttled_address_may_have_one_check_waiting() {
     guest(&server).await;
 }
 
+#[tokio::test]
+async fn a_check_the_memory_budget_cannot_take_is_refused_at_once() {
+    // An 8 MiB budget cannot take the default parameters' 19 MiB Argon2 run.
+    let hash = hash_of("right one");
+    let server = Server::start_with(
+        &format!(
+            "[limits]\nmemory_budget_bytes = 8388608\n[auth]\nusers = ['alice:{hash}', 'guest:guest']\n"
+        ),
+        &[],
+    );
+    let mut c = Client::open(&server.url(), &[]).await;
+    c.send_text("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:right one\nreceipt:m\n\n\0").await;
+    let error = c.recv().await;
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    assert_eq!(error.header("receipt-id"), Some("m"));
+    assert!(error.header("message").is_some_and(|m| m.contains("no memory")), "{error:?}");
+    assert_eq!(server.metric("stomp_edge_login_checks_rejected_total{reason=\"memory\"}"), 1);
+    assert_eq!(server.metric("stomp_edge_memory_refused_total{what=\"login_check\"}"), 1);
+    assert_eq!(server.metric("stomp_edge_login_failures_total"), 0, "not a failed login");
+    guest(&server).await;
+}
+
 /// A SockJS xhr-polling request: POST `path` with `body`; returns (status, body as sent, chunk
 /// sizes included).
 fn xhr(addr: &str, path: &str, body: &str) -> (u16, String) {
