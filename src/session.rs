@@ -361,11 +361,10 @@ impl Session {
             Check::Refused => self.login_failed(frame.header("receipt").as_deref(), login.as_deref(), node),
             Check::Verify(verification) => {
                 let config = node.config();
-                let throttled = node
-                    .login_throttle
-                    .address_throttled(self.peer, &config.auth.throttle())
-                    .then_some(self.peer)
-                    .flatten();
+                // An address the throttle slows may have one check waiting (`crate::login_check`).
+                let policy = config.auth.throttle();
+                let throttled =
+                    self.peer.filter(|_| node.login_throttle.address_throttled(self.peer, &policy));
                 let max = config.auth.max_pending_logins;
                 let job = node.login_checks.submit(verification, max, throttled).map_err(busy_error)?;
                 job.wake_on_verdict(&self.outbound);
