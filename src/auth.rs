@@ -2,7 +2,8 @@
 //! is let in anonymously (the embedded default). A passcode is stored plain (the LAN default,
 //! compared in constant time with `subtle`) or as an Argon2 PHC string (`$argon2id$…`, made by
 //! `stomp-edge --hash-passcode`). Verifying a hash costs about a hundred milliseconds of CPU
-//! on a board, on the event loop, so the outcome is remembered for the process lifetime (until
+//! (several times that on a board) and its 19 MiB: it runs off the event loop, one at a time
+//! (`crate::login_check`), and the outcome is remembered for the process lifetime (until
 //! a reload replaces the accounts), as a BLAKE2s digest of login and passcode, never the
 //! passcode itself: the passcode that last verified per account (1000 clients of one account
 //! reconnecting after a restart cost one hash, then one constant-time compare each) and the
@@ -77,56 +78,173 @@ impl Authenticator {
         self.accounts.is_empty()
     }
 
-    /// True when the login and passcode match an account, or when anonymous access is on.
-    pub fn check(&self, login: Option<&str>, passcode: Option<&str>) -> bool {
+    /// Checks a CONNECT's login and passcode: [`Check::Allowed`] when they match a plain
+    /// account, a remembered hashed passcode, or anonymous access is on; [`Check::Refused`]
+    /// when they match nothing (or a remembered wrong passcode); [`Check::Verify`] when the
+    /// login names a hashed account and the passcode is not remembered: an Argon2 run must
+    /// decide, off the event loop (`crate::login_check`), and [`Authenticator::remember`] keeps
+    /// its outcome. Cheap and constant-time in the passcode's bytes either way.
+    pub fn check(&self, login: Option<&str>, passcode: Option<&str>) -> Check {
         if self.anonymous_allowed() {
-            return true;
+            return Check::Allowed;
         }
-        let (Some(login), Some(passcode)) = (login, passcode) else { return false };
+        let (Some(login), Some(passcode)) = (login, passcode) else { return Check::Refused };
         // Compare every plain entry in full so the time taken does not reveal which part
         // matched. (`subtle` compares slices of different lengths as unequal at once: the
         // length of a configured passcode is not hidden, its bytes are.)
         let mut ok = subtle::Choice::from(0);
+        let mut verify = None;
         for (index, account) in self.accounts.iter().enumerate() {
             let login_ok = account.login.as_bytes().ct_eq(login.as_bytes());
             let pass_ok = match &account.secret {
                 Secret::Plain(pass) => pass.as_bytes().ct_eq(passcode.as_bytes()),
                 // A hash is only worked on for the account the login names.
-                Secret::Hashed(hash) if bool::from(login_ok) => {
-                    subtle::Choice::from(u8::from(self.verify_hashed(index, hash, passcode)))
-                }
+                Secret::Hashed(hash) if bool::from(login_ok) => match self.recall(index, passcode) {
+                    Some(known) => subtle::Choice::from(u8::from(known)),
+                    None => {
+                        if verify.is_none() {
+                            verify = Some(Verification::new(&account.login, hash, passcode));
+                        }
+                        subtle::Choice::from(0)
+                    }
+                },
                 Secret::Hashed(_) => subtle::Choice::from(0),
             };
             ok |= login_ok & pass_ok;
         }
-        ok.into()
+        match (bool::from(ok), verify) {
+            (true, _) => Check::Allowed,
+            (false, Some(v)) => Check::Verify(v),
+            (false, None) => Check::Refused,
+        }
     }
 
-    /// Checks `passcode` against account `index`'s hash, or against what is remembered of
-    /// earlier checks.
-    fn verify_hashed(&self, index: usize, hash: &str, passcode: &str) -> bool {
+    /// What is remembered of `passcode` for account `index`: Some(true) when it last verified,
+    /// Some(false) when it is a remembered wrong one, None when it takes an Argon2 run.
+    fn recall(&self, index: usize, passcode: &str) -> Option<bool> {
         let print = fingerprint(&self.accounts[index].login, passcode);
         if let Some(known) = &self.verified.borrow()[index] {
             if bool::from(known.ct_eq(&print)) {
-                return true;
+                return Some(true);
             }
         }
         if self.failed.borrow().iter().any(|f| bool::from(f.ct_eq(&print))) {
-            return false;
+            return Some(false);
         }
-        let ok = PasswordHash::new(hash)
-            .is_ok_and(|parsed| Argon2::default().verify_password(passcode.as_bytes(), &parsed).is_ok());
-        if ok {
-            self.verified.borrow_mut()[index] = Some(print);
+        None
+    }
+
+    /// Keeps the outcome of a finished [`Verification`], so the next CONNECT with the same
+    /// passcode is a compare. Returns false, remembering nothing, when the account no longer has
+    /// the hash that was checked (a reload changed or removed it meanwhile): the outcome is
+    /// stale and must not let anyone in.
+    pub fn remember(&self, verification: &Verification, matched: bool) -> bool {
+        let Some(index) = self.accounts.iter().position(|a| {
+            a.login == verification.login && matches!(&a.secret, Secret::Hashed(h) if *h == verification.hash)
+        }) else {
+            return false;
+        };
+        if matched {
+            self.verified.borrow_mut()[index] = Some(verification.print);
         } else {
             let mut failed = self.failed.borrow_mut();
-            if failed.len() >= REMEMBERED_FAILURES {
-                failed.pop_front();
+            if !failed.iter().any(|f| *f == verification.print) {
+                if failed.len() >= REMEMBERED_FAILURES {
+                    failed.pop_front();
+                }
+                failed.push_back(verification.print);
             }
-            failed.push_back(print);
         }
-        ok
+        true
     }
+
+    /// [`Authenticator::check`] with any Argon2 run done here and now (tests).
+    #[cfg(test)]
+    fn check_now(&self, login: Option<&str>, passcode: Option<&str>) -> bool {
+        match self.check(login, passcode) {
+            Check::Allowed => true,
+            Check::Refused => false,
+            Check::Verify(v) => {
+                let ok = v.run();
+                self.remember(&v, ok) && ok
+            }
+        }
+    }
+}
+
+/// The outcome of [`Authenticator::check`].
+#[derive(Debug)]
+pub enum Check {
+    /// The credentials match (or no accounts are configured).
+    Allowed,
+    /// They do not match.
+    Refused,
+    /// Only an Argon2 run can tell: see [`Verification::run`].
+    Verify(Verification),
+}
+
+/// One Argon2 check to run: a hashed account's PHC string and the passcode a CONNECT gave.
+/// Owns its data (`Send`), so it can run on a blocking thread.
+#[derive(Clone)]
+pub struct Verification {
+    login: String,
+    hash: String,
+    passcode: String,
+    print: Fingerprint,
+    memory_bytes: usize,
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the passcode.
+        f.debug_struct("Verification").field("login", &self.login).finish_non_exhaustive()
+    }
+}
+
+impl Verification {
+    fn new(login: &str, hash: &str, passcode: &str) -> Verification {
+        Verification {
+            login: login.to_string(),
+            hash: hash.to_string(),
+            passcode: passcode.to_string(),
+            print: fingerprint(login, passcode),
+            memory_bytes: memory_cost_bytes(hash),
+        }
+    }
+
+    /// The BLAKE2s digest of login and passcode: equal for two CONNECTs asking the same
+    /// question, so they can share one run.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.print
+    }
+
+    /// Bytes Argon2 allocates for this run: the hash's `m` parameter (KiB) × 1024.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
+    /// Bytes this check holds while it waits (the login, hash and passcode it copied).
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.login.capacity() + self.hash.capacity() + self.passcode.capacity()
+    }
+
+    /// Runs Argon2 with the hash's own parameters; true when the passcode matches. CPU-bound
+    /// (about 0.1 s and [`Verification::memory_bytes`] with the defaults): never on the event
+    /// loop.
+    pub fn run(&self) -> bool {
+        PasswordHash::new(&self.hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(self.passcode.as_bytes(), &parsed).is_ok())
+    }
+}
+
+/// The memory an Argon2 run over `hash` allocates, in bytes (its `m` parameter is in KiB); the
+/// default parameters' 19 MiB when the string does not say.
+fn memory_cost_bytes(hash: &str) -> usize {
+    PasswordHash::new(hash)
+        .ok()
+        .and_then(|parsed| argon2::Params::try_from(&parsed).ok())
+        .map_or(argon2::Params::DEFAULT_M_COST, |p| p.m_cost()) as usize
+        * 1024
 }
 
 /// Checks that a configured `$argon2…` passcode is a PHC string this server can verify.
@@ -151,14 +269,14 @@ mod tests {
 
     #[test]
     fn anonymous_by_default_and_checked_with_users() {
-        assert!(Authenticator::new(vec![]).check(None, None));
+        assert!(Authenticator::new(vec![]).check_now(None, None));
         let a = Authenticator::new(vec![("alice".into(), "secret".into())]);
-        assert!(a.check(Some("alice"), Some("secret")));
-        assert!(!a.check(Some("alice"), Some("secre")));
-        assert!(!a.check(Some("alice"), Some("secretx")));
-        assert!(!a.check(Some("bob"), Some("secret")));
-        assert!(!a.check(None, None));
-        assert!(!a.check(Some("alice"), None));
+        assert!(a.check_now(Some("alice"), Some("secret")));
+        assert!(!a.check_now(Some("alice"), Some("secre")));
+        assert!(!a.check_now(Some("alice"), Some("secretx")));
+        assert!(!a.check_now(Some("bob"), Some("secret")));
+        assert!(!a.check_now(None, None));
+        assert!(!a.check_now(Some("alice"), None));
     }
 
     #[test]
@@ -166,12 +284,12 @@ mod tests {
         // The old compare folded the length difference into 16 bits: an empty configured
         // passcode matched any passcode of 65,536 bytes.
         let a = Authenticator::new(vec![("alice".into(), String::new())]);
-        assert!(a.check(Some("alice"), Some("")));
+        assert!(a.check_now(Some("alice"), Some("")));
         for len in [256, 65_536, 131_072] {
-            assert!(!a.check(Some("alice"), Some(&"x".repeat(len))), "{len}");
+            assert!(!a.check_now(Some("alice"), Some(&"x".repeat(len))), "{len}");
         }
         let a = Authenticator::new(vec![("alice".into(), "s".into())]);
-        assert!(!a.check(Some("alice"), Some(&format!("s{}", "\0".repeat(65_536)))));
+        assert!(!a.check_now(Some("alice"), Some(&format!("s{}", "\0".repeat(65_536)))));
     }
 
     #[test]
@@ -181,25 +299,34 @@ mod tests {
         assert!(check_hash(&hash).is_ok());
         assert_ne!(hash, hash_passcode("s3cret").unwrap(), "a fresh salt each time");
         let a = Authenticator::new(vec![("alice".into(), hash), ("bob".into(), "plain".into())]);
-        assert!(!a.check(Some("alice"), Some("wrong")));
+        assert!(!a.check_now(Some("alice"), Some("wrong")));
         assert!(a.verified.borrow()[0].is_none());
         assert_eq!(a.failed.borrow().len(), 1);
-        assert!(!a.check(Some("alice"), Some("wrong")));
+        assert!(!a.check_now(Some("alice"), Some("wrong")));
         assert_eq!(a.failed.borrow().len(), 1, "a remembered failure is not hashed again");
-        assert!(a.check(Some("alice"), Some("s3cret")));
+        assert!(a.check_now(Some("alice"), Some("s3cret")));
         assert_eq!(a.verified.borrow()[0], Some(fingerprint("alice", "s3cret")));
-        assert!(a.check(Some("alice"), Some("s3cret")));
-        assert!(!a.check(Some("alice"), Some("s3cre")));
-        assert!(!a.check(Some("bob"), Some("s3cret")));
-        assert!(a.check(Some("bob"), Some("plain")));
+        assert!(a.check_now(Some("alice"), Some("s3cret")));
+        assert!(!a.check_now(Some("alice"), Some("s3cre")));
+        assert!(!a.check_now(Some("bob"), Some("s3cret")));
+        assert!(a.check_now(Some("bob"), Some("plain")));
         // The hash text itself is not a passcode.
         let hash = hash_passcode("x").unwrap();
-        assert!(!Authenticator::new(vec![("c".into(), hash.clone())]).check(Some("c"), Some(&hash)));
+        assert!(!Authenticator::new(vec![("c".into(), hash.clone())]).check_now(Some("c"), Some(&hash)));
         assert!(check_hash("$argon2id$nonsense").is_err());
+        // An outcome checked against a hash a reload has since replaced is not kept.
+        let old = match a.check(Some("alice"), Some("s3cret2")) {
+            Check::Verify(v) => v,
+            other => panic!("{other:?}"),
+        };
+        let reloaded = Authenticator::new(vec![("alice".into(), hash_passcode("other").unwrap())]);
+        assert!(!reloaded.remember(&old, true));
+        assert!(matches!(reloaded.check(Some("alice"), Some("s3cret2")), Check::Verify(_)));
+        assert!(a.remember(&old, false));
         // The failure memory is bounded.
         a.failed.borrow_mut().clear();
         a.failed.borrow_mut().extend((0..REMEMBERED_FAILURES).map(|i| fingerprint("alice", &i.to_string())));
-        assert!(!a.check(Some("alice"), Some("another wrong one")));
+        assert!(!a.check_now(Some("alice"), Some("another wrong one")));
         assert_eq!(a.failed.borrow().len(), REMEMBERED_FAILURES);
     }
 }

@@ -19,7 +19,7 @@ use crate::metrics::{CloseReason, METRICS};
 use crate::node::{Node, Registration};
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::protocol::Limits;
-use crate::session::Session;
+use crate::session::{Outcome, Session};
 use crate::stomp_input;
 use crate::ws::{self, Control, Decoder};
 
@@ -37,6 +37,8 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_secs(2);
 /// How often a socket that is not being read (flow control, memory) checks whether it may be.
 const RECHECK: Duration = Duration::from_millis(10);
+/// The pause while the CONNECT's hashed passcode is checked (`crate::login_check`).
+const LOGIN_CHECK: &str = "login_check";
 /// Under memory pressure, how long a connection may hold an unfinished frame without finishing
 /// one before it is closed: its bytes are charged and only finishing (or closing) frees them,
 /// so sockets holding half frames must not keep the whole board paused.
@@ -221,6 +223,9 @@ impl<F: Framing> Driver<F> {
             if let Some(reason) = self.outbound.closing() {
                 return reason;
             }
+            if let Err(reason) = self.resume_connect() {
+                return reason;
+            }
             if let Err(e) = self.flush() {
                 return io_reason(&e);
             }
@@ -242,7 +247,9 @@ impl<F: Framing> Driver<F> {
                 r = self.stream.writable(), if pending => Event::Writable(r),
                 () = self.outbound.notified() => Event::Queued,
                 () = &mut self.timer => Event::Timer,
-                () = tokio::time::sleep(RECHECK), if !reading || self.pressed => Event::Recheck,
+                // A login check's end wakes the task through the queue: no polling for it.
+                () = tokio::time::sleep(RECHECK),
+                    if (!reading || self.pressed) && self.paused != Some(LOGIN_CHECK) => Event::Recheck,
             };
             let result = match event {
                 Event::Readable(Ok(())) => self.on_readable(),
@@ -260,9 +267,28 @@ impl<F: Framing> Driver<F> {
         }
     }
 
+    /// Answers the CONNECT once its passcode check is over (`crate::login_check`); the frames
+    /// that came after it are handled next.
+    fn resume_connect(&mut self) -> Result<(), CloseReason> {
+        match self.stomp.session.resume_connect(&self.node) {
+            None => Ok(()),
+            Some(Outcome::Close(reason)) => Err(reason),
+            Some(Outcome::Continue) => {
+                self.unfed = true;
+                // The wait for the check is not the client being slow to finish a frame.
+                self.last_progress = Instant::now();
+                if self.stomp.liveness.just_connected(&self.stomp.session) {
+                    self.timer.as_mut().reset(Instant::now());
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Whether the socket may be read now. Not while the memory budget is near its limit (the
     /// queues must drain first), nor while subscribers this client published to are backed up
-    /// (flow control: a publisher goes at the pace of its audience). A pause starts counted.
+    /// (flow control: a publisher goes at the pace of its audience), nor while the CONNECT
+    /// waits for its passcode check. A pause starts counted.
     ///
     /// Under memory pressure a connection that holds budget bytes only reading can free keeps
     /// being read below the budget itself: an unfinished frame (finishing it frees the buffer)
@@ -273,7 +299,9 @@ impl<F: Framing> Driver<F> {
     fn may_read(&mut self) -> Result<bool, CloseReason> {
         let pressure = memory::pressure();
         self.pressed = pressure >= Pressure::High;
-        let why = if self.pressed {
+        let why = if self.stomp.session.awaiting_login() {
+            Some(LOGIN_CHECK)
+        } else if self.pressed {
             self.node.shed_stalled_consumers();
             let holds_input = !self.buf.is_empty() || self.framing.held_bytes() > 0;
             if holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
@@ -324,7 +352,7 @@ impl<F: Framing> Driver<F> {
             self.stomp.liveness.last_read = Instant::now();
             self.charge.set(self.buf.capacity() + self.framing.held_bytes());
             self.process()?;
-            if !self.blocked_on.is_empty() {
+            if !self.blocked_on.is_empty() || self.stomp.session.awaiting_login() {
                 break;
             }
         }

@@ -192,8 +192,7 @@ async fn status_route(node: &Node, request: &Request<Incoming>) -> Response<Body
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     let authorization = request.headers().get(hyper::header::AUTHORIZATION);
-    let allowed =
-        crate::status::basic::allowed(&node.auth.borrow(), config.status.require_auth, authorization);
+    let allowed = crate::status::basic::allowed(node, config.status.require_auth, authorization).await;
     if !allowed {
         METRICS.http_requests.inc("unauthorized");
         let mut response = text(StatusCode::UNAUTHORIZED, "this board's status needs a login\n");

@@ -72,6 +72,7 @@ pub mod edge;
 pub(crate) mod engine;
 pub(crate) mod http;
 pub(crate) mod liveness;
+pub(crate) mod login_check;
 pub(crate) mod login_throttle;
 pub(crate) mod memory;
 pub(crate) mod metrics;

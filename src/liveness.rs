@@ -54,7 +54,8 @@ impl Liveness {
     pub fn on_timer(&mut self, session: &Session, outbound: &Outbound) -> Result<Instant, CloseReason> {
         let now = Instant::now();
         let mut next = now + Duration::from_secs(3600);
-        if !session.is_connected() {
+        // A CONNECT waiting for its passcode check came in time; the check queue is bounded.
+        if !session.is_connected() && !session.awaiting_login() {
             let due = self.connect_deadline();
             if now >= due {
                 return Err(CloseReason::ConnectTimeout);

@@ -125,6 +125,18 @@ impl LoginThrottle {
         policy.delay_for(by_address.max(by_login))
     }
 
+    /// Whether failures from `address` are being slowed now: its next failure would be
+    /// answered after a delay (the policy's free failures used up within the memory window).
+    /// `crate::login_check` lets such an address have one passcode check waiting at a time.
+    pub fn address_throttled(&self, address: Option<IpAddr>, policy: &Policy) -> bool {
+        let Some(address) = address else { return false };
+        let now = Instant::now();
+        self.by_address.borrow().records.get(&address).is_some_and(|r| {
+            now.duration_since(r.last) < FORGET_AFTER
+                && !policy.delay_for(r.failures.saturating_add(1)).is_zero()
+        })
+    }
+
     /// A successful login clears the record of its login and of its address.
     pub fn succeeded(&self, address: Option<IpAddr>, login: Option<&str>) {
         if let Some(a) = address {
@@ -170,7 +182,11 @@ mod tests {
         assert_eq!(t.failed_at(Some(a), Some("bob"), &POLICY, now), Duration::from_millis(500));
         // ...and of the login whatever the address.
         assert_eq!(t.failed_at(Some(b), Some("alice"), &POLICY, now), Duration::from_millis(500));
+        assert!(t.address_throttled(Some(a), &POLICY));
+        assert!(!t.address_throttled(Some(b), &POLICY), "b failed once");
+        assert!(!t.address_throttled(None, &POLICY));
         t.succeeded(Some(a), Some("alice"));
+        assert!(!t.address_throttled(Some(a), &POLICY));
         assert_eq!(t.failed_at(Some(a), None, &POLICY, now), Duration::ZERO);
         // Forgotten after the window.
         assert_eq!(t.failed_at(Some(b), Some("bob"), &POLICY, now + FORGET_AFTER), Duration::ZERO);

@@ -144,6 +144,14 @@ pub struct Metrics {
     pub receipts_sent: Counter,
     pub login_failures: Counter,
     pub login_failures_delayed: Counter,
+    /// Argon2 checks of hashed passcodes (`crate::login_check`), by result.
+    pub login_checks: Family<4>,
+    /// CONNECTs needing an Argon2 check refused without one, by reason.
+    pub login_checks_rejected: Family<4>,
+    /// Argon2 checks waiting for their run.
+    pub login_checks_waiting: Gauge,
+    /// Argon2 checks running (0 or 1).
+    pub login_checks_running: Gauge,
     pub app_errors: Family<12>,
     pub http_requests: Family<9>,
     pub http_rejected: Family<4>,
@@ -153,9 +161,9 @@ pub struct Metrics {
     pub sockjs_rejected: Family<11>,
     pub sockjs_reaped: Counter,
     /// Work refused because the memory budget was near its limit, by what was refused.
-    pub memory_refused: Family<10>,
+    pub memory_refused: Family<11>,
     /// Times a socket was not read: its publisher's destinations were backed up, or memory.
-    pub flow_paused: Family<3>,
+    pub flow_paused: Family<4>,
     /// HTTP sockets closed before their first request to make room for new ones.
     pub http_idle_evicted: Counter,
 }
@@ -209,6 +217,10 @@ pub static METRICS: Metrics = Metrics {
     receipts_sent: Counter::new(),
     login_failures: Counter::new(),
     login_failures_delayed: Counter::new(),
+    login_checks: Family::new(["matched", "mismatched", "abandoned", "other"]),
+    login_checks_rejected: Family::new(["queue_full", "memory", "throttled", "other"]),
+    login_checks_waiting: Gauge::new(),
+    login_checks_running: Gauge::new(),
     app_errors: Family::new([
         "not_joined",
         "invalid_room_id",
@@ -270,9 +282,10 @@ pub static METRICS: Metrics = Metrics {
         "gap",
         "recovery",
         "unfinished_frame",
+        "login_check",
         "other",
     ]),
-    flow_paused: Family::new(["backed_up", "memory", "other"]),
+    flow_paused: Family::new(["backed_up", "memory", "login_check", "other"]),
     http_idle_evicted: Counter::new(),
 };
 
@@ -399,6 +412,32 @@ pub fn render(extra: &Extra<'_>) -> String {
     );
     family(
         &mut out,
+        "login_checks_total",
+        "result",
+        "Argon2 checks of hashed passcodes, run off the event loop (abandoned: the client left first).",
+        &m.login_checks,
+    );
+    family(
+        &mut out,
+        "login_checks_rejected_total",
+        "reason",
+        "CONNECTs needing an Argon2 check refused at once: too many waiting, memory, a throttled address.",
+        &m.login_checks_rejected,
+    );
+    gauge(
+        &mut out,
+        "login_checks_waiting",
+        "Argon2 checks of hashed passcodes waiting for their run.",
+        m.login_checks_waiting.get(),
+    );
+    gauge(
+        &mut out,
+        "login_checks_running",
+        "Argon2 checks of hashed passcodes running (one at a time).",
+        m.login_checks_running.get(),
+    );
+    family(
+        &mut out,
         "app_errors_total",
         "code",
         "Application errors sent on /user/queue/errors.",
@@ -457,7 +496,7 @@ pub fn render(extra: &Extra<'_>) -> String {
         &mut out,
         "flow_control_pauses_total",
         "reason",
-        "Times a client's socket was not read: its destinations were backed up, or memory was short.",
+        "Times a client's socket was not read: destinations backed up, memory short, or a login check.",
         &m.flow_paused,
     );
     counter(

@@ -14,6 +14,7 @@ use crate::config::{Config, Reload};
 use crate::engine::stream::{Append, History};
 use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, BrokerEventHandler};
+use crate::login_check::LoginChecks;
 use crate::login_throttle::LoginThrottle;
 use crate::metrics::{CloseReason, METRICS};
 use crate::outbound::Outbound;
@@ -29,6 +30,8 @@ pub struct Node {
     pub auth: RefCell<Authenticator>,
     /// Failed logins per address and login, to slow guessing (`crate::login_throttle`).
     pub login_throttle: LoginThrottle,
+    /// The Argon2 checks of hashed passcodes, run off the event loop (`crate::login_check`).
+    pub login_checks: Rc<LoginChecks>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
     /// Every live STOMP connection's outbound queue, so shutdown can reach them all.
@@ -100,6 +103,7 @@ impl Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
             login_throttle: LoginThrottle::default(),
+            login_checks: Rc::default(),
             session_prefix: format!("{}-{}", config.server_id, base36(start_ms)),
             history: RefCell::new(Rc::new(MemoryStreams::new(config.streams.clone()))),
             config: RefCell::new(Rc::new(config)),

@@ -261,6 +261,12 @@ impl Outbound {
         self.signal.notify();
     }
 
+    /// Wakes the connection's task without queueing anything: something it waits for outside
+    /// the queue is ready (a CONNECT's passcode check, `crate::login_check`).
+    pub fn wake_owner(&self) {
+        self.wake();
+    }
+
     /// Resolves once something was pushed or a close was asked for since the last call.
     pub fn notified(&self) -> Notified<'_> {
         self.signal.notified()

@@ -10,11 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::app::{AppError, SessionHandle};
+use crate::auth::Check;
 use crate::broker::{
     encode_message, finish_recovery, is_transport_header, AckMode, Cursor, Publication, Subscriber,
 };
 use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
+use crate::login_check::{Busy, Job, Verdict};
 use crate::memory::{self, Charge};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
@@ -151,6 +153,29 @@ fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
+/// A CONNECT whose passcode waits for its Argon2 check (`crate::login_check`): what is needed
+/// to answer it once the verdict is in.
+struct PendingConnect {
+    job: Rc<Job>,
+    login: Option<String>,
+    /// The client's `heart-beat` header, parsed.
+    heartbeat: (u64, u64),
+    /// The CONNECT's `receipt`, for the ERROR that may answer it.
+    receipt: Option<String>,
+}
+
+/// The ERROR that refuses a CONNECT whose passcode check the server cannot take now.
+fn busy_error(busy: Busy) -> ProtocolError {
+    let why = match busy {
+        Busy::QueueFull => "too many logins are waiting for their passcode check",
+        Busy::Memory => "no memory for a passcode check now",
+        Busy::Throttled => "a passcode check from this address is already waiting",
+    };
+    let mut e = ProtocolError::new("other", format!("server busy: {why}; retry later"));
+    e.close = CloseReason::AuthFailed;
+    e
+}
+
 pub struct Session {
     pub connection: u64,
     pub session_id: Rc<str>,
@@ -159,6 +184,9 @@ pub struct Session {
     /// Set by a failed CONNECT whose ERROR waits for its throttling delay: frames that arrive
     /// meanwhile are ignored, and the connection closes once the ERROR is queued.
     refused: bool,
+    /// Set by a CONNECT whose hashed passcode is being checked: no frame is handled until
+    /// [`Session::resume_connect`] answers it (boxed: most sessions never have one).
+    pending: Option<Box<PendingConnect>>,
     outbound: Rc<Outbound>,
     /// Set by CONNECT; `None` until then.
     handle: Option<Rc<SessionHandle>>,
@@ -181,6 +209,7 @@ impl Session {
             session_id,
             peer: None,
             refused: false,
+            pending: None,
             outbound,
             handle: None,
             version: Version::V1_2,
@@ -206,6 +235,45 @@ impl Session {
 
     pub fn is_connected(&self) -> bool {
         self.handle.is_some()
+    }
+
+    /// Whether the CONNECT waits for its passcode check: the owner must not hand it frames
+    /// (they stay buffered, bounded by the before-CONNECT limit) until
+    /// [`Session::resume_connect`] has answered it. The check's end wakes the outbound queue's
+    /// task.
+    pub fn awaiting_login(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Answers a CONNECT whose passcode check is over: CONNECTED, or the failed-login path
+    /// (throttle, WARN, ERROR). None while there is none or it is still running; otherwise
+    /// what the connection must do, as after a frame. The outcome is remembered, so the next
+    /// CONNECT with the same passcode is a compare.
+    pub fn resume_connect(&mut self, node: &Node) -> Option<Outcome> {
+        let verdict = self.pending.as_ref()?.job.verdict()?;
+        let pending = self.pending.take()?;
+        let login = pending.login.as_deref();
+        let result = match verdict {
+            Verdict::Matched | Verdict::Mismatched => {
+                // A reload may have changed the account while it was checked: then it failed.
+                let current =
+                    node.auth.borrow().remember(pending.job.verification(), verdict == Verdict::Matched);
+                if current && verdict == Verdict::Matched {
+                    self.accept(login, pending.heartbeat, node)
+                } else {
+                    self.login_failed(pending.receipt.as_deref(), login, node)
+                }
+            }
+            Verdict::Busy(busy) => Err(busy_error(busy)),
+        };
+        Some(match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.send_error(&e.message, pending.receipt.as_deref());
+                METRICS.protocol_errors.inc(e.reason);
+                Outcome::Close(e.close)
+            }
+        })
     }
 
     /// The version frames are parsed with (1.2 rules before CONNECT; CONNECT is never escaped).
@@ -278,11 +346,6 @@ impl Session {
         };
         self.version = version;
         let login = frame.header("login");
-        let passcode = frame.header("passcode");
-        if !node.auth.borrow().check(login.as_deref(), passcode.as_deref()) {
-            return self.login_failed(frame, login.as_deref(), node);
-        }
-        node.login_throttle.succeeded(self.peer, login.as_deref());
         let client_heartbeat = match frame.header("heart-beat") {
             None => (0, 0),
             Some(text) => parse_heartbeat(&text).ok_or_else(|| {
@@ -292,6 +355,40 @@ impl Session {
                 )
             })?,
         };
+        let check = node.auth.borrow().check(login.as_deref(), frame.header("passcode").as_deref());
+        match check {
+            Check::Allowed => self.accept(login.as_deref(), client_heartbeat, node),
+            Check::Refused => self.login_failed(frame.header("receipt").as_deref(), login.as_deref(), node),
+            Check::Verify(verification) => {
+                let config = node.config();
+                // An address the throttle slows may have one check waiting (`crate::login_check`).
+                let policy = config.auth.throttle();
+                let throttled =
+                    self.peer.filter(|_| node.login_throttle.address_throttled(self.peer, &policy));
+                let max = config.auth.max_pending_logins;
+                let job = node.login_checks.submit(verification, max, throttled).map_err(busy_error)?;
+                job.wake_on_verdict(&self.outbound);
+                self.pending = Some(Box::new(PendingConnect {
+                    job,
+                    login: login.map(|l| l.into_owned()),
+                    heartbeat: client_heartbeat,
+                    receipt: frame.header("receipt").map(|r| r.into_owned()),
+                }));
+                Ok(Outcome::Continue)
+            }
+        }
+    }
+
+    /// Completes a CONNECT whose credentials are good: agrees the heart-beats and queues
+    /// CONNECTED.
+    fn accept(
+        &mut self,
+        login: Option<&str>,
+        client_heartbeat: (u64, u64),
+        node: &Node,
+    ) -> Result<Outcome, ProtocolError> {
+        node.login_throttle.succeeded(self.peer, login);
+        let version = self.version;
         let config = node.config();
         self.heartbeat = negotiate_heartbeat(
             client_heartbeat,
@@ -305,7 +402,7 @@ impl Session {
         w.header("server", SERVER_NAME);
         w.header("session", &self.session_id);
         w.header("heart-beat", &format!("{},{}", ms(self.heartbeat.send), ms(self.heartbeat.receive)));
-        if let Some(login) = &login {
+        if let Some(login) = login {
             w.header("user-name", login);
         }
         w.body(b"");
@@ -314,7 +411,7 @@ impl Session {
             self.session_id.clone(),
             self.connection,
             version,
-            login.as_deref().map(Rc::from),
+            login.map(Rc::from),
             self.outbound.clone(),
         )));
         node.broker.session_started(&self.session_id);
@@ -326,7 +423,7 @@ impl Session {
     /// gives (`crate::login_throttle`).
     fn login_failed(
         &mut self,
-        frame: &Frame<'_>,
+        receipt: Option<&str>,
         login: Option<&str>,
         node: &Node,
     ) -> Result<Outcome, ProtocolError> {
@@ -352,7 +449,7 @@ impl Session {
         METRICS.login_failures_delayed.inc();
         METRICS.protocol_errors.inc(e.reason);
         self.refused = true;
-        let error = error_frame(&e.message, frame.header("receipt").as_deref(), self.version);
+        let error = error_frame(&e.message, receipt, self.version);
         let outbound = self.outbound.clone();
         tokio::task::spawn_local(async move {
             tokio::time::sleep(delay).await;
@@ -719,6 +816,8 @@ impl Session {
 
     /// Ends the session: drops its subscriptions and tells the application it left.
     pub fn end(&mut self, node: &Node) {
+        // A passcode check nobody waits for any more is skipped (`crate::login_check`).
+        self.pending = None;
         for s in std::mem::take(&mut self.subscriptions) {
             self.drop_subscription(s, node);
         }
@@ -837,6 +936,37 @@ mod tests {
         assert_eq!(node.hub.destination_count(), 0);
         assert!(!s.is_connected());
         drop(sent(&out));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hashed_passcode_holds_the_frames_behind_its_connect_until_checked() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let node = node();
+                let hash = crate::auth::hash_passcode("right").unwrap();
+                node.auth.replace(crate::auth::Authenticator::new(vec![("alice".into(), hash)]));
+                let (mut s, out) = session(1);
+                let connect = "CONNECT\naccept-version:1.2\nlogin:alice\npasscode:right\n\n\0";
+                let subscribe = "SUBSCRIBE\nid:1\ndestination:/topic/a\nreceipt:r\n\n\0";
+                let input = format!("{connect}{subscribe}");
+                let fed = feed(&mut s, &node, &Limits::default(), input.as_bytes(), false);
+                assert_eq!((fed.consumed, fed.result), (connect.len(), Ok(())), "the SUBSCRIBE waits");
+                assert!(s.awaiting_login() && !s.is_connected() && sent(&out).is_empty());
+                assert_eq!(s.resume_connect(&node), None, "still being checked");
+                while s.resume_connect(&node).is_none() {
+                    out.notified().await; // the check's end wakes the connection's task
+                }
+                assert!(s.is_connected() && !s.awaiting_login());
+                assert_eq!(frames(&mut s, &node, subscribe), None);
+                let replies = sent(&out);
+                assert!(replies[0].starts_with("CONNECTED\n") && replies[1].starts_with("RECEIPT\n"));
+                // Remembered: the next CONNECT with it is answered at once.
+                let (mut again, out) = session(2);
+                assert_eq!(frames(&mut again, &node, connect), None);
+                assert!(again.is_connected() && sent(&out)[0].starts_with("CONNECTED\n"));
+            })
+            .await;
     }
 
     /// Bytes the session's open transactions hold on the memory budget.

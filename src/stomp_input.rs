@@ -25,12 +25,16 @@ pub struct Fed {
 
 /// Handles every complete STOMP frame at the front of `data`. A parse error is answered with an
 /// ERROR frame on the session's queue and ends the connection. Until the session is connected,
-/// frames are limited to [`CONNECT_FRAME_BYTES`]. With `pace`, handling stops after a frame
+/// frames are limited to [`CONNECT_FRAME_BYTES`]. Handling stops after a CONNECT whose
+/// passcode check runs off the event loop (`Session::awaiting_login`). With `pace`, handling stops after a frame
 /// whose deliveries found subscribers backed up (flow control): the caller stops reading and
 /// feeds the rest once they drained.
 pub fn feed(session: &mut Session, node: &Node, limits: &Limits, data: &[u8], pace: bool) -> Fed {
     let mut consumed = 0;
     while consumed < data.len() {
+        if session.awaiting_login() {
+            break; // the rest waits for the CONNECT's passcode check
+        }
         let mut now = *limits;
         if !session.is_connected() {
             now.max_frame_bytes = now.max_frame_bytes.min(CONNECT_FRAME_BYTES);

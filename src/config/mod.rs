@@ -140,6 +140,10 @@ settings! {
         pub throttle_delay_ms: u64 = Live [0, 60_000];
         /// The longest delay, in ms.
         pub throttle_max_delay_ms: u64 = Live [0, 600_000];
+        /// CONNECTs that may wait for an Argon2 check of a hashed passcode (checks run one at a
+        /// time, off the event loop); past that a CONNECT needing one is refused at once
+        /// (`crate::login_check`).
+        pub max_pending_logins: usize = Live [1, 100_000];
     }
 
     /// `[chat]`: the chat rooms' sizes.

@@ -370,6 +370,11 @@ impl HttpSession {
     async fn run(self: Rc<Self>, node: Rc<Node>) {
         let mut timer = Box::pin(sleep_until(Instant::now()));
         let reason = loop {
+            // A CONNECT whose passcode check ended (its end wakes us through the queue).
+            let resumed = self.core.borrow_mut().resume_connect(&node);
+            if let Some(Received::Close(reason)) = resumed {
+                self.outbound.close(reason);
+            }
             if let Some(reason) = self.outbound.closing() {
                 break reason;
             }

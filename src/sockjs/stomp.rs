@@ -4,10 +4,11 @@
 
 use std::rc::Rc;
 
-use crate::driver::{trim_buffer, Stomp};
-use crate::metrics::CloseReason;
+use crate::driver::{trim_buffer, Stomp, BEFORE_CONNECT_BYTES};
+use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::Outbound;
+use crate::session::Outcome;
 use crate::stomp_input;
 
 use super::frame::{self, Broken};
@@ -43,14 +44,35 @@ impl Core {
             return Err(broken);
         }
         self.stomp.liveness.last_read = tokio::time::Instant::now();
+        Ok(self.feed(node))
+    }
+
+    /// Answers the CONNECT once its passcode check is over (`crate::login_check`), then
+    /// handles the frames that came after it. None while there is nothing to answer.
+    pub fn resume_connect(&mut self, node: &Node) -> Option<Received> {
+        match self.stomp.session.resume_connect(node)? {
+            Outcome::Close(reason) => Some(Received::Close(reason)),
+            Outcome::Continue => Some(self.feed(node)),
+        }
+    }
+
+    /// Handles the whole frames in `input`. Before CONNECT (and while it waits for its passcode
+    /// check) only a CONNECT's worth may be held.
+    fn feed(&mut self, node: &Node) -> Received {
         let stomp = &mut self.stomp;
         let limits = stomp.limits;
         let result = stomp_input::feed_buffer(&mut stomp.session, node, &limits, &mut self.input, false);
         trim_buffer(&mut self.input);
-        Ok(match result {
-            Ok(()) => Received::Open,
-            Err(reason) => Received::Close(reason),
-        })
+        if let Err(reason) = result {
+            return Received::Close(reason);
+        }
+        if !stomp.session.is_connected() && self.input.len() > BEFORE_CONNECT_BYTES {
+            METRICS.protocol_errors.inc("frame_too_large");
+            let message = format!("more than {BEFORE_CONNECT_BYTES} bytes sent before CONNECT");
+            stomp.session.send_error(&message, None);
+            return Received::Close(CloseReason::ProtocolError);
+        }
+        Received::Open
     }
 
     /// Queues the goodbye the reason calls for (an ERROR frame the client can show) and returns

@@ -6,7 +6,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hyper::header::HeaderValue;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Check};
+use crate::login_check::Verdict;
+use crate::node::Node;
 
 /// The challenge a refused request gets in `WWW-Authenticate`.
 pub const CHALLENGE: &str = "Basic realm=\"stomp-edge status\", charset=\"UTF-8\"";
@@ -14,14 +16,38 @@ pub const CHALLENGE: &str = "Basic realm=\"stomp-edge status\", charset=\"UTF-8\
 /// Longest `Authorization` value looked at; longer ones are refused unread.
 const MAX_HEADER_BYTES: usize = 1024;
 
-/// Whether a request with this `Authorization` header may look.
-pub fn allowed(auth: &Authenticator, require_auth: bool, authorization: Option<&HeaderValue>) -> bool {
+/// Whether a request with this `Authorization` header may look. A hashed passcode is checked
+/// off the event loop, in the queue CONNECTs use (`crate::login_check`); when that queue is full
+/// the request is refused like a wrong passcode.
+pub async fn allowed(node: &Node, require_auth: bool, authorization: Option<&HeaderValue>) -> bool {
+    let check = decide(&node.auth.borrow(), require_auth, authorization);
+    match check {
+        Check::Allowed => true,
+        Check::Refused => false,
+        Check::Verify(verification) => {
+            let max = node.config().auth.max_pending_logins;
+            let Ok(job) = node.login_checks.submit(verification, max, None) else { return false };
+            job.finished().await;
+            match job.verdict() {
+                Some(verdict @ (Verdict::Matched | Verdict::Mismatched)) => {
+                    let matched = verdict == Verdict::Matched;
+                    // False when a reload replaced the account meanwhile.
+                    node.auth.borrow().remember(job.verification(), matched) && matched
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
+/// What the credentials in `authorization` amount to, before any Argon2 run.
+fn decide(auth: &Authenticator, require_auth: bool, authorization: Option<&HeaderValue>) -> Check {
     if !require_auth || auth.anonymous_allowed() {
-        return true;
+        return Check::Allowed;
     }
     match authorization.and_then(|h| credentials(h.as_bytes())) {
         Some((login, passcode)) => auth.check(Some(&login), Some(&passcode)),
-        None => false,
+        None => Check::Refused,
     }
 }
 
@@ -45,6 +71,14 @@ fn credentials(header: &[u8]) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
+    fn let_in(auth: &Authenticator, require_auth: bool, authorization: Option<&HeaderValue>) -> bool {
+        matches!(decide(auth, require_auth, authorization), Check::Allowed)
+    }
+
+    fn refused(auth: &Authenticator, require_auth: bool, authorization: Option<&HeaderValue>) -> bool {
+        matches!(decide(auth, require_auth, authorization), Check::Refused)
+    }
+
     fn header(text: &str) -> HeaderValue {
         HeaderValue::from_str(text).unwrap()
     }
@@ -54,20 +88,20 @@ mod tests {
         let auth = Authenticator::new(vec![("alice".into(), "s:cret".into())]);
         // "alice:s:cret" (a colon in the passcode is fine: the login ends at the first one).
         let good = header(&format!("Basic {}", BASE64.encode(b"alice:s:cret")));
-        assert!(allowed(&auth, true, Some(&good)));
-        assert!(allowed(&auth, true, Some(&header(&format!("basic {}", BASE64.encode(b"alice:s:cret"))))));
+        assert!(let_in(&auth, true, Some(&good)));
+        assert!(let_in(&auth, true, Some(&header(&format!("basic {}", BASE64.encode(b"alice:s:cret"))))));
         let wrong = header(&format!("Basic {}", BASE64.encode(b"alice:secret")));
-        assert!(!allowed(&auth, true, Some(&wrong)));
-        assert!(!allowed(&auth, true, None));
-        assert!(!allowed(&auth, true, Some(&header("Bearer abc"))));
-        assert!(!allowed(&auth, true, Some(&header("Basic !!!"))));
-        assert!(!allowed(&auth, true, Some(&header(&format!("Basic {}", "A".repeat(2000))))));
+        assert!(refused(&auth, true, Some(&wrong)));
+        assert!(refused(&auth, true, None));
+        assert!(refused(&auth, true, Some(&header("Bearer abc"))));
+        assert!(refused(&auth, true, Some(&header("Basic !!!"))));
+        assert!(refused(&auth, true, Some(&header(&format!("Basic {}", "A".repeat(2000))))));
         // Configured off: open.
-        assert!(allowed(&auth, false, None));
+        assert!(let_in(&auth, false, None));
     }
 
     #[test]
     fn without_accounts_anyone_may_look() {
-        assert!(allowed(&Authenticator::new(Vec::new()), true, None));
+        assert!(let_in(&Authenticator::new(Vec::new()), true, None));
     }
 }
