@@ -73,14 +73,37 @@ fn decide(glibc: bool, enabled: bool, current: Option<&OsStr>) -> Decision {
 
 /// `execve`s the running binary with the same arguments and `GLIBC_TUNABLES` set; returns only
 /// its error.
+///
+/// It first runs `BINARY --version` with the settings and starts again only if that printed
+/// the version: `exec` replaces the process for good, and where the binary cannot start itself
+/// (under `qemu-user` without `binfmt_misc`, the host rejects the foreign ELF and glibc's
+/// `execvp` then hands the file to `/bin/sh`) the process would be lost instead of going on.
 fn restart() -> std::io::Error {
     use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return e,
     };
+    let probe = Command::new(&exe)
+        .arg("--version")
+        .env("GLIBC_TUNABLES", TUNABLES)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match probe {
+        Ok(out) if out.status.success() && out.stdout.starts_with(b"stomp-edge ") => {}
+        Ok(out) => {
+            return std::io::Error::other(format!(
+                "{} cannot start itself here ({}; an emulator?)",
+                exe.display(),
+                out.status
+            ))
+        }
+        Err(e) => return e,
+    }
     let mut args = std::env::args_os();
-    let mut command = std::process::Command::new(exe);
+    let mut command = Command::new(exe);
     if let Some(argv0) = args.next() {
         command.arg0(argv0);
     }
