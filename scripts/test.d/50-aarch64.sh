@@ -78,7 +78,9 @@ with open(sys.argv[2], "a", buffering=1) as log:
             data = s.recv(4096)
         except socket.timeout:
             continue
-        log.write("%.6f %s\n" % (time.time(), data.decode(errors="replace").replace("\n", "\\n")))
+        # sd_notify ends each state with a newline (systemd reads newline-separated lines).
+        text = data.decode(errors="replace").rstrip("\n")
+        log.write("%.6f %s\n" % (time.time(), text.replace("\n", "\\n")))
 EOF
 listener_pid=$!
 for _ in $(seq 50); do [ -S "$work/notify.sock" ] && break; sleep 0.1; done
@@ -128,7 +130,7 @@ else
     fail "STOMP round trip (tests/js/qemu-smoke.mjs)"
 fi
 
-# READY once the listener is up; WATCHDOG every WATCHDOG_USEC/2 = 1 s.
+# READY once the listener is up; WATCHDOG once a second (WATCHDOG_USEC is 2 s).
 for _ in $(seq 50); do grep -q ' WATCHDOG=1$' "$work/notify.log" && break; sleep 0.1; done
 ready_line=$(grep -m1 ' READY=1' "$work/notify.log")
 if [ -n "$ready_line" ]; then
