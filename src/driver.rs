@@ -148,6 +148,10 @@ pub struct Driver<F: Framing> {
     busy: bool,
     /// When the client last finished a frame or had no unfinished input (see [`STALLED_INPUT`]).
     last_progress: Instant,
+    /// The memory budget was under pressure at the last [`Driver::may_read`]: it is asked
+    /// again every [`RECHECK`] even while the socket may be read (a half frame's sender may
+    /// send nothing more, and must still meet [`STALLED_INPUT`]).
+    pressed: bool,
 }
 
 impl<F: Framing> Driver<F> {
@@ -182,6 +186,7 @@ impl<F: Framing> Driver<F> {
             unfed: false,
             busy: false,
             last_progress: Instant::now(),
+            pressed: false,
         }
     }
 
@@ -243,7 +248,7 @@ impl<F: Framing> Driver<F> {
                 () = self.outbound.notified() => Event::Queued,
                 () = &mut self.timer => Event::Timer,
                 // A login check's end wakes the task through the queue: no polling for it.
-                () = tokio::time::sleep(RECHECK), if !reading && self.paused != Some(LOGIN_CHECK) => {
+                () = tokio::time::sleep(RECHECK), if (!reading && self.paused != Some(LOGIN_CHECK)) || self.pressed => {
                     Event::Recheck
                 }
             };
@@ -294,9 +299,13 @@ impl<F: Framing> Driver<F> {
     /// {what="unfinished_frame"}`).
     fn may_read(&mut self) -> Result<bool, CloseReason> {
         let pressure = memory::pressure();
-        let why = if self.stomp.session.awaiting_login() {
+        let awaiting_login = self.stomp.session.awaiting_login();
+        // A CONNECT waiting for its passcode check is not read whatever the pressure (it holds
+        // at most a CONNECT's worth), and the check's end wakes the task.
+        self.pressed = !awaiting_login && pressure >= Pressure::High;
+        let why = if awaiting_login {
             Some(LOGIN_CHECK)
-        } else if pressure >= Pressure::High {
+        } else if self.pressed {
             self.node.shed_stalled_consumers();
             let holds_input = !self.buf.is_empty() || self.framing.held_bytes() > 0;
             if holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
@@ -336,6 +345,10 @@ impl<F: Framing> Driver<F> {
     fn on_readable(&mut self) -> Result<(), CloseReason> {
         self.busy = true;
         for _ in 0..READS_PER_WAKE {
+            if self.pressed && memory::pressure() == Pressure::Full {
+                // A half frame's sender is read under pressure, but not past the budget.
+                break;
+            }
             if read_once(&self.stream, &mut self.buf)?.is_none() {
                 self.busy = false;
                 break;

@@ -171,8 +171,9 @@ impl LoginChecks {
             Some(Busy::QueueFull)
         } else if throttled.is_some_and(|a| self.throttled.borrow().contains_key(&a)) {
             Some(Busy::Throttled)
-        } else if !memory::admit(verification.memory_bytes(), "login_check") {
+        } else if !memory::admit(verification.memory_bytes()) {
             // The run could not take its memory now: say so at once rather than after the wait.
+            METRICS.memory_refused.inc("login_check");
             Some(Busy::Memory)
         } else {
             None
@@ -242,7 +243,8 @@ impl LoginChecks {
 /// One Argon2 run on the blocking pool, its memory charged to the budget meanwhile.
 async fn run(verification: &Verification) -> Verdict {
     let bytes = verification.memory_bytes();
-    if !memory::admit(bytes, "login_check") {
+    if !memory::admit(bytes) {
+        METRICS.memory_refused.inc("login_check");
         return Verdict::Busy(Busy::Memory);
     }
     let _charge = Charge::of(bytes);

@@ -36,8 +36,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::metrics::METRICS;
-
 /// The default budget: well inside the shipped unit's `MemoryMax=128M`, leaving room for the
 /// code, the runtime and allocator slack.
 pub const DEFAULT_BUDGET: usize = 64 << 20;
@@ -86,15 +84,12 @@ pub fn pressure() -> Pressure {
 }
 
 /// Whether `bytes` more fit under the high-water mark (7/8 of the budget, where
-/// [`Pressure::High`] begins); counts a refusal under `what` if not. For buffers that drain by
-/// themselves (read buffers, queues, request bodies).
-pub fn admit(bytes: usize, what: &str) -> bool {
+/// [`Pressure::High`] begins). For buffers that drain by themselves (read buffers, queues,
+/// request bodies). A refusal is the caller's to count (`memory_refused_total{what}`).
+#[must_use]
+pub fn admit(bytes: usize) -> bool {
     let limit = limit();
-    if used().saturating_add(bytes) < limit - limit / 8 {
-        return true;
-    }
-    METRICS.memory_refused.inc(what);
-    false
+    used().saturating_add(bytes) < limit - limit / 8
 }
 
 /// The mark held memory stays under, in bytes: 3/4 of the budget. Held memory (open
@@ -113,14 +108,11 @@ pub fn held_shortfall(bytes: usize) -> usize {
     (used().saturating_add(bytes) + 1).saturating_sub(held_mark())
 }
 
-/// Whether `bytes` more of held memory fit under [`held_mark`]; counts a refusal under `what`
-/// if not.
-pub fn admit_held(bytes: usize, what: &str) -> bool {
-    if held_shortfall(bytes) == 0 {
-        return true;
-    }
-    METRICS.memory_refused.inc(what);
-    false
+/// Whether `bytes` more of held memory fit under [`held_mark`]. A refusal is the caller's to
+/// count.
+#[must_use]
+pub fn admit_held(bytes: usize) -> bool {
+    held_shortfall(bytes) == 0
 }
 
 /// Bytes held on the account; given back when dropped.

@@ -254,7 +254,8 @@ impl Node {
         if self.connections.borrow().len() >= config.limits.max_connections {
             return Err(Refusal::Limit);
         }
-        if !crate::memory::admit(CONNECTION_ADMISSION_BYTES, "connection") {
+        if !crate::memory::admit(CONNECTION_ADMISSION_BYTES) {
+            METRICS.memory_refused.inc("connection");
             return Err(Refusal::Memory);
         }
         let id = self.next_connection.get() + 1;

@@ -80,7 +80,13 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let limit = node.config().limits.max_connections + HTTP_HEADROOM;
-                    let full = open_http.get() >= limit || !crate::memory::admit(HTTP_CONNECTION_BYTES, "http");
+                    let full = open_http.get() >= limit || {
+                        let fits = crate::memory::admit(HTTP_CONNECTION_BYTES);
+                        if !fits {
+                            crate::metrics::METRICS.memory_refused.inc("http");
+                        }
+                        !fits
+                    };
                     // The oldest socket that has not sent a request yet gives way, so sockets
                     // that send nothing cannot lock out /healthz and real clients.
                     if full && !idle.evict_oldest() {

@@ -498,7 +498,8 @@ impl Session {
                 // Kept history gives way to a client's work before the work is refused.
                 node.history().reclaim(shortfall);
             }
-            if !memory::admit_held(cost, "transaction") {
+            if !memory::admit_held(cost) {
+                METRICS.memory_refused.inc("transaction");
                 return Err(ProtocolError::new(
                     "transaction",
                     format!(

@@ -265,7 +265,11 @@ impl Hub {
             if let Some(cursor) = &s.cursor {
                 if let Some(waiting) = cursor.waiting.borrow_mut().as_mut() {
                     let cost = p.kept_cost();
-                    if waiting.len() >= MAX_WAITING || !memory::admit(cost, "recovery") {
+                    let fits = waiting.len() < MAX_WAITING && memory::admit(cost);
+                    if !fits && waiting.len() < MAX_WAITING {
+                        crate::metrics::METRICS.memory_refused.inc("recovery");
+                    }
+                    if !fits {
                         s.outbound.close(crate::metrics::CloseReason::SlowConsumer);
                     } else {
                         waiting.push(p.clone());

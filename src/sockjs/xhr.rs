@@ -113,7 +113,8 @@ pub async fn send(node: &Rc<Node>, request: Request<Incoming>, id: &str) -> Resp
     };
     // The body is charged at its announced size (or the most it may be) while it arrives.
     let expected = announced.map_or(max, |n| n as usize);
-    if !memory::admit(expected, "sockjs_body") {
+    if !memory::admit(expected) {
+        METRICS.memory_refused.inc("sockjs_body");
         return reject(headers, StatusCode::SERVICE_UNAVAILABLE, "memory", "Server memory budget reached.");
     }
     let _charge = memory::Charge::of(expected);
