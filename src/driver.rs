@@ -248,8 +248,9 @@ impl<F: Framing> Driver<F> {
                 () = self.outbound.notified() => Event::Queued,
                 () = &mut self.timer => Event::Timer,
                 // A login check's end wakes the task through the queue: no polling for it.
-                () = tokio::time::sleep(RECHECK),
-                    if (!reading || self.pressed) && self.paused != Some(LOGIN_CHECK) => Event::Recheck,
+                () = tokio::time::sleep(RECHECK), if (!reading && self.paused != Some(LOGIN_CHECK)) || self.pressed => {
+                    Event::Recheck
+                }
             };
             let result = match event {
                 Event::Readable(Ok(())) => self.on_readable(),
@@ -298,8 +299,11 @@ impl<F: Framing> Driver<F> {
     /// {what="unfinished_frame"}`).
     fn may_read(&mut self) -> Result<bool, CloseReason> {
         let pressure = memory::pressure();
-        self.pressed = pressure >= Pressure::High;
-        let why = if self.stomp.session.awaiting_login() {
+        let awaiting_login = self.stomp.session.awaiting_login();
+        // A CONNECT waiting for its passcode check is not read whatever the pressure (it holds
+        // at most a CONNECT's worth), and the check's end wakes the task.
+        self.pressed = !awaiting_login && pressure >= Pressure::High;
+        let why = if awaiting_login {
             Some(LOGIN_CHECK)
         } else if self.pressed {
             self.node.shed_stalled_consumers();
