@@ -479,7 +479,7 @@ impl<F: Framing> Driver<F> {
 
 /// Reads and drops what the client still sends until it closes its side, the socket fails
 /// or `deadline` passes, so the close is a FIN after the goodbye, not a reset before it.
-async fn linger(stream: &TcpStream, deadline: Instant) {
+pub(crate) async fn linger(stream: &TcpStream, deadline: Instant) {
     // On the heap, not in the future: an array here would be part of every connection's task
     // for its whole life (the task is as large as its largest state), 4 KiB per idle socket.
     let mut sink = vec![0u8; 4096];

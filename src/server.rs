@@ -24,6 +24,11 @@ const HTTP_HEADROOM: usize = 256;
 /// What one HTTP connection may make hyper hold (its read buffer is capped at 16 KiB), charged
 /// on the memory budget while it lives.
 const HTTP_CONNECTION_BYTES: usize = 16 * 1024;
+/// Refused connections being answered at once (each holds its socket and 2 KiB for at most
+/// [`REFUSAL_TIME`]); past this many a refused connection is closed without an answer.
+const MAX_REFUSING: usize = 64;
+/// How long a refused connection may take to send its request head, get its 503 and close.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
 /// Things the embedding program is told about (systemd notification, tests).
 pub trait Hooks {
@@ -71,6 +76,7 @@ pub async fn serve(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let open_http = Rc::new(std::cell::Cell::new(0usize));
     let idle = Rc::new(IdleSockets::default());
+    let refusing = Rc::new(std::cell::Cell::new(0usize));
     // Set on SIGTERM/SIGINT: until then, serve; after, drain while still answering HTTP
     // (`/healthz` says 503, upgrades are refused) so load balancers and monitors can see it.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -80,18 +86,17 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let limit = node.config().limits.max_connections + HTTP_HEADROOM;
-                    let full = open_http.get() >= limit || {
-                        let fits = crate::memory::admit(HTTP_CONNECTION_BYTES);
-                        if !fits {
-                            crate::metrics::METRICS.memory_refused.inc("http");
-                        }
-                        !fits
-                    };
+                    let slots_full = open_http.get() >= limit;
+                    let memory_short = !slots_full && !crate::memory::admit(HTTP_CONNECTION_BYTES);
+                    if memory_short {
+                        crate::metrics::METRICS.memory_refused.inc("http");
+                    }
                     // The oldest socket that has not sent a request yet gives way, so sockets
                     // that send nothing cannot lock out /healthz and real clients.
-                    if full && !idle.evict_oldest() {
-                        crate::metrics::METRICS.connections_rejected.inc("limit");
-                        drop(stream);
+                    if (slots_full || memory_short) && !idle.evict_oldest() {
+                        let reason = if memory_short { "memory" } else { "limit" };
+                        crate::metrics::METRICS.connections_rejected.inc(reason);
+                        refuse(stream, memory_short, &refusing);
                         continue;
                     }
                     spawn_http(stream, peer, node.clone(), open_http.clone(), idle.clone());
@@ -172,6 +177,51 @@ impl IdleSockets {
         crate::metrics::METRICS.http_idle_evicted.inc();
         true
     }
+}
+
+/// Answers a connection the server cannot take now with `503 Service Unavailable` and closes
+/// it: reads its request head (2 KiB at most, dropped), writes a fixed answer, half-closes and
+/// lingers, all within [`REFUSAL_TIME`], so the client reads why instead of a reset. At most
+/// [`MAX_REFUSING`] at a time; past that the socket is closed at once.
+fn refuse(stream: TcpStream, memory: bool, refusing: &Rc<std::cell::Cell<usize>>) {
+    if refusing.get() >= MAX_REFUSING {
+        return;
+    }
+    refusing.set(refusing.get() + 1);
+    let refusing = refusing.clone();
+    tokio::task::spawn_local(async move {
+        let deadline = tokio::time::Instant::now() + REFUSAL_TIME;
+        let text =
+            if memory { "Server memory budget reached.\n" } else { "Server connection limit reached.\n" };
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        );
+        let mut head = Vec::with_capacity(2048);
+        let read_head = async {
+            while head.len() < 2048 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                match stream.try_read_buf(&mut head) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, read_head).await;
+        drop(head);
+        let mut stream = stream;
+        let write = tokio::io::AsyncWriteExt::write_all(&mut stream, answer.as_bytes());
+        if tokio::time::timeout_at(deadline, write).await.is_ok() {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            crate::driver::linger(&stream, deadline).await;
+        }
+        refusing.set(refusing.get() - 1);
+    });
 }
 
 fn spawn_http(

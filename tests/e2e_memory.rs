@@ -452,6 +452,16 @@ async fn half_frames_cannot_keep_the_board_paused() {
         s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = s.write_all(&partial);
     }
+    // Meanwhile a new HTTP connection gets a 503 saying why, not a silent close.
+    let start = Instant::now();
+    loop {
+        let (status, _, body) = http_get(&server.addr, "/healthz", &[]);
+        if status == 503 && body.contains("memory budget") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "no 503 while the budget was full: {status} {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // 24 half frames are more than the budget: the server stops reading at 7/8 of it (and at
     // the budget a broadcast may be dropped, counted). The stalled half frames are closed with
     // an ERROR, the budget comes back, and the good client is read and served again.
