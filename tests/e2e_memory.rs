@@ -459,7 +459,10 @@ async fn half_frames_cannot_keep_the_board_paused() {
         if status == 503 && body.contains("memory budget") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(2), "no 503 while the budget was full: {status} {body}");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "no 503 while the budget was full: {status} {body}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // 24 half frames are more than the budget: the server stops reading at 7/8 of it (and at
