@@ -307,7 +307,7 @@ impl<F: Framing> Driver<F> {
             Some(LOGIN_CHECK)
         } else if self.pressed {
             self.node.shed_stalled_consumers();
-            let holds_input = !self.buf.is_empty() || self.framing.held_bytes() > 0;
+            let holds_input = self.holds_input();
             if holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
                 METRICS.memory_refused.inc("unfinished_frame");
                 log::info!(
@@ -338,6 +338,12 @@ impl<F: Framing> Driver<F> {
         }
         self.paused = why;
         Ok(why.is_none())
+    }
+
+    /// Whether the client's input holds an unfinished frame (in the read buffer or the
+    /// framing's own).
+    fn holds_input(&self) -> bool {
+        !self.buf.is_empty() || self.framing.held_bytes() > 0
     }
 
     /// Reads what the socket has, a bounded number of times, processing after each read; stops
@@ -401,7 +407,7 @@ impl<F: Framing> Driver<F> {
             self.buf.truncate(self.buf.len() - consumed);
             self.data_len -= consumed;
         }
-        if consumed > 0 || (self.buf.is_empty() && self.framing.held_bytes() == 0) {
+        if consumed > 0 || !self.holds_input() {
             self.last_progress = Instant::now();
         }
         for queue in self.node.hub.take_backed_up() {

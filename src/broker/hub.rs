@@ -265,11 +265,10 @@ impl Hub {
             if let Some(cursor) = &s.cursor {
                 if let Some(waiting) = cursor.waiting.borrow_mut().as_mut() {
                     let cost = p.kept_cost();
-                    let fits = waiting.len() < MAX_WAITING && memory::admit(cost);
-                    if !fits && waiting.len() < MAX_WAITING {
+                    if waiting.len() >= MAX_WAITING {
+                        s.outbound.close(crate::metrics::CloseReason::SlowConsumer);
+                    } else if !memory::admit(cost) {
                         crate::metrics::METRICS.memory_refused.inc("recovery");
-                    }
-                    if !fits {
                         s.outbound.close(crate::metrics::CloseReason::SlowConsumer);
                     } else {
                         waiting.push(p.clone());
