@@ -86,6 +86,22 @@ end
 return {name, left}
 "#;
 
+/// The keys the join and leave scripts both start with, as their `KEYS[1]`..`KEYS[5]`: the
+/// room's participants and info, the session and its current room, the rooms index.
+fn room_keys<'i, 'a>(
+    invocation: &'i mut redis::ScriptInvocation<'a>,
+    k: &crate::cluster::Keys,
+    room: &str,
+    sid: &str,
+) -> &'i mut redis::ScriptInvocation<'a> {
+    invocation
+        .key(k.participants(room))
+        .key(k.room_info(room))
+        .key(k.session(sid))
+        .key(k.current_room(sid))
+        .key(k.rooms_index())
+}
+
 fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Int(n) => Some(*n),
@@ -133,12 +149,7 @@ impl Scripts {
         let k = &shard.keys;
         let sid = &*member.session_id;
         let mut invocation = self.join.prepare_invoke();
-        invocation
-            .key(k.participants(room))
-            .key(k.room_info(room))
-            .key(k.session(sid))
-            .key(k.current_room(sid))
-            .key(k.rooms_index())
+        room_keys(&mut invocation, k, room.as_str(), sid)
             .key(k.server_sessions(&shard.server_id))
             .key(k.sessions_active())
             .arg(sid)
@@ -189,14 +200,7 @@ impl Scripts {
     ) -> Result<Option<(String, usize)>, LinkError> {
         let k = &shard.keys;
         let mut invocation = self.leave.prepare_invoke();
-        invocation
-            .key(k.participants(room))
-            .key(k.room_info(room))
-            .key(k.session(sid))
-            .key(k.current_room(sid))
-            .key(k.rooms_index())
-            .arg(sid)
-            .arg(room);
+        room_keys(&mut invocation, k, room, sid).arg(sid).arg(room);
         let reply: Value =
             shard.link.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
         Ok(match reply {
