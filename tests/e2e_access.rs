@@ -23,15 +23,7 @@ fn raw(addr: &str, request: &[u8]) -> (u16, HashMap<String, String>) {
             _ => break,
         }
     }
-    let text = String::from_utf8_lossy(&head).to_string();
-    let mut lines = text.lines();
-    let status =
-        lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers)
+    common::parse_head(&String::from_utf8_lossy(&head))
 }
 
 /// A request for `method path` with `host` (None: no Host line) and extra header lines.

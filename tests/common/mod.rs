@@ -166,6 +166,13 @@ pub fn http_get(addr: &str, path: &str, extra: &[(&str, &str)]) -> (u16, HashMap
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (status, headers) = parse_head(head);
+    (status, headers, body.to_string())
+}
+
+/// The status and the headers (names lower-cased) of an HTTP response head; status 0 when
+/// there is none.
+pub fn parse_head(head: &str) -> (u16, HashMap<String, String>) {
     let mut lines = head.lines();
     let status =
         lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -173,7 +180,7 @@ pub fn http_get(addr: &str, path: &str, extra: &[(&str, &str)]) -> (u16, HashMap
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    (status, headers, body.to_string())
+    (status, headers)
 }
 
 /// A parsed STOMP frame as the tests see it.
