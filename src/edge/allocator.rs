@@ -24,8 +24,8 @@ use std::ffi::OsStr;
 pub const TUNABLES: &str = "glibc.malloc.mmap_threshold=16384:glibc.malloc.trim_threshold=0:\
                             glibc.malloc.top_pad=0:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0";
 
-/// What [`tune`] found: the process goes on in every case but [`Tuning::Restarted`], which
-/// never returns.
+/// What [`tune`] found when it did not start the process again (a successful restart never
+/// returns: the new image runs `main` from the start).
 #[derive(Debug)]
 pub enum Tuning {
     /// The process runs with [`TUNABLES`] (it was started again with them, or given them).
