@@ -138,3 +138,35 @@ async fn reload_per_key_in_cluster_mode() {
     }
     reload_per_key(&server).await;
 }
+
+#[test]
+fn a_config_piped_on_standard_input_is_used() {
+    // The allocator restart would read /dev/stdin again and find it empty: it must not happen.
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stomp-edge"))
+        .args(["--config", "/dev/stdin", "--listen", "127.0.0.1:0"])
+        .env_remove("GLIBC_TUNABLES")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stomp-edge");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"server_id = \"piped\"\n").unwrap();
+    drop(stdin);
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut addr = None;
+    for line in stderr.lines().map_while(Result::ok) {
+        if let Some(i) = line.find("listening on ") {
+            addr = line[i + 13..].split_whitespace().next().map(str::to_string);
+            break;
+        }
+    }
+    let addr = addr.expect("the server reported its address");
+    let (status, _, body) = common::http_get(&addr, "/healthz", &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"serverId\":\"piped\""), "{body}");
+}
