@@ -300,26 +300,29 @@ impl<F: Framing> Driver<F> {
     fn may_read(&mut self) -> Result<bool, CloseReason> {
         let pressure = memory::pressure();
         let awaiting_login = self.stomp.session.awaiting_login();
+        let holds_input = self.holds_input();
         // A CONNECT waiting for its passcode check is not read whatever the pressure (it holds
-        // at most a CONNECT's worth), and the check's end wakes the task.
-        self.pressed = !awaiting_login && pressure >= Pressure::High;
+        // at most a CONNECT's worth), and the check's end wakes the task. From 3/4 of the
+        // budget, where held memory (transactions, history) is refused, an unfinished frame is
+        // on the stall clock too: half frames must not keep that room for good either.
+        self.pressed = !awaiting_login
+            && (pressure >= Pressure::High || (holds_input && memory::used() >= memory::held_mark()));
+        if self.pressed && holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
+            METRICS.memory_refused.inc("unfinished_frame");
+            log::info!(
+                "memory budget short: closing session {}, its unfinished frame stalled",
+                self.stomp.session.session_id
+            );
+            self.stomp.session.send_error(
+                "server memory is short and this frame did not finish in time: it was dropped",
+                None,
+            );
+            return Err(CloseReason::ProtocolError);
+        }
         let why = if awaiting_login {
             Some(LOGIN_CHECK)
-        } else if self.pressed {
+        } else if pressure >= Pressure::High {
             self.node.shed_stalled_consumers();
-            let holds_input = self.holds_input();
-            if holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
-                METRICS.memory_refused.inc("unfinished_frame");
-                log::info!(
-                    "memory budget short: closing session {}, its unfinished frame stalled",
-                    self.stomp.session.session_id
-                );
-                self.stomp.session.send_error(
-                    "server memory is short and this frame did not finish in time: it was dropped",
-                    None,
-                );
-                return Err(CloseReason::ProtocolError);
-            }
             let frees_by_reading = holds_input || self.stomp.session.holds_transactions();
             (pressure == Pressure::Full || !frees_by_reading).then_some("memory")
         } else {

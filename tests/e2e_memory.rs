@@ -490,3 +490,37 @@ async fn half_frames_cannot_keep_the_board_paused() {
     assert!(told >= 1, "no half-frame socket got an ERROR saying why");
     drop(hostile);
 }
+
+#[tokio::test]
+async fn half_frames_under_the_high_water_mark_do_not_keep_transactions_out() {
+    // 2 MiB budget: 13 connected sockets each send 90 KB of a 120 KB frame and stop. That is
+    // past 3/4 of the budget, where held memory (transactions) is refused, but under the 7/8
+    // where reading stops. Before, nothing closed them and every transaction was refused for
+    // good; now a half frame that does not finish within 2 s is closed from 3/4 on.
+    let server = Server::start_with("[limits]\nmemory_budget_bytes = 2097152\n", &[]);
+    let mut hostile: Vec<TcpStream> = (0..13).map(|_| upgraded(&server.addr, "/ws")).collect();
+    for s in &mut hostile {
+        let connect = b"CONNECT\naccept-version:1.2\nhost:x\n\n\0";
+        s.write_all(&frame_header(0x1, connect.len())).unwrap();
+        s.write_all(connect).unwrap();
+        let mut partial = frame_header(0x1, 120_000);
+        partial.extend_from_slice(b"SEND\ndestination:/topic/x\n\n");
+        partial.resize(partial.len() + 90_000, b'x');
+        s.write_all(&partial).unwrap();
+    }
+    assert!(
+        server.wait_metric("stomp_edge_memory_refused_total{what=\"unfinished_frame\"}", 1),
+        "half frames past 3/4 of the budget were never closed"
+    );
+    let start = Instant::now();
+    while server.metric("stomp_edge_memory_budget_used_bytes") >= 3 << 19 {
+        assert!(start.elapsed() < WAIT, "the half frames' memory was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut client, _) = Client::connect(&server.url()).await;
+    client.send_text("BEGIN\ntransaction:t\n\n\0").await;
+    client.send_text("SEND\ndestination:/topic/t\ntransaction:t\nreceipt:s1\n\nhello\0").await;
+    let r = client.recv().await;
+    assert_eq!((r.command.as_str(), r.header("receipt-id")), ("RECEIPT", Some("s1")), "{r:?}");
+    drop(hostile);
+}
