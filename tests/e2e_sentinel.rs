@@ -13,7 +13,7 @@ use common::sentinel::{Sentinel, SentinelSet, DOWN_AFTER_MS, MASTER};
 use common::{Client, Server};
 use serde_json::Value;
 
-/// Short timings; the registry TTL stays above the failover time (see the README: a shorter
+/// Short timings; the registry TTL stays above the failover time (see docs/HA.md: a shorter
 /// one lets the nodes take each other for dead while the sentinels fail over).
 const FAST: &str = "[cluster]\nheartbeat_ms = 500\nregistry_ttl_ms = 10000\ncommand_timeout_ms = 1000\nreconnect_min_ms = 50\nreconnect_max_ms = 3000\n";
 

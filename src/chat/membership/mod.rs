@@ -79,7 +79,7 @@ pub enum LocalDelivery {
     /// without a stream position; the catch-up announces it to the others later).
     Caller,
     /// The engine, once Redis gave the event its stream offset, in offset order: the same
-    /// position and order on every node, like a CHAT (CONTRACT.md, "Streams").
+    /// position and order on every node, like a CHAT (docs/CONTRACT.md, "Streams").
     Engine,
 }
 
