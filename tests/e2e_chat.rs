@@ -5,16 +5,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::rooms::member;
 use common::{Client, Frame, Server};
 use serde_json::Value;
-
-async fn member(server: &Server, room: &str, name: &str) -> Client {
-    let (mut c, _) = Client::connect(&server.url()).await;
-    c.subscribe("/user/queue/errors", "errors").await;
-    c.subscribe(&format!("/topic/room/{room}"), "room").await;
-    c.send_text(&format!("SEND\ndestination:/app/room/{room}/join\n\n{{\"username\":\"{name}\"}}\0")).await;
-    c
-}
 
 fn json(f: &Frame) -> Value {
     serde_json::from_slice(&f.body).unwrap_or_else(|e| panic!("not JSON: {e}: {f:?}"))

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::{Proxy, Redis};
+use common::rooms::{member, say};
 use common::{Client, Server};
 use serde_json::Value;
 
@@ -58,18 +59,6 @@ async fn wait_participants(server: &Server, room: &str, expected: &[&str]) {
         assert!(start.elapsed() < Duration::from_secs(10), "participants of {room}: {got:?}, want {want:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn member(server: &Server, room: &str, name: &str) -> Client {
-    let (mut c, _) = Client::connect(&server.url()).await;
-    c.subscribe("/user/queue/errors", "errors").await;
-    c.subscribe(&format!("/topic/room/{room}"), "room").await;
-    c.send_text(&format!("SEND\ndestination:/app/room/{room}/join\n\n{{\"username\":\"{name}\"}}\0")).await;
-    c
-}
-
-async fn say(c: &mut Client, room: &str, text: &str) {
-    c.send_text(&format!("SEND\ndestination:/app/room/{room}/message\n\n{{\"message\":\"{text}\"}}\0")).await;
 }
 
 /// Collects room events for `window`, as (type, sender, message).

@@ -66,11 +66,9 @@ fn wait_log(server: &Server, text: &str) -> bool {
     false
 }
 
+/// A chat member whose JOIN has come back.
 async fn member(server: &Server, room: &str, name: &str) -> Client {
-    let (mut c, _) = Client::connect(&server.url()).await;
-    c.subscribe("/user/queue/errors", "errors").await;
-    c.subscribe(&format!("/topic/room/{room}"), "room").await;
-    c.send_text(&format!("SEND\ndestination:/app/room/{room}/join\n\n{{\"username\":\"{name}\"}}\0")).await;
+    let mut c = common::rooms::member(server, room, name).await;
     let joined = next(&mut c, "room").await;
     assert_eq!(joined["type"], "JOIN");
     c

@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
+use common::rooms::{member, say};
 use common::sentinel::{Sentinel, SentinelSet, DOWN_AFTER_MS, MASTER};
 use common::{Client, Server};
 use serde_json::Value;
@@ -39,17 +40,6 @@ fn wait_health(server: &Server, ok: impl Fn(&Value) -> bool, limit: Duration) ->
         std::thread::sleep(Duration::from_millis(20));
     }
     false
-}
-
-async fn member(server: &Server, room: &str, name: &str) -> Client {
-    let (mut c, _) = Client::connect(&server.url()).await;
-    c.subscribe(&format!("/topic/room/{room}"), "room").await;
-    c.send_text(&format!("SEND\ndestination:/app/room/{room}/join\n\n{{\"username\":\"{name}\"}}\0")).await;
-    c
-}
-
-async fn say(c: &mut Client, room: &str, text: &str) {
-    c.send_text(&format!("SEND\ndestination:/app/room/{room}/message\n\n{{\"message\":\"{text}\"}}\0")).await;
 }
 
 /// The next room event as (type, sender, message), or None within `limit`.

@@ -7,35 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Frame, Server};
-
-const CONFIG: &str = "[streams]\nprefixes = [\"/topic/room/\", \"/topic/s/\"]\n";
-
-/// SUBSCRIBE with extra headers and a receipt; returns (messages before the RECEIPT, RECEIPT).
-async fn subscribe_from(c: &mut Client, dest: &str, id: &str, headers: &str) -> (Vec<Frame>, Frame) {
-    c.send_text(&format!("SUBSCRIBE\ndestination:{dest}\nid:{id}\nreceipt:r-{id}\n{headers}\n\0")).await;
-    let mut early = Vec::new();
-    loop {
-        let f = c.recv().await;
-        if f.command == "RECEIPT" {
-            return (early, f);
-        }
-        assert_eq!(f.command, "MESSAGE", "{f:?}");
-        early.push(f);
-    }
-}
-
-fn offset(f: &Frame) -> u64 {
-    f.header("x-stream-offset").and_then(|o| o.parse().ok()).unwrap_or_else(|| panic!("no offset: {f:?}"))
-}
-
-fn offsets(frames: &[Frame]) -> Vec<u64> {
-    frames.iter().map(offset).collect()
-}
-
-async fn send(c: &mut Client, dest: &str, body: &str) {
-    c.send_text(&format!("SEND\ndestination:{dest}\n\n{body}\0")).await;
-}
+use common::rooms::send;
+use common::streams::{offset, offsets, subscribe_from, STREAMS as CONFIG};
+use common::{Client, Server};
 
 /// Sends `n` numbered messages and waits until the server has taken them all.
 async fn publish(server: &Server, c: &mut Client, dest: &str, from: usize, n: usize) {

@@ -8,11 +8,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
+use common::rooms::send;
+use common::streams::{offset, offsets, subscribe_from, STREAMS};
 use common::{Client, Frame, Server};
 use serde_json::Value;
 
 const FAST: &str = "[cluster]\nheartbeat_ms = 500\nregistry_ttl_ms = 3000\ncommand_timeout_ms = 1000\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n";
-const STREAMS: &str = "[streams]\nprefixes = [\"/topic/room/\", \"/topic/s/\"]\n";
 
 fn node(redis: &Redis, id: &str, extra: &str) -> Server {
     let config = format!("{FAST}{STREAMS}{extra}");
@@ -31,31 +32,6 @@ fn wait_mode(server: &Server, mode: &str, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
-}
-
-async fn subscribe_from(c: &mut Client, dest: &str, id: &str, headers: &str) -> (Vec<Frame>, Frame) {
-    c.send_text(&format!("SUBSCRIBE\ndestination:{dest}\nid:{id}\nreceipt:r-{id}\n{headers}\n\0")).await;
-    let mut early = Vec::new();
-    loop {
-        let f = c.recv().await;
-        if f.command == "RECEIPT" {
-            return (early, f);
-        }
-        assert_eq!(f.command, "MESSAGE", "{f:?}");
-        early.push(f);
-    }
-}
-
-fn offset(f: &Frame) -> u64 {
-    f.header("x-stream-offset").and_then(|o| o.parse().ok()).unwrap_or_else(|| panic!("no offset: {f:?}"))
-}
-
-fn offsets(frames: &[Frame]) -> Vec<u64> {
-    frames.iter().map(offset).collect()
-}
-
-async fn send(c: &mut Client, dest: &str, body: &str) {
-    c.send_text(&format!("SEND\ndestination:{dest}\n\n{body}\0")).await;
 }
 
 /// Receives `n` MESSAGE bodies (panics after the wait).

@@ -339,3 +339,4 @@ impl Client {
 pub mod redis;
 pub mod rooms;
 pub mod sentinel;
+pub mod streams;

@@ -22,6 +22,21 @@ pub async fn join(c: &mut Client, room: &str, name: &str) {
     send(c, &format!("/app/room/{room}/join"), &format!("{{\"username\":\"{name}\"}}")).await;
 }
 
+/// Sends a chat message to `room` (`SEND /app/room/{room}/message`).
+pub async fn say(c: &mut Client, room: &str, text: &str) {
+    send(c, &format!("/app/room/{room}/message"), &format!("{{\"message\":\"{text}\"}}")).await;
+}
+
+/// An anonymous chat member: connected, subscribed to its errors (subscription id `errors`)
+/// and to the room's events (subscription id `room`), its join sent but not yet answered.
+pub async fn member(server: &Server, room: &str, name: &str) -> Client {
+    let (mut c, _) = Client::connect(&server.url()).await;
+    c.subscribe("/user/queue/errors", "errors").await;
+    c.subscribe(&format!("/topic/room/{room}"), "room").await;
+    join(&mut c, room, name).await;
+    c
+}
+
 /// A client (logged in as `login` with passcode `pw`, if given) subscribed to its errors
 /// (subscription id `errors`) and to each room's events (subscription id: the room id).
 pub async fn watcher_as(server: &Server, login: Option<&str>, rooms: &[&str]) -> Client {
