@@ -70,8 +70,9 @@ need_tools() { # ARCH: install what building and packaging ARCH needs, only when
             # and the target's prebuilt std is not.
             rustup component list --installed 2>/dev/null | grep -q '^rust-src' \
                 || rustup component add rust-src || die "rustup component add rust-src"
-            if ! "$zig_venv/bin/python3" -m pip show ziglang cargo-zigbuild 2>/dev/null \
-                | grep -qx 'Version: 0.17.1'; then
+            local have
+            have=$("$zig_venv/bin/python3" -m pip freeze 2>/dev/null || true)
+            if [ "$(grep -cxF -e "${ZIG_PINS[0]}" -e "${ZIG_PINS[1]}" <<<"$have")" != 2 ]; then
                 say "installing ${ZIG_PINS[*]} (PyPI) in $zig_venv"
                 python3 -m venv "$zig_venv" && "$zig_venv/bin/python3" -m pip install -q "${ZIG_PINS[@]}" \
                     || die "pip install ${ZIG_PINS[*]}"

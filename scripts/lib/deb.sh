@@ -54,7 +54,7 @@ deb_inspect_in() { # DEB ARCH DIR: deb_inspect, unpacking into the empty directo
             fi ;;
     esac
 
-    grep -Eq '^-rwxr-xr-x root/root .* \./usr/bin/stomp-edge$' "$dir/contents" \
+    grep -Eq '^-rwxr-xr-x (root/root|0/0) .* \./usr/bin/stomp-edge$' "$dir/contents" \
         && [ "$(od -An -tx1 -j18 -N2 "$dir/root/usr/bin/stomp-edge" | tr -d ' \n')" = "$(deb_elf_machine "$arch")" ] \
         && pass "$arch: /usr/bin/stomp-edge, 0755 root, an $arch ELF" || fail "$arch: /usr/bin/stomp-edge missing, wrong mode or architecture"
     cmp -s config/stomp-edge.toml "$dir/root/etc/stomp-edge/stomp-edge.toml" \
@@ -81,7 +81,7 @@ deb_inspect_in() { # DEB ARCH DIR: deb_inspect, unpacking into the empty directo
         || fail "$arch: maintainer scripts lack the user or systemd parts"
 
     # lintian: no errors (warnings are printed, not failed on).
-    lintian --fail-on error --no-tag-display-limit "$deb" >"$dir/lintian" 2>&1
+    lintian --fail-on error --tag-display-limit 0 "$deb" >"$dir/lintian" 2>&1
     local rc=$?
     sed 's/^/    lintian: /' "$dir/lintian"
     if [ "$rc" -eq 0 ] && ! grep -q '^E:' "$dir/lintian"; then
