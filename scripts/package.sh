@@ -109,6 +109,24 @@ build_binary() { # ARCH
     esac
 }
 
+# Depends for a glibc build made on another architecture. Natively, dpkg-shlibdeps reads libc6's
+# symbols file and asks for the newest glibc symbol version the binary uses (libc6 (>= 2.34) on
+# Debian 12). For arm64 it finds only the cross libc's shlibs file, which names
+# `libc6:arm64 (>= 2.36)`, the cross package's own version: too strict, and arch-qualified. So
+# the libc6 part is taken from the binary's symbol versions the same way, and the field is written
+# back with dpkg-deb.
+cross_libc_depends() { # DEB BINARY
+    local min tmp
+    min=$(objdump -T "$2" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
+    [ -n "$min" ] || die "no GLIBC_ symbol version in $2"
+    tmp=$(mktemp -d)
+    dpkg-deb --raw-extract "$1" "$tmp/pkg" \
+        && sed -i "s/^Depends: .*/Depends: adduser, libc6 (>= $min)/" "$tmp/pkg/DEBIAN/control" \
+        && dpkg-deb --root-owner-group -Zxz --build "$tmp/pkg" "$1" >/dev/null \
+        || { rm -rf "$tmp"; die "rewriting Depends of $1"; }
+    rm -rf "$tmp"
+}
+
 # The unit as packaged: the repository's, naming the binary where the package puts it.
 mkdir -p target/debian/systemd "$out_dir"
 sed -e 's#/usr/local/bin/stomp-edge#/usr/bin/stomp-edge#g' \
@@ -131,5 +149,6 @@ for arch in "${arches[@]}"; do
     # The release profile strips already; no target strip tool needed.
     deb=$(cargo deb --no-build --no-strip --quiet "${target_args[@]}" "${variant[@]}" "${deb_version[@]}" \
         --output "$out_dir") || die "cargo deb for $arch"
+    [ "$arch" != arm64 ] || cross_libc_depends "$deb" "$bin"
     echo "$deb"
 done

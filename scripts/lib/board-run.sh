@@ -1,6 +1,7 @@
 # Shared by the board-build steps (50-aarch64, 55-armv6): run a board binary under qemu-user as
-# systemd would and check it. Source it after defining `pass MSG`, `fail MSG`, `fatal MSG`, `say
-# MSG` and a scratch directory `$work`; then `board_run QEMU_COMMAND...` (the binary last, e.g.
+# systemd would and check it. Source it after scripts/lib/checks.sh (pass, fail, fatal, say); it
+# makes the scratch directory `$work` and sets the EXIT trap that stops what it started and
+# removes `$work`. Then `board_run QEMU_COMMAND...` (the binary last, e.g.
 # `board_run qemu-arm-static -cpu arm1176 target/.../stomp-edge`).
 #
 # It starts a datagram socket standing in for systemd's NOTIFY_SOCKET, starts the server on a free
@@ -8,18 +9,21 @@
 # (tests/js/qemu-smoke.mjs), READY=1 and WATCHDOG=1, and SIGTERM: exit status 0 and STOPPING=1.
 # Sets BOARD_IDLE_RSS_KIB (the emulator process's VmRSS once idle after start, qemu's own memory
 # included) and BOARD_READY_MS. Extra environment for the server: BOARD_ENV=(NAME=VALUE...).
-# Every wait is bounded; the processes it starts are killed by `board_run_cleanup`.
+# Every wait is bounded.
 
 board_server_pid=
 board_listener_pid=
 BOARD_ENV=()
+work=$(mktemp -d)
 
 board_run_cleanup() {
     [ -z "$board_server_pid" ] || kill -KILL "$board_server_pid" 2>/dev/null
     [ -z "$board_listener_pid" ] || kill "$board_listener_pid" 2>/dev/null
-    board_server_pid=
-    board_listener_pid=
+    wait 2>/dev/null
+    rm -rf "$work"
 }
+trap board_run_cleanup EXIT
+trap 'exit 130' INT TERM
 
 board_run() {
     BOARD_IDLE_RSS_KIB=

@@ -14,26 +14,12 @@ SYSROOT=/usr/aarch64-linux-gnu
 SIZE_BUDGET=${STOMP_EDGE_SIZE_BUDGET_BYTES:-3145728} # 3 MiB, the target
 TAG=50-aarch64
 
-work=$(mktemp -d)
+# shellcheck source=../lib/checks.sh
+. scripts/lib/checks.sh
 # shellcheck source=../lib/board-run.sh
 . scripts/lib/board-run.sh
 # shellcheck source=../lib/deb.sh
 . scripts/lib/deb.sh
-cleanup() {
-    board_run_cleanup
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-failed=0
-pass() { echo "[$TAG] PASS $*"; passed=$((passed + 1)); }
-fail() { echo "[$TAG] FAIL $*"; failed=$((failed + 1)); }
-fatal() { echo "[$TAG] FAIL $*"; echo "[$TAG] aborted: $passed checks passed, $((failed + 1)) failed"; exit 1; }
-say() { echo "[$TAG] $*"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # --- toolchain: install only what is missing -----------------------------------------------
 need=()
@@ -105,7 +91,6 @@ fi
 
 # --- install / uninstall into a temporary root --------------------------------------------
 root=$work/root
-check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }
 # shellcheck disable=SC2016 # the conditions are eval'd by check, single quotes on purpose
 if scripts/install.sh --root "$root" "$BIN" >"$work/install.log" 2>&1; then
     check "install: binary in usr/local/bin, executable, identical" \
@@ -130,5 +115,4 @@ else
     fail "scripts/install.sh --root"
 fi
 
-echo "[$TAG] $passed checks passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_done

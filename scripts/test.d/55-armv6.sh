@@ -14,26 +14,12 @@ TARGET=arm-unknown-linux-musleabihf
 BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/stomp-edge
 TAG=55-armv6
 
-work=$(mktemp -d)
+# shellcheck source=../lib/checks.sh
+. scripts/lib/checks.sh
 # shellcheck source=../lib/board-run.sh
 . scripts/lib/board-run.sh
 # shellcheck source=../lib/deb.sh
 . scripts/lib/deb.sh
-cleanup() {
-    board_run_cleanup
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-failed=0
-pass() { echo "[$TAG] PASS $*"; passed=$((passed + 1)); }
-fail() { echo "[$TAG] FAIL $*"; failed=$((failed + 1)); }
-fatal() { echo "[$TAG] FAIL $*"; echo "[$TAG] aborted: $passed checks passed, $((failed + 1)) failed"; exit 1; }
-say() { echo "[$TAG] $*"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 need=()
 command -v qemu-arm-static >/dev/null || need+=(qemu-user-static)
@@ -68,5 +54,4 @@ say "armv6 binary: $size bytes stripped ($(awk -v b="$size" 'BEGIN{printf "%.2f"
 board_run qemu-arm-static -cpu arm1176 "$BIN"
 say "figures: stripped $size bytes, idle RSS under qemu-arm -cpu arm1176 ${BOARD_IDLE_RSS_KIB:-?} KiB"
 
-echo "[$TAG] $passed checks passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_done

@@ -12,13 +12,8 @@ set -uo pipefail
 
 cd "${REPO_ROOT:-$(dirname "$0")/../..}" || exit 1
 TAG=95-deb
-passed=0
-failed=0
-pass() { echo "[$TAG] PASS $*"; passed=$((passed + 1)); }
-fail() { echo "[$TAG] FAIL $*"; failed=$((failed + 1)); }
-fatal() { echo "[$TAG] FAIL $*"; echo "[$TAG] aborted: $passed checks passed, $((failed + 1)) failed"; exit 1; }
-say() { echo "[$TAG] $*"; }
-check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }
+# shellcheck source=../lib/checks.sh
+. scripts/lib/checks.sh
 
 [ "$(id -u)" -eq 0 ] || fatal "needs root for mount and chroot"
 need=()
@@ -164,5 +159,4 @@ check "purge: /etc/stomp-edge gone, user and group gone, enablement gone, dpkg f
     '[ ! -e "$root/etc/stomp-edge" ] && ! getent_root passwd stomp-edge && ! getent_root group stomp-edge && [ ! -L "$wants" ] && ! in_root dpkg-query -W stomp-edge >/dev/null 2>&1'
 [ "$failed" -eq 0 ] || sed 's/^/    apt: /' "$work/apt.log" | tail -n 40
 
-echo "[$TAG] $passed checks passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_done
