@@ -51,6 +51,8 @@ mnt() { # mount ARGS... TARGET (the last argument), remembered for cleanup
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 deb1=$(timeout 1500 bash scripts/package.sh amd64) || fatal "bash scripts/package.sh amd64"
 deb_inspect "$deb1" amd64
+# cargo-deb replaces older builds of the package in target/debian: keep this one aside.
+cp "$deb1" "$work/" && deb1=$work/$(basename "$deb1")
 deb2=$(bash scripts/package.sh --no-build --deb-version "$version-2~upgrade" amd64) \
     || fatal "bash scripts/package.sh --deb-version $version-2~upgrade amd64"
 [ "$deb1" != "$deb2" ] || fatal "the second build has the same file name: $deb2"
@@ -73,13 +75,15 @@ cp "$deb1" "$deb2" "$root/tmp/"
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
 getent_root() { in_root getent "$@" >/dev/null; }
 if getent_root passwd stomp-edge; then fatal "this machine already has a stomp-edge user: the test could not tell"; fi
-apt_in_root() { in_root apt-get install -y -q --no-download -o Dpkg::Use-Pty=0 "$@" >>"$work/apt.log" 2>&1; }
+apt_in_root() { # FILE: `apt-get install ./FILE` from /tmp in the root, as a user would
+    in_root env --chdir=/tmp apt-get install -y -q -o Dpkg::Use-Pty=0 "./$1" >>"$work/apt.log" 2>&1
+}
 conf=$root/etc/stomp-edge/stomp-edge.toml
 unit=$root/usr/lib/systemd/system/stomp-edge.service
 wants=$root/etc/systemd/system/multi-user.target.wants/stomp-edge.service
 
 # --- install --------------------------------------------------------------------------------
-if apt_in_root "/tmp/$(basename "$deb1")"; then
+if apt_in_root "$(basename "$deb1")"; then
     pass "apt-get install ./$(basename "$deb1") in the overlay root"
 else
     sed 's/^/    apt: /' "$work/apt.log" | tail -n 30
@@ -135,7 +139,7 @@ serve_healthz "installed"
 # --- edit the config, upgrade -----------------------------------------------------------------
 sed -i 's/^log_level = "info"$/log_level = "debug"  # edited on the board/' "$conf"
 grep -q 'edited on the board' "$conf" || fatal "could not edit $conf (log_level line changed?)"
-if apt_in_root "/tmp/$(basename "$deb2")"; then
+if apt_in_root "$(basename "$deb2")"; then
     pass "upgrade: apt-get install ./$(basename "$deb2"), no conffile prompt"
 else
     sed 's/^/    apt: /' "$work/apt.log" | tail -n 30
