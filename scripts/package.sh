@@ -135,10 +135,11 @@ sed -e 's#/usr/local/bin/stomp-edge#/usr/bin/stomp-edge#g' \
 
 for arch in "${arches[@]}"; do
     triple=$(triple_of "$arch")
-    need_tools "$arch"
+    # Only the package's path goes to standard output.
+    need_tools "$arch" >&2
     if [ "$build" = 1 ]; then
         say "building the $arch release binary ($triple)"
-        build_binary "$arch" || die "build for $triple"
+        build_binary "$arch" >&2 || die "build for $triple"
     fi
     target_args=()
     variant=()
