@@ -43,7 +43,7 @@ out_dir=$target_dir/debian
 ZIG_PINS=(ziglang==0.17.1 cargo-zigbuild==0.24.1)
 zig_venv=target/zig-venv
 
-# shellcheck source=lib/cross.sh
+# shellcheck source=scripts/lib/cross.sh
 . scripts/lib/cross.sh
 
 need_tools() { # ARCH: install what building and packaging ARCH needs, only when missing

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the board-build steps (50-aarch64, 55-armv6): run a board binary under qemu-user as
 # systemd would and check it. Source it after scripts/lib/checks.sh (pass, fail, fatal, say); it
 # makes the scratch directory `$work` and sets the EXIT trap that stops what it started and

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2015 # `COND && pass … || fail …`: pass always returns 0
 # Shared by the test steps that build a Debian package (50-aarch64, 55-armv6, 95-deb): check one
 # .deb as built by scripts/package.sh without installing it. Source it after defining
 # `pass MSG` and `fail MSG`, then call `deb_inspect DEB ARCH` (ARCH: amd64, arm64 or armhf).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016,SC2034,SC2015 # check eval's its single-quoted conditions (which use $wants); pass returns 0
 # The amd64 Debian package, installed for real in a throwaway root: `scripts/package.sh amd64`
 # (after 90-bench the release binary is already built), inspected (scripts/lib/deb.sh), then, in
 # an overlay of this machine's own root (upper layer on a tmpfs; nothing reaches the machine) with
@@ -114,7 +115,7 @@ serve_healthz() { # LABEL: start it, GET /healthz, stop it with SIGTERM
     chroot --userspec="$uid:$gid" "$root" env -i PATH=/usr/bin:/bin \
         /usr/bin/stomp-edge --config /etc/stomp-edge/stomp-edge.toml --listen 127.0.0.1:0 2>"$work/server.err" &
     server_pid=$!
-    local addr= _
+    local addr='' _
     for _ in $(seq 100); do
         addr=$(grep -aoE 'listening on 127\.0\.0\.1:[0-9]+' "$work/server.err" | head -n 1 | cut -d' ' -f3)
         [ -n "$addr" ] && break
