@@ -1,10 +1,11 @@
 #!/bin/sh
-# Install stomp-edge as a systemd service: the binary, the unit and the config, then enable it.
+# Install stomp-edge as a systemd service by hand, where the Debian package (scripts/package.sh,
+# docs/DEPLOY.md) cannot go: the binary, the unit and the config, then enable it.
 #
 #   sudo scripts/install.sh [options] [BINARY]
 #
 # BINARY defaults to target/aarch64-unknown-linux-gnu/release/stomp-edge, then
-# target/armv7-unknown-linux-gnueabihf/release/stomp-edge, then target/release/stomp-edge,
+# target/arm-unknown-linux-musleabihf/release/stomp-edge, then target/release/stomp-edge,
 # then ./stomp-edge (all relative to the repository root, the folder above scripts/).
 #
 # Options:
@@ -52,12 +53,12 @@ fi
 if [ -z "$binary" ]; then
     for candidate in \
         "$here/target/aarch64-unknown-linux-gnu/release/stomp-edge" \
-        "$here/target/armv7-unknown-linux-gnueabihf/release/stomp-edge" \
+        "$here/target/arm-unknown-linux-musleabihf/release/stomp-edge" \
         "$here/target/release/stomp-edge" \
         "$here/stomp-edge"; do
         if [ -f "$candidate" ]; then binary=$candidate; break; fi
     done
-    [ -n "$binary" ] || die "no binary found: build one (see cross/DEPLOY.md) or pass its path"
+    [ -n "$binary" ] || die "no binary found: build one (see docs/DEPLOY.md) or pass its path"
 fi
 [ -f "$binary" ] || die "no such binary: $binary"
 
@@ -127,7 +128,7 @@ else
     echo "installed $confdir/stomp-edge.toml"
 fi
 
-for doc in README.md cross/DEPLOY.md; do
+for doc in README.md docs/DEPLOY.md; do
     if [ -f "$here/$doc" ]; then install -m 0644 "$here/$doc" "$docdir/$(basename "$doc")"; fi
 done
 

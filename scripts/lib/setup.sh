@@ -2,9 +2,10 @@
 # Installs what the test suites need, only when it is missing; fast and silent when all is present.
 # Called by scripts/test.sh as its first step; can be run alone: `bash scripts/lib/setup.sh`.
 #   Debian: redis-server (binary only: tests start their own on free ports), chromium,
-#           qemu-user-static, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, python3-venv if needed
+#           qemu-user-static, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, lintian, dpkg-dev,
+#           python3-venv if needed
 #   Rust:   rustfmt and clippy components, the aarch64-unknown-linux-gnu target, cargo-fuzz
-#           (from crates.io, for the bounded fuzz step)
+#           (from crates.io, for the bounded fuzz step), cargo-deb (crates.io, for the packages)
 #   Node:   tests/js/node_modules from the committed package-lock.json (npm ci)
 #   Python: target/test-venv with tests/py/requirements.txt (hash-pinned)
 set -euo pipefail
@@ -26,7 +27,7 @@ as_root() {
 apt_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 install_debian_packages() {
-    local want=(redis-server chromium qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+    local want=(redis-server chromium qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross lintian dpkg-dev)
     # The venv is made with the python3 on PATH; Debian's own python3 needs python3-venv for that.
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then want+=(python3-venv); fi
     local missing=() p
@@ -74,6 +75,10 @@ install_rust_pieces() {
     if ! cargo fuzz --version >/dev/null 2>&1; then
         say "cargo install cargo-fuzz (crates.io)"
         cargo install --locked cargo-fuzz
+    fi
+    if ! cargo deb --version >/dev/null 2>&1; then
+        say "cargo install cargo-deb (crates.io)"
+        cargo install --locked cargo-deb
     fi
 }
 
