@@ -6,13 +6,12 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use tokio::net::TcpStream;
-
-use crate::driver::{Driver, Framing, Stomp};
+use crate::driver::{Framing, Stomp};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
+use crate::tls::socket::Socket;
 use crate::upgrade::Upgraded;
 use crate::ws;
 
@@ -23,9 +22,7 @@ const WRITE_BATCH: usize = 32;
 pub async fn run(up: Upgraded) {
     // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
     let max_message = up.node.config().limits.max_frame_bytes + 1024;
-    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default())
-        .run()
-        .await;
+    crate::driver::drive(up, max_message, PlainFraming::default()).await;
 }
 
 /// STOMP frames as WebSocket text (or binary) messages.
@@ -47,7 +44,7 @@ impl Framing for PlainFraming {
     }
 
     /// Writes the queue in vectored batches until it is empty or the socket is full.
-    fn flush(&mut self, stream: &TcpStream, outbound: &Outbound) -> io::Result<usize> {
+    fn flush<S: Socket>(&mut self, stream: &S, outbound: &Outbound) -> io::Result<usize> {
         let mut total = 0;
         loop {
             let front_written = self.front_written;
@@ -97,8 +94,8 @@ impl Framing for PlainFraming {
 
 /// Writes up to `WRITE_BATCH` queued frames in one vectored write. Returns the bytes written,
 /// the frames completed and how much of the next frame was written, or None if nothing queued.
-fn write_batch(
-    stream: &TcpStream,
+fn write_batch<S: Socket>(
+    stream: &S,
     queue: &VecDeque<OutFrame>,
     front_written: usize,
 ) -> io::Result<Option<(usize, usize, usize)>> {

@@ -65,9 +65,16 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
+/// The socket under an upgraded connection.
+pub enum Stream {
+    Plain(TcpStream),
+    /// After a TLS handshake on the board's port (`[tls]`).
+    Tls(crate::tls::socket::TlsSocket),
+}
+
 /// A socket handed over after a `101`, with the STOMP connection registered for it.
 pub struct Upgraded {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub node: Rc<Node>,
     /// The connection's place in the node (freed when the socket's task drops it).
     pub registration: Registration,
@@ -119,13 +126,20 @@ where
                 return; // the registration is dropped: its place is free again
             }
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let stream = parts.io.into_inner();
-                serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf }).await;
-            }
-            Err(_) => log::error!("upgraded connection is not a TCP stream"),
-        }
+        let (stream, read_buf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Stream::Plain(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (tcp, tls) = parts.io.into_inner().into_inner();
+                    (Stream::Tls(crate::tls::socket::TlsSocket::new(tcp, tls)), parts.read_buf)
+                }
+                Err(_) => {
+                    log::error!("upgraded connection is neither a TCP nor a TLS stream");
+                    return;
+                }
+            },
+        };
+        serve(Upgraded { stream, node: task_node, registration, read_buf }).await;
     });
     let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

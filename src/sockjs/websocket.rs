@@ -1,19 +1,19 @@
 //! The SockJS `websocket` transport (`/ws/{server}/{session}/websocket`): the shared socket
-//! [`Driver`] with a framing in which every WebSocket message carries SockJS frames. Incoming
+//! [`Driver`](crate::driver::Driver) with a framing in which every WebSocket message carries SockJS frames. Incoming
 //! messages' JSON is decoded into the STOMP stream; queued STOMP frames go out batched into one
 //! `a[...]` text message per write, one batch in memory at a time; an `h` goes out when nothing
 //! else did for the heart-beat interval.
 
 use std::io;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::driver::{trim_buffer, Driver, Framing, Stomp, KEEP_BUFFER};
+use crate::driver::{trim_buffer, Framing, Stomp, KEEP_BUFFER};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
+use crate::tls::socket::Socket;
 use crate::upgrade::Upgraded;
 use crate::ws;
 
@@ -37,7 +37,7 @@ pub async fn run(up: Upgraded) {
     };
     framing.push_text(frame::OPEN);
     let max_message = settings.max_message_bytes;
-    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing).run().await;
+    crate::driver::drive(up, max_message, framing).await;
 }
 
 /// SockJS frames in WebSocket text messages.
@@ -116,7 +116,7 @@ impl Framing for SockJsFraming {
         self.written < self.write.len() || !outbound.is_empty()
     }
 
-    fn flush(&mut self, stream: &TcpStream, outbound: &Outbound) -> io::Result<usize> {
+    fn flush<S: Socket>(&mut self, stream: &S, outbound: &Outbound) -> io::Result<usize> {
         let mut total = 0;
         self.fill(outbound);
         while self.written < self.write.len() {
