@@ -6,23 +6,35 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use crate::driver::{Framing, Stomp};
+use crate::driver::{Driver, Framing, Stomp};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
 use crate::tls::socket::Socket;
-use crate::upgrade::Upgraded;
+use crate::upgrade::{Serve, Upgraded};
 use crate::ws;
 
 /// Frames per vectored write (two slices each: WebSocket header and payload).
 const WRITE_BATCH: usize = 32;
 
+/// The `/ws` framing's [`Serve`], for `upgrade`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ws;
+
+impl Serve for Ws {
+    fn serve<S: Socket + 'static>(self, up: Upgraded<S>) -> impl std::future::Future<Output = ()> + 'static {
+        run(up)
+    }
+}
+
 /// Serves an upgraded `/ws` socket until it closes.
-pub async fn run(up: Upgraded) {
+pub async fn run<S: Socket>(up: Upgraded<S>) {
     // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
     let max_message = up.node.config().limits.max_frame_bytes + 1024;
-    crate::driver::drive(up, max_message, PlainFraming::default()).await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default())
+        .run()
+        .await;
 }
 
 /// STOMP frames as WebSocket text (or binary) messages.

@@ -22,7 +22,6 @@ use crate::protocol::Limits;
 use crate::session::{Outcome, Session};
 use crate::stomp_input;
 use crate::tls::socket::Socket;
-use crate::upgrade::{Stream, Upgraded};
 use crate::ws::{self, Control, Decoder};
 
 /// Socket reads per wake-up before the task lets others run.
@@ -117,19 +116,6 @@ pub trait Framing {
     /// `receipt`. The plain framing's are `data` itself.
     fn pending_stomp<'a>(&'a self, data: &'a [u8]) -> &'a [u8] {
         data
-    }
-}
-
-/// Serves an upgraded socket, plain or TLS, with `framing` until it closes; returns why it
-/// closed. `max_message_bytes` bounds one WebSocket message.
-pub async fn drive<F: Framing>(up: Upgraded, max_message_bytes: usize, framing: F) -> CloseReason {
-    match up.stream {
-        Stream::Plain(s) => {
-            Driver::new(s, up.node, up.registration, up.read_buf, max_message_bytes, framing).run().await
-        }
-        Stream::Tls(s) => {
-            Driver::new(s, up.node, up.registration, up.read_buf, max_message_bytes, framing).run().await
-        }
     }
 }
 
@@ -592,7 +578,6 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
         let registration = node.register_connection().expect("a free place");
-        let stream = crate::upgrade::Stream::Plain(stream);
         (Upgraded { stream, node: node.clone(), registration, read_buf: Bytes::new() }, client)
     }
 

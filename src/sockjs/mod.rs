@@ -143,7 +143,7 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
         _ => None,
     };
     match (transport, &method, receiving) {
-        ("websocket", &Method::GET, _) => crate::upgrade::upgrade(node, request, websocket::run),
+        ("websocket", &Method::GET, _) => crate::upgrade::upgrade(node, request, websocket::SockJsWs),
         ("websocket", _, _) => method_not_allowed(headers, "GET"),
         ("eventsource", &Method::GET, Some(kind)) => xhr::receive(&node, headers, session, kind, peer),
         ("eventsource", _, _) => method_not_allowed(headers, "GET"),

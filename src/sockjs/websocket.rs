@@ -8,13 +8,13 @@ use std::io;
 
 use tokio::time::Instant;
 
-use crate::driver::{trim_buffer, Framing, Stomp, KEEP_BUFFER};
+use crate::driver::{trim_buffer, Driver, Framing, Stomp, KEEP_BUFFER};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
 use crate::tls::socket::Socket;
-use crate::upgrade::Upgraded;
+use crate::upgrade::{Serve, Upgraded};
 use crate::ws;
 
 use super::frame;
@@ -22,8 +22,18 @@ use super::session::BATCH_BYTES;
 use super::stomp::close_code;
 use super::Settings;
 
+/// SockJS's `websocket` transport's [`Serve`], for `upgrade`.
+#[derive(Debug, Clone, Copy)]
+pub struct SockJsWs;
+
+impl Serve for SockJsWs {
+    fn serve<S: Socket + 'static>(self, up: Upgraded<S>) -> impl std::future::Future<Output = ()> + 'static {
+        run(up)
+    }
+}
+
 /// Serves an upgraded SockJS WebSocket until it closes.
-pub async fn run(up: Upgraded) {
+pub async fn run<S: Socket>(up: Upgraded<S>) {
     let settings = Settings::from_config(&up.node.config());
     METRICS.sockjs_sessions.inc("websocket");
     up.node.mark_sockjs(up.registration.id);
@@ -37,7 +47,7 @@ pub async fn run(up: Upgraded) {
     };
     framing.push_text(frame::OPEN);
     let max_message = settings.max_message_bytes;
-    crate::driver::drive(up, max_message, framing).await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing).run().await;
 }
 
 /// SockJS frames in WebSocket text messages.
