@@ -477,7 +477,8 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     /// Writes what is queued until it is all out, the socket fails or `deadline` passes.
     async fn flush_until(&mut self, deadline: Instant) {
         loop {
-            if self.flush().is_err() || !(self.framing.pending(&self.outbound) || self.stream.holds_output()) {
+            if self.flush().is_err() || !(self.framing.pending(&self.outbound) || self.stream.holds_output())
+            {
                 return;
             }
             tokio::select! {

@@ -128,13 +128,18 @@ pub fn upgrade(node: Rc<Node>, mut request: Request<Incoming>, serve: impl Serve
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                serve.serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf }).await;
+                serve
+                    .serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf })
+                    .await;
             }
-            Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+            Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
+            {
                 Ok(parts) => {
                     let (tcp, tls) = parts.io.into_inner().into_inner();
                     let stream = crate::tls::socket::TlsSocket::new(tcp, tls);
-                    serve.serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf }).await;
+                    serve
+                        .serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf })
+                        .await;
                 }
                 Err(_) => log::error!("upgraded connection is neither a TCP nor a TLS stream"),
             },

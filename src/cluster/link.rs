@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSub};
 use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, RedisResult,
-    TlsCertificates,
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+    RedisResult, TlsCertificates,
 };
 
 use super::sentinel::{Primary, Sentinels};
@@ -58,7 +58,12 @@ enum Target {
     /// One server, as the URL says.
     Single(Client),
     /// Asked of the sentinels; `data` is how to log in to the data nodes (db, user, password).
-    Sentinel { sentinels: Rc<Sentinels>, data: RedisConnectionInfo, url: SentinelTarget, ca: Option<Rc<[u8]>> },
+    Sentinel {
+        sentinels: Rc<Sentinels>,
+        data: RedisConnectionInfo,
+        url: SentinelTarget,
+        ca: Option<Rc<[u8]>>,
+    },
 }
 
 /// What the link and its sentinel watchers share.

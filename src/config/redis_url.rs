@@ -249,7 +249,8 @@ mod tests {
 
     #[test]
     fn single_urls_pass_through() {
-        for url in ["redis://127.0.0.1:6379", "redis://:pw@h/2", "unix:///run/redis.sock", "rediss://h:6380"] {
+        for url in ["redis://127.0.0.1:6379", "redis://:pw@h/2", "unix:///run/redis.sock", "rediss://h:6380"]
+        {
             assert_eq!(RedisTarget::parse(url), Ok(RedisTarget::Single(url.into())));
         }
     }

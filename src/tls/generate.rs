@@ -51,7 +51,11 @@ pub fn run(dir: &Path) -> Result<String, String> {
 /// Generates a key and a self-signed certificate for `names` (DNS names) and `ips`, writes
 /// `dir/cert.pem` and `dir/key.pem` (mode 0600), and returns their paths and the fingerprint.
 /// Fails, naming the file, if either exists or cannot be written.
-pub fn write_pair(dir: &Path, names: &[String], ips: &[IpAddr]) -> Result<(PathBuf, PathBuf, String), String> {
+pub fn write_pair(
+    dir: &Path,
+    names: &[String],
+    ips: &[IpAddr],
+) -> Result<(PathBuf, PathBuf, String), String> {
     let key = KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
     let mut params = CertificateParams::new(names.to_vec())
         .map_err(|e| format!("cannot make a certificate for {names:?}: {e}"))?;
@@ -68,7 +72,10 @@ pub fn write_pair(dir: &Path, names: &[String], ips: &[IpAddr]) -> Result<(PathB
     let key_path = dir.join("key.pem");
     for path in [&cert_path, &key_path] {
         if path.exists() {
-            return Err(format!("{} exists already; not overwriting it (move it away first)", path.display()));
+            return Err(format!(
+                "{} exists already; not overwriting it (move it away first)",
+                path.display()
+            ));
         }
     }
     write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
