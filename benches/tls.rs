@@ -93,11 +93,12 @@ impl Cert {
         for cert in CertificateDer::pem_file_iter(&self.cert).map_err(|e| e.to_string())? {
             roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(stomp_edge::tls::provider(false)))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(stomp_edge::tls::provider(false)))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         // Every handshake a full one.
         config.resumption = rustls::client::Resumption::disabled();
         Ok(Arc::new(config))
@@ -113,8 +114,10 @@ impl Drop for Cert {
 /// Server-side CPU of full handshakes with the server's own settings, in memory (no sockets):
 /// microseconds per handshake, and the suite chosen.
 fn in_process_handshakes(cert: &Cert, n: usize) -> Res<(f64, String)> {
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(&cert.cert).map_err(|e| e.to_string())?.filter_map(Result::ok).collect();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .collect();
     let key = PrivateKeyDer::from_pem_file(&cert.key).map_err(|e| e.to_string())?;
     let server = Arc::new(stomp_edge::tls::server_config(chain, key).map_err(|e| e.to_string())?);
     let client = cert.client()?;
@@ -122,8 +125,11 @@ fn in_process_handshakes(cert: &Cert, n: usize) -> Res<(f64, String)> {
     let mut suite = String::new();
     for _ in 0..n {
         let mut s = rustls::ServerConnection::new(server.clone()).map_err(|e| e.to_string())?;
-        let mut c = rustls::ClientConnection::new(client.clone(), ServerName::try_from("localhost").map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let mut c = rustls::ClientConnection::new(
+            client.clone(),
+            ServerName::try_from("localhost").map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         for _ in 0..10 {
             buf.clear();
@@ -208,7 +214,11 @@ impl Server {
                 }
             }
         });
-        let port = rx.recv_timeout(Duration::from_secs(60)).ok().flatten().ok_or("server did not report its port")?;
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .ok()
+            .flatten()
+            .ok_or("server did not report its port")?;
         let pid = child.id();
         Ok(Server { child, pid, port })
     }
@@ -219,7 +229,8 @@ impl Server {
         std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
             .ok()
             .and_then(|s| {
-                let rest: Vec<String> = s.rsplit_once(')')?.1.split_whitespace().map(str::to_string).collect();
+                let rest: Vec<String> =
+                    s.rsplit_once(')')?.1.split_whitespace().map(str::to_string).collect();
                 Some((rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?) / ticks)
             })
             .unwrap_or(0.0)
@@ -228,7 +239,9 @@ impl Server {
     fn rss(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
             .map_or(0, |kib| kib * 1024)
     }
 }
@@ -248,7 +261,12 @@ async fn connect(port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> Res<Box<
         None => Box::new(tcp),
         Some(config) => {
             let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-            Box::new(tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await.map_err(|e| e.to_string())?)
+            Box::new(
+                tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
         }
     })
 }
@@ -257,12 +275,16 @@ async fn connect(port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> Res<Box<
 async fn write_counts(port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> Res<(f64, f64)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut io = connect(port, tls).await?;
-    io.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.map_err(|e| e.to_string())?;
+    io.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     let _ = io.read_to_end(&mut raw).await;
     let text = String::from_utf8_lossy(&raw);
     let get = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
     Ok((get("stomp_edge_frames_sent_total"), get("stomp_edge_socket_writes_total")))
 }
@@ -272,7 +294,8 @@ async fn open(port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> Res<Ws> {
     let io = connect(port, tls).await?;
     let url = format!("{}://localhost:{port}/ws", if tls.is_some() { "wss" } else { "ws" });
     let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).map_err(|e| e.to_string())?;
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str())
+            .map_err(|e| e.to_string())?;
     request.headers_mut().insert("sec-websocket-protocol", "v12.stomp".parse().map_err(|_| "header")?);
     let (ws, _) = tokio_tungstenite::client_async(request, io).await.map_err(|e| e.to_string())?;
     Ok(ws)
@@ -304,7 +327,10 @@ async fn handshake_cost(server: &Server, client: &Arc<rustls::ClientConfig>, n: 
     for _ in 0..n {
         let tcp = TcpStream::connect(("127.0.0.1", server.port)).await.map_err(|e| e.to_string())?;
         let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-        let stream = tokio_rustls::TlsConnector::from(client.clone()).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(client.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
         drop(stream);
     }
     let wall = start.elapsed().as_secs_f64();
@@ -334,7 +360,11 @@ async fn idle_cost(server: &Server, tls: Option<&Arc<rustls::ClientConfig>>, n: 
 /// 100 subscribers on one destination, one publisher at full speed for `seconds`: deliveries
 /// per second of server CPU, deliveries per second of wall time, frames per socket write (for
 /// TLS: frames per batch handed to rustls, each batch encrypted into as few records as fit).
-async fn fanout(server: &Server, tls: Option<&Arc<rustls::ClientConfig>>, seconds: f64) -> Res<(f64, f64, f64)> {
+async fn fanout(
+    server: &Server,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    seconds: f64,
+) -> Res<(f64, f64, f64)> {
     let delivered = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -388,7 +418,11 @@ fn run() -> Res<()> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    println!("TLS cost ({}{}), ECDSA P-256 certificate as --generate-cert makes", o.bin.display(), o.wrapper.as_ref().map(|w| format!(" under {w}")).unwrap_or_default());
+    println!(
+        "TLS cost ({}{}), ECDSA P-256 certificate as --generate-cert makes",
+        o.bin.display(),
+        o.wrapper.as_ref().map(|w| format!(" under {w}")).unwrap_or_default()
+    );
     println!("bench client CPU: {}", stomp_edge::tls::cipher_preference());
     if o.wrapper.is_none() {
         let (us, suite) = in_process_handshakes(&cert, o.handshakes)?;

@@ -468,3 +468,32 @@ async fn two_boards_cluster_through_a_tls_redis() {
     let c = cluster_node(&url, "c", &stranger.path("ca.pem"));
     assert!(!redis_up(&c, Duration::from_secs(2)), "a board with the wrong CA reached Redis");
 }
+
+#[tokio::test]
+async fn a_board_finds_its_primary_through_sentinels_over_tls() {
+    let ca = TestCa::new("sentinel");
+    let (_primary, primary_tls) = tls_redis(&ca);
+    let (cert, key) = ca.issue("sentinel");
+    let sentinel_tls = free_port();
+    // The sentinel speaks TLS to clients on its TLS port and to the primary (tls-replication).
+    let extra = format!(
+        "tls-port {sentinel_tls}\ntls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {}\n\
+         tls-auth-clients no\ntls-replication yes\n",
+        ca.path("ca.pem")
+    );
+    let sentinel = common::sentinel::Sentinel::start_with(primary_tls, &extra, &[]);
+    let start = Instant::now();
+    while sentinel.primary() != format!("127.0.0.1:{primary_tls}") {
+        assert!(start.elapsed() < Duration::from_secs(10), "sentinel never named the primary");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("rediss-sentinel://127.0.0.1:{sentinel_tls}#{}", common::sentinel::MASTER);
+    let board = cluster_node(&url, "s1", &ca.path("ca.pem"));
+    assert!(
+        redis_up(&board, Duration::from_secs(10)),
+        "the board never reached the primary through TLS sentinels"
+    );
+    // The same URL without TLS finds no sentinel on that port.
+    let plain = cluster_node(&url.replacen("rediss-", "redis-", 1), "s2", &ca.path("ca.pem"));
+    assert!(!redis_up(&plain, Duration::from_secs(2)), "a plain sentinel client got through a TLS port");
+}
