@@ -241,3 +241,48 @@ impl Socket for TlsSocket {
         &self.0.tcp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::TlsSocket;
+    use crate::config::Config;
+    use crate::engine::memory::MemoryBroker;
+    use crate::node::Node;
+    use crate::upgrade::Upgraded;
+
+    fn up<S>(node: &Rc<Node>, stream: S) -> Upgraded<S> {
+        let registration = node.register_connection().expect("a free place");
+        Upgraded { stream, node: node.clone(), registration, read_buf: Bytes::new() }
+    }
+
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        (listener.accept().await.expect("accept").0, client)
+    }
+
+    /// The TLS state is boxed: a TLS connection's task is no larger than a plain one's (whose
+    /// bound `driver::tests::a_connection_task_stays_small` keeps).
+    #[tokio::test]
+    async fn a_tls_connection_task_is_no_larger_than_a_plain_one() {
+        let dir = std::env::temp_dir().join(format!("stomp-edge-tls-task-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (cert, key, _) =
+            super::super::generate::write_pair(&dir, &["localhost".into()], &[]).expect("pair");
+        let certificate = super::super::load(&cert.to_string_lossy(), &key.to_string_lossy()).expect("load");
+        let _ = std::fs::remove_dir_all(&dir);
+        let node = Rc::new(Node::new(Config::embedded(), Rc::new(MemoryBroker)));
+        let (plain_stream, _c1) = socket_pair().await;
+        let (tls_stream, _c2) = socket_pair().await;
+        let tls = rustls::ServerConnection::new(certificate.config).expect("server connection");
+        let plain = std::mem::size_of_val(&crate::connection::run(up(&node, plain_stream)));
+        let tls = std::mem::size_of_val(&crate::connection::run(up(&node, TlsSocket::new(tls_stream, tls))));
+        println!("connection task: /ws {plain} B plain, {tls} B over TLS");
+        assert!(tls <= plain, "/ws task over TLS is {tls} B, plain {plain} B");
+    }
+}
