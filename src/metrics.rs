@@ -167,7 +167,7 @@ pub struct Metrics {
     /// HTTP sockets closed before their first request to make room for new ones.
     pub http_idle_evicted: Counter,
     /// TLS handshakes on the board's port (`crate::tls`), by result.
-    pub tls_handshakes: Family<4>,
+    pub tls_handshakes: Family<5>,
     /// SIGHUP reloads whose certificate or key file was bad (the running one stayed).
     pub tls_reload_failures: Counter,
 }
@@ -291,7 +291,7 @@ pub static METRICS: Metrics = Metrics {
     ]),
     flow_paused: Family::new(["backed_up", "memory", "login_check", "other"]),
     http_idle_evicted: Counter::new(),
-    tls_handshakes: Family::new(["ok", "failed", "timeout", "other"]),
+    tls_handshakes: Family::new(["ok", "failed", "timeout", "plain_http", "other"]),
     tls_reload_failures: Counter::new(),
 };
 
@@ -515,7 +515,7 @@ pub fn render(extra: &Extra<'_>) -> String {
         &mut out,
         "tls_handshakes_total",
         "result",
-        "TLS handshakes on the board's port: ok, failed (bad or plain-HTTP client), timeout.",
+        "TLS handshakes on the board's port: ok, failed, timeout, plain_http (answered 400).",
         &m.tls_handshakes,
     );
     counter(

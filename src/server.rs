@@ -282,14 +282,36 @@ fn spawn_http(
     });
 }
 
+/// What a plain-HTTP request to the TLS port is answered (as nginx does): the port speaks HTTPS.
+const PLAIN_ON_TLS: &str = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 57\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n\
+    This port speaks HTTPS only: open it with https:// here.\n";
+
 /// The TLS handshake of an accepted socket, within [`HEADER_READ_TIMEOUT`]; None (counted in
-/// `tls_handshakes_total`) when it fails, e.g. a plain-HTTP client on the TLS port.
+/// `tls_handshakes_total`) when it fails. A client whose first byte is not a TLS handshake
+/// record (a browser sent to `http://`) gets a plain 400 saying to use `https://`.
 async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+    let mut first = [0u8; 1];
+    // 22: a TLS handshake record (RFC 8446, section 5.1).
+    if let Ok(Ok(1)) = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        if first[0] != 22 {
+            crate::metrics::METRICS.tls_handshakes.inc("plain_http");
+            log::debug!("plain HTTP from {peer} on the TLS port: answered 400");
+            let mut stream = stream;
+            let write = tokio::io::AsyncWriteExt::write_all(&mut stream, PLAIN_ON_TLS.as_bytes());
+            if tokio::time::timeout_at(deadline, write).await.is_ok() {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                crate::driver::linger(&stream, tokio::time::Instant::now() + REFUSAL_TIME).await;
+            }
+            return None;
+        }
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             crate::metrics::METRICS.tls_handshakes.inc("ok");
             Some(stream)

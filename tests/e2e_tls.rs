@@ -268,10 +268,10 @@ async fn stomp_over_wss_and_https_routes_with_the_certificate_checked() {
     assert!(status["url"].as_str().is_some_and(|u| u.starts_with("https://")), "{status}");
     let (status, page, _) = https_get(&ca, port, "/");
     assert!(status == 200 && page.contains("<html"), "{status}");
-    // The same port speaks no plain HTTP: the attempt is a failed handshake, counted.
-    let (plain, _, _) = common::http_get(&server.addr, "/healthz", &[]);
-    assert_eq!(plain, 0);
-    assert!(https_metric(&ca, port, "stomp_edge_tls_handshakes_total{result=\"failed\"}") >= 1);
+    // The same port speaks no plain HTTP: a browser sent to http:// reads why, counted.
+    let (plain, _, body) = common::http_get(&server.addr, "/healthz", &[]);
+    assert_eq!((plain, body.as_str()), (400, "This port speaks HTTPS only: open it with https:// here.\n"));
+    assert_eq!(https_metric(&ca, port, "stomp_edge_tls_handshakes_total{result=\"plain_http\"}"), 1);
 }
 
 #[tokio::test]
