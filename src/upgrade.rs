@@ -88,23 +88,27 @@ pub trait Serve: 'static {
 /// hyper has written the response.
 pub fn upgrade(node: Rc<Node>, mut request: Request<Incoming>, serve: impl Serve) -> Response<Body> {
     let config = node.config();
-    let accepted =
-        match handshake::check(request.method(), request.headers(), &config.websocket.allowed_origins) {
-            Ok(a) => a,
-            Err(refused) => {
-                METRICS.connections_rejected.inc(refused.reason);
-                if refused.reason == "bad_upgrade" {
-                    METRICS.http_requests.inc("bad_request");
-                }
-                let mut response = text(refused.status, refused.message);
-                if refused.status == StatusCode::UPGRADE_REQUIRED {
-                    response
-                        .headers_mut()
-                        .insert("sec-websocket-version", hyper::header::HeaderValue::from_static("13"));
-                }
-                return response;
+    let accepted = match handshake::check_on(
+        request.method(),
+        request.headers(),
+        &config.websocket.allowed_origins,
+        config.tls.own_scheme(),
+    ) {
+        Ok(a) => a,
+        Err(refused) => {
+            METRICS.connections_rejected.inc(refused.reason);
+            if refused.reason == "bad_upgrade" {
+                METRICS.http_requests.inc("bad_request");
             }
-        };
+            let mut response = text(refused.status, refused.message);
+            if refused.status == StatusCode::UPGRADE_REQUIRED {
+                response
+                    .headers_mut()
+                    .insert("sec-websocket-version", hyper::header::HeaderValue::from_static("13"));
+            }
+            return response;
+        }
+    };
     let registration = match node.register_connection() {
         Ok(registered) => registered,
         Err(refusal) => {

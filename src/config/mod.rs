@@ -274,6 +274,17 @@ impl AuthConfig {
     }
 }
 
+impl TlsConfig {
+    /// The scheme of the board's own pages: `https` with a certificate configured.
+    pub fn own_scheme(&self) -> &'static str {
+        if self.cert_file.is_empty() {
+            "http"
+        } else {
+            "https"
+        }
+    }
+}
+
 impl StompConfig {
     /// The server-owned prefix `destination` falls under, if any.
     pub fn server_owned(&self, destination: &str) -> Option<&str> {
