@@ -170,6 +170,12 @@ fn origin_parts(text: &str) -> Option<(String, HostPort)> {
 /// sent to (its `Host`). No `Origin` header (a client that is not a browser) is let in; an
 /// `Origin` that is not a well-formed origin (`null`, bytes outside ASCII, a path) is not.
 pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    origin_allowed_on(headers, allowed, "http")
+}
+
+/// [`origin_allowed`] for a board whose own pages are served with `own_scheme`: `https` when
+/// `[tls]` is on (then a `Host` without a port means 443), `http` otherwise.
+pub fn origin_allowed_on(headers: &HeaderMap, allowed: &[String], own_scheme: &str) -> bool {
     if allowed.iter().any(|a| a.trim() == "*") {
         return true;
     }
@@ -187,8 +193,8 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     else {
         return false;
     };
-    host.port = Some(host.port.unwrap_or(80));
-    origin.0 == "http" && origin.1 == host
+    host.port = Some(host.port.unwrap_or(if own_scheme == "https" { 443 } else { 80 }));
+    origin.0 == own_scheme && origin.1 == host
 }
 
 /// Checks a config list of origins; the error names the first bad entry.
@@ -317,6 +323,15 @@ mod tests {
         assert!(origin_allowed(&headers(&[("host", b"board.local:8080")]), &[]), "no Origin: not a browser");
         let port80 = headers(&[("host", b"board.local"), ("origin", b"http://board.local:80")]);
         assert!(origin_allowed(&port80, &[]));
+        // A board with [tls] on: its own pages are https, a Host without a port means 443.
+        let tls = |host: &'static [u8], origin: &'static [u8]| headers(&[("host", host), ("origin", origin)]);
+        assert!(origin_allowed_on(&tls(b"board.local:8443", b"https://board.local:8443"), &[], "https"));
+        assert!(origin_allowed_on(&tls(b"board.local", b"https://board.local"), &[], "https"));
+        assert!(
+            !origin_allowed_on(&tls(b"board.local:8443", b"http://board.local:8443"), &[], "https"),
+            "scheme"
+        );
+        assert!(!origin_allowed_on(&tls(b"board.local", b"https://board.local:80"), &[], "https"), "port");
         // A list: exact origins, default ports filled in; `*`: everyone.
         let list = vec!["https://chat.example".to_string(), "http://10.0.0.5:8080".to_string()];
         assert!(origin_allowed(&req(b"https://chat.example:443"), &list));

@@ -19,7 +19,8 @@ pub fn advertise_url(configured: &str, bound: SocketAddr) -> String {
     }
 }
 
-fn host_name() -> String {
+/// This host's name (`/proc/sys/kernel/hostname`), or `localhost` when it has none.
+pub(crate) fn host_name() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let name = name.trim();
     if name.is_empty() {
@@ -51,6 +52,13 @@ fn route_source() -> Option<IpAddr> {
 
 /// The first `/32 host LOCAL` address of `/proc/net/fib_trie` that is not loopback.
 fn first_local_address(fib_trie: &str) -> Option<IpAddr> {
+    lan_addresses(fib_trie).into_iter().next()
+}
+
+/// Every `/32 host LOCAL` address of `/proc/net/fib_trie` that is not loopback, in its order
+/// (an address listed under several tables once).
+fn lan_addresses(fib_trie: &str) -> Vec<IpAddr> {
+    let mut found = Vec::new();
     let mut last: Option<Ipv4Addr> = None;
     for line in fib_trie.lines() {
         let line = line.trim();
@@ -58,11 +66,29 @@ fn first_local_address(fib_trie: &str) -> Option<IpAddr> {
             last = rest.trim().parse().ok();
         } else if line.contains("/32 host LOCAL") {
             if let Some(ip) = last.filter(|ip| !ip.is_loopback() && !ip.is_unspecified()) {
-                return Some(IpAddr::V4(ip));
+                if !found.contains(&IpAddr::V4(ip)) {
+                    found.push(IpAddr::V4(ip));
+                }
             }
         }
     }
-    None
+    found
+}
+
+/// This host's own addresses that others may reach it at: its IPv4 addresses, then its global
+/// IPv6 addresses (`/proc/net/if_inet6`, link-local left out), loopback left out.
+pub(crate) fn local_addresses() -> Vec<IpAddr> {
+    let mut found = lan_addresses(&std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default());
+    for line in std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default().lines() {
+        let Some(hex) = line.split_whitespace().next().filter(|h| h.len() == 32) else { continue };
+        let Ok(bits) = u128::from_str_radix(hex, 16) else { continue };
+        let ip = std::net::Ipv6Addr::from(bits);
+        let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+        if !ip.is_loopback() && !link_local && !found.contains(&IpAddr::V6(ip)) {
+            found.push(IpAddr::V6(ip));
+        }
+    }
+    found
 }
 
 #[cfg(test)]

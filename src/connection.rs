@@ -6,21 +6,30 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use tokio::net::TcpStream;
-
 use crate::driver::{Driver, Framing, Stomp};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
-use crate::upgrade::Upgraded;
+use crate::tls::socket::Socket;
+use crate::upgrade::{Serve, Upgraded};
 use crate::ws;
 
 /// Frames per vectored write (two slices each: WebSocket header and payload).
 const WRITE_BATCH: usize = 32;
 
+/// The `/ws` framing's [`Serve`], for `upgrade`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ws;
+
+impl Serve for Ws {
+    fn serve<S: Socket + 'static>(self, up: Upgraded<S>) -> impl std::future::Future<Output = ()> + 'static {
+        run(up)
+    }
+}
+
 /// Serves an upgraded `/ws` socket until it closes.
-pub async fn run(up: Upgraded) {
+pub async fn run<S: Socket>(up: Upgraded<S>) {
     // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
     let max_message = up.node.config().limits.max_frame_bytes + 1024;
     Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default())
@@ -47,7 +56,7 @@ impl Framing for PlainFraming {
     }
 
     /// Writes the queue in vectored batches until it is empty or the socket is full.
-    fn flush(&mut self, stream: &TcpStream, outbound: &Outbound) -> io::Result<usize> {
+    fn flush<S: Socket>(&mut self, stream: &S, outbound: &Outbound) -> io::Result<usize> {
         let mut total = 0;
         loop {
             let front_written = self.front_written;
@@ -97,8 +106,8 @@ impl Framing for PlainFraming {
 
 /// Writes up to `WRITE_BATCH` queued frames in one vectored write. Returns the bytes written,
 /// the frames completed and how much of the next frame was written, or None if nothing queued.
-fn write_batch(
-    stream: &TcpStream,
+fn write_batch<S: Socket>(
+    stream: &S,
     queue: &VecDeque<OutFrame>,
     front_written: usize,
 ) -> io::Result<Option<(usize, usize, usize)>> {

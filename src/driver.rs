@@ -21,6 +21,7 @@ use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::protocol::Limits;
 use crate::session::{Outcome, Session};
 use crate::stomp_input;
+use crate::tls::socket::Socket;
 use crate::ws::{self, Control, Decoder};
 
 /// Socket reads per wake-up before the task lets others run.
@@ -85,7 +86,7 @@ pub trait Framing {
     fn pending(&self, outbound: &Outbound) -> bool;
 
     /// Writes as much of what is queued as the socket takes now; returns the bytes written.
-    fn flush(&mut self, stream: &TcpStream, outbound: &Outbound) -> io::Result<usize>;
+    fn flush<S: Socket>(&mut self, stream: &S, outbound: &Outbound) -> io::Result<usize>;
 
     /// The transport's own clock (SockJS heart-beats): does what is due and returns when to be
     /// called again, if ever.
@@ -118,9 +119,9 @@ pub trait Framing {
     }
 }
 
-/// An upgraded socket carrying one STOMP connection.
-pub struct Driver<F: Framing> {
-    stream: TcpStream,
+/// An upgraded socket (plain TCP or TLS) carrying one STOMP connection.
+pub struct Driver<F: Framing, S: Socket = TcpStream> {
+    stream: S,
     node: Rc<Node>,
     stomp: Stomp,
     outbound: Rc<Outbound>,
@@ -154,20 +155,20 @@ pub struct Driver<F: Framing> {
     pressed: bool,
 }
 
-impl<F: Framing> Driver<F> {
+impl<F: Framing, S: Socket> Driver<F, S> {
     /// `initial` holds bytes the client sent after its upgrade request; `max_message_bytes`
     /// bounds one WebSocket message.
     pub fn new(
-        stream: TcpStream,
+        stream: S,
         node: Rc<Node>,
         registration: Registration,
         initial: Bytes,
         max_message_bytes: usize,
         framing: F,
-    ) -> Driver<F> {
+    ) -> Driver<F, S> {
         let outbound = registration.outbound.clone();
         let mut stomp = Stomp::new(&node, registration.id, registration.session_id.clone(), outbound.clone());
-        stomp.session.set_peer(stream.peer_addr().ok().map(|a| a.ip().to_canonical()));
+        stomp.session.set_peer(stream.tcp().peer_addr().ok().map(|a| a.ip().to_canonical()));
         Driver {
             stomp,
             stream,
@@ -208,7 +209,7 @@ impl<F: Framing> Driver<F> {
             // The buffers go back now too (they are on the memory budget), not after the linger.
             let Driver { stream, _registration, buf, framing, charge, .. } = self;
             drop((_registration, buf, framing, charge));
-            linger(&stream, Instant::now() + LINGER).await;
+            linger(stream.tcp(), Instant::now() + LINGER).await;
         }
         reason
     }
@@ -229,7 +230,7 @@ impl<F: Framing> Driver<F> {
             if let Err(e) = self.flush() {
                 return io_reason(&e);
             }
-            let pending = self.framing.pending(&self.outbound);
+            let pending = self.framing.pending(&self.outbound) || self.stream.holds_output();
             let reading = match self.may_read() {
                 Ok(reading) => reading,
                 Err(reason) => return reason,
@@ -451,6 +452,7 @@ impl<F: Framing> Driver<F> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.stream.send_held()?;
         let written = self.framing.flush(&self.stream, &self.outbound)?;
         if written > 0 {
             self.stomp.liveness.last_write = Instant::now();
@@ -468,14 +470,15 @@ impl<F: Framing> Driver<F> {
         let flush_for = if reason == CloseReason::SlowConsumer { CLOSE_FLUSH / 8 } else { CLOSE_FLUSH };
         self.flush_until(Instant::now() + flush_for).await;
         // Half-close so the client sees the end after the close frame.
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        let _ = self.stream.shutdown().await;
         reason
     }
 
     /// Writes what is queued until it is all out, the socket fails or `deadline` passes.
     async fn flush_until(&mut self, deadline: Instant) {
         loop {
-            if self.flush().is_err() || !self.framing.pending(&self.outbound) {
+            if self.flush().is_err() || !(self.framing.pending(&self.outbound) || self.stream.holds_output())
+            {
                 return;
             }
             tokio::select! {
@@ -519,7 +522,7 @@ enum Event {
 
 /// One non-blocking read into `buf`, making room first: Some(bytes read), or None when the
 /// socket has nothing now. End of stream and errors come back as the close reason.
-fn read_once(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<Option<usize>, CloseReason> {
+fn read_once<S: Socket>(stream: &S, buf: &mut Vec<u8>) -> Result<Option<usize>, CloseReason> {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }

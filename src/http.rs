@@ -132,7 +132,7 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
     let response = match path {
         "/ws" | "/ws/" | "/ws/websocket" => {
             METRICS.http_requests.inc("ws");
-            upgrade(node, request, crate::connection::run)
+            upgrade(node, request, crate::connection::Ws)
         }
         _ if path.starts_with("/ws/") => {
             METRICS.http_requests.inc("ws");

@@ -44,6 +44,8 @@
 //! - `clock`: epoch milliseconds.
 //! - `auth`: CONNECT login/passcode checks.
 //! - `login_throttle`: failed logins per address and login, and the delay they earn.
+//! - `tls`: HTTPS and `wss://` on the board's port (rustls with ring): certificates, their
+//!   SIGHUP reload, `--generate-cert`, and the TLS socket under an upgraded WebSocket.
 //! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
@@ -85,6 +87,7 @@ pub(crate) mod signal;
 pub mod sockjs;
 pub(crate) mod status;
 pub(crate) mod stomp_input;
+pub mod tls;
 pub(crate) mod upgrade;
 pub mod ws;
 
@@ -108,12 +111,24 @@ pub fn run(
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
+    // rustls's process-wide provider (the `redis` crate's TLS builds on it): ring with the
+    // board's cipher order, as for its port. Fails only if one is installed already (kept).
+    let _ = tls::provider(!tls::aes_in_hardware()).install_default();
+    // A bad certificate or key stops start-up here, naming the file.
+    let certificate = if config.tls.cert_file.is_empty() {
+        None
+    } else {
+        Some(tls::load(&config.tls.cert_file, &config.tls.key_file)?)
+    };
     local.block_on(&runtime, async move {
         let listener = server::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let bound = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
-        let advertise_url = advertise::advertise_url(&config.cluster.advertise_url, bound);
+        let mut advertise_url = advertise::advertise_url(&config.cluster.advertise_url, bound);
+        if certificate.is_some() && config.cluster.advertise_url.is_empty() {
+            advertise_url = advertise_url.replacen("http://", "https://", 1);
+        }
         let node = if config.redis_url.is_some() {
             // Cluster mode: the Redis engine is the broker, and the chat keeps its rooms in
             // Redis over the same link. The engine connects in the background; the node
@@ -149,6 +164,15 @@ pub fn run(
                 }
             }
         });
+        if let Some(certificate) = certificate {
+            log::info!(
+                "TLS on: https:// and wss:// only, certificate {} (SHA-256 {}); {}",
+                node.config().tls.cert_file,
+                certificate.fingerprint,
+                tls::cipher_preference()
+            );
+            node.tls.set(certificate);
+        }
         status::start(&node);
         server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
     })

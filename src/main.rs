@@ -60,6 +60,18 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Action::HashPasscode(passcode)) => return hash_passcode(&passcode),
+        Ok(Action::GenerateCert(dir)) => {
+            return match stomp_edge::tls::generate::run(std::path::Path::new(&dir)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("stomp-edge: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Ok(Action::PrintVersion) => {
             println!("stomp-edge {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

@@ -166,6 +166,10 @@ pub struct Metrics {
     pub flow_paused: Family<4>,
     /// HTTP sockets closed before their first request to make room for new ones.
     pub http_idle_evicted: Counter,
+    /// TLS handshakes on the board's port (`crate::tls`), by result.
+    pub tls_handshakes: Family<5>,
+    /// SIGHUP reloads whose certificate or key file was bad (the running one stayed).
+    pub tls_reload_failures: Counter,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -287,6 +291,8 @@ pub static METRICS: Metrics = Metrics {
     ]),
     flow_paused: Family::new(["backed_up", "memory", "login_check", "other"]),
     http_idle_evicted: Counter::new(),
+    tls_handshakes: Family::new(["ok", "failed", "timeout", "plain_http", "other"]),
+    tls_reload_failures: Counter::new(),
 };
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -504,6 +510,19 @@ pub fn render(extra: &Extra<'_>) -> String {
         "http_idle_evicted_total",
         "HTTP sockets with no request yet, closed to make room when every slot was taken.",
         m.http_idle_evicted.get(),
+    );
+    family(
+        &mut out,
+        "tls_handshakes_total",
+        "result",
+        "TLS handshakes on the board's port: ok, failed, timeout, plain_http (answered 400).",
+        &m.tls_handshakes,
+    );
+    counter(
+        &mut out,
+        "tls_reload_failures_total",
+        "SIGHUP reloads whose TLS certificate or key file was bad; the running certificate stayed.",
+        m.tls_reload_failures.get(),
     );
     for (name, help, v) in extra.gauges {
         gauge(&mut out, name, help, *v);

@@ -50,6 +50,8 @@ pub struct Node {
     /// The URL other boards and browsers reach this one at (`crate::advertise`), known once
     /// the listener is bound; `/api/nodes` and the registry entry carry it.
     advertise_url: RefCell<Rc<str>>,
+    /// The certificate of the board's port when `[tls]` is on (`crate::tls`).
+    pub tls: crate::tls::Tls,
 }
 
 /// A connection's place in the node's table, like mini-redis's connection permit: its id, its
@@ -117,6 +119,7 @@ impl Node {
             draining: Cell::new(false),
             last_shed: Cell::new(Instant::now()),
             advertise_url: RefCell::new(Rc::from("")),
+            tls: crate::tls::Tls::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The listener: binds the one port, accepts TCP connections (with back-off when the process
 //! is out of file descriptors), serves each with hyper, and runs the signals: SIGTERM/SIGINT
-//! drain and stop, SIGHUP reloads the reloadable settings.
+//! drain and stop, SIGHUP reloads the reloadable settings (and the TLS certificate files).
+//! With `[tls]` on, each socket's TLS handshake comes first, on the request head's clock.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -96,7 +97,10 @@ pub async fn serve(
                     if (slots_full || memory_short) && !idle.evict_oldest() {
                         let reason = if memory_short { "memory" } else { "limit" };
                         crate::metrics::METRICS.connections_rejected.inc(reason);
-                        refuse(stream, memory_short, &refusing);
+                        // A plain 503 means nothing to a TLS client: it is just closed.
+                        if node.tls.current().is_none() {
+                            refuse(stream, memory_short, &refusing);
+                        }
                         continue;
                     }
                     spawn_http(stream, peer, node.clone(), open_http.clone(), idle.clone());
@@ -117,6 +121,13 @@ pub async fn serve(
                         log::info!("configuration reloaded");
                     }
                     Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+                }
+                // The certificate files are read again even when the configuration is not.
+                let tls = node.config().tls.clone();
+                match node.tls.reload(&tls.cert_file, &tls.key_file) {
+                    Ok(Some(fingerprint)) => log::info!("TLS certificate reloaded (SHA-256 {fingerprint})"),
+                    Ok(None) => {}
+                    Err(e) => log::error!("TLS reload failed, keeping the running certificate: {e}"),
                 }
                 hooks.reloaded();
             }
@@ -235,7 +246,9 @@ fn spawn_http(
     open_http.set(open_http.get() + 1);
     let local = stream.local_addr().unwrap_or(peer);
     let from = crate::access::Peer { remote: peer, local };
-    let charge = crate::memory::Charge::of(HTTP_CONNECTION_BYTES);
+    let tls = node.tls.current().map(|c| tokio_rustls::TlsAcceptor::from(c.config.clone()));
+    let tls_bytes = if tls.is_some() { crate::tls::socket::TLS_CONNECTION_BYTES } else { 0 };
+    let charge = crate::memory::Charge::of(HTTP_CONNECTION_BYTES + tls_bytes);
     let (id, evicted) = idle.add();
     tokio::task::spawn_local(async move {
         let idle_in_service = idle.clone();
@@ -245,12 +258,18 @@ fn spawn_http(
             request.extensions_mut().insert(from);
             crate::http::handle(node.clone(), request)
         });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(16 * 1024)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(16 * 1024);
+        let connection = async {
+            match tls {
+                None => http.serve_connection(TokioIo::new(stream), service).with_upgrades().await,
+                Some(acceptor) => {
+                    // The handshake is on the request head's clock (and evictable while idle).
+                    let Some(stream) = handshake(acceptor, stream, peer).await else { return Ok(()) };
+                    http.serve_connection(TokioIo::new(stream), service).with_upgrades().await
+                }
+            }
+        };
         tokio::select! {
             result = connection => if let Err(e) = result {
                 log::debug!("http connection from {peer}: {e}");
@@ -261,4 +280,51 @@ fn spawn_http(
         drop(charge);
         open_http.set(open_http.get().saturating_sub(1));
     });
+}
+
+/// What a plain-HTTP request to the TLS port is answered (as nginx does): the port speaks HTTPS.
+const PLAIN_ON_TLS: &str = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 57\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n\
+    This port speaks HTTPS only: open it with https:// here.\n";
+
+/// The TLS handshake of an accepted socket, within [`HEADER_READ_TIMEOUT`]; None (counted in
+/// `tls_handshakes_total`) when it fails. A client whose first byte is not a TLS handshake
+/// record (a browser sent to `http://`) gets a plain 400 saying to use `https://`.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+    let mut first = [0u8; 1];
+    // 22: a TLS handshake record (RFC 8446, section 5.1).
+    if let Ok(Ok(1)) = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        if first[0] != 22 {
+            crate::metrics::METRICS.tls_handshakes.inc("plain_http");
+            log::debug!("plain HTTP from {peer} on the TLS port: answered 400");
+            let mut stream = stream;
+            let write = tokio::io::AsyncWriteExt::write_all(&mut stream, PLAIN_ON_TLS.as_bytes());
+            if tokio::time::timeout_at(deadline, write).await.is_ok() {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                crate::driver::linger(&stream, tokio::time::Instant::now() + REFUSAL_TIME).await;
+            }
+            return None;
+        }
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            crate::metrics::METRICS.tls_handshakes.inc("ok");
+            Some(stream)
+        }
+        Ok(Err(e)) => {
+            crate::metrics::METRICS.tls_handshakes.inc("failed");
+            log::debug!("tls handshake from {peer} failed: {e}");
+            None
+        }
+        Err(_) => {
+            crate::metrics::METRICS.tls_handshakes.inc("timeout");
+            log::debug!("tls handshake from {peer} timed out");
+            None
+        }
+    }
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use crate::metrics::METRICS;
 use crate::node::{Node, Registration};
+use crate::tls::socket::Socket;
 use crate::ws::handshake;
 
 /// Whole answers, or a streamed one (a SockJS receiving request).
@@ -65,9 +66,10 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-/// A socket handed over after a `101`, with the STOMP connection registered for it.
-pub struct Upgraded {
-    pub stream: TcpStream,
+/// A socket handed over after a `101`, with the STOMP connection registered for it: a
+/// `TcpStream`, or a [`TlsSocket`](crate::tls::socket::TlsSocket) on a TLS port.
+pub struct Upgraded<S = TcpStream> {
+    pub stream: S,
     pub node: Rc<Node>,
     /// The connection's place in the node (freed when the socket's task drops it).
     pub registration: Registration,
@@ -75,32 +77,38 @@ pub struct Upgraded {
     pub read_buf: Bytes,
 }
 
+/// What serves an upgraded socket (the `/ws` framing, SockJS's `websocket`), for a plain
+/// and a TLS socket alike.
+pub trait Serve: 'static {
+    fn serve<S: Socket + 'static>(self, up: Upgraded<S>) -> impl std::future::Future<Output = ()> + 'static;
+}
+
 /// Answers a WebSocket upgrade (`GET /ws`, SockJS's `…/websocket`): refuses with a clear
 /// status, or registers the connection, answers 101 and hands the socket to `serve` once
 /// hyper has written the response.
-pub fn upgrade<F, Fut>(node: Rc<Node>, mut request: Request<Incoming>, serve: F) -> Response<Body>
-where
-    F: FnOnce(Upgraded) -> Fut + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
+pub fn upgrade(node: Rc<Node>, mut request: Request<Incoming>, serve: impl Serve) -> Response<Body> {
     let config = node.config();
-    let accepted =
-        match handshake::check(request.method(), request.headers(), &config.websocket.allowed_origins) {
-            Ok(a) => a,
-            Err(refused) => {
-                METRICS.connections_rejected.inc(refused.reason);
-                if refused.reason == "bad_upgrade" {
-                    METRICS.http_requests.inc("bad_request");
-                }
-                let mut response = text(refused.status, refused.message);
-                if refused.status == StatusCode::UPGRADE_REQUIRED {
-                    response
-                        .headers_mut()
-                        .insert("sec-websocket-version", hyper::header::HeaderValue::from_static("13"));
-                }
-                return response;
+    let accepted = match handshake::check_on(
+        request.method(),
+        request.headers(),
+        &config.websocket.allowed_origins,
+        config.tls.own_scheme(),
+    ) {
+        Ok(a) => a,
+        Err(refused) => {
+            METRICS.connections_rejected.inc(refused.reason);
+            if refused.reason == "bad_upgrade" {
+                METRICS.http_requests.inc("bad_request");
             }
-        };
+            let mut response = text(refused.status, refused.message);
+            if refused.status == StatusCode::UPGRADE_REQUIRED {
+                response
+                    .headers_mut()
+                    .insert("sec-websocket-version", hyper::header::HeaderValue::from_static("13"));
+            }
+            return response;
+        }
+    };
     let registration = match node.register_connection() {
         Ok(registered) => registered,
         Err(refusal) => {
@@ -119,12 +127,26 @@ where
                 return; // the registration is dropped: its place is free again
             }
         };
+        // Each arm's future lives in the same place of this task: a TLS one costs a plain one
+        // nothing.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf }).await;
+                serve
+                    .serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf })
+                    .await;
             }
-            Err(_) => log::error!("upgraded connection is not a TCP stream"),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
+            {
+                Ok(parts) => {
+                    let (tcp, tls) = parts.io.into_inner().into_inner();
+                    let stream = crate::tls::socket::TlsSocket::new(tcp, tls);
+                    serve
+                        .serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf })
+                        .await;
+                }
+                Err(_) => log::error!("upgraded connection is neither a TCP nor a TLS stream"),
+            },
         }
     });
     let mut response = Response::new(Either::Left(Full::new(Bytes::new())));

@@ -217,6 +217,11 @@ function card(b, now) {
     el('span', { 'data-testid': 'board-mode', text: s.mode }), document.createTextNode(' · '),
     el('span', { class: s.redis.state === 'down' ? 'bad' : '', 'data-testid': 'board-redis', text: redis }),
     document.createTextNode(` · v${s.version} · up ${fmtUptime(s.uptimeSeconds)}${s.status === 'draining' ? ' · shutting down' : ''}`)));
+  if (s.tls) {
+    // The certificate people compare with what their browser shows (docs/TLS.md).
+    node.append(el('p', { class: 'meta' }, document.createTextNode('TLS certificate SHA-256: '),
+      el('code', { 'data-testid': 'board-tls-fingerprint', text: s.tls.fingerprintSha256 })));
+  }
   node.append(el('div', { class: 'figures' },
     figure('connections', s.connections.total, 'connections'),
     figure(`WebSocket / SockJS`, `${s.connections.websocket} / ${s.connections.sockjs}`, 'transports'),

@@ -11,7 +11,7 @@ cd "${REPO_ROOT:-$(dirname "$0")/../..}" || exit 1
 TARGET=aarch64-unknown-linux-gnu
 BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/stomp-edge
 SYSROOT=/usr/aarch64-linux-gnu
-SIZE_BUDGET=${STOMP_EDGE_SIZE_BUDGET_BYTES:-3145728} # 3 MiB, the issue's target
+SIZE_BUDGET=${STOMP_EDGE_SIZE_BUDGET_BYTES:-4194304} # 4 MiB with TLS in (issue 24; 3 MiB before it)
 TAG=50-aarch64
 
 # shellcheck source=../lib/checks.sh

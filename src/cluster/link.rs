@@ -15,7 +15,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSub};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+    RedisResult, TlsCertificates,
+};
 
 use super::sentinel::{Primary, Sentinels};
 use crate::config::{RedisTarget, SentinelTarget};
@@ -55,7 +58,12 @@ enum Target {
     /// One server, as the URL says.
     Single(Client),
     /// Asked of the sentinels; `data` is how to log in to the data nodes (db, user, password).
-    Sentinel { sentinels: Rc<Sentinels>, data: RedisConnectionInfo, url: SentinelTarget },
+    Sentinel {
+        sentinels: Rc<Sentinels>,
+        data: RedisConnectionInfo,
+        url: SentinelTarget,
+        ca: Option<Rc<[u8]>>,
+    },
 }
 
 /// What the link and its sentinel watchers share.
@@ -139,13 +147,34 @@ impl std::fmt::Display for LinkError {
     }
 }
 
+/// A client for `info`; a TLS address (`rediss`) with `ca` (PEM) checks the server's
+/// certificate against that CA instead of the system's.
+pub(crate) fn client(info: ConnectionInfo, ca: Option<&[u8]>) -> RedisResult<Client> {
+    match ca {
+        Some(ca) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) => {
+            Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) })
+        }
+        _ => Client::open(info),
+    }
+}
+
+/// The connection info of `host:port`, over TLS with `tls` (the host name is what the
+/// certificate is checked for).
+pub(crate) fn tcp_info(host: &str, port: u16, tls: bool) -> RedisResult<ConnectionInfo> {
+    let scheme = if tls { "rediss" } else { "redis" };
+    format!("{scheme}://{}", crate::config::redis_url::address(host, port)).into_connection_info()
+}
+
 impl Link {
     /// A link for a cluster-mode URL (`redis://…` or `redis-sentinel://…#MASTER`). The URL's
     /// user and password log in to the data nodes; the sentinels' own are `sentinel_auth`.
-    pub fn new(url: &str, timeout: Duration) -> Result<Link, String> {
+    /// `ca` (PEM, `tls.redis_ca_file`) is what a TLS Redis's certificate is checked against;
+    /// None: the system's CAs.
+    pub fn new(url: &str, timeout: Duration, ca: Option<Rc<[u8]>>) -> Result<Link, String> {
         let target = match RedisTarget::parse(url).map_err(|e| format!("bad redis_url: {e}"))? {
             RedisTarget::Single(url) => {
-                Target::Single(Client::open(url.as_str()).map_err(|e| format!("bad redis_url: {e}"))?)
+                let info = url.as_str().into_connection_info().map_err(|e| format!("bad redis_url: {e}"))?;
+                Target::Single(client(info, ca.as_deref()).map_err(|e| format!("bad redis_url: {e}"))?)
             }
             RedisTarget::Sentinel(t) => {
                 let mut data = RedisConnectionInfo::default().set_db(t.db);
@@ -155,8 +184,8 @@ impl Link {
                 if let Some(password) = &t.password {
                     data = data.set_password(password);
                 }
-                let sentinels = Sentinels::new(&t, "", "", timeout)?;
-                Target::Sentinel { sentinels: Rc::new(sentinels), data, url: t }
+                let sentinels = Sentinels::new(&t, "", "", timeout, ca.clone())?;
+                Target::Sentinel { sentinels: Rc::new(sentinels), data, url: t, ca }
             }
         };
         let current = match &target {
@@ -178,8 +207,8 @@ impl Link {
     /// The ACL user and password (empty: none) the link gives the sentinels, when they differ
     /// from the data nodes'. No effect with a `redis://` URL.
     pub fn sentinel_auth(mut self, username: &str, password: &str) -> Result<Link, String> {
-        if let Target::Sentinel { sentinels, url, .. } = &mut self.target {
-            *sentinels = Rc::new(Sentinels::new(url, username, password, self.timeout)?);
+        if let Target::Sentinel { sentinels, url, ca, .. } = &mut self.target {
+            *sentinels = Rc::new(Sentinels::new(url, username, password, self.timeout, ca.clone())?);
         }
         Ok(self)
     }
@@ -271,12 +300,11 @@ impl Link {
     {
         let (client, address) = match &self.target {
             Target::Single(client) => (client.clone(), client.get_connection_info().addr().to_string()),
-            Target::Sentinel { sentinels, data, .. } => match sentinels.primary().await {
+            Target::Sentinel { sentinels, data, url, ca } => match sentinels.primary().await {
                 Ok(primary) => {
-                    let info = (primary.host.as_str(), primary.port)
-                        .into_connection_info()
+                    let info = tcp_info(&primary.host, primary.port, url.tls)
                         .map(|i| i.set_redis_settings(data.clone()));
-                    match info.and_then(Client::open) {
+                    match info.and_then(|info| client(info, ca.as_deref())) {
                         Ok(client) => (client, primary.address()),
                         Err(e) => {
                             log::warn!("sentinels name primary {}: {e}", primary.address());
@@ -521,7 +549,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pause_ends_at_once_after_a_change_it_did_not_see() {
-        let link = Link::new("redis://127.0.0.1:1", Duration::from_secs(1)).unwrap();
+        let link = Link::new("redis://127.0.0.1:1", Duration::from_secs(1), None).unwrap();
         let seen = link.events();
         link.shared.changed();
         let quick = tokio::time::timeout(Duration::from_secs(5), link.pause(seen, Duration::from_secs(60)));

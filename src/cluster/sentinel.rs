@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{AsyncConnectionConfig, Client, RedisConnectionInfo};
 
 use crate::config::SentinelTarget;
 use crate::metrics::Counter;
@@ -71,6 +71,7 @@ impl Sentinels {
         username: &str,
         password: &str,
         timeout: Duration,
+        ca: Option<std::rc::Rc<[u8]>>,
     ) -> Result<Sentinels, String> {
         let mut auth = RedisConnectionInfo::default().set_skip_set_lib_name();
         if !username.is_empty() {
@@ -81,12 +82,11 @@ impl Sentinels {
         }
         let mut nodes = Vec::with_capacity(target.sentinels.len());
         for (host, port) in &target.sentinels {
-            let info = (host.as_str(), *port)
-                .into_connection_info()
+            let info = super::link::tcp_info(host, *port, target.tls)
                 .map_err(|e| format!("bad sentinel address {host}:{port}: {e}"))?
                 .set_redis_settings(auth.clone());
-            let client =
-                Client::open(info).map_err(|e| format!("bad sentinel address {host}:{port}: {e}"))?;
+            let client = super::link::client(info, ca.as_deref())
+                .map_err(|e| format!("bad sentinel address {host}:{port}: {e}"))?;
             nodes.push(Node {
                 address: crate::config::redis_url::address(host, *port),
                 client,

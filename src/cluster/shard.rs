@@ -29,7 +29,11 @@ impl Shard {
     pub fn new(config: &Config) -> Result<Shard, String> {
         let url = config.redis_url.as_deref().ok_or("cluster mode needs redis_url")?;
         let cluster = config.cluster.clone();
-        let link = Link::new(url, Duration::from_millis(cluster.command_timeout_ms))?
+        let ca = match config.tls.redis_ca_file.as_str() {
+            "" => None,
+            path => Some(std::rc::Rc::from(crate::tls::read_ca_file(path)?)),
+        };
+        let link = Link::new(url, Duration::from_millis(cluster.command_timeout_ms), ca)?
             .sentinel_auth(&cluster.sentinel_username, &cluster.sentinel_password)?;
         Ok(Shard {
             link,

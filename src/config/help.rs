@@ -14,17 +14,20 @@ pub fn help_text() -> String {
 USAGE:
     stomp-edge [--config FILE] [--listen ADDR:PORT] [--server-id ID] [--redis URL] [--log-level LEVEL]
     stomp-edge --hash-passcode PASSCODE
+    stomp-edge --generate-cert DIR
 
 OPTIONS:
     -c, --config FILE      read settings from FILE (see --print-config for every key)
         --listen ADDR:PORT address of the one listener          [default: 0.0.0.0:8080]
         --server-id ID     node name, unique in a cluster        [default: host name]
-        --redis URL        redis:// or redis-sentinel://h1,h2,h3#MASTER URL: cluster
-                           mode; none: local-only mode
+        --redis URL        redis://, rediss:// (TLS) or redis-sentinel://h1,h2,h3#MASTER
+                           URL: cluster mode; none: local-only mode
         --log-level LEVEL  error, warn, info, debug or trace     [default: info]
         --print-config     print the documented default config file and exit
         --hash-passcode P  print the Argon2 hash of passcode P for auth.users (\"login:HASH\");
                            P = - reads it from standard input (keeps it out of the shell history)
+        --generate-cert DIR write DIR/cert.pem and DIR/key.pem, self-signed for this board's
+                           names and addresses, for [tls] (HTTPS and wss://), and exit
     -h, --help             print this help
     -V, --version          print the version
 

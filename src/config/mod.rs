@@ -75,6 +75,7 @@ settings! {
         pub sockjs: SockJsConfig = Section;
         pub streams: StreamsConfig = Section;
         pub status: StatusConfig = Section;
+        pub tls: TlsConfig = Section;
     }
 
     /// `[stomp]`: heart-beats, the CONNECT deadline, client topic sends and transactions.
@@ -199,6 +200,22 @@ settings! {
         pub require_auth: bool = Live;
     }
 
+    /// `[tls]`: HTTPS and `wss://` on the board's port, and the CA of a `rediss://` Redis
+    /// (`crate::tls`). The paths need a restart; the files behind them are read again on
+    /// every SIGHUP (a bad file then keeps the running certificate).
+    pub struct TlsConfig {
+        /// PEM certificate chain, the board's own certificate first; empty: plain HTTP.
+        #[serde(deserialize_with = "value::file_path")]
+        pub cert_file: String = Restart;
+        /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+        #[serde(deserialize_with = "value::file_path")]
+        pub key_file: String = Restart;
+        /// PEM CA certificates a `rediss://` Redis (and its sentinels) is checked against;
+        /// empty: the system's CAs.
+        #[serde(deserialize_with = "value::file_path")]
+        pub redis_ca_file: String = Restart;
+    }
+
     /// `[streams]`: which destinations keep a history, and its bounds (`engine::stream`).
     pub struct StreamsConfig {
         /// Prefixes of the streamed `/topic/` destinations, e.g. `/topic/room/`.
@@ -233,6 +250,9 @@ pub enum Action {
     PrintVersion,
     /// `--hash-passcode PASSCODE`: print the Argon2 hash to configure instead of it.
     HashPasscode(String),
+    /// `--generate-cert DIR`: write a self-signed certificate and key for this board there
+    /// (`crate::tls::generate`).
+    GenerateCert(String),
 }
 
 /// The flags that set a key, and the key each sets.
@@ -250,6 +270,17 @@ impl AuthConfig {
             free_failures: self.throttle_after_failures,
             delay: Duration::from_millis(self.throttle_delay_ms),
             max_delay: Duration::from_millis(self.throttle_max_delay_ms.max(self.throttle_delay_ms)),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The scheme of the board's own pages: `https` with a certificate configured.
+    pub fn own_scheme(&self) -> &'static str {
+        if self.cert_file.is_empty() {
+            "http"
+        } else {
+            "https"
         }
     }
 }
@@ -304,6 +335,9 @@ impl Config {
         if self.cluster.reconnect_min_ms > self.cluster.reconnect_max_ms {
             return Err("cluster.reconnect_min_ms must not exceed cluster.reconnect_max_ms".into());
         }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            return Err("tls.cert_file and tls.key_file must be set together (or both left empty)".into());
+        }
         if self.chat.max_message_bytes + 1024 > self.limits.max_frame_bytes {
             return Err("chat.max_message_bytes must be at least 1 KiB below limits.max_frame_bytes".into());
         }
@@ -343,6 +377,7 @@ impl Config {
                 "--print-config" => return Ok(Action::PrintConfig),
                 "-c" | "--config" => config_path = Some(value("--config")?),
                 "--hash-passcode" => return Ok(Action::HashPasscode(value("--hash-passcode")?)),
+                "--generate-cert" => return Ok(Action::GenerateCert(value("--generate-cert")?)),
                 other => match FLAGS.iter().find(|(flag, _)| *flag == other) {
                     Some((flag, key)) => {
                         let v = value(flag)?;

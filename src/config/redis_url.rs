@@ -2,6 +2,8 @@
 //! `unix://`, handed to the `redis` crate as written), or a primary that Redis Sentinel manages,
 //! in Lettuce's form (what Spring's Redis clients write):
 //! `redis-sentinel://[[user:]password@]host[:port][,host[:port]…][/db][?sentinelMasterId=NAME][#NAME]`.
+//! TLS as in Lettuce: `rediss://` for one server, `rediss-sentinel://` when the sentinels and
+//! the data nodes all speak TLS; `tls.redis_ca_file` is the CA they are checked against.
 //!
 //! The user and password of a sentinel URL are those of the data nodes (the primary), as in
 //! Lettuce; the sentinels' own password is the config key `cluster.sentinel_password`.
@@ -37,6 +39,8 @@ pub struct SentinelTarget {
     pub username: Option<String>,
     /// Password for the data nodes (percent-decoded); None: no AUTH.
     pub password: Option<String>,
+    /// `rediss-sentinel://`: the sentinels and the data nodes are reached over TLS.
+    pub tls: bool,
 }
 
 impl RedisTarget {
@@ -44,16 +48,20 @@ impl RedisTarget {
     /// password).
     pub fn parse(url: &str) -> Result<RedisTarget, String> {
         if let Some(rest) = url.strip_prefix("redis-sentinel://") {
-            return parse_sentinel(rest).map(RedisTarget::Sentinel);
+            return parse_sentinel(rest, false).map(RedisTarget::Sentinel);
         }
-        if url.starts_with("redis://") || url.starts_with("redis+unix://") || url.starts_with("unix://") {
+        if let Some(rest) = url.strip_prefix("rediss-sentinel://") {
+            return parse_sentinel(rest, true).map(RedisTarget::Sentinel);
+        }
+        let schemes = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        if schemes.iter().any(|s| url.starts_with(s)) {
             return Ok(RedisTarget::Single(url.to_string()));
         }
-        Err("must start with redis:// or redis-sentinel:// (TLS is not supported)".into())
+        Err("must start with redis://, rediss:// (TLS), redis-sentinel:// or rediss-sentinel://".into())
     }
 }
 
-fn parse_sentinel(rest: &str) -> Result<SentinelTarget, String> {
+fn parse_sentinel(rest: &str, tls: bool) -> Result<SentinelTarget, String> {
     let (rest, fragment) = match rest.split_once('#') {
         Some((r, f)) => (r, Some(f)),
         None => (rest, None),
@@ -115,7 +123,7 @@ fn parse_sentinel(rest: &str) -> Result<SentinelTarget, String> {
     if master.len() > MAX_MASTER_NAME || master.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("master name must be 1-{MAX_MASTER_NAME} bytes without spaces"));
     }
-    Ok(SentinelTarget { sentinels, master, db, username, password })
+    Ok(SentinelTarget { sentinels, master, db, username, password, tls })
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -188,6 +196,7 @@ impl fmt::Debug for SentinelTarget {
             .field("db", &self.db)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -232,13 +241,16 @@ mod tests {
             assert_eq!((s.username, s.password.as_deref()), (None, Some("secret")));
         }
         let s = sentinel("redis-sentinel://h:1/2?sentinelMasterId=other");
-        assert_eq!((s.master.as_str(), s.db), ("other", 2));
+        assert_eq!((s.master.as_str(), s.db, s.tls), ("other", 2, false));
+        let s = sentinel("rediss-sentinel://h:1#m");
+        assert_eq!((s.master.as_str(), s.tls), ("m", true));
         assert!(!format!("{:?}", sentinel("redis-sentinel://u:hunter2@h#m")).contains("hunter2"));
     }
 
     #[test]
     fn single_urls_pass_through() {
-        for url in ["redis://127.0.0.1:6379", "redis://:pw@h/2", "unix:///run/redis.sock"] {
+        for url in ["redis://127.0.0.1:6379", "redis://:pw@h/2", "unix:///run/redis.sock", "rediss://h:6380"]
+        {
             assert_eq!(RedisTarget::parse(url), Ok(RedisTarget::Single(url.into())));
         }
     }
@@ -247,7 +259,7 @@ mod tests {
     fn bad_urls_say_why() {
         let err = |url: &str| RedisTarget::parse(url).unwrap_err();
         assert!(err("http://x").contains("redis-sentinel://"));
-        assert!(err("rediss://x").contains("TLS"));
+        assert!(err("redis-tls://x").contains("rediss://"));
         assert!(err("redis-sentinel://h1:26379").contains("master name"));
         assert!(err("redis-sentinel://h1:26379#").contains("master name"));
         assert!(err("redis-sentinel://h1:0#m").contains("host[:port]"));

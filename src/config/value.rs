@@ -38,8 +38,8 @@ pub fn server_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(text)
 }
 
-/// `redis_url`: empty (local-only mode), a `redis://`, `redis+unix://` or `unix://` URL, or a
-/// `redis-sentinel://…#MASTER` URL (read by `RedisTarget::parse`).
+/// `redis_url`: empty (local-only mode), a `redis://`, `rediss://`, `redis+unix://` or `unix://`
+/// URL, or a `redis-sentinel://…#MASTER` (`rediss-sentinel://`) URL (read by `RedisTarget::parse`).
 pub fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
     if text.is_empty() {
@@ -47,6 +47,16 @@ pub fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
     }
     super::RedisTarget::parse(&text).map_err(D::Error::custom)?;
     Ok(Some(text))
+}
+
+/// `tls.cert_file` and friends: empty, or a path of at most 4096 bytes without control
+/// characters (whether the file is there and good is checked when it is read).
+pub fn file_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.len() > 4096 || text.chars().any(char::is_control) {
+        return Err(D::Error::custom("must be a path of at most 4096 bytes without control characters"));
+    }
+    Ok(text)
 }
 
 /// `cluster.sentinel_username`/`sentinel_password`: at most 256 bytes, no control characters

@@ -114,7 +114,8 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
     if !config.sockjs.enabled {
         return reply::error(headers, StatusCode::NOT_FOUND, "Not found.");
     }
-    if !crate::access::origin_allowed(headers, &config.websocket.allowed_origins) {
+    if !crate::access::origin_allowed_on(headers, &config.websocket.allowed_origins, config.tls.own_scheme())
+    {
         METRICS.connections_rejected.inc("origin");
         METRICS.sockjs_rejected.inc("origin");
         // A refusal grants nothing: no CORS headers.
@@ -143,7 +144,7 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
         _ => None,
     };
     match (transport, &method, receiving) {
-        ("websocket", &Method::GET, _) => crate::upgrade::upgrade(node, request, websocket::run),
+        ("websocket", &Method::GET, _) => crate::upgrade::upgrade(node, request, websocket::SockJsWs),
         ("websocket", _, _) => method_not_allowed(headers, "GET"),
         ("eventsource", &Method::GET, Some(kind)) => xhr::receive(&node, headers, session, kind, peer),
         ("eventsource", _, _) => method_not_allowed(headers, "GET"),

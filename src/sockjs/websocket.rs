@@ -1,12 +1,11 @@
 //! The SockJS `websocket` transport (`/ws/{server}/{session}/websocket`): the shared socket
-//! [`Driver`] with a framing in which every WebSocket message carries SockJS frames. Incoming
+//! [`Driver`](crate::driver::Driver) with a framing in which every WebSocket message carries SockJS frames. Incoming
 //! messages' JSON is decoded into the STOMP stream; queued STOMP frames go out batched into one
 //! `a[...]` text message per write, one batch in memory at a time; an `h` goes out when nothing
 //! else did for the heart-beat interval.
 
 use std::io;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::driver::{trim_buffer, Driver, Framing, Stomp, KEEP_BUFFER};
@@ -14,7 +13,8 @@ use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{FrameKind, OutFrame, Outbound};
 use crate::stomp_input;
-use crate::upgrade::Upgraded;
+use crate::tls::socket::Socket;
+use crate::upgrade::{Serve, Upgraded};
 use crate::ws;
 
 use super::frame;
@@ -22,8 +22,18 @@ use super::session::BATCH_BYTES;
 use super::stomp::close_code;
 use super::Settings;
 
+/// SockJS's `websocket` transport's [`Serve`], for `upgrade`.
+#[derive(Debug, Clone, Copy)]
+pub struct SockJsWs;
+
+impl Serve for SockJsWs {
+    fn serve<S: Socket + 'static>(self, up: Upgraded<S>) -> impl std::future::Future<Output = ()> + 'static {
+        run(up)
+    }
+}
+
 /// Serves an upgraded SockJS WebSocket until it closes.
-pub async fn run(up: Upgraded) {
+pub async fn run<S: Socket>(up: Upgraded<S>) {
     let settings = Settings::from_config(&up.node.config());
     METRICS.sockjs_sessions.inc("websocket");
     up.node.mark_sockjs(up.registration.id);
@@ -116,7 +126,7 @@ impl Framing for SockJsFraming {
         self.written < self.write.len() || !outbound.is_empty()
     }
 
-    fn flush(&mut self, stream: &TcpStream, outbound: &Outbound) -> io::Result<usize> {
+    fn flush<S: Socket>(&mut self, stream: &S, outbound: &Outbound) -> io::Result<usize> {
         let mut total = 0;
         self.fill(outbound);
         while self.written < self.write.len() {

@@ -47,6 +47,16 @@ pub struct Snapshot {
     /// Every counter of `/metrics` by series, for scripts.
     pub counters: BTreeMap<String, u64>,
     pub history: HistoryFigures,
+    /// The board's port serves TLS (`[tls]`): its certificate; None: plain HTTP.
+    pub tls: Option<TlsFigures>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsFigures {
+    /// SHA-256 of the certificate (DER) as `AB:CD:…`, as `openssl x509 -fingerprint -sha256`
+    /// prints it.
+    pub fingerprint_sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +147,8 @@ pub struct Inputs {
     pub rooms: Vec<(String, usize)>,
     /// Every counter series, from `/metrics`.
     pub counters: Vec<Series>,
+    /// The running TLS certificate's fingerprint; None: plain HTTP.
+    pub tls_fingerprint: Option<String>,
 }
 
 /// The sample of the history a set of counters makes.
@@ -230,6 +242,7 @@ pub fn build(inputs: Inputs, history: &History, now: Instant, now_ms: u64) -> Sn
             connections: history.connections(),
             messages_per_second: history.messages_per_second(),
         },
+        tls: inputs.tls_fingerprint.map(|fingerprint_sha256| TlsFigures { fingerprint_sha256 }),
     }
 }
 
@@ -265,6 +278,7 @@ pub async fn gather(node: &Node) -> Inputs {
             None => Vec::new(),
         },
         counters: counters::parse(&super::metrics_text(node)),
+        tls_fingerprint: node.tls.fingerprint(),
     }
 }
 
@@ -312,6 +326,7 @@ mod tests {
             destinations: 2,
             rooms: vec![("small".into(), 1), ("big".into(), 9), ("mid".into(), 4)],
             counters,
+            tls_fingerprint: None,
         }
     }
 

@@ -40,6 +40,16 @@ fn header_has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
 /// Checks an upgrade request. `allowed_origins` as in the config: empty means the request's
 /// own host (and clients without an Origin header), `*` means everyone.
 pub fn check(method: &Method, headers: &HeaderMap, allowed_origins: &[String]) -> Result<Accepted, Refused> {
+    check_on(method, headers, allowed_origins, "http")
+}
+
+/// [`check`] for a board whose own pages are served with `own_scheme` (`https` with `[tls]`).
+pub fn check_on(
+    method: &Method,
+    headers: &HeaderMap,
+    allowed_origins: &[String],
+    own_scheme: &str,
+) -> Result<Accepted, Refused> {
     if method != Method::GET {
         return Err(refused(StatusCode::METHOD_NOT_ALLOWED, "WebSocket upgrades use GET", "bad_upgrade"));
     }
@@ -66,7 +76,7 @@ pub fn check(method: &Method, headers: &HeaderMap, allowed_origins: &[String]) -
         .ok_or_else(|| {
             refused(StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key", "bad_upgrade")
         })?;
-    if !crate::access::origin_allowed(headers, allowed_origins) {
+    if !crate::access::origin_allowed_on(headers, allowed_origins, own_scheme) {
         return Err(refused(StatusCode::FORBIDDEN, "origin not allowed", "origin"));
     }
     Ok(Accepted { accept_key: derive_accept_key(key), subprotocol: choose_subprotocol(headers) })
