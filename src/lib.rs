@@ -44,6 +44,7 @@
 //! - `clock`: epoch milliseconds.
 //! - `auth`: CONNECT login/passcode checks.
 //! - `login_throttle`: failed logins per address and login, and the delay they earn.
+//! - `forwarded`: the real client's address behind a trusted reverse proxy.
 //! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
@@ -70,6 +71,7 @@ pub(crate) mod connection;
 pub(crate) mod driver;
 pub mod edge;
 pub(crate) mod engine;
+pub mod forwarded;
 pub(crate) mod http;
 pub(crate) mod liveness;
 pub(crate) mod login_check;

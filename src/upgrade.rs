@@ -73,6 +73,8 @@ pub struct Upgraded {
     pub registration: Registration,
     /// Bytes the client sent after its request, already read by hyper.
     pub read_buf: Bytes,
+    /// The client's real address (`crate::forwarded`), when known.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Answers a WebSocket upgrade (`GET /ws`, SockJS's `…/websocket`): refuses with a clear
@@ -109,6 +111,7 @@ where
             return text(StatusCode::SERVICE_UNAVAILABLE, message);
         }
     };
+    let client = request.extensions().get::<crate::forwarded::Client>().map(|c| c.0);
     let on_upgrade = hyper::upgrade::on(&mut request);
     let task_node = node.clone();
     tokio::task::spawn_local(async move {
@@ -122,7 +125,8 @@ where
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf }).await;
+                serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf, client })
+                    .await;
             }
             Err(_) => log::error!("upgraded connection is not a TCP stream"),
         }
