@@ -19,7 +19,10 @@
 
 use std::net::IpAddr;
 
-use hyper::header::{HeaderMap, HeaderName};
+use hyper::header::{GetAll, HeaderMap, HeaderName, HeaderValue};
+
+/// Reads the address out of one entry of a forwarding header.
+type EntryParser = fn(&str) -> Option<IpAddr>;
 
 /// Longest `X-Forwarded-For` (or `Forwarded`) read, all its lines together, in bytes.
 pub const MAX_HEADER_BYTES: usize = 2048;
@@ -121,24 +124,22 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[Network]) ->
         return (peer, None);
     }
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    let (values, entry): (Vec<&[u8]>, fn(&str) -> Option<IpAddr>) =
-        match headers.get_all(&XFF).iter().map(|v| v.as_bytes()).collect::<Vec<_>>() {
-            xff if !xff.is_empty() => (xff, node_address),
-            _ => (
-                headers.get_all(hyper::header::FORWARDED).iter().map(|v| v.as_bytes()).collect(),
-                forwarded_for,
-            ),
-        };
-    if values.is_empty() {
+    let xff = headers.get_all(&XFF);
+    let (values, entry): (GetAll<'_, HeaderValue>, EntryParser) = if xff.iter().next().is_some() {
+        (xff, node_address)
+    } else {
+        (headers.get_all(hyper::header::FORWARDED), forwarded_for)
+    };
+    if values.iter().next().is_none() {
         return (peer, None);
     }
     if values.iter().map(|v| v.len() + 1).sum::<usize>() > MAX_HEADER_BYTES {
         return (peer, Some(Ignored::TooLong));
     }
     let mut hops = Vec::new();
-    for value in values {
+    for value in values.iter() {
         // Header values are visible ASCII by hyper's rules, but do not rely on it.
-        let Ok(text) = std::str::from_utf8(value) else { return (peer, Some(Ignored::Malformed)) };
+        let Ok(text) = std::str::from_utf8(value.as_bytes()) else { return (peer, Some(Ignored::Malformed)) };
         hops.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty()));
         if hops.len() > MAX_HOPS {
             return (peer, Some(Ignored::TooLong));

@@ -249,15 +249,24 @@ fn a_budget_too_small_for_the_hashes_and_an_empty_passcode_stop_at_once() {
         format!("[limits]\nmemory_budget_bytes = 8388608\n[auth]\nusers = ['alice:{hash}', 'guest:guest']\n"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_stomp-edge"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stomp-edge"))
         .arg("--config")
         .arg(&path)
         .args(["--listen", "127.0.0.1:0"])
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Bounded: a server that starts anyway is killed, and the test fails.
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < common::WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_file(&path);
-    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("limits.memory_budget_bytes") && err.contains("auth.users") && err.contains("\"alice\""),
         "{err}"
