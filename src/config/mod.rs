@@ -528,6 +528,15 @@ mod tests {
         assert!(err("[cluster]\nsentinel_password = \"a\\nb\"\n").contains("cluster.sentinel_password"));
         assert!(err("[stomp]\nserver_owned_prefixes = [\"topic\"]\n").contains("stomp.server_owned_prefixes"));
         assert!(err("[cluster]\nadvertise_url = \"board:8080\"\n").contains("cluster.advertise_url"));
+        assert!(err("[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n")
+            .starts_with("f: line 2: `http.trusted_proxies`"));
+        assert!(err("[http]\nmetrics_open_to = [\"lan\"]\n").contains("`http.metrics_open_to`"));
+        let hash =
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let small = err(&format!("[limits]\nmemory_budget_bytes = 16777216\n[auth]\nusers = ['a:{hash}']\n"));
+        assert!(small.contains("limits.memory_budget_bytes") && small.contains("auth.users"), "{small}");
+        let fits = format!("[limits]\nmemory_budget_bytes = 33554432\n[auth]\nusers = ['a:{hash}']\n");
+        assert!(Config::from_file_text(&fits, "f").is_ok());
         let c =
             Config::from_file_text("[cluster]\nadvertise_url = \"http://10.0.0.7:8080/\"\n", "f").unwrap();
         assert_eq!(c.cluster.advertise_url, "http://10.0.0.7:8080");
