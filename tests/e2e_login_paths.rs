@@ -40,6 +40,31 @@ async fn get_from(server: &Server, source: &str, path: &str, headers: &[(&str, &
     (parse_head(text.split("\r\n\r\n").next().unwrap_or("")).0, took)
 }
 
+/// A POST of `body` to `path` (a SockJS xhr URL) from 127.0.0.1 with extra headers; returns the
+/// status and the body.
+async fn post(server: &Server, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n",
+        server.addr,
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (parse_head(head).0, body.to_string())
+}
+
 /// A failed STOMP CONNECT over `/ws` from `source` (with extra handshake headers); returns how
 /// long its ERROR took.
 async fn stomp_fail_from(
@@ -158,7 +183,19 @@ async fn behind_a_trusted_proxy_the_real_client_is_throttled_logged_and_matched(
     // An untrusted peer's header is ignored: it is its own address, fresh, answered at once.
     let t = stomp_fail_from(&server, "127.0.0.2", "m6", &xff("203.0.113.1")).await;
     assert!(t < Duration::from_millis(300), "{t:?}");
+    // A SockJS xhr session opened through the proxy is the real client's too.
+    let via = [("X-Forwarded-For", "203.0.113.3")];
+    assert_eq!(post(&server, "/ws/000/px/xhr", "", &via).await, (200, "o\n".to_string()));
+    let connect = r#"["CONNECT\naccept-version:1.2\nlogin:m7\npasscode:guess\nreceipt:x\n\n\u0000"]"#;
+    assert_eq!(post(&server, "/ws/000/px/xhr_send", connect, &via).await.0, 204);
+    let (_, answer) = post(&server, "/ws/000/px/xhr", "", &via).await;
+    assert!(answer.contains("a[\"ERROR\\n"), "{answer}");
     let warns = warns(&server);
+    assert_eq!(
+        warns.iter().filter(|l| l.contains("login \"m7\" from 203.0.113.3 (session")).count(),
+        1,
+        "{warns:#?}"
+    );
     assert_eq!(warns.iter().filter(|l| l.contains(" from 203.0.113.1 ")).count(), 4, "{warns:#?}");
     assert_eq!(warns.iter().filter(|l| l.contains("login \"m4\" from 203.0.113.2 (HTTP Basic")).count(), 1);
     assert_eq!(warns.iter().filter(|l| l.contains("login \"m6\" from 127.0.0.2 ")).count(), 1, "{warns:#?}");
