@@ -54,8 +54,13 @@ pub struct Authenticator {
     /// Per account (same index), the fingerprint of the passcode that last verified against its
     /// hash, so that the next CONNECT with it costs a compare instead of an Argon2 run.
     verified: RefCell<Vec<Option<Fingerprint>>>,
-    /// Fingerprints of the last wrong passcodes given for hashed accounts, newest last.
+    /// Fingerprints of the last wrong passcodes given for hashed accounts (and for unknown
+    /// logins, see `dummy`), newest last.
     failed: RefCell<VecDeque<Fingerprint>>,
+    /// The costliest configured hash (largest `m`), when there is one: an unknown login's
+    /// passcode is checked against it, through the same queue, and always fails, so that an
+    /// unknown login costs what a known hashed one does (no timing hint of which logins exist).
+    dummy: Option<String>,
 }
 
 impl Authenticator {
@@ -71,7 +76,15 @@ impl Authenticator {
             })
             .collect();
         let verified = RefCell::new(accounts.iter().map(|_| None).collect());
-        Authenticator { accounts, verified, failed: RefCell::new(VecDeque::new()) }
+        let dummy = accounts
+            .iter()
+            .filter_map(|a| match &a.secret {
+                Secret::Hashed(hash) => Some(hash),
+                Secret::Plain(_) => None,
+            })
+            .max_by_key(|hash| hash_memory_bytes(hash))
+            .cloned();
+        Authenticator { accounts, verified, failed: RefCell::new(VecDeque::new()), dummy }
     }
 
     pub fn anonymous_allowed(&self) -> bool {
@@ -83,7 +96,10 @@ impl Authenticator {
     /// when they match nothing (or a remembered wrong passcode); [`Check::Verify`] when the
     /// login names a hashed account and the passcode is not remembered: an Argon2 run must
     /// decide, off the event loop (`crate::login_check`), and [`Authenticator::remember`] keeps
-    /// its outcome. Cheap and constant-time in the passcode's bytes either way.
+    /// its outcome. With hashed accounts configured, an unknown login gets a [`Check::Verify`]
+    /// too, against the costliest configured hash, that never matches (the same cost as a
+    /// known hashed login: no timing hint of which logins exist). Cheap and constant-time in
+    /// the passcode's bytes either way.
     pub fn check(&self, login: Option<&str>, passcode: Option<&str>) -> Check {
         if self.anonymous_allowed() {
             return Check::Allowed;
@@ -93,9 +109,11 @@ impl Authenticator {
         // matched. (`subtle` compares slices of different lengths as unequal at once: the
         // length of a configured passcode is not hidden, its bytes are.)
         let mut ok = subtle::Choice::from(0);
+        let mut known = subtle::Choice::from(0);
         let mut verify = None;
         for (index, account) in self.accounts.iter().enumerate() {
             let login_ok = account.login.as_bytes().ct_eq(login.as_bytes());
+            known |= login_ok;
             let pass_ok = match &account.secret {
                 Secret::Plain(pass) => pass.as_bytes().ct_eq(passcode.as_bytes()),
                 // A hash is only worked on for the account the login names.
@@ -112,10 +130,21 @@ impl Authenticator {
             };
             ok |= login_ok & pass_ok;
         }
-        match (bool::from(ok), verify) {
-            (true, _) => Check::Allowed,
-            (false, Some(v)) => Check::Verify(v),
-            (false, None) => Check::Refused,
+        match (bool::from(ok), verify, &self.dummy) {
+            (true, _, _) => Check::Allowed,
+            (false, Some(v), _) => Check::Verify(v),
+            // An unknown login costs a hash too, unless this passcode was already tried with it.
+            (false, None, Some(hash)) if !bool::from(known) => {
+                let print = fingerprint(login, passcode);
+                if self.failed.borrow().iter().any(|f| bool::from(f.ct_eq(&print))) {
+                    Check::Refused
+                } else {
+                    let mut v = Verification::new(login, hash, passcode);
+                    v.dummy = true;
+                    Check::Verify(v)
+                }
+            }
+            (false, None, _) => Check::Refused,
         }
     }
 
@@ -139,6 +168,15 @@ impl Authenticator {
     /// the hash that was checked (a reload changed or removed it meanwhile): the outcome is
     /// stale and must not let anyone in.
     pub fn remember(&self, verification: &Verification, matched: bool) -> bool {
+        if verification.dummy {
+            // An unknown login's check: its failure is remembered like a known login's.
+            let current = self.dummy.as_ref() == Some(&verification.hash)
+                && !self.accounts.iter().any(|a| a.login == verification.login);
+            if current {
+                self.remember_failure(verification.print);
+            }
+            return current;
+        }
         let Some(index) = self.accounts.iter().position(|a| {
             a.login == verification.login && matches!(&a.secret, Secret::Hashed(h) if *h == verification.hash)
         }) else {
@@ -147,15 +185,20 @@ impl Authenticator {
         if matched {
             self.verified.borrow_mut()[index] = Some(verification.print);
         } else {
-            let mut failed = self.failed.borrow_mut();
-            if !failed.iter().any(|f| *f == verification.print) {
-                if failed.len() >= REMEMBERED_FAILURES {
-                    failed.pop_front();
-                }
-                failed.push_back(verification.print);
-            }
+            self.remember_failure(verification.print);
         }
         true
+    }
+
+    /// Keeps a wrong passcode's fingerprint among the last [`REMEMBERED_FAILURES`].
+    fn remember_failure(&self, print: Fingerprint) {
+        let mut failed = self.failed.borrow_mut();
+        if !failed.iter().any(|f| *f == print) {
+            if failed.len() >= REMEMBERED_FAILURES {
+                failed.pop_front();
+            }
+            failed.push_back(print);
+        }
     }
 
     /// [`Authenticator::check`] with any Argon2 run done here and now (tests).
@@ -192,6 +235,8 @@ pub struct Verification {
     passcode: String,
     print: Fingerprint,
     memory_bytes: usize,
+    /// An unknown login's check against the dummy hash: never matches.
+    dummy: bool,
 }
 
 impl std::fmt::Debug for Verification {
@@ -208,7 +253,8 @@ impl Verification {
             hash: hash.to_string(),
             passcode: passcode.to_string(),
             print: fingerprint(login, passcode),
-            memory_bytes: memory_cost_bytes(hash),
+            memory_bytes: hash_memory_bytes(hash),
+            dummy: false,
         }
     }
 
@@ -232,14 +278,17 @@ impl Verification {
     /// (about 0.1 s and [`Verification::memory_bytes`] with the defaults): never on the event
     /// loop.
     pub fn run(&self) -> bool {
-        PasswordHash::new(&self.hash)
-            .is_ok_and(|parsed| Argon2::default().verify_password(self.passcode.as_bytes(), &parsed).is_ok())
+        // A dummy check does the whole run too (that is its point), then fails.
+        let matched = PasswordHash::new(&self.hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(self.passcode.as_bytes(), &parsed).is_ok());
+        matched && !self.dummy
     }
 }
 
 /// The memory an Argon2 run over `hash` allocates, in bytes (its `m` parameter is in KiB); the
-/// default parameters' 19 MiB when the string does not say.
-fn memory_cost_bytes(hash: &str) -> usize {
+/// default parameters' 19 MiB when the string does not say. `Config::finish` checks the
+/// largest configured one against `limits.memory_budget_bytes`.
+pub fn hash_memory_bytes(hash: &str) -> usize {
     PasswordHash::new(hash)
         .ok()
         .and_then(|parsed| argon2::Params::try_from(&parsed).ok())
@@ -255,8 +304,12 @@ pub fn check_hash(hash: &str) -> Result<(), String> {
 }
 
 /// The Argon2id hash (PHC string, default parameters: 19 MiB, 2 passes, 1 lane; a fresh
-/// random salt) of `passcode`, for `auth.users = ["login:HASH"]`.
+/// random salt) of `passcode`, for `auth.users = ["login:HASH"]`. An empty passcode is refused
+/// (its hash would let anyone in who sends the login alone).
 pub fn hash_passcode(passcode: &str) -> Result<String, String> {
+    if passcode.is_empty() {
+        return Err("refusing to hash an empty passcode: give the account a real one".to_string());
+    }
     Argon2::default()
         .hash_password(passcode.as_bytes())
         .map(|h| h.to_string())
@@ -290,6 +343,26 @@ mod tests {
         }
         let a = Authenticator::new(vec![("alice".into(), "s".into())]);
         assert!(!a.check_now(Some("alice"), Some(&format!("s{}", "\0".repeat(65_536)))));
+    }
+
+    #[test]
+    fn unknown_logins_cost_a_hash_of_the_same_parameters_and_never_match() {
+        let hash = hash_passcode("s3cret").unwrap();
+        let a = Authenticator::new(vec![("alice".into(), hash.clone()), ("bob".into(), "plain".into())]);
+        let dummy = match a.check(Some("mallory"), Some("s3cret")) {
+            Check::Verify(v) => v,
+            other => panic!("an unknown login is checked like a hashed one, not {other:?}"),
+        };
+        assert_eq!(dummy.hash, hash, "the configured hash's parameters");
+        assert!(!dummy.run(), "even the hashed account's passcode does not let an unknown login in");
+        assert!(a.remember(&dummy, false));
+        assert!(matches!(a.check(Some("mallory"), Some("s3cret")), Check::Refused), "remembered");
+        assert!(!a.check_now(Some("mallory"), Some("other")));
+        // A known plain login is a compare, as before; without hashed accounts nothing is hashed.
+        assert!(matches!(a.check(Some("bob"), Some("wrong")), Check::Refused));
+        let plain = Authenticator::new(vec![("bob".into(), "plain".into())]);
+        assert!(matches!(plain.check(Some("mallory"), Some("x")), Check::Refused));
+        assert!(hash_passcode("").is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub async fn run<S: Socket>(up: Upgraded<S>) {
     // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
     let max_message = up.node.config().limits.max_frame_bytes + 1024;
     Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default())
+        .with_client(up.client)
         .run()
         .await;
 }

@@ -191,6 +191,15 @@ impl<F: Framing, S: Socket> Driver<F, S> {
         }
     }
 
+    /// Tells the session its client's real address (`crate::forwarded`: behind a trusted
+    /// proxy, not the socket's peer); None keeps the peer's.
+    pub fn with_client(mut self, client: Option<std::net::IpAddr>) -> Self {
+        if client.is_some() {
+            self.stomp.session.set_peer(client);
+        }
+        self
+    }
+
     /// Serves the connection until it closes, then cleans up; returns why it closed.
     pub async fn run(mut self) -> CloseReason {
         let reason = self.serve().await;
@@ -579,7 +588,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
         let registration = node.register_connection().expect("a free place");
-        (Upgraded { stream, node: node.clone(), registration, read_buf: Bytes::new() }, client)
+        (Upgraded { stream, node: node.clone(), registration, read_buf: Bytes::new(), client: None }, client)
     }
 
     #[tokio::test]

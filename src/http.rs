@@ -1,8 +1,11 @@
 //! The HTTP side of the one port: routes for the page, `/healthz`, `/metrics`, `/api/rooms`,
 //! `/api/nodes`, the `/ws` upgrade and the SockJS endpoints under `/ws/`. hyper parses the
-//! requests; answers are small and built in memory, except SockJS's streaming ones.
+//! requests; answers are small and built in memory, except SockJS's streaming ones. Each
+//! request's real client address is worked out first (`crate::forwarded`); the routes behind
+//! HTTP Basic go through [`guard`] (`crate::status::basic`).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -16,6 +19,7 @@ use crate::access;
 use crate::metrics::METRICS;
 use crate::node::Node;
 use crate::sockjs;
+use crate::status::basic;
 use crate::upgrade::{upgrade, Body};
 
 /// The chat page, its files, the legacy stomp.js 2.3.3 page and the SockJS one (Spring-style,
@@ -102,7 +106,7 @@ struct Health {
 }
 
 /// Routes one request.
-pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(node: Rc<Node>, mut request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let config = node.config();
     let host = access::check_host(
         request.version(),
@@ -127,6 +131,22 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
             }
         });
     }
+    // The real client's address (behind a trusted proxy: from its forwarding header), for the
+    // login throttle, the logs, the sessions and the `/metrics` network rule.
+    let client = request.extensions().get::<access::Peer>().map(|peer| {
+        let trusted = &config.http.trusted_proxies;
+        let (address, ignored) =
+            crate::forwarded::client_address(peer.remote.ip(), request.headers(), trusted);
+        if let Some(why) = ignored {
+            METRICS.forwarded_ignored.inc(why.label());
+            log::debug!("forwarding header from proxy {} not believed: {}", peer.remote.ip(), why.label());
+        }
+        address
+    });
+    if let Some(address) = client {
+        request.extensions_mut().insert(crate::forwarded::Client(address));
+    }
+    let metrics_open = client.is_some_and(|c| crate::forwarded::listed(&config.http.metrics_open_to, c));
     drop(config);
     let path = request.uri().path();
     let response = match path {
@@ -144,11 +164,12 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
         }
         "/metrics" => {
             METRICS.http_requests.inc("metrics");
-            metrics_page(&node)
+            let refused = if metrics_open { None } else { guard(&node, &request, client, "/metrics").await };
+            refused.unwrap_or_else(|| metrics_page(&node))
         }
         "/status" | "/status/" | "/status.js" | "/api/status" | "/api/status/" => {
             METRICS.http_requests.inc(if path.starts_with("/api/") { "api" } else { "page" });
-            status_route(&node, &request).await
+            status_route(&node, &request, client).await
         }
         "/api/nodes" | "/api/nodes/" => {
             METRICS.http_requests.inc("api");
@@ -169,7 +190,10 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
         }
         _ if path.starts_with("/api/rooms/") => {
             METRICS.http_requests.inc("api");
-            room_detail(&node, &path["/api/rooms/".len()..]).await
+            match guard(&node, &request, client, "/api/rooms/{id}").await {
+                Some(refused) => refused,
+                None => room_detail(&node, &path["/api/rooms/".len()..]).await,
+            }
         }
         _ => {
             if let Some((content_type, text)) = asset(path) {
@@ -183,25 +207,50 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Result<Respon
     Ok(response)
 }
 
+/// The refusal of a request to a route behind HTTP Basic (`/status`, `/api/status`,
+/// `/metrics`, `/api/rooms/{id}`) whose credentials do not let it in (`crate::status::basic`):
+/// `401` with the challenge, or `503` with `Retry-After` when the passcode check could not be
+/// taken now. None: go on. `route` names the route in the failed-login WARN line.
+async fn guard(
+    node: &Node,
+    request: &Request<Incoming>,
+    client: Option<IpAddr>,
+    route: &str,
+) -> Option<Response<Body>> {
+    let require_auth = node.config().status.require_auth;
+    let authorization = request.headers().get(hyper::header::AUTHORIZATION);
+    let (status, body, header) = match basic::allowed(node, require_auth, authorization, client, route).await
+    {
+        basic::Access::Allowed => return None,
+        basic::Access::Refused => (
+            StatusCode::UNAUTHORIZED,
+            "this needs a login of the board\n",
+            (hyper::header::WWW_AUTHENTICATE, basic::CHALLENGE),
+        ),
+        basic::Access::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server busy checking logins: retry later\n",
+            (hyper::header::RETRY_AFTER, "1"),
+        ),
+    };
+    METRICS.http_requests.inc("unauthorized");
+    let mut response = text(status, body);
+    response.headers_mut().insert(header.0, hyper::header::HeaderValue::from_static(header.1));
+    Some(response)
+}
+
 /// `/status`, its script and `/api/status` (`?node=ID`: another board's, fetched by this one),
-/// behind HTTP Basic when accounts are configured (`crate::status::basic`).
-async fn status_route(node: &Node, request: &Request<Incoming>) -> Response<Body> {
-    let config = node.config();
-    if !config.status.enabled {
+/// behind HTTP Basic when accounts are configured ([`guard`]).
+async fn status_route(node: &Node, request: &Request<Incoming>, client: Option<IpAddr>) -> Response<Body> {
+    if !node.config().status.enabled {
         METRICS.http_requests.inc("not_found");
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    let authorization = request.headers().get(hyper::header::AUTHORIZATION);
-    let allowed = crate::status::basic::allowed(node, config.status.require_auth, authorization).await;
-    if !allowed {
-        METRICS.http_requests.inc("unauthorized");
-        let mut response = text(StatusCode::UNAUTHORIZED, "this board's status needs a login\n");
-        response.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static(crate::status::basic::CHALLENGE),
-        );
-        return response;
+    let route = if request.uri().path().starts_with("/api/") { "/api/status" } else { "/status" };
+    if let Some(refused) = guard(node, request, client, route).await {
+        return refused;
     }
+    let authorization = request.headers().get(hyper::header::AUTHORIZATION);
     match request.uri().path() {
         "/status" | "/status/" => respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
         "/status.js" => respond(StatusCode::OK, "text/javascript; charset=utf-8", STATUS_SCRIPT),

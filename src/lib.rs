@@ -46,6 +46,7 @@
 //! - `login_throttle`: failed logins per address and login, and the delay they earn.
 //! - `tls`: HTTPS and `wss://` on the board's port (rustls with ring): certificates, their
 //!   SIGHUP reload, `--generate-cert`, and the TLS socket under an upgraded WebSocket.
+//! - `forwarded`: the real client's address behind a trusted reverse proxy.
 //! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
 //! - `metrics`: counters and the Prometheus text for `/metrics`.
 //! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
@@ -72,6 +73,7 @@ pub(crate) mod connection;
 pub(crate) mod driver;
 pub mod edge;
 pub(crate) mod engine;
+pub mod forwarded;
 pub(crate) mod http;
 pub(crate) mod liveness;
 pub(crate) mod login_check;

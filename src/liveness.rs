@@ -54,8 +54,9 @@ impl Liveness {
     pub fn on_timer(&mut self, session: &Session, outbound: &Outbound) -> Result<Instant, CloseReason> {
         let now = Instant::now();
         let mut next = now + Duration::from_secs(3600);
-        // A CONNECT waiting for its passcode check came in time; the check queue is bounded.
-        if !session.is_connected() && !session.awaiting_login() {
+        // A CONNECT waiting for its passcode check, or for its failed login's delayed ERROR,
+        // came in time; the check queue and the delay are bounded.
+        if !session.is_connected() && !session.awaiting_login() && !session.answering_failed_login() {
             let due = self.connect_deadline();
             if now >= due {
                 return Err(CloseReason::ConnectTimeout);

@@ -1,4 +1,5 @@
-//! Slows password guessing: failed CONNECT logins are remembered per client address and per
+//! Slows password guessing: failed logins (STOMP CONNECT on every transport and HTTP Basic on
+//! every route that takes it, through [`LoginThrottle::record_failure`]) are remembered per client address and per
 //! login, and after `auth.throttle_after_failures` of them the ERROR that answers the next
 //! failure waits a delay that doubles with each further failure, from `auth.throttle_delay_ms`
 //! up to `auth.throttle_max_delay_ms` (Dovecot's auth penalty, in spirit). A guesser on one
@@ -13,6 +14,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use std::time::Instant;
+
+use crate::metrics::METRICS;
 
 /// Most addresses, and most logins, remembered at once.
 pub const MAX_ENTRIES: usize = 1024;
@@ -123,6 +126,33 @@ impl LoginThrottle {
         let by_address = address.map_or(0, |a| self.by_address.borrow_mut().fail(&a, now));
         let by_login = login.map_or(0, |l| self.by_login.borrow_mut().fail(&login_key(l), now));
         policy.delay_for(by_address.max(by_login))
+    }
+
+    /// The one failed-login path of every way to log in (STOMP CONNECT on any transport, HTTP
+    /// Basic on any route): counts it in `login_failures_total`, records it per address and
+    /// login, logs it once at WARN with the address and login (never the passcode) and `via`
+    /// (which session or route), and returns the delay to answer it after (also counted in
+    /// `login_failures_delayed_total` when not zero). The caller waits that long, off the event
+    /// loop's critical path (a timer in its own task), then refuses.
+    pub fn record_failure(
+        &self,
+        address: Option<IpAddr>,
+        login: Option<&str>,
+        policy: &Policy,
+        via: std::fmt::Arguments<'_>,
+    ) -> Duration {
+        METRICS.login_failures.inc();
+        let delay = self.failed(address, login, policy);
+        let from = address.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
+        let login_text = login.map_or_else(|| "no login".to_string(), |l| format!("login {l:?}"));
+        let after = if delay.is_zero() {
+            String::new()
+        } else {
+            METRICS.login_failures_delayed.inc();
+            format!(", answered after {} ms", delay.as_millis())
+        };
+        log::warn!("failed login: {login_text} from {from} ({via}){after}");
+        delay
     }
 
     /// Whether failures from `address` are being slowed now: its next failure would be

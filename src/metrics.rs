@@ -155,6 +155,8 @@ pub struct Metrics {
     pub app_errors: Family<12>,
     pub http_requests: Family<9>,
     pub http_rejected: Family<4>,
+    /// Trusted proxies' `X-Forwarded-For`/`Forwarded` headers not believed (`crate::forwarded`).
+    pub forwarded_ignored: Family<2>,
     pub transactions: Family<4>,
     pub sockjs_sessions: Family<5>,
     pub sockjs_requests: Family<7>,
@@ -251,6 +253,7 @@ pub static METRICS: Metrics = Metrics {
         "other",
     ]),
     http_rejected: Family::new(["missing_host", "bad_host", "host_not_allowed", "other"]),
+    forwarded_ignored: Family::new(["too_long", "malformed"]),
     transactions: Family::new(["begun", "committed", "aborted", "other"]),
     sockjs_sessions: Family::new(["websocket", "xhr_streaming", "xhr", "eventsource", "other"]),
     sockjs_requests: Family::new([
@@ -407,7 +410,7 @@ pub fn render(extra: &Extra<'_>) -> String {
     counter(
         &mut out,
         "login_failures_total",
-        "CONNECTs refused for bad credentials.",
+        "Failed logins (STOMP CONNECT and HTTP Basic) for bad credentials.",
         m.login_failures.get(),
     );
     counter(
@@ -456,6 +459,13 @@ pub fn render(extra: &Extra<'_>) -> String {
         "reason",
         "HTTP requests refused for their Host (missing, malformed, or not this board's: DNS rebinding).",
         &m.http_rejected,
+    );
+    family(
+        &mut out,
+        "forwarded_ignored_total",
+        "reason",
+        "X-Forwarded-For/Forwarded headers of trusted proxies not believed (too long, not an address).",
+        &m.forwarded_ignored,
     );
     family(&mut out, "transactions_total", "outcome", "STOMP transactions.", &m.transactions);
     family(&mut out, "sockjs_sessions_total", "transport", "SockJS sessions opened.", &m.sockjs_sessions);

@@ -245,6 +245,13 @@ impl Session {
         self.pending.is_some()
     }
 
+    /// Whether a failed login's ERROR is on its way after its throttling delay: the CONNECT
+    /// came in time, and the CONNECT deadline must not answer it instead (the delay is bounded
+    /// by `auth.throttle_max_delay_ms`).
+    pub fn answering_failed_login(&self) -> bool {
+        self.refused
+    }
+
     /// Answers a CONNECT whose passcode check is over: CONNECTED, or the failed-login path
     /// (throttle, WARN, ERROR). None while there is none or it is still running; otherwise
     /// what the connection must do, as after a frame. The outcome is remembered, so the next
@@ -427,26 +434,18 @@ impl Session {
         login: Option<&str>,
         node: &Node,
     ) -> Result<Outcome, ProtocolError> {
-        METRICS.login_failures.inc();
         let policy = node.config().auth.throttle();
-        let delay = node.login_throttle.failed(self.peer, login, &policy);
-        let from = self.peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
-        let login_text = login.map_or_else(|| "no login".to_string(), |l| format!("login {l:?}"));
-        log::warn!(
-            "failed login: {login_text} from {from} (session {}){}",
-            self.session_id,
-            if delay.is_zero() {
-                String::new()
-            } else {
-                format!(", answered after {} ms", delay.as_millis())
-            }
+        let delay = node.login_throttle.record_failure(
+            self.peer,
+            login,
+            &policy,
+            format_args!("session {}", self.session_id),
         );
         let mut e = ProtocolError::new("other", "bad credentials: wrong or missing login/passcode");
         e.close = CloseReason::AuthFailed;
         if delay.is_zero() {
             return Err(e);
         }
-        METRICS.login_failures_delayed.inc();
         METRICS.protocol_errors.inc(e.reason);
         self.refused = true;
         let error = error_frame(&e.message, receipt, self.version);

@@ -75,6 +75,8 @@ pub struct Upgraded<S = TcpStream> {
     pub registration: Registration,
     /// Bytes the client sent after its request, already read by hyper.
     pub read_buf: Bytes,
+    /// The client's real address (`crate::forwarded`), when known.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// What serves an upgraded socket (the `/ws` framing, SockJS's `websocket`), for a plain
@@ -117,6 +119,7 @@ pub fn upgrade(node: Rc<Node>, mut request: Request<Incoming>, serve: impl Serve
             return text(StatusCode::SERVICE_UNAVAILABLE, message);
         }
     };
+    let client = request.extensions().get::<crate::forwarded::Client>().map(|c| c.0);
     let on_upgrade = hyper::upgrade::on(&mut request);
     let task_node = node.clone();
     tokio::task::spawn_local(async move {
@@ -133,7 +136,13 @@ pub fn upgrade(node: Rc<Node>, mut request: Request<Incoming>, serve: impl Serve
             Ok(parts) => {
                 let stream = parts.io.into_inner();
                 serve
-                    .serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf })
+                    .serve(Upgraded {
+                        stream,
+                        node: task_node,
+                        registration,
+                        read_buf: parts.read_buf,
+                        client,
+                    })
                     .await;
             }
             Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
@@ -142,7 +151,13 @@ pub fn upgrade(node: Rc<Node>, mut request: Request<Incoming>, serve: impl Serve
                     let (tcp, tls) = parts.io.into_inner().into_inner();
                     let stream = crate::tls::socket::TlsSocket::new(tcp, tls);
                     serve
-                        .serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf })
+                        .serve(Upgraded {
+                            stream,
+                            node: task_node,
+                            registration,
+                            read_buf: parts.read_buf,
+                            client,
+                        })
                         .await;
                 }
                 Err(_) => log::error!("upgraded connection is neither a TCP nor a TLS stream"),

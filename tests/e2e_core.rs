@@ -237,7 +237,8 @@ async fn heartbeats_are_sent_on_time_and_silent_clients_are_closed() {
 
 #[tokio::test]
 async fn authentication_when_users_are_configured() {
-    let server = Server::start_with("[auth]\nusers = [\"alice:secret\"]\n", &[]);
+    let server =
+        Server::start_with(&format!("[auth]\nusers = [\"alice:secret\"]\n{}", common::METRICS_OPEN), &[]);
     let mut c = Client::open(&server.url(), &[]).await;
     c.send_text("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:wrong\n\n\0").await;
     assert_eq!(c.recv().await.command, "ERROR");

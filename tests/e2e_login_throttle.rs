@@ -10,7 +10,7 @@ use common::{Client, Server};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-const CONFIG: &str = "[auth]\nusers = [\"alice:secret\"]\nthrottle_after_failures = 2\nthrottle_delay_ms = 400\nthrottle_max_delay_ms = 5000\n";
+const CONFIG: &str = "[auth]\nusers = [\"alice:secret\"]\nthrottle_after_failures = 2\nthrottle_delay_ms = 400\nthrottle_max_delay_ms = 5000\n[http]\nmetrics_open_to = [\"127.0.0.1\"]\n";
 
 /// Opens a WebSocket from the loopback address `source` (any of 127.0.0.0/8).
 async fn open_from(server: &Server, source: &str) -> Client {

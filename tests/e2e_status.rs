@@ -160,7 +160,9 @@ async fn api_status_is_a_snapshot_of_this_board_without_secrets() {
     assert!(!body.contains("test1-"), "a session or message id leaked: {body}");
 }
 
-const ACCOUNTS: &str = "[auth]\nusers = [\"alice:wonder land\", \"ops:s3cret\"]\n";
+/// Accounts; the test's wrong logins are not slowed (their throttling is tested in
+/// e2e_login_paths), and the test reads /metrics from 127.0.0.1 without credentials.
+const ACCOUNTS: &str = "[auth]\nusers = [\"alice:wonder land\", \"ops:s3cret\"]\nthrottle_after_failures = 100\n[http]\nmetrics_open_to = [\"127.0.0.1\"]\n";
 
 #[tokio::test]
 async fn status_needs_a_stomp_account_by_http_basic_when_accounts_are_configured() {

@@ -27,7 +27,8 @@ as_root() {
 apt_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 install_debian_packages() {
-    local want=(redis-server chromium qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross lintian dpkg-dev)
+    local want=(redis-server chromium qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+        lintian dpkg-dev nginx openssl)
     # The venv is made with the python3 on PATH; Debian's own python3 needs python3-venv for that.
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then want+=(python3-venv); fi
     local missing=() p
@@ -50,6 +51,10 @@ install_debian_packages() {
     # On a host that runs systemd, policy-rc.d is not consulted by every path: stop it there too.
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null && apt_installed redis-server; then
         as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
+    # Likewise nginx (tests/js/nginx.test.mjs runs its own in the foreground, not the service).
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null && apt_installed nginx; then
+        as_root systemctl disable --now nginx >/dev/null 2>&1 || true
     fi
     return "$rc"
 }

@@ -113,12 +113,22 @@ settings! {
         pub return_freed_memory: bool = Restart;
     }
 
-    /// `[http]`: which host names the board answers to (`crate::access`).
+    /// `[http]`: which host names the board answers to (`crate::access`), which reverse proxies
+    /// it believes about the client's address (`crate::forwarded`), and who may read `/metrics`
+    /// without credentials.
     pub struct HttpConfig {
         /// Names besides the board's own (IP literals, `localhost`, its host name and `.local`
         /// name, the advertise URL's host); `".domain"` for a whole domain; `["*"]`: any.
         #[serde(deserialize_with = "value::hosts")]
         pub allowed_hosts: Vec<String> = Live;
+        /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` / `Forwarded` name the
+        /// real client; empty: nobody's (the headers are ignored).
+        #[serde(deserialize_with = "value::networks")]
+        pub trusted_proxies: Vec<crate::forwarded::Network> = Live;
+        /// Clients (addresses or networks) that may read `/metrics` without credentials when
+        /// accounts ask for them; empty: none.
+        #[serde(deserialize_with = "value::networks")]
+        pub metrics_open_to: Vec<crate::forwarded::Network> = Live;
     }
 
     /// `[websocket]`: who may open a WebSocket.
@@ -338,6 +348,27 @@ impl Config {
         if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
             return Err("tls.cert_file and tls.key_file must be set together (or both left empty)".into());
         }
+        if let Some((login, bytes)) = self
+            .auth
+            .users
+            .iter()
+            .filter(|(_, pass)| pass.starts_with(crate::auth::HASH_PREFIX))
+            .map(|(login, pass)| (login, crate::auth::hash_memory_bytes(pass)))
+            .max_by_key(|(_, bytes)| *bytes)
+        {
+            // An Argon2 run must fit under the budget's high-water mark (`memory::admit`), or
+            // the account can never log in.
+            let budget = self.limits.memory_budget_bytes;
+            if bytes >= budget - budget / 8 {
+                return Err(format!(
+                    "limits.memory_budget_bytes = {budget} is too small for the Argon2 hash of {login:?} \
+                     in auth.users: checking it takes {bytes} bytes (its m parameter), which must stay \
+                     under 7/8 of the budget; raise limits.memory_budget_bytes above {} or hash the \
+                     passcode with a smaller m",
+                    bytes / 7 * 8 + 8
+                ));
+            }
+        }
         if self.chat.max_message_bytes + 1024 > self.limits.max_frame_bytes {
             return Err("chat.max_message_bytes must be at least 1 KiB below limits.max_frame_bytes".into());
         }
@@ -532,6 +563,15 @@ mod tests {
         assert!(err("[cluster]\nsentinel_password = \"a\\nb\"\n").contains("cluster.sentinel_password"));
         assert!(err("[stomp]\nserver_owned_prefixes = [\"topic\"]\n").contains("stomp.server_owned_prefixes"));
         assert!(err("[cluster]\nadvertise_url = \"board:8080\"\n").contains("cluster.advertise_url"));
+        assert!(err("[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n")
+            .starts_with("f: line 2: `http.trusted_proxies`"));
+        assert!(err("[http]\nmetrics_open_to = [\"lan\"]\n").contains("`http.metrics_open_to`"));
+        let hash =
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let small = err(&format!("[limits]\nmemory_budget_bytes = 16777216\n[auth]\nusers = ['a:{hash}']\n"));
+        assert!(small.contains("limits.memory_budget_bytes") && small.contains("auth.users"), "{small}");
+        let fits = format!("[limits]\nmemory_budget_bytes = 33554432\n[auth]\nusers = ['a:{hash}']\n");
+        assert!(Config::from_file_text(&fits, "f").is_ok());
         let c =
             Config::from_file_text("[cluster]\nadvertise_url = \"http://10.0.0.7:8080/\"\n", "f").unwrap();
         assert_eq!(c.cluster.advertise_url, "http://10.0.0.7:8080");

@@ -149,3 +149,10 @@ pub fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     crate::access::validate_origins(&list).map_err(D::Error::custom)?;
     Ok(list)
 }
+
+/// `http.trusted_proxies`, `http.metrics_open_to`: addresses or CIDR networks
+/// (`crate::forwarded::Network`).
+pub fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::forwarded::Network>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    crate::forwarded::parse_list(&list).map_err(D::Error::custom)
+}

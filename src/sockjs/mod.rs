@@ -123,7 +123,8 @@ pub async fn handle(node: Rc<Node>, request: Request<Incoming>) -> Response<Body
     }
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
-    let peer = request.extensions().get::<crate::access::Peer>().map(|p| p.remote.ip().to_canonical());
+    // The real client's address (`crate::forwarded`), for login throttling.
+    let peer = request.extensions().get::<crate::forwarded::Client>().map(|c| c.0);
     let (session, transport) = match route(path.strip_prefix("/ws/").unwrap_or("")) {
         Route::Info => {
             METRICS.sockjs_requests.inc("info");

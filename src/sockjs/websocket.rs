@@ -47,7 +47,10 @@ pub async fn run<S: Socket>(up: Upgraded<S>) {
     };
     framing.push_text(frame::OPEN);
     let max_message = settings.max_message_bytes;
-    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing).run().await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing)
+        .with_client(up.client)
+        .run()
+        .await;
 }
 
 /// SockJS frames in WebSocket text messages.

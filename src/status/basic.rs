@@ -1,6 +1,19 @@
-//! Who may see `/status` and `/api/status`: with accounts configured (`auth.users`) and
-//! `status.require_auth` on, a request must carry one of them as HTTP Basic credentials
-//! (RFC 7617), the same login and passcode as a STOMP CONNECT; otherwise anyone may look.
+//! Who may use the routes behind HTTP Basic (RFC 7617): with accounts configured
+//! (`auth.users`) and `status.require_auth` on, `/status`, `/api/status`, `/metrics` (unless
+//! the client is in `http.metrics_open_to`) and `/api/rooms/{id}` need one of them, the same
+//! login and passcode as a STOMP CONNECT; otherwise anyone may look.
+//!
+//! Basic is a way to log in like CONNECT, and is guarded the same way: a wrong login or
+//! passcode goes through the one failed-login path (`LoginThrottle::record_failure`: the count
+//! per client address and per login, `login_failures_total`, the WARN line), and its `401` is
+//! answered after the same growing delay a CONNECT would wait, slept in the request's own task
+//! (the event loop serves everyone else meanwhile; bounded by `auth.throttle_max_delay_ms`).
+//! That is Dovecot's and OpenSSH's answer to guessing (delay the answer to a failure, never a
+//! success), not a `429`: a client told when to retry could retry elsewhere at once, and one
+//! throttle for both protocols needs one kind of answer. Hashed passcodes are checked in the
+//! queue CONNECTs use (`crate::login_check`), unknown logins against the dummy hash.
+
+use std::net::IpAddr;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -16,17 +29,47 @@ pub const CHALLENGE: &str = "Basic realm=\"stomp-edge status\", charset=\"UTF-8\
 /// Longest `Authorization` value looked at; longer ones are refused unread.
 const MAX_HEADER_BYTES: usize = 1024;
 
-/// Whether a request with this `Authorization` header may look. A hashed passcode is checked
-/// off the event loop, in the queue CONNECTs use (`crate::login_check`); when that queue is full
-/// the request is refused like a wrong passcode.
-pub async fn allowed(node: &Node, require_auth: bool, authorization: Option<&HeaderValue>) -> bool {
+/// The answer to a request's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Let it in.
+    Allowed,
+    /// `401` with [`CHALLENGE`] (a failed login was already counted, logged and waited out).
+    Refused,
+    /// `503`: the passcode check could not be taken now (`crate::login_check::Busy`).
+    Busy,
+}
+
+/// Whether a request from `client` (its real address, `crate::forwarded`) with this
+/// `Authorization` header may use `route`. Failed logins are throttled, counted and logged
+/// as described in the module doc; a request without the header is refused without counting
+/// (a browser's first request, before it asks for the login).
+pub async fn allowed(
+    node: &Node,
+    require_auth: bool,
+    authorization: Option<&HeaderValue>,
+    client: Option<IpAddr>,
+    route: &str,
+) -> Access {
+    if !require_auth || node.auth.borrow().anonymous_allowed() {
+        // Open: credentials are not looked at (so they can neither fail nor clear a record).
+        return Access::Allowed;
+    }
+    let given = authorization.map(|h| credentials(h.as_bytes()));
     let check = decide(&node.auth.borrow(), require_auth, authorization);
-    match check {
+    let login = given.as_ref().and_then(|c| c.as_ref()).map(|(login, _)| login.as_str());
+    let matched = match check {
         Check::Allowed => true,
+        Check::Refused if given.is_none() => return Access::Refused,
         Check::Refused => false,
         Check::Verify(verification) => {
-            let max = node.config().auth.max_pending_logins;
-            let Ok(job) = node.login_checks.submit(verification, max, None) else { return false };
+            let config = node.config();
+            // An address the throttle slows may have one check waiting, as for CONNECT.
+            let throttled =
+                client.filter(|_| node.login_throttle.address_throttled(client, &config.auth.throttle()));
+            let max = config.auth.max_pending_logins;
+            drop(config);
+            let Ok(job) = node.login_checks.submit(verification, max, throttled) else { return Access::Busy };
             job.finished().await;
             match job.verdict() {
                 Some(verdict @ (Verdict::Matched | Verdict::Mismatched)) => {
@@ -34,10 +77,21 @@ pub async fn allowed(node: &Node, require_auth: bool, authorization: Option<&Hea
                     // False when a reload replaced the account meanwhile.
                     node.auth.borrow().remember(job.verification(), matched) && matched
                 }
-                _ => false,
+                _ => return Access::Busy,
             }
         }
+    };
+    if matched {
+        node.login_throttle.succeeded(client, login);
+        return Access::Allowed;
     }
+    let policy = node.config().auth.throttle();
+    let delay =
+        node.login_throttle.record_failure(client, login, &policy, format_args!("HTTP Basic, {route}"));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    Access::Refused
 }
 
 /// What the credentials in `authorization` amount to, before any Argon2 run.

@@ -257,7 +257,7 @@ mod tests {
 
     fn up<S>(node: &Rc<Node>, stream: S) -> Upgraded<S> {
         let registration = node.register_connection().expect("a free place");
-        Upgraded { stream, node: node.clone(), registration, read_buf: Bytes::new() }
+        Upgraded { stream, node: node.clone(), registration, read_buf: Bytes::new(), client: None }
     }
 
     async fn socket_pair() -> (TcpStream, TcpStream) {

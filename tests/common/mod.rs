@@ -17,6 +17,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// Config text that lets the tests (on 127.0.0.1) read `/metrics` without credentials when
+/// accounts are configured (`http.metrics_open_to`); append it to a config with `[auth] users`.
+pub const METRICS_OPEN: &str = "\n[http]\nmetrics_open_to = [\"127.0.0.1\"]\n";
+
 /// A running server process; killed when dropped.
 pub struct Server {
     pub child: Child,
