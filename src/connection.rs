@@ -19,13 +19,12 @@ use crate::ws;
 /// Frames per vectored write (two slices each: WebSocket header and payload).
 const WRITE_BATCH: usize = 32;
 
-/// Serves an upgraded `/ws` socket until it closes.
-pub async fn run(up: Upgraded) {
+/// Serves an upgraded `/ws` socket until it closes. Not an `async fn`: one would keep `up` in
+/// the task beside the driver made of it, for the connection's whole life.
+pub fn run(up: Upgraded) -> impl std::future::Future<Output = ()> {
     // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
     let max_message = up.node.config().limits.max_frame_bytes + 1024;
-    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default())
-        .run()
-        .await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default()).run()
 }
 
 /// STOMP frames as WebSocket text (or binary) messages.

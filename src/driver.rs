@@ -5,8 +5,11 @@
 //! `Outbound` holds through the framing, keeps the STOMP clock, and ends with a goodbye flushed
 //! for a bounded time. One task, one `select!`; the framing is the only part that differs.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -133,7 +136,10 @@ pub struct Driver<F: Framing> {
     decoder: Decoder,
     /// One timer for heart-beats, the CONNECT deadline and the framing's clock, re-armed only
     /// when it fires.
-    timer: std::pin::Pin<Box<Sleep>>,
+    timer: Pin<Box<Sleep>>,
+    /// The [`RECHECK`] timer of a socket that is not being read or is under memory pressure;
+    /// allocated only while it is.
+    recheck: Option<Pin<Box<Sleep>>>,
     framing: F,
     /// The read buffer and the framing's buffers on the memory budget.
     charge: Charge,
@@ -179,6 +185,7 @@ impl<F: Framing> Driver<F> {
             decoder: Decoder::new(max_message_bytes),
             // Fires at once: the first `on_timer` computes the schedule.
             timer: Box::pin(sleep_until(Instant::now())),
+            recheck: None,
             framing,
             charge: Charge::new(),
             blocked_on: Vec::new(),
@@ -190,9 +197,23 @@ impl<F: Framing> Driver<F> {
         }
     }
 
-    /// Serves the connection until it closes, then cleans up; returns why it closed.
-    pub async fn run(mut self) -> CloseReason {
-        let reason = self.serve().await;
+    /// Serves the connection until it closes, then cleans up.
+    ///
+    /// The task is as large as the largest state of this future, and it lives as long as the
+    /// connection: what only the end needs (the goodbye's flush, the lingering close, their
+    /// timers) is in a box allocated when the connection ends, so an idle socket does not carry
+    /// it.
+    /// Not an `async fn`: one keeps its argument twice (as given and as moved into its body).
+    pub fn run(self) -> impl Future<Output = ()> {
+        let mut driver = self;
+        async move {
+            let reason = driver.serve().await;
+            Box::pin(driver.end(reason)).await;
+        }
+    }
+
+    /// Says goodbye, flushes it, counts and logs the close and lingers.
+    async fn end(mut self, reason: CloseReason) {
         let reason = self.finish(reason).await;
         self.stomp.session.end(&self.node);
         METRICS.closes.inc(reason.as_str());
@@ -210,7 +231,6 @@ impl<F: Framing> Driver<F> {
             drop((_registration, buf, framing, charge));
             linger(&stream, Instant::now() + LINGER).await;
         }
-        reason
     }
 
     async fn serve(&mut self) -> CloseReason {
@@ -242,29 +262,71 @@ impl<F: Framing> Driver<F> {
                 }
                 continue;
             }
-            let event = tokio::select! {
-                r = self.stream.readable(), if reading => Event::Readable(r),
-                r = self.stream.writable(), if pending => Event::Writable(r),
-                () = self.outbound.notified() => Event::Queued,
-                () = &mut self.timer => Event::Timer,
-                // A login check's end wakes the task through the queue: no polling for it.
-                () = tokio::time::sleep(RECHECK), if (!reading && self.paused != Some(LOGIN_CHECK)) || self.pressed => {
-                    Event::Recheck
+            // A login check's end wakes the task through the queue: no polling for it.
+            if (!reading && self.paused != Some(LOGIN_CHECK)) || self.pressed {
+                let at = Instant::now() + RECHECK;
+                match &mut self.recheck {
+                    Some(recheck) => recheck.as_mut().reset(at),
+                    None => self.recheck = Some(Box::pin(sleep_until(at))),
                 }
+            } else {
+                self.recheck = None;
+            }
+            let woke = match std::future::poll_fn(|cx| self.poll_wake(cx, reading, pending)).await {
+                Ok(woke) => woke,
+                Err(e) => return io_reason(&e),
             };
-            let result = match event {
-                Event::Readable(Ok(())) => self.on_readable(),
-                Event::Readable(Err(e)) | Event::Writable(Err(e)) => Err(io_reason(&e)),
-                Event::Writable(Ok(())) | Event::Queued | Event::Recheck => Ok(()),
-                Event::Timer => self.on_timer(),
-            };
-            if let Err(reason) = result {
-                return reason;
+            if woke.timer {
+                if let Err(reason) = self.on_timer() {
+                    return reason;
+                }
+            }
+            if woke.readable {
+                if let Err(reason) = self.on_readable() {
+                    return reason;
+                }
             }
             if std::mem::take(&mut self.busy) {
                 // The socket still has input (a flood): let the other connections run first.
                 tokio::task::yield_now().await;
             }
+        }
+    }
+
+    /// Waits, without a future of its own (the socket's and the timers' wakers are kept where
+    /// they are), for any of: the socket readable (if `reading`) or writable (if `pending`),
+    /// something queued, the timer, the recheck. Every source is polled each time, so none
+    /// starves another (a flooding socket cannot keep the timer from firing).
+    fn poll_wake(&mut self, cx: &mut Context<'_>, reading: bool, pending: bool) -> Poll<io::Result<Woke>> {
+        let mut woke = Woke::default();
+        let mut any = false;
+        if self.timer.as_mut().poll(cx).is_ready() {
+            woke.timer = true;
+            any = true;
+        }
+        if self.recheck.as_mut().is_some_and(|recheck| recheck.as_mut().poll(cx).is_ready()) {
+            any = true;
+        }
+        if Pin::new(&mut self.outbound.notified()).poll(cx).is_ready() {
+            any = true;
+        }
+        if pending {
+            if let Poll::Ready(ready) = self.stream.poll_write_ready(cx) {
+                ready?;
+                any = true;
+            }
+        }
+        if reading {
+            if let Poll::Ready(ready) = self.stream.poll_read_ready(cx) {
+                ready?;
+                woke.readable = true;
+                any = true;
+            }
+        }
+        if any {
+            Poll::Ready(Ok(woke))
+        } else {
+            Poll::Pending
         }
     }
 
@@ -507,14 +569,14 @@ pub(crate) async fn linger(stream: &TcpStream, deadline: Instant) {
     }
 }
 
-/// What woke the task.
-enum Event {
-    Readable(io::Result<()>),
-    Writable(io::Result<()>),
-    Queued,
-    Timer,
-    /// Time to see whether a paused socket may be read again.
-    Recheck,
+/// What woke the task and needs handling beyond the loop's own steps (flush, the read check):
+/// something queued, the socket writable or the recheck need nothing more.
+#[derive(Default)]
+struct Woke {
+    /// The socket may have input.
+    readable: bool,
+    /// The timer fired.
+    timer: bool,
 }
 
 /// One non-blocking read into `buf`, making room first: Some(bytes read), or None when the

@@ -164,7 +164,14 @@ impl Outbound {
             return;
         }
         self.account(queued + cost(&frame));
-        self.queue.borrow_mut().push_back(frame);
+        let mut queue = self.queue.borrow_mut();
+        if queue.capacity() == 0 {
+            // An idle client's queue held a frame or two once (CONNECTED, a RECEIPT) and keeps
+            // its capacity: one slot, not the four a push makes. A burst grows it as usual.
+            queue.reserve_exact(1);
+        }
+        queue.push_back(frame);
+        drop(queue);
         self.pong_at_back.set(false);
         self.wake();
     }

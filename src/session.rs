@@ -674,6 +674,10 @@ impl Session {
             }
             key
         };
+        if self.subscriptions.capacity() == 0 {
+            // Most sessions hold one subscription: room for one, not the four a push makes.
+            self.subscriptions.reserve_exact(1);
+        }
         self.subscriptions.push(Subscription { id, destination: key, user });
         Ok(Outcome::Continue)
     }

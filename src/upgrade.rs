@@ -122,7 +122,10 @@ where
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf }).await;
+                // A task of its own: this one would keep what it captured (the registration,
+                // the node, hyper's upgrade handle) beside the connection for its whole life.
+                let up = Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf };
+                tokio::task::spawn_local(serve(up));
             }
             Err(_) => log::error!("upgraded connection is not a TCP stream"),
         }

@@ -89,9 +89,7 @@ touch "$work/notify.log"
 
 start_s=$(date +%s.%N)
 # The server refuses unknown STOMP_EDGE_* variables, and the test runner sets STOMP_EDGE_BIN.
-# QEMU_LD_PREFIX too: the server starts itself again (allocator settings), and a qemu started
-# by binfmt_misc for that knows only the environment.
-env -u STOMP_EDGE_BIN QEMU_LD_PREFIX="$SYSROOT" NOTIFY_SOCKET="$work/notify.sock" WATCHDOG_USEC=2000000 \
+env -u STOMP_EDGE_BIN NOTIFY_SOCKET="$work/notify.sock" WATCHDOG_USEC=2000000 \
     "$QEMU" -L "$SYSROOT" "$BIN" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 

@@ -22,8 +22,9 @@ use super::session::BATCH_BYTES;
 use super::stomp::close_code;
 use super::Settings;
 
-/// Serves an upgraded SockJS WebSocket until it closes.
-pub async fn run(up: Upgraded) {
+/// Serves an upgraded SockJS WebSocket until it closes. Not an `async fn`, for the reason
+/// given at [`crate::connection::run`].
+pub fn run(up: Upgraded) -> impl std::future::Future<Output = ()> {
     let settings = Settings::from_config(&up.node.config());
     METRICS.sockjs_sessions.inc("websocket");
     up.node.mark_sockjs(up.registration.id);
@@ -37,7 +38,7 @@ pub async fn run(up: Upgraded) {
     };
     framing.push_text(frame::OPEN);
     let max_message = settings.max_message_bytes;
-    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing).run().await;
+    Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing).run()
 }
 
 /// SockJS frames in WebSocket text messages.
