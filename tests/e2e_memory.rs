@@ -413,13 +413,23 @@ fn memory_goes_back_after_a_burst_of_large_bodies() {
     let peak = rss_kib(&server);
     assert!(peak > baseline + 8 * 1024, "the bodies were not held: {baseline} -> {peak} KiB");
     drop(bodies);
-    // Once the budget says they are freed, the resident set follows: within 4 MiB of idle.
+    // Once the budget says they are freed, the resident set follows within seconds (the
+    // allocator returns pages free for 1 s, `memory::give_back`): within 4 MiB of idle.
     let start = Instant::now();
     while server.metric("stomp_edge_memory_budget_used_bytes") > 64 * 1024 {
         assert!(start.elapsed() < Duration::from_secs(20), "the budget was not given back");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let after = rss_kib(&server);
+    let freed = Instant::now();
+    let mut after = rss_kib(&server);
+    while after >= baseline + 4 * 1024 && freed.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss_kib(&server);
+    }
+    println!(
+        "RSS {baseline} KiB idle, {peak} KiB held, {after} KiB {} ms after",
+        freed.elapsed().as_millis()
+    );
     assert!(after < baseline + 4 * 1024, "RSS {baseline} KiB idle, {peak} KiB held, {after} KiB after");
 }
 
