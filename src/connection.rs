@@ -28,14 +28,14 @@ impl Serve for Ws {
     }
 }
 
-/// Serves an upgraded `/ws` socket until it closes.
-pub async fn run<S: Socket>(up: Upgraded<S>) {
+/// Serves an upgraded `/ws` socket until it closes. Not an `async fn`: one would keep `up` in
+/// the task beside the driver made of it, for the connection's whole life.
+pub fn run<S: Socket>(up: Upgraded<S>) -> impl std::future::Future<Output = ()> {
     // A WebSocket message may carry one whole STOMP frame plus heart-beat EOLs.
     let max_message = up.node.config().limits.max_frame_bytes + 1024;
     Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, PlainFraming::default())
         .with_client(up.client)
         .run()
-        .await;
 }
 
 /// STOMP frames as WebSocket text (or binary) messages.

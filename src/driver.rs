@@ -5,8 +5,11 @@
 //! `Outbound` holds through the framing, keeps the STOMP clock, and ends with a goodbye flushed
 //! for a bounded time. One task, one `select!`; the framing is the only part that differs.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,8 +41,26 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_secs(2);
 /// How often a socket that is not being read (flow control, memory) checks whether it may be.
 const RECHECK: Duration = Duration::from_millis(10);
-/// The pause while the CONNECT's hashed passcode is checked (`crate::login_check`).
-const LOGIN_CHECK: &str = "login_check";
+/// Why a socket is not being read (`flow_control_pauses_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pause {
+    /// The CONNECT's hashed passcode is being checked (`crate::login_check`).
+    LoginCheck,
+    /// The memory budget is near its limit.
+    Memory,
+    /// Subscribers this client published to are backed up (flow control).
+    BackedUp,
+}
+
+impl Pause {
+    fn label(self) -> &'static str {
+        match self {
+            Pause::LoginCheck => "login_check",
+            Pause::Memory => "memory",
+            Pause::BackedUp => "backed_up",
+        }
+    }
+}
 /// Under memory pressure, how long a connection may hold an unfinished frame without finishing
 /// one before it is closed: its bytes are charged and only finishing (or closing) frees them,
 /// so sockets holding half frames must not keep the whole board paused.
@@ -119,14 +140,14 @@ pub trait Framing {
     }
 }
 
-/// An upgraded socket (plain TCP or TLS) carrying one STOMP connection.
+/// An upgraded socket carrying one STOMP connection.
 pub struct Driver<F: Framing, S: Socket = TcpStream> {
     stream: S,
     node: Rc<Node>,
     stomp: Stomp,
-    outbound: Rc<Outbound>,
-    /// The connection's place in the node: freed when the driver is dropped.
-    _registration: Registration,
+    /// The connection's place in the node (freed when the driver is dropped) and its
+    /// outbound queue.
+    registration: Registration,
     /// `[application bytes already de-framed | raw WebSocket bytes]`. Unallocated while idle.
     buf: Vec<u8>,
     /// Length of the de-framed prefix of `buf`.
@@ -134,15 +155,21 @@ pub struct Driver<F: Framing, S: Socket = TcpStream> {
     decoder: Decoder,
     /// One timer for heart-beats, the CONNECT deadline and the framing's clock, re-armed only
     /// when it fires.
-    timer: std::pin::Pin<Box<Sleep>>,
+    timer: Pin<Box<Sleep>>,
+    /// The [`RECHECK`] timer of a socket that is not being read or is under memory pressure;
+    /// allocated only while it is.
+    recheck: Option<Pin<Box<Sleep>>>,
     framing: F,
     /// The read buffer and the framing's buffers on the memory budget.
     charge: Charge,
     /// Subscribers' queues that this client's last publications found backed up: the socket
     /// is not read until they drain (flow control), or until they overstay their grace.
-    blocked_on: Vec<Weak<Outbound>>,
+    /// Boxed, and only while there are some: most clients never publish to a backed-up queue.
+    // The extra allocation is the point: 8 bytes in every idle connection's task, not 24.
+    #[allow(clippy::box_collection)]
+    blocked_on: Option<Box<Vec<Weak<Outbound>>>>,
     /// Why the socket is not being read now, if it is not.
-    paused: Option<&'static str>,
+    paused: Option<Pause>,
     /// Input was left unhandled when flow control paused the client.
     unfed: bool,
     /// The last read step stopped at its cap with input left on the socket.
@@ -167,22 +194,22 @@ impl<F: Framing, S: Socket> Driver<F, S> {
         framing: F,
     ) -> Driver<F, S> {
         let outbound = registration.outbound.clone();
-        let mut stomp = Stomp::new(&node, registration.id, registration.session_id.clone(), outbound.clone());
+        let mut stomp = Stomp::new(&node, registration.id, registration.session_id.clone(), outbound);
         stomp.session.set_peer(stream.tcp().peer_addr().ok().map(|a| a.ip().to_canonical()));
         Driver {
             stomp,
             stream,
             node,
-            outbound,
-            _registration: registration,
+            registration,
             buf: initial.to_vec(),
             data_len: 0,
             decoder: Decoder::new(max_message_bytes),
             // Fires at once: the first `on_timer` computes the schedule.
             timer: Box::pin(sleep_until(Instant::now())),
+            recheck: None,
             framing,
             charge: Charge::new(),
-            blocked_on: Vec::new(),
+            blocked_on: None,
             paused: None,
             unfed: false,
             busy: false,
@@ -200,9 +227,23 @@ impl<F: Framing, S: Socket> Driver<F, S> {
         self
     }
 
-    /// Serves the connection until it closes, then cleans up; returns why it closed.
-    pub async fn run(mut self) -> CloseReason {
-        let reason = self.serve().await;
+    /// Serves the connection until it closes, then cleans up.
+    ///
+    /// The task is as large as the largest state of this future, and it lives as long as the
+    /// connection: what only the end needs (the goodbye's flush, the lingering close, their
+    /// timers) is in a box allocated when the connection ends, so an idle socket does not carry
+    /// it.
+    /// Not an `async fn`: one keeps its argument twice (as given and as moved into its body).
+    pub fn run(self) -> impl Future<Output = ()> {
+        let mut driver = self;
+        async move {
+            let reason = driver.serve().await;
+            Box::pin(driver.end(reason)).await;
+        }
+    }
+
+    /// Says goodbye, flushes it, counts and logs the close and lingers.
+    async fn end(mut self, reason: CloseReason) {
         let reason = self.finish(reason).await;
         self.stomp.session.end(&self.node);
         METRICS.closes.inc(reason.as_str());
@@ -216,11 +257,10 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             // The connection is over for everyone else (counted, room left, and its place
             // freed now); the socket lingers only to let the goodbye arrive.
             // The buffers go back now too (they are on the memory budget), not after the linger.
-            let Driver { stream, _registration, buf, framing, charge, .. } = self;
-            drop((_registration, buf, framing, charge));
+            let Driver { stream, registration, buf, framing, charge, .. } = self;
+            drop((registration, buf, framing, charge));
             linger(stream.tcp(), Instant::now() + LINGER).await;
         }
-        reason
     }
 
     async fn serve(&mut self) -> CloseReason {
@@ -230,7 +270,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             }
         }
         loop {
-            if let Some(reason) = self.outbound.closing() {
+            if let Some(reason) = self.registration.outbound.closing() {
                 return reason;
             }
             if let Err(reason) = self.resume_connect() {
@@ -239,7 +279,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             if let Err(e) = self.flush() {
                 return io_reason(&e);
             }
-            let pending = self.framing.pending(&self.outbound) || self.stream.holds_output();
+            let pending = self.framing.pending(&self.registration.outbound) || self.stream.holds_output();
             let reading = match self.may_read() {
                 Ok(reading) => reading,
                 Err(reason) => return reason,
@@ -252,29 +292,71 @@ impl<F: Framing, S: Socket> Driver<F, S> {
                 }
                 continue;
             }
-            let event = tokio::select! {
-                r = self.stream.readable(), if reading => Event::Readable(r),
-                r = self.stream.writable(), if pending => Event::Writable(r),
-                () = self.outbound.notified() => Event::Queued,
-                () = &mut self.timer => Event::Timer,
-                // A login check's end wakes the task through the queue: no polling for it.
-                () = tokio::time::sleep(RECHECK), if (!reading && self.paused != Some(LOGIN_CHECK)) || self.pressed => {
-                    Event::Recheck
+            // A login check's end wakes the task through the queue: no polling for it.
+            if (!reading && self.paused != Some(Pause::LoginCheck)) || self.pressed {
+                let at = Instant::now() + RECHECK;
+                match &mut self.recheck {
+                    Some(recheck) => recheck.as_mut().reset(at),
+                    None => self.recheck = Some(Box::pin(sleep_until(at))),
                 }
+            } else {
+                self.recheck = None;
+            }
+            let woke = match std::future::poll_fn(|cx| self.poll_wake(cx, reading, pending)).await {
+                Ok(woke) => woke,
+                Err(e) => return io_reason(&e),
             };
-            let result = match event {
-                Event::Readable(Ok(())) => self.on_readable(),
-                Event::Readable(Err(e)) | Event::Writable(Err(e)) => Err(io_reason(&e)),
-                Event::Writable(Ok(())) | Event::Queued | Event::Recheck => Ok(()),
-                Event::Timer => self.on_timer(),
-            };
-            if let Err(reason) = result {
-                return reason;
+            if woke.timer {
+                if let Err(reason) = self.on_timer() {
+                    return reason;
+                }
+            }
+            if woke.readable {
+                if let Err(reason) = self.on_readable() {
+                    return reason;
+                }
             }
             if std::mem::take(&mut self.busy) {
                 // The socket still has input (a flood): let the other connections run first.
                 tokio::task::yield_now().await;
             }
+        }
+    }
+
+    /// Waits, without a future of its own (the socket's and the timers' wakers are kept where
+    /// they are), for any of: the socket readable (if `reading`) or writable (if `pending`),
+    /// something queued, the timer, the recheck. Every source is polled each time, so none
+    /// starves another (a flooding socket cannot keep the timer from firing).
+    fn poll_wake(&mut self, cx: &mut Context<'_>, reading: bool, pending: bool) -> Poll<io::Result<Woke>> {
+        let mut woke = Woke::default();
+        let mut any = false;
+        if self.timer.as_mut().poll(cx).is_ready() {
+            woke.timer = true;
+            any = true;
+        }
+        if self.recheck.as_mut().is_some_and(|recheck| recheck.as_mut().poll(cx).is_ready()) {
+            any = true;
+        }
+        if Pin::new(&mut self.registration.outbound.notified()).poll(cx).is_ready() {
+            any = true;
+        }
+        if pending {
+            if let Poll::Ready(ready) = self.stream.poll_write_ready(cx) {
+                ready?;
+                any = true;
+            }
+        }
+        if reading {
+            if let Poll::Ready(ready) = self.stream.poll_read_ready(cx) {
+                ready?;
+                woke.readable = true;
+                any = true;
+            }
+        }
+        if any {
+            Poll::Ready(Ok(woke))
+        } else {
+            Poll::Pending
         }
     }
 
@@ -330,19 +412,24 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             return Err(CloseReason::ProtocolError);
         }
         let why = if awaiting_login {
-            Some(LOGIN_CHECK)
+            Some(Pause::LoginCheck)
         } else if pressure >= Pressure::High {
             self.node.shed_stalled_consumers();
             let frees_by_reading = holds_input || self.stomp.session.holds_transactions();
-            (pressure == Pressure::Full || !frees_by_reading).then_some("memory")
+            (pressure == Pressure::Full || !frees_by_reading).then_some(Pause::Memory)
         } else {
-            self.blocked_on.retain(|w| w.upgrade().is_some_and(|o| o.holds_back_publishers()));
-            (!self.blocked_on.is_empty()).then_some("backed_up")
+            if let Some(blocked_on) = &mut self.blocked_on {
+                blocked_on.retain(|w| w.upgrade().is_some_and(|o| o.holds_back_publishers()));
+                if blocked_on.is_empty() {
+                    self.blocked_on = None;
+                }
+            }
+            self.blocked_on.is_some().then_some(Pause::BackedUp)
         };
         if let Some(why) = why {
             if self.paused.is_none() {
-                METRICS.flow_paused.inc(why);
-                if why == "memory" {
+                METRICS.flow_paused.inc(why.label());
+                if why == Pause::Memory {
                     METRICS.memory_refused.inc("read");
                 }
             }
@@ -375,7 +462,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             self.stomp.liveness.last_read = Instant::now();
             self.charge.set(self.buf.capacity() + self.framing.held_bytes());
             self.process()?;
-            if !self.blocked_on.is_empty() || self.stomp.session.awaiting_login() {
+            if self.blocked_on.is_some() || self.stomp.session.awaiting_login() {
                 break;
             }
         }
@@ -387,7 +474,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     /// De-frames WebSocket, answers control frames, then hands the application bytes to the
     /// framing and drops what it consumed.
     fn process(&mut self) -> Result<(), CloseReason> {
-        let outbound = &self.outbound;
+        let outbound = &self.registration.outbound;
         let mut peer_closed = false;
         let decoded = self.decoder.decode(&mut self.buf, &mut self.data_len, &mut |control| match control {
             Control::Ping(payload) => {
@@ -405,7 +492,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             let receipt =
                 crate::protocol::pending_receipt(pending, self.stomp.session.version(), &self.stomp.limits);
             self.stomp.session.send_error(&format!("websocket: {e}"), receipt.as_deref());
-            self.outbound.push_unbounded(OutFrame {
+            self.registration.outbound.push_unbounded(OutFrame {
                 bytes: ws::close_frame(e.close_code(), &e.to_string()),
                 kind: FrameKind::Raw,
             });
@@ -424,12 +511,13 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             self.last_progress = Instant::now();
         }
         for queue in self.node.hub.take_backed_up() {
-            if !self.blocked_on.iter().any(|w| w.ptr_eq(&queue)) {
-                self.blocked_on.push(queue);
+            let blocked_on = self.blocked_on.get_or_insert_with(Box::default);
+            if !blocked_on.iter().any(|w| w.ptr_eq(&queue)) {
+                blocked_on.push(queue);
             }
         }
         // Paced input stops at a backed-up delivery and may leave whole frames behind.
-        self.unfed = !self.blocked_on.is_empty();
+        self.unfed = self.blocked_on.is_some();
         result?;
         if !self.stomp.session.is_connected() && self.buf.len() > BEFORE_CONNECT_BYTES {
             // Only a CONNECT-sized message may be buffered before CONNECT.
@@ -452,8 +540,8 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     /// The STOMP clock and the framing's: sends what is due, closes a silent client, re-arms.
     fn on_timer(&mut self) -> Result<(), CloseReason> {
         let stomp = &mut self.stomp;
-        let mut next = stomp.liveness.on_timer(&stomp.session, &self.outbound)?;
-        if let Some(due) = self.framing.on_timer(&self.outbound, Instant::now()) {
+        let mut next = stomp.liveness.on_timer(&stomp.session, &self.registration.outbound)?;
+        if let Some(due) = self.framing.on_timer(&self.registration.outbound, Instant::now()) {
             next = next.min(due);
         }
         self.timer.as_mut().reset(next);
@@ -462,7 +550,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.stream.send_held()?;
-        let written = self.framing.flush(&self.stream, &self.outbound)?;
+        let written = self.framing.flush(&self.stream, &self.registration.outbound)?;
         if written > 0 {
             self.stomp.liveness.last_write = Instant::now();
         }
@@ -474,7 +562,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
         if matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
             return reason;
         }
-        self.framing.goodbye(&mut self.stomp, reason, &self.outbound);
+        self.framing.goodbye(&mut self.stomp, reason, &self.registration.outbound);
         // A slow consumer is not reading: give its goodbye only a moment.
         let flush_for = if reason == CloseReason::SlowConsumer { CLOSE_FLUSH / 8 } else { CLOSE_FLUSH };
         self.flush_until(Instant::now() + flush_for).await;
@@ -486,7 +574,8 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     /// Writes what is queued until it is all out, the socket fails or `deadline` passes.
     async fn flush_until(&mut self, deadline: Instant) {
         loop {
-            if self.flush().is_err() || !(self.framing.pending(&self.outbound) || self.stream.holds_output())
+            if self.flush().is_err()
+                || !(self.framing.pending(&self.registration.outbound) || self.stream.holds_output())
             {
                 return;
             }
@@ -519,14 +608,14 @@ pub(crate) async fn linger(stream: &TcpStream, deadline: Instant) {
     }
 }
 
-/// What woke the task.
-enum Event {
-    Readable(io::Result<()>),
-    Writable(io::Result<()>),
-    Queued,
-    Timer,
-    /// Time to see whether a paused socket may be read again.
-    Recheck,
+/// What woke the task and needs handling beyond the loop's own steps (flush, the read check):
+/// something queued, the socket writable or the recheck need nothing more.
+#[derive(Default)]
+struct Woke {
+    /// The socket may have input.
+    readable: bool,
+    /// The timer fired.
+    timer: bool,
 }
 
 /// One non-blocking read into `buf`, making room first: Some(bytes read), or None when the
@@ -577,11 +666,14 @@ mod tests {
     use crate::node::Node;
     use crate::upgrade::Upgraded;
 
-    /// Most bytes one connection's task may take, whatever it is waiting on: the task is as
-    /// large as the largest state of its future, and it lives as long as the connection, so a
-    /// buffer declared in any `async fn` on the way (the lingering close's once did, 4 KiB)
-    /// is paid by every idle socket. The idle-connection benchmark prints the whole cost.
-    const MAX_TASK_BYTES: usize = 2304;
+    /// Most bytes one connection's future may take, whatever it is waiting on (tokio adds about
+    /// 100 bytes of its own and rounds the task up to 128): the task is as large as the largest
+    /// state of its future, and it lives as long as the connection, so anything declared in an
+    /// `async fn` on the way (a select!'s readiness futures, a timer, the goodbye's flush, the
+    /// lingering close's buffer) is paid by every idle socket. 1,784 and 2,152 bytes before
+    /// issue 23; the idle-connection benchmark prints the whole cost (docs/MEMORY.md).
+    const MAX_PLAIN_TASK_BYTES: usize = 544;
+    const MAX_SOCKJS_TASK_BYTES: usize = 672;
 
     async fn upgraded(node: &Rc<Node>) -> (Upgraded, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
@@ -599,7 +691,7 @@ mod tests {
         let (up, _client) = upgraded(&node).await;
         let sockjs = std::mem::size_of_val(&crate::sockjs::websocket::run(up));
         println!("connection task: /ws {plain} B, SockJS websocket {sockjs} B");
-        assert!(plain <= MAX_TASK_BYTES, "/ws task is {plain} B");
-        assert!(sockjs <= MAX_TASK_BYTES, "SockJS websocket task is {sockjs} B");
+        assert!(plain <= MAX_PLAIN_TASK_BYTES, "/ws task is {plain} B");
+        assert!(sockjs <= MAX_SOCKJS_TASK_BYTES, "SockJS websocket task is {sockjs} B");
     }
 }

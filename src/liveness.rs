@@ -19,7 +19,9 @@ pub struct Liveness {
     /// When the server last wrote a STOMP frame or heart-beat to the client.
     pub last_write: Instant,
     opened: Instant,
-    connect_timeout: Duration,
+    /// The CONNECT deadline after `opened`, in milliseconds (a `Duration` would take 16 bytes of
+    /// every connection's task).
+    connect_timeout_ms: u32,
     /// Whether the timer was re-armed for the heart-beats agreed at CONNECT.
     heartbeat_armed: bool,
 }
@@ -27,16 +29,17 @@ pub struct Liveness {
 impl Liveness {
     pub fn new(connect_timeout: Duration) -> Liveness {
         let now = Instant::now();
-        Liveness { last_read: now, last_write: now, opened: now, connect_timeout, heartbeat_armed: false }
+        let connect_timeout_ms = u32::try_from(connect_timeout.as_millis()).unwrap_or(u32::MAX);
+        Liveness { last_read: now, last_write: now, opened: now, connect_timeout_ms, heartbeat_armed: false }
     }
 
     pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
+        Duration::from_millis(u64::from(self.connect_timeout_ms))
     }
 
     /// The first deadline: CONNECT must arrive by then.
     pub fn connect_deadline(&self) -> Instant {
-        self.opened + self.connect_timeout
+        self.opened + self.connect_timeout()
     }
 
     /// Call after handling input: true once, right after CONNECT agreed the heart-beats, when the

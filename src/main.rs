@@ -5,23 +5,12 @@ use std::rc::Rc;
 
 use stomp_edge::config::{self, Action, Config};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn load() -> Result<Action, String> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     Config::from_args_and_env(std::env::args().skip(1), &env)
-}
-
-/// The `--config`/`-c` path given on the command line, if any (as `Config` reads it).
-fn config_path() -> Option<String> {
-    let mut args = std::env::args().skip(1);
-    let mut path = None;
-    while let Some(arg) = args.next() {
-        if let Some(inline) = arg.strip_prefix("--config=") {
-            path = Some(inline.to_string());
-        } else if arg == "--config" || arg == "-c" {
-            path = args.next();
-        }
-    }
-    path
 }
 
 /// `--hash-passcode`: prints the hash part of an `auth.users` entry (`"login:HASH"`).
@@ -81,21 +70,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Before anything else runs: on glibc this may start the binary again (same PID) with
-    // allocator settings that give freed memory back.
-    // A config read from a pipe (`--config /dev/stdin`, `<(...)`) cannot be read again by the
-    // restarted process, which would then run on defaults: no restart for it.
-    let piped = config_path().filter(|p| !std::fs::metadata(p).is_ok_and(|m| m.is_file()));
-    let tuning = stomp_edge::edge::allocator::tune(config.limits.return_freed_memory && piped.is_none());
     // Log to stderr (journald adds its own timestamps under systemd).
     if let Err(e) = simple_logger::SimpleLogger::new().with_level(config.log_level).init() {
         eprintln!("stomp-edge: cannot start logging: {e}");
-    }
-    tuning.log();
-    if let Some(path) = piped {
-        log::info!(
-            "allocator: config {path} is not a file a restart could read again; glibc keeps its defaults"
-        );
     }
     let reload = Box::new(|| match load()? {
         Action::Run(config) => Ok(*config),

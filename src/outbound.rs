@@ -58,10 +58,8 @@ fn cost(frame: &OutFrame) -> usize {
 /// The queue and its wake-up flag.
 pub struct Outbound {
     queue: RefCell<VecDeque<OutFrame>>,
-    /// What `queue` costs (bytes plus [`ENTRY_OVERHEAD`] per frame), checked against `limit`
-    /// on every push.
-    queued_bytes: Cell<usize>,
-    /// `queued_bytes` on the board's memory budget.
+    /// What `queue` costs (bytes plus [`ENTRY_OVERHEAD`] per frame) on the board's memory
+    /// budget: the charge is the count (one field less in every client's queue).
     charge: RefCell<Charge>,
     /// Since when the queue has been over half its limit (cleared once under a quarter):
     /// publishers to this client are not read meanwhile (flow control).
@@ -80,7 +78,7 @@ pub struct Outbound {
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbound")
-            .field("queued_bytes", &self.queued_bytes.get())
+            .field("queued_bytes", &self.queued_bytes())
             .field("closing", &self.closing.get())
             .finish()
     }
@@ -90,7 +88,6 @@ impl Outbound {
     pub fn new(limit: usize) -> Outbound {
         Outbound {
             queue: RefCell::new(VecDeque::new()),
-            queued_bytes: Cell::new(0),
             charge: RefCell::new(Charge::new()),
             backed_up_since: Cell::new(None),
             pong_at_back: Cell::new(false),
@@ -108,7 +105,7 @@ impl Outbound {
             METRICS.messages_dropped.inc("other");
             return false;
         }
-        let queued = self.queued_bytes.get();
+        let queued = self.queued_bytes();
         if queued + cost(&frame) > self.limit.get() {
             METRICS.messages_dropped.inc("slow_consumer");
             log::info!(
@@ -140,7 +137,7 @@ impl Outbound {
                     *back = frame;
                     let new = cost(back);
                     drop(queue);
-                    self.account(self.queued_bytes.get() - old + new);
+                    self.account(self.queued_bytes() - old + new);
                     return;
                 }
             }
@@ -153,7 +150,7 @@ impl Outbound {
     /// the limit, so a client that asks for receipts and never reads them is still bounded;
     /// once the connection is closing, its last frames (ERROR, close) always go in.
     pub fn push_unbounded(&self, frame: OutFrame) {
-        let queued = self.queued_bytes.get();
+        let queued = self.queued_bytes();
         if self.closing.get().is_none() && queued + cost(&frame) > 2 * self.limit.get() {
             METRICS.messages_dropped.inc("slow_consumer");
             log::info!(
@@ -164,14 +161,20 @@ impl Outbound {
             return;
         }
         self.account(queued + cost(&frame));
-        self.queue.borrow_mut().push_back(frame);
+        let mut queue = self.queue.borrow_mut();
+        if queue.capacity() == 0 {
+            // An idle client's queue held a frame or two once (CONNECTED, a RECEIPT) and keeps
+            // its capacity: one slot, not the four a push makes. A burst grows it as usual.
+            queue.reserve_exact(1);
+        }
+        queue.push_back(frame);
+        drop(queue);
         self.pong_at_back.set(false);
         self.wake();
     }
 
     /// Sets what the queue costs: the budget's charge and the backed-up clock follow.
     fn account(&self, queued: usize) {
-        self.queued_bytes.set(queued);
         self.charge.borrow_mut().set(queued);
         let limit = self.limit.get();
         match self.backed_up_since.get() {
@@ -213,8 +216,9 @@ impl Outbound {
         self.queue.borrow().is_empty()
     }
 
+    /// What the queue costs now, in bytes (checked against the limit on every push).
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.get()
+        self.charge.borrow().bytes()
     }
 
     /// Runs `f` over the queue; the connection uses it to build one vectored write.
@@ -225,7 +229,7 @@ impl Outbound {
     /// Removes `count` written frames from the front.
     pub fn pop_written(&self, count: usize) {
         let mut queue = self.queue.borrow_mut();
-        let mut queued = self.queued_bytes.get();
+        let mut queued = self.queued_bytes();
         for _ in 0..count {
             if let Some(frame) = queue.pop_front() {
                 queued = queued.saturating_sub(cost(&frame));

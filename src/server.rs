@@ -131,7 +131,10 @@ pub async fn serve(
                 }
                 hooks.reloaded();
             }
-            _ = tick.tick() => hooks.tick(),
+            _ = tick.tick() => {
+                hooks.tick();
+                crate::memory::give_back();
+            }
             () = tokio::time::sleep(Duration::from_millis(20)), if draining => {
                 let done = node.connection_count() == 0 && !node.app().is_some_and(|app| app.busy());
                 if done || drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {

@@ -194,12 +194,20 @@ pub struct Session {
     pub heartbeat: HeartBeat,
     subscriptions: Vec<Subscription>,
     transactions: Vec<Transaction>,
+    /// What the frame being handled asks of its RECEIPT beyond sending it; boxed, and only
+    /// while a SUBSCRIBE sets it: an idle session carries 8 bytes for it, not 48.
+    receipt: Option<Box<ReceiptPlan>>,
+}
+
+/// How a SUBSCRIBE's RECEIPT goes out when not at once and plain.
+#[derive(Default)]
+struct ReceiptPlan {
     /// Set by a SUBSCRIBE whose cluster subscription is not active yet: its RECEIPT waits.
-    receipt_after: Option<LocalBoxFuture<'static, ()>>,
+    after: Option<LocalBoxFuture<'static, ()>>,
     /// Set by a streamed SUBSCRIBE: what its RECEIPT says about the recovery.
-    receipt_headers: ReceiptHeaders,
+    headers: ReceiptHeaders,
     /// Set by a SUBSCRIBE whose recovery sends the RECEIPT itself, after the kept messages.
-    receipt_sent_later: bool,
+    sent_later: bool,
 }
 
 impl Session {
@@ -216,9 +224,7 @@ impl Session {
             heartbeat: HeartBeat::default(),
             subscriptions: Vec::new(),
             transactions: Vec::new(),
-            receipt_after: None,
-            receipt_headers: Vec::new(),
-            receipt_sent_later: false,
+            receipt: None,
         }
     }
 
@@ -297,9 +303,9 @@ impl Session {
         let receipt = frame.header("receipt").map(|r| r.into_owned());
         let result = self.dispatch(frame, node);
         // Taken whatever the result, so a failed SUBSCRIBE leaves nothing behind.
-        let wait = self.receipt_after.take();
-        let extra = std::mem::take(&mut self.receipt_headers);
-        let receipt = receipt.filter(|_| !std::mem::take(&mut self.receipt_sent_later));
+        let plan = self.receipt.take().map(|plan| *plan).unwrap_or_default();
+        let (wait, extra) = (plan.after, plan.headers);
+        let receipt = receipt.filter(|_| !plan.sent_later);
         match result {
             Ok(outcome) => {
                 match (receipt, frame.command == Command::Connect, wait) {
@@ -607,7 +613,10 @@ impl Session {
             Since::Next
         };
         if frame.header("receipt").is_some() {
-            self.receipt_after = node.broker.ready(&destination);
+            let after = node.broker.ready(&destination);
+            if after.is_some() || self.receipt.is_some() {
+                self.receipt.get_or_insert_with(Box::default).after = after;
+            }
         }
         let key = if user {
             let key: Rc<str> = Rc::from(&*destination);
@@ -638,7 +647,7 @@ impl Session {
                             self.outbound.push(OutFrame::stomp(encode_message(p, &id, self.version, ack)));
                         }
                         METRICS.messages_delivered.add(recovery.publications.len() as u64);
-                        self.receipt_headers = recovery_headers(&recovery);
+                        self.receipt.get_or_insert_with(Box::default).headers = recovery_headers(&recovery);
                     }
                     Recovering::Later(read) => {
                         // The subscription holds live publications until the kept ones are
@@ -654,8 +663,9 @@ impl Session {
             })?;
             if let Some((read, subscriber)) = later {
                 let receipt = frame.header("receipt").map(|r| r.into_owned());
-                self.receipt_sent_later = receipt.is_some();
-                self.receipt_after = None;
+                let plan = self.receipt.get_or_insert_with(Box::default);
+                plan.sent_later = receipt.is_some();
+                plan.after = None;
                 let limit = Duration::from_millis(node.config().cluster.command_timeout_ms * 2);
                 let version = self.version;
                 tokio::task::spawn_local(async move {
@@ -673,6 +683,10 @@ impl Session {
             }
             key
         };
+        if self.subscriptions.capacity() == 0 {
+            // Most sessions hold one subscription: room for one, not the four a push makes.
+            self.subscriptions.reserve_exact(1);
+        }
         self.subscriptions.push(Subscription { id, destination: key, user });
         Ok(Outcome::Continue)
     }

@@ -130,35 +130,24 @@ pub fn upgrade(node: Rc<Node>, mut request: Request<Incoming>, serve: impl Serve
                 return; // the registration is dropped: its place is free again
             }
         };
-        // Each arm's future lives in the same place of this task: a TLS one costs a plain one
-        // nothing.
+        // Each kind of socket is served by a task of its own type, sized by its own future: a
+        // TLS connection's costs a plain one's nothing.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                serve
-                    .serve(Upgraded {
-                        stream,
-                        node: task_node,
-                        registration,
-                        read_buf: parts.read_buf,
-                        client,
-                    })
-                    .await;
+                // A task of its own: this one would keep what it captured (the registration,
+                // the node, hyper's upgrade handle) beside the connection for its whole life.
+                let up = Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf, client };
+                tokio::task::spawn_local(serve.serve(up));
             }
             Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
             {
                 Ok(parts) => {
                     let (tcp, tls) = parts.io.into_inner().into_inner();
                     let stream = crate::tls::socket::TlsSocket::new(tcp, tls);
-                    serve
-                        .serve(Upgraded {
-                            stream,
-                            node: task_node,
-                            registration,
-                            read_buf: parts.read_buf,
-                            client,
-                        })
-                        .await;
+                    let up =
+                        Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf, client };
+                    tokio::task::spawn_local(serve.serve(up));
                 }
                 Err(_) => log::error!("upgraded connection is neither a TCP nor a TLS stream"),
             },

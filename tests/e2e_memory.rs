@@ -400,14 +400,9 @@ fn cut_short_bodies(addr: &str, count: usize) -> Vec<TcpStream> {
 
 #[test]
 fn memory_goes_back_after_a_burst_of_large_bodies() {
-    // The server sets glibc's allocator itself (limits.return_freed_memory, on by default):
-    // without it, glibc kept ~10 MiB of these 40 bodies for good.
+    // glibc's allocator with its defaults kept ~10 MiB of these 40 bodies for good; the
+    // binary's allocator (mimalloc) gives them back.
     let server = Server::start();
-    let environ = std::fs::read(format!("/proc/{}/environ", server.child.id())).unwrap();
-    assert!(
-        environ.split(|&b| b == 0).any(|v| v.starts_with(b"GLIBC_TUNABLES=glibc.malloc.mmap_threshold=")),
-        "the server did not start itself again with its allocator settings"
-    );
     let baseline = rss_kib(&server);
     let bodies = cut_short_bodies(&server.addr, 40);
     let start = Instant::now();
@@ -418,13 +413,23 @@ fn memory_goes_back_after_a_burst_of_large_bodies() {
     let peak = rss_kib(&server);
     assert!(peak > baseline + 8 * 1024, "the bodies were not held: {baseline} -> {peak} KiB");
     drop(bodies);
-    // Once the budget says they are freed, the resident set follows: within 4 MiB of idle.
+    // Once the budget says they are freed, the resident set follows within seconds (the
+    // allocator returns pages free for 1 s, `memory::give_back`): within 4 MiB of idle.
     let start = Instant::now();
     while server.metric("stomp_edge_memory_budget_used_bytes") > 64 * 1024 {
         assert!(start.elapsed() < Duration::from_secs(20), "the budget was not given back");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let after = rss_kib(&server);
+    let freed = Instant::now();
+    let mut after = rss_kib(&server);
+    while after >= baseline + 4 * 1024 && freed.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss_kib(&server);
+    }
+    println!(
+        "RSS {baseline} KiB idle, {peak} KiB held, {after} KiB {} ms after",
+        freed.elapsed().as_millis()
+    );
     assert!(after < baseline + 4 * 1024, "RSS {baseline} KiB idle, {peak} KiB held, {after} KiB after");
 }
 
@@ -523,4 +528,68 @@ async fn half_frames_under_the_high_water_mark_do_not_keep_transactions_out() {
     let r = client.recv().await;
     assert_eq!((r.command.as_str(), r.header("receipt-id")), ("RECEIPT", Some("s1")), "{r:?}");
     drop(hostile);
+}
+
+/// Opens `count` raw `/ws` sockets, each CONNECTed and SUBSCRIBEd to `/topic/crowd` (its
+/// RECEIPT read), like an idle chat audience.
+fn subscribed_crowd(addr: &str, count: usize) -> Vec<TcpStream> {
+    let mut frames = Vec::new();
+    for frame in [
+        &b"CONNECT\naccept-version:1.2\nhost:x\n\n\0"[..],
+        &b"SUBSCRIBE\ndestination:/topic/crowd\nid:0\nreceipt:r\n\n\0"[..],
+    ] {
+        frames.extend_from_slice(&frame_header(0x1, frame.len()));
+        frames.extend_from_slice(frame);
+    }
+    (0..count)
+        .map(|_| {
+            let mut s = upgraded(addr, "/ws");
+            s.write_all(&frames).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !got.windows(7).any(|w| w == b"RECEIPT") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "closed before its RECEIPT: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&chunk[..n]);
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn memory_goes_back_after_a_crowd_leaves() {
+    // 4,000 subscribed clients come and leave. Before, glibc (even with the tunables the
+    // server restarted itself with) kept nearly all of their memory for good (+3.4 MiB of
+    // +3.5 after 1,000). The goal is within 1 MiB of idle; what is asserted is that most of it
+    // comes back within seconds (about 2 MiB stays: see docs/MEMORY.md), which the old code
+    // fails.
+    let server = Server::start_with("[limits]\nmax_connections = 5000\n", &["--log-level", "info"]);
+    // A first small crowd makes what is made once (tables, counters' labels, the allocator's
+    // first pages of each size): "idle" is a server that has served.
+    drop(subscribed_crowd(&server.addr, 100));
+    std::thread::sleep(Duration::from_secs(3));
+    let baseline = rss_kib(&server);
+    let crowd = subscribed_crowd(&server.addr, 4000);
+    let peak = rss_kib(&server);
+    assert!(peak > baseline + 4 * 1024, "the crowd was not held: {baseline} -> {peak} KiB");
+    drop(crowd);
+    let start = Instant::now();
+    while server.metric("stomp_edge_connections_current") > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the crowd never left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = Instant::now();
+    let bound = baseline + (peak - baseline) / 2;
+    let mut after = rss_kib(&server);
+    while after > baseline + 1024 && left.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss_kib(&server);
+    }
+    println!(
+        "RSS {baseline} KiB idle, {peak} KiB with 4,000 clients, {after} KiB {} ms after they left",
+        left.elapsed().as_millis()
+    );
+    assert!(after <= bound, "RSS {baseline} KiB idle, {peak} KiB with the crowd, {after} KiB after");
 }

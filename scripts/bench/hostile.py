@@ -9,7 +9,6 @@ step is bounded in count and time.
 
     STOMP_EDGE_BIN=target/release/stomp-edge python3 scripts/bench/hostile.py [--quick]
 
-HOSTILE_GLIBC_TUNABLES sets the server's GLIBC_TUNABLES (unset: the server's own settings);
 HOSTILE_AFTER_S changes the 10 s wait before "RSS after".
 """
 
@@ -36,10 +35,6 @@ class Server:
             f.write(config)
         # STOMP_EDGE_* variables are config keys to the server: pass none of ours.
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOMP_EDGE_")}
-        # The allocator settings: the server's own (limits.return_freed_memory) unless given.
-        env.pop("GLIBC_TUNABLES", None)
-        if os.environ.get("HOSTILE_GLIBC_TUNABLES"):
-            env["GLIBC_TUNABLES"] = os.environ["HOSTILE_GLIBC_TUNABLES"]
         self.p = subprocess.Popen([BIN, "--listen", "127.0.0.1:0", "--log-level", "info",
                                    "--config", self.path], stderr=subprocess.PIPE, env=env)
         self.port = None

@@ -53,9 +53,6 @@ else
 fi
 
 # --- run under qemu as systemd would --------------------------------------------------------
-# QEMU_LD_PREFIX too: the server starts itself again (allocator settings), and a qemu started
-# by binfmt_misc for that knows only the environment.
-BOARD_ENV=(QEMU_LD_PREFIX="$SYSROOT")
 board_run "$QEMU" -L "$SYSROOT" "$BIN"
 say "figures: stripped $stripped bytes, idle RSS under qemu-aarch64 ${BOARD_IDLE_RSS_KIB:-?} KiB"
 

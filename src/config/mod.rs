@@ -109,8 +109,6 @@ settings! {
         pub max_outbound_bytes: usize = Live [4096, 1 << 30];
         /// The board's memory budget for what clients make the server hold (`crate::memory`).
         pub memory_budget_bytes: usize = Live [1 << 20, usize::MAX];
-        /// Run with allocator settings that give freed memory back (`crate::edge::allocator`).
-        pub return_freed_memory: bool = Restart;
     }
 
     /// `[http]`: which host names the board answers to (`crate::access`), which reverse proxies

@@ -2,7 +2,6 @@
 //! (`server::Hooks`) into sd_notify messages: READY once listening, WATCHDOG from the event
 //! loop itself (a stalled loop stops petting and systemd restarts it), RELOADING, STOPPING.
 
-pub mod allocator;
 pub mod sdnotify;
 
 use std::net::SocketAddr;

@@ -32,8 +32,9 @@ impl Serve for SockJsWs {
     }
 }
 
-/// Serves an upgraded SockJS WebSocket until it closes.
-pub async fn run<S: Socket>(up: Upgraded<S>) {
+/// Serves an upgraded SockJS WebSocket until it closes. Not an `async fn`, for the reason
+/// given at [`crate::connection::run`].
+pub fn run<S: Socket>(up: Upgraded<S>) -> impl std::future::Future<Output = ()> {
     let settings = Settings::from_config(&up.node.config());
     METRICS.sockjs_sessions.inc("websocket");
     up.node.mark_sockjs(up.registration.id);
@@ -50,7 +51,6 @@ pub async fn run<S: Socket>(up: Upgraded<S>) {
     Driver::new(up.stream, up.node, up.registration, up.read_buf, max_message, framing)
         .with_client(up.client)
         .run()
-        .await;
 }
 
 /// SockJS frames in WebSocket text messages.

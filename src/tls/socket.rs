@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
+use std::task::{Context, Poll};
 
 use rustls::ServerConnection;
 use tokio::io::AsyncWriteExt;
@@ -45,6 +46,15 @@ pub trait Socket {
     /// Pushes what [`Socket::holds_output`] holds to the kernel, as far as it takes it.
     fn send_held(&self) -> io::Result<()> {
         Ok(())
+    }
+    /// Polls for what [`Socket::readable`] waits for, for a task that keeps no future of its
+    /// own while it waits (the driver's `poll_wake`).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp().poll_read_ready(cx)
+    }
+    /// Polls for what [`Socket::writable`] waits for.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp().poll_write_ready(cx)
     }
     /// Ends the sending side (a TLS `close_notify`, then a TCP FIN).
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>>;
@@ -159,6 +169,13 @@ impl Socket for TlsSocket {
 
     fn writable(&self) -> impl Future<Output = io::Result<()>> {
         self.0.tcp.writable()
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.has_plaintext() {
+            return Poll::Ready(Ok(()));
+        }
+        self.0.tcp.poll_read_ready(cx)
     }
 
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {

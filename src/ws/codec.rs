@@ -31,7 +31,7 @@ pub struct Decoder {
     /// Masking key of the current data frame.
     mask: [u8; 4],
     /// Offset of the next payload byte in its frame, mod 4: which key byte unmasks it.
-    phase: usize,
+    phase: u8,
     /// Whether the current data frame is the last of its message.
     fin: bool,
     /// Kind of the message being received, `None` between messages.
@@ -169,8 +169,8 @@ impl Decoder {
             buf.copy_within(read..read + n, write);
         }
         let chunk = &mut buf[write..write + n]; // write + n <= read + n <= buf.len()
-        apply_mask(chunk, self.mask, self.phase);
-        self.phase = (self.phase + n) & 3;
+        apply_mask(chunk, self.mask, usize::from(self.phase));
+        self.phase = ((usize::from(self.phase) + n) & 3) as u8;
         self.remaining -= n as u64;
         if self.message == Some(DataKind::Text) {
             self.utf8.feed(chunk).map_err(|()| WsError::InvalidUtf8)?;
