@@ -17,17 +17,28 @@ fn basic(credentials: &str) -> String {
     format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, credentials))
 }
 
-/// A GET of `path` from the loopback address `source` with extra headers; returns the status
-/// and how long the answer took.
-async fn get_from(server: &Server, source: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Duration) {
+/// One HTTP/1.1 request from the loopback address `source` with extra headers (and a
+/// `text/plain` body when not empty); returns the status, the body and how long the answer took.
+async fn request_from(
+    server: &Server,
+    source: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Duration) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(server.addr.parse().unwrap()).await.unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", server.addr);
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", server.addr);
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!("Content-Type: text/plain\r\nContent-Length: {}\r\n", body.len()));
+    }
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
+    request.push_str(body);
     let start = Instant::now();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
@@ -36,33 +47,21 @@ async fn get_from(server: &Server, source: &str, path: &str, headers: &[(&str, &
         .expect("an answer")
         .unwrap();
     let took = start.elapsed();
-    let text = String::from_utf8_lossy(&raw);
-    (parse_head(text.split("\r\n\r\n").next().unwrap_or("")).0, took)
-}
-
-/// A POST of `body` to `path` (a SockJS xhr URL) from 127.0.0.1 with extra headers; returns the
-/// status and the body.
-async fn post(server: &Server, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n",
-        server.addr,
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
-        .await
-        .expect("an answer")
-        .unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (parse_head(head).0, body.to_string())
+    (parse_head(head).0, body.to_string(), took)
+}
+
+/// A GET from `source`; returns the status and how long the answer took.
+async fn get_from(server: &Server, source: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Duration) {
+    let (status, _, took) = request_from(server, source, "GET", path, "", headers).await;
+    (status, took)
+}
+
+/// A POST of `body` to `path` (a SockJS xhr URL) from 127.0.0.1; returns the status and body.
+async fn post(server: &Server, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, body, _) = request_from(server, "127.0.0.1", "POST", path, body, headers).await;
+    (status, body)
 }
 
 /// A failed STOMP CONNECT over `/ws` from `source` (with extra handshake headers); returns how
