@@ -83,6 +83,28 @@ pub trait Serve: 'static {
     fn serve<S: Socket + 'static>(self, up: Upgraded<S>) -> impl std::future::Future<Output = ()> + 'static;
 }
 
+/// An upgraded socket taken out of hyper: plain, or TLS (the rustls connection boxed).
+enum Taken {
+    Plain(Upgraded<TcpStream>),
+    Tls(Upgraded<crate::tls::socket::TlsSocket>),
+}
+
+/// Takes the socket (plain or TLS) and the bytes hyper read past the request out of `upgraded`.
+fn taken(upgraded: hyper::upgrade::Upgraded, node: Rc<Node>, registration: Registration) -> Option<Taken> {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let stream = parts.io.into_inner();
+            Some(Taken::Plain(Upgraded { stream, node, registration, read_buf: parts.read_buf }))
+        }
+        Err(upgraded) => {
+            let parts = upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>().ok()?;
+            let (tcp, tls) = parts.io.into_inner().into_inner();
+            let stream = crate::tls::socket::TlsSocket::new(tcp, tls);
+            Some(Taken::Tls(Upgraded { stream, node, registration, read_buf: parts.read_buf }))
+        }
+    }
+}
+
 /// Answers a WebSocket upgrade (`GET /ws`, SockJS's `…/websocket`): refuses with a clear
 /// status, or registers the connection, answers 101 and hands the socket to `serve` once
 /// hyper has written the response.
@@ -127,26 +149,13 @@ pub fn upgrade(node: Rc<Node>, mut request: Request<Incoming>, serve: impl Serve
                 return; // the registration is dropped: its place is free again
             }
         };
-        // Each arm's future lives in the same place of this task: a TLS one costs a plain one
-        // nothing.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let stream = parts.io.into_inner();
-                serve
-                    .serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf })
-                    .await;
-            }
-            Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
-            {
-                Ok(parts) => {
-                    let (tcp, tls) = parts.io.into_inner().into_inner();
-                    let stream = crate::tls::socket::TlsSocket::new(tcp, tls);
-                    serve
-                        .serve(Upgraded { stream, node: task_node, registration, read_buf: parts.read_buf })
-                        .await;
-                }
-                Err(_) => log::error!("upgraded connection is neither a TCP nor a TLS stream"),
-            },
+        // The sockets are taken out in a plain function: a TLS stream (with its rustls state
+        // inline) held in this task across the `.await` would make every connection's task,
+        // plain ones too, that much larger. Each arm's future shares one place in the task.
+        match taken(upgraded, task_node, registration) {
+            Some(Taken::Plain(up)) => serve.serve(up).await,
+            Some(Taken::Tls(up)) => serve.serve(up).await,
+            None => log::error!("upgraded connection is neither a TCP nor a TLS stream"),
         }
     });
     let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
