@@ -4,7 +4,7 @@
 # executable scripts/test.d/*.sh in sorted order). A failing step does not stop the others; the run
 # ends with a summary table and one `N passed, N failed` line, and exits non-zero if any failed.
 # Works without a TTY and with CI=true. Knobs (environment):
-#   TEST_BUDGET_SECONDS  whole-run time limit (default 1740); each step also has its own limit
+#   TEST_BUDGET_SECONDS  whole-run time limit (default 2280); each step also has its own limit
 #   SKIP_SETUP=1         do not check or install anything first
 set -euo pipefail
 

@@ -123,7 +123,9 @@ serve_healthz() { # LABEL: start it, GET /healthz, stop it with SIGTERM
         sleep 0.1
     done
     local health
+    last_health=
     if [ -n "$addr" ] && health=$(curl -sf --max-time 5 "http://$addr/healthz") && grep -q '"status":"ok"' <<<"$health"; then
+        last_health=$health
         pass "$1: /usr/bin/stomp-edge as stomp-edge with /etc/stomp-edge/stomp-edge.toml serves /healthz: $health"
     else
         sed 's/^/    server: /' "$work/server.err" | tail -n 10
@@ -138,8 +140,9 @@ serve_healthz() { # LABEL: start it, GET /healthz, stop it with SIGTERM
 serve_healthz "installed"
 
 # --- edit the config, upgrade -----------------------------------------------------------------
-sed -i 's/^log_level = "info"$/log_level = "debug"  # edited on the board/' "$conf"
-grep -q 'edited on the board' "$conf" || fatal "could not edit $conf (log_level line changed?)"
+# An edit the server shows: its id in /healthz (a log level would need a DEBUG line to appear).
+sed -i 's/^server_id = ""$/server_id = "edited-board"  # edited on the board/' "$conf"
+grep -q 'edited on the board' "$conf" || fatal "could not edit $conf (server_id line changed?)"
 if apt_in_root "$(basename "$deb2")"; then
     pass "upgrade: apt-get install ./$(basename "$deb2"), no conffile prompt"
 else
@@ -148,11 +151,11 @@ else
 fi
 check "upgrade: version $version-2~upgrade installed" '[ "$(in_root dpkg-query -W -f="\${Version}" stomp-edge)" = "$version-2~upgrade" ]'
 check "upgrade: the edited config survived, nothing beside it" \
-    'grep -qx "log_level = \"debug\"  # edited on the board" "$conf" && [ -z "$(ls "$root/etc/stomp-edge" | grep -v "^stomp-edge.toml$")" ]'
+    'grep -qx "server_id = \"edited-board\"  # edited on the board" "$conf" && [ -z "$(ls "$root/etc/stomp-edge" | grep -v "^stomp-edge.toml$")" ]'
 check "upgrade: same user, unit still enabled" '[ "$(in_root id -u stomp-edge)" = "$uid" ] && [ -L "$wants" ]'
 serve_healthz "upgraded"
-grep -q 'DEBUG' "$work/server.err" && pass "upgraded: the server ran with the edited config (log_level debug)" \
-    || fail "upgraded: no DEBUG line: the edited config was not used"
+grep -q '"serverId":"edited-board"' <<<"$last_health" && pass "upgraded: the server ran with the edited config (server id edited-board)" \
+    || fail "upgraded: /healthz does not say serverId edited-board: the edited config was not used"
 
 # --- remove, then purge -----------------------------------------------------------------------
 echo 'STOMP_EDGE_LOG_LEVEL=info' >"$root/etc/stomp-edge/stomp-edge.env"
