@@ -57,7 +57,7 @@
 //! `protocol::parse`), is handled by `session` (`route_send`), and reaches `Node::publish`,
 //! which delivers it to this node's subscribers through `Hub::deliver` (one MESSAGE encoding
 //! per distinct subscription id, the bytes shared by every recipient's `Outbound`) and then
-//! hands it to the engine for the other nodes. Each recipient's `connection` task wakes and
+//! hands it to the engine for the other nodes. Each recipient's socket task (`driver`) wakes and
 //! writes its whole queue in one vectored write.
 
 pub mod access;

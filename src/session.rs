@@ -1,7 +1,7 @@
 //! One client's STOMP session: the protocol state machine from CONNECT to DISCONNECT. It turns
 //! parsed frames into effects on the node (subscribe, publish, the `/app` application) and
 //! queues its replies (CONNECTED, RECEIPT, ERROR) on its own outbound queue. No I/O here:
-//! `connection.rs` owns the socket and the timers.
+//! the socket task (`driver.rs`) owns the socket and the timers.
 
 use std::net::IpAddr;
 use std::rc::Rc;
