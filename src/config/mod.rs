@@ -556,6 +556,12 @@ mod tests {
         assert!(err("log_level = \"loud\"\n").starts_with("f: line 1: `log_level`"));
         assert!(err("listen = \"nowhere\"\n").starts_with("f: line 1: `listen`"));
         assert!(err("[auth]\nusers = [\n\"a:b\",\n\"nopass\"]\n").contains("login:passcode"));
+        // Accounts that would let in what their owner did not mean to.
+        assert!(err("[auth]\nusers = [\"dave:\"]\n").contains("passcode of \"dave\" is empty"));
+        assert!(err("[auth]\nusers = [\"guest:a\", \"guest:b\"]\n").contains("\"guest\" is listed twice"));
+        let bcrypt =
+            err("[auth]\nusers = ['x:$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW']\n");
+        assert!(bcrypt.contains("\"2b\" password hash"), "{bcrypt}");
         assert!(err("redis_url = \"http://x\"\n").contains("redis://"));
         assert!(err("redis_url = \"redis-sentinel://h1,h2\"\n").contains("master name"));
         assert!(err("[cluster]\nsentinel_password = \"a\\nb\"\n").contains("cluster.sentinel_password"));

@@ -120,20 +120,44 @@ pub fn level<'de, D: Deserializer<'de>>(d: D) -> Result<log::LevelFilter, D::Err
 
 /// `auth.users`: `"login:passcode"` entries, split at the first `:`; a passcode starting with
 /// `$argon2` must be an Argon2 hash the server can verify (`stomp-edge --hash-passcode`).
+/// Refused, naming the login: an empty passcode (anyone could log in with nothing), a hash of
+/// another kind (`$2b$…`, `$6$…`: it would be taken as a plain passcode, letter for letter),
+/// and a login listed twice (both passcodes would let it in).
 pub fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .into_iter()
-        .map(|entry| match entry.split_once(':') {
-            Some((login, pass)) if !login.is_empty() => {
-                if pass.starts_with(crate::auth::HASH_PREFIX) {
-                    crate::auth::check_hash(pass)
-                        .map_err(|e| D::Error::custom(format!("the passcode of {login:?} is {e}")))?;
-                }
-                Ok((login.to_string(), pass.to_string()))
-            }
-            _ => Err(D::Error::custom(format!("entries must look like \"login:passcode\", not {entry:?}"))),
-        })
-        .collect()
+    let mut users: Vec<(String, String)> = Vec::new();
+    for entry in Vec::<String>::deserialize(d)? {
+        let Some((login, pass)) = entry.split_once(':').filter(|(login, _)| !login.is_empty()) else {
+            return Err(D::Error::custom(format!(
+                "entries must look like \"login:passcode\", not {entry:?}"
+            )));
+        };
+        if pass.is_empty() {
+            return Err(D::Error::custom(format!("the passcode of {login:?} is empty")));
+        }
+        if pass.starts_with(crate::auth::HASH_PREFIX) {
+            crate::auth::check_hash(pass)
+                .map_err(|e| D::Error::custom(format!("the passcode of {login:?} is {e}")))?;
+        } else if let Some(scheme) = other_hash_scheme(pass) {
+            return Err(D::Error::custom(format!(
+                "the passcode of {login:?} looks like a {scheme:?} password hash, which this server cannot \
+                 check (it would be taken as a plain passcode); hash it with stomp-edge --hash-passcode"
+            )));
+        }
+        if users.iter().any(|(known, _)| known == login) {
+            return Err(D::Error::custom(format!("the login {login:?} is listed twice")));
+        }
+        users.push((login.to_string(), pass.to_string()));
+    }
+    Ok(users)
+}
+
+/// The scheme of a PHC / crypt(3)-style hash (`$2b$12$…` → `2b`), for a passcode that is one.
+fn other_hash_scheme(pass: &str) -> Option<&str> {
+    let (scheme, rest) = pass.strip_prefix('$')?.split_once('$')?;
+    let looks_like_scheme = !scheme.is_empty()
+        && scheme.len() <= 16
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    (looks_like_scheme && !rest.is_empty()).then_some(scheme)
 }
 
 /// `http.allowed_hosts`: host names, `".domain"` suffixes or `"*"` (`crate::access`).
