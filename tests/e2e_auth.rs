@@ -15,18 +15,19 @@ async fn connect(server: &Server, login: &str, passcode: &str) -> String {
 }
 
 #[tokio::test]
-async fn an_empty_passcode_does_not_match_a_65536_byte_one() {
+async fn a_passcode_65536_bytes_longer_than_the_configured_one_does_not_match() {
     // With header lines allowed past 64 KiB, the old compare (length difference folded into
-    // 16 bits) let a 65,536-byte passcode in where the configured one is empty.
+    // 16 bits) let a passcode 65,536 bytes longer than the configured one in. (An empty
+    // configured passcode, the first way this was found, is now refused at start-up.)
     let server = Server::start_with(
-        "[limits]\nmax_header_line_bytes = 200_000\nmax_frame_bytes = 400_000\n[auth]\nusers = ['alice:', 'bob:b']\n",
+        "[limits]\nmax_header_line_bytes = 200_000\nmax_frame_bytes = 400_000\n[auth]\nusers = ['alice:a', 'bob:b']\n",
         &[],
     );
     for len in [65_536, 131_072] {
-        assert_eq!(connect(&server, "alice", &"x".repeat(len)).await, "ERROR", "{len}");
+        assert_eq!(connect(&server, "alice", &format!("a{}", "x".repeat(len))).await, "ERROR", "{len}");
     }
     assert_eq!(connect(&server, "bob", &format!("b{}", "x".repeat(65_536))).await, "ERROR");
-    assert_eq!(connect(&server, "alice", "").await, "CONNECTED");
+    assert_eq!(connect(&server, "alice", "a").await, "CONNECTED");
     assert_eq!(connect(&server, "bob", "b").await, "CONNECTED");
 }
 
