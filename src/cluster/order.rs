@@ -25,6 +25,10 @@ pub struct Arrival {
     pub epoch: Rc<str>,
     /// None: this node delivered it already when it was accepted (it only moves the offset on).
     pub publication: Option<Publication>,
+    /// For this node's own publication: when its own subscribers must have it at the latest.
+    /// Held past then (behind a gap), it is delivered without its position and the offset
+    /// only moves on when reached (`Sequencer::release_overdue`).
+    pub deliver_by: Option<tokio::time::Instant>,
 }
 
 /// Where a destination stands on this node.
@@ -99,8 +103,6 @@ pub struct Outcome {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OrderCounts {
     pub duplicates: u64,
-    /// Offsets still missing after the gap wait (then read back, or lost).
-    pub gapped: u64,
     pub lost: u64,
     pub epoch_changes: u64,
 }
@@ -242,6 +244,36 @@ impl Sequencer {
         self.drain(destination, out);
     }
 
+    /// This node's own held publications whose `deliver_by` passed: taken out (their offsets
+    /// stay held, to be passed over when reached) and returned without their position, in
+    /// offset order per destination.
+    pub fn release_overdue(&mut self, now: tokio::time::Instant) -> Vec<Publication> {
+        let mut due = Vec::new();
+        for t in self.tracks.values_mut() {
+            let mut freed = 0;
+            for a in t.held.arrivals.values_mut() {
+                if a.deliver_by.is_some_and(|by| by <= now) {
+                    a.deliver_by = None;
+                    let before = arrival_cost(a);
+                    if let Some(mut p) = a.publication.take() {
+                        p.stream = None;
+                        due.push(p);
+                    }
+                    freed += before.saturating_sub(arrival_cost(a));
+                }
+            }
+            if freed > 0 {
+                t.held.charge.set(t.held.charge.bytes().saturating_sub(freed));
+            }
+        }
+        due
+    }
+
+    /// Whether some held arrival is this node's own publication still owed here.
+    pub fn owes_local(&self) -> bool {
+        self.tracks.values().any(|t| t.held.arrivals.values().any(|a| a.deliver_by.is_some()))
+    }
+
     /// Whether `offset` of `epoch` was delivered (or skipped) here already.
     pub fn passed(&self, destination: &str, offset: u64, epoch: &str) -> bool {
         self.tracks
@@ -286,6 +318,7 @@ mod tests {
         Arrival {
             offset,
             epoch: Rc::from(epoch),
+            deliver_by: None,
             publication: Some(Publication {
                 destination: Rc::from("/topic/x"),
                 message_id: Rc::from(format!("m{offset}")),
