@@ -335,8 +335,12 @@ impl BrokerEventHandler for Node {
     /// A publication that another node relayed here: to this node's subscribers, then to the
     /// application (which follows other nodes' room changes by kind and room).
     fn handle_publication(&self, publication: &Publication) {
+        let app = self.app();
+        if app.as_ref().is_some_and(|app| !app.admits_remote(publication)) {
+            return;
+        }
         self.hub.deliver(publication);
-        if let Some(app) = self.app() {
+        if let Some(app) = app {
             app.on_remote(publication);
         }
     }

@@ -93,7 +93,8 @@ impl Relay {
             };
             let first = entries.first().map(|(offset, _)| *offset);
             self.feed(destination, &head, entries);
-            let same_epoch = self.sequencer.borrow().position(destination).is_some_and(|(e, _)| e == head.epoch);
+            let same_epoch =
+                self.sequencer.borrow().position(destination).is_some_and(|(e, _)| e == head.epoch);
             let gone = match first {
                 // The stream starts past the gap (trimmed or expired), or holds nothing.
                 Some(first) => first > from,
@@ -161,7 +162,8 @@ impl Relay {
                     .arg(epoch.as_deref().unwrap_or(""))
                     .arg(next.saturating_sub(1));
             }
-            let reply = self.shard.link.call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await });
+            let reply =
+                self.shard.link.call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await });
             if let Ok(values) = reply.await {
                 return Some(
                     values

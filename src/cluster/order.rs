@@ -40,7 +40,15 @@ struct Track {
     next: Option<u64>,
     /// Arrivals past a gap (or before the position is known), by offset.
     held: Held,
+    /// Publications were lost here since the last delivery (given up, or the epoch changed):
+    /// the next one delivered tells its subscribers (`LOSS_HEADER`).
+    loss_untold: bool,
 }
+
+/// The header the first MESSAGE after a loss carries (`x-stream-recovered:false`, as a
+/// SUBSCRIBE's RECEIPT says it): some publications of this destination before it never
+/// reached this node, and never will.
+pub const LOSS_HEADER: (&str, &str) = ("x-stream-recovered", "false");
 
 /// Bytes charged for an arrival with no publication (an own message: the offset only).
 const BARE_ARRIVAL_BYTES: usize = 64;
@@ -127,6 +135,7 @@ impl Sequencer {
             epoch: None,
             next: None,
             held: Held::default(),
+            loss_untold: false,
         });
     }
 
@@ -170,14 +179,30 @@ impl Sequencer {
         let Some(next) = t.next else {
             // Bounded while the position is unknown too (Redis away): the oldest go first, all
             // of them when memory is short.
+            let mut dropped = Vec::new();
             if t.held.len() >= self.max_held {
-                t.held.pop_first();
-                self.counts.lost += 1;
+                dropped.extend(t.held.pop_first());
             }
             if t.held.len() > 0 && memory::pressure() >= Pressure::High {
                 METRICS.memory_refused.inc("gap");
-                self.counts.lost += t.held.len() as u64;
-                t.held.clear();
+                while let Some(a) = t.held.pop_first() {
+                    dropped.push(a);
+                }
+            }
+            for a in dropped {
+                // This node's own publication is still owed here: delivered (without its
+                // position); another node's is lost.
+                match (a.deliver_by, a.publication) {
+                    (Some(_), Some(mut p)) => {
+                        p.stream = None;
+                        out.deliver.push(p);
+                    }
+                    (None, Some(_)) => {
+                        self.counts.lost += 1;
+                        t.loss_untold = true;
+                    }
+                    _ => {}
+                }
             }
             t.held.insert(a);
             return out;
@@ -190,6 +215,7 @@ impl Sequencer {
                 self.counts.epoch_changes += 1;
                 self.counts.lost += t.held.len() as u64;
                 t.held.clear();
+                t.loss_untold = true;
                 t.epoch = Some(a.epoch.clone());
                 t.next = Some(1);
                 return self.arrive(destination, a);
@@ -240,6 +266,7 @@ impl Sequencer {
         if first > next {
             self.counts.lost += first - next;
             t.next = Some(first);
+            t.loss_untold = true;
         }
         self.drain(destination, out);
     }
@@ -301,7 +328,12 @@ impl Sequencer {
             if offset < next {
                 self.counts.duplicates += 1;
             } else {
-                out.deliver.extend(a.publication);
+                if let Some(mut p) = a.publication {
+                    if std::mem::take(&mut t.loss_untold) {
+                        p.headers.push((LOSS_HEADER.0.to_string(), LOSS_HEADER.1.to_string()));
+                    }
+                    out.deliver.push(p);
+                }
                 next += 1;
             }
         }

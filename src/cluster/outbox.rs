@@ -5,8 +5,9 @@
 //! recognises it by this process's sequence number (`seq`), so a call applied late (a stalled
 //! Redis, a TCP retransmission on an abandoned connection) or twice appends once.
 //!
-//! Bounds: `cluster.relay_buffer_messages` entries and `cluster.relay_buffer_ms` of age, and
-//! the memory budget (each entry's bytes are charged to it; under its high-water mark the
+//! Bounds: `cluster.relay_buffer_messages` entries while Redis is away (while it is up the
+//! outbox drains as fast as Redis appends), `cluster.relay_buffer_ms` of age, and the memory
+//! budget (each entry's bytes are charged to it; under its high-water mark the
 //! oldest waiting entry gives way). What gives way is counted
 //! (`stomp_edge_cluster_relay_dropped_total`) and, if this node had not delivered it to its own
 //! subscribers yet, delivered here at once: accepted is never silently lost on its own node.
@@ -75,10 +76,12 @@ impl Outbox {
         self.last_seq
     }
 
-    /// Appends an entry, making room first: entries past `max_len` or older than `max_age`,
-    /// and under memory pressure the oldest waiting one, give way. Returns those that gave
-    /// way (the caller counts them and delivers what they still owe here).
-    pub fn push(&mut self, entry: Outgoing, max_len: usize, max_age: Duration) -> Vec<Outgoing> {
+    /// Appends an entry, making room first: entries past `max_len` (None: no count bound, as
+    /// while Redis is up and only slower than the publishers for a moment) or older than
+    /// `max_age`, and under memory pressure the oldest waiting one, give way. Returns those
+    /// that gave way (the caller counts them and delivers what they still owe here).
+    pub fn push(&mut self, entry: Outgoing, max_len: Option<usize>, max_age: Duration) -> Vec<Outgoing> {
+        let max_len = max_len.unwrap_or(usize::MAX);
         let mut dropped = self.expire(max_age);
         while self.entries.len() > self.in_flight
             && (self.entries.len() >= max_len.max(1) || memory::pressure() >= Pressure::High)
@@ -226,7 +229,7 @@ mod tests {
         let mut o = Outbox::default();
         for _ in 0..3 {
             let e = entry(&mut o);
-            assert!(o.push(e, 10, Duration::ZERO).is_empty());
+            assert!(o.push(e, Some(10), Duration::ZERO).is_empty());
         }
         assert_eq!(o.begin_call(2), 2);
         o.abandon_call();
@@ -236,7 +239,7 @@ mod tests {
         o.abandon_call();
         o.begin_call(1);
         let e = entry(&mut o);
-        let dropped = o.push(e, 3, Duration::ZERO);
+        let dropped = o.push(e, Some(3), Duration::ZERO);
         assert_eq!(dropped.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
         assert_eq!(o.finish_call(1).iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
         assert_eq!(o.acked_seq(), 1);

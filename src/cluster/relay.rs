@@ -283,8 +283,8 @@ impl Relay {
             deliver_by: now + Duration::from_millis(config.offset_wait_ms),
             refusals: 0,
         };
-        let dropped =
-            outbox.push(entry, config.relay_buffer_messages, Duration::from_millis(config.relay_buffer_ms));
+        let max_len = (!self.shard.link.is_up()).then_some(config.relay_buffer_messages);
+        let dropped = outbox.push(entry, max_len, Duration::from_millis(config.relay_buffer_ms));
         drop(outbox);
         for o in dropped {
             self.not_relayed(o);
