@@ -446,10 +446,9 @@ mod tests {
         assert_eq!(out.with_queue(|q| q.len()), 0);
         let cursor = s.cursor.clone().unwrap();
         assert_eq!(cursor.waiting_charge.borrow().bytes(), at(4).kept_cost() + at(5).kept_cost());
-        let recovery =
-            finish_recovery(&s, &[at(2), at(3), at(4)], &StreamPosition { offset: 5, epoch: Rc::from("e") });
-        let sent =
-            tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(recovery);
+        let (kept, next) = ([at(2), at(3), at(4)], StreamPosition { offset: 5, epoch: Rc::from("e") });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let sent = runtime.block_on(finish_recovery(&s, &kept, &next));
         assert_eq!(sent, 4, "2, 3, 4 kept, then 5 live; the live 4 was a duplicate");
         assert_eq!(cursor.waiting_charge.borrow().bytes(), 0);
         hub.deliver(&at(5));

@@ -389,13 +389,23 @@ mod tests {
         let mut o = Outcome::default();
         s.give_up("/topic/x", &mut o);
         assert_eq!((ids(&o), s.counts.lost), (vec!["m12".to_string()], 2));
+        // ... and the first publication delivered after the loss tells its subscribers.
+        let told = |o: &Outcome| {
+            o.deliver
+                .iter()
+                .filter(|p| p.headers.iter().any(|(k, v)| (k.as_str(), v.as_str()) == LOSS_HEADER))
+                .count()
+        };
+        assert_eq!(told(&o), 1);
         // Own messages delivered at acceptance only move the offset on.
         let mut own = arrival(13, "e");
         own.publication = None;
         assert!(s.arrive("/topic/x", own).deliver.is_empty());
         assert_eq!(ids(&s.arrive("/topic/x", arrival(14, "e"))), ["m14"]);
-        // A new epoch: the history was lost; numbering starts again from 1.
-        assert_eq!(ids(&s.arrive("/topic/x", arrival(1, "f"))), ["m1"]);
+        // A new epoch: the history was lost; numbering starts again from 1, and the first
+        // delivery says some may be gone.
+        let o = s.arrive("/topic/x", arrival(1, "f"));
+        assert_eq!((ids(&o), told(&o)), (vec!["m1".to_string()], 1));
         assert_eq!(s.counts.epoch_changes, 1);
         assert_eq!(s.position("/topic/x"), Some((Some(Rc::from("f")), 2)));
     }
@@ -447,5 +457,30 @@ mod tests {
         let o = s.arrive("/topic/x", arrival(5, "e"));
         assert_eq!(ids(&o), ["m3", "m4", "m5"]);
         assert_eq!(s.counts.lost, 2);
+    }
+
+    #[test]
+    fn own_publications_held_behind_a_gap_are_released_at_their_deadline_in_order() {
+        let now = tokio::time::Instant::now();
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/x");
+        s.start("/topic/x", Some(Rc::from("e")), 0);
+        // Another node's 1 has not come; this node's own 2 and 3 wait behind the gap.
+        for (offset, by) in [(2, 10), (3, 20)] {
+            let mut own = arrival(offset, "e");
+            own.deliver_by = Some(now + std::time::Duration::from_millis(by));
+            assert!(s.arrive("/topic/x", own).deliver.is_empty());
+        }
+        assert!(s.owes_local());
+        assert!(s.release_overdue(now).is_empty(), "not due yet");
+        let due = s.release_overdue(now + std::time::Duration::from_millis(15));
+        assert_eq!(due.iter().map(|p| p.message_id.to_string()).collect::<Vec<_>>(), ["m2"]);
+        assert!(due[0].stream.is_none(), "released without its position");
+        let due = s.release_overdue(now + std::time::Duration::from_millis(25));
+        assert_eq!(due.iter().map(|p| p.message_id.to_string()).collect::<Vec<_>>(), ["m3"]);
+        assert!(!s.owes_local());
+        // When 1 comes, it is delivered, and 2 and 3 (delivered already) are passed over.
+        assert_eq!(ids(&s.arrive("/topic/x", arrival(1, "e"))), ["m1"]);
+        assert_eq!(s.position("/topic/x"), Some((Some(Rc::from("e")), 4)));
     }
 }
