@@ -8,8 +8,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::broker::Publication;
 use crate::engine::LocalBoxFuture;
+use crate::hub::Publication;
 use crate::metrics::{MetricLines, METRICS};
 use crate::outbound::{OutFrame, Outbound};
 use crate::protocol::{Command, FrameWriter, Version};

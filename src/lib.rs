@@ -28,13 +28,14 @@
 //! - `session`: one client's STOMP state machine (CONNECT … DISCONNECT), no I/O.
 //! - `outbound`: the bounded per-client queue between the hub and the socket task.
 //! - `signal`: the lock-free wake-up flag a connection or SockJS task waits on.
-//! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
+//! - `hub`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out (no I/O).
 //! - `engine`: the `Broker` interface and `BrokerEventHandler`; `engine::memory` for a node
 //!   alone. Publications are typed (kind, room): engines never read bodies.
 //!   `engine::stream` is the history interface (offsets, epochs, recovery), `engine::stream_memory`
-//!   its ring for a node alone; the cluster keeps streams in Redis (`cluster::stream`).
-//! - `cluster`: the Redis engine behind the same interface: shard, relay, registry, catch-up,
-//!   over one link that follows a Sentinel-managed primary through failovers.
+//!   its ring for a node alone; the cluster keeps streams in Redis (`engine::redis::stream`).
+//! - `engine::redis`: the Redis engine behind the same interface: store-and-forward relay
+//!   (outbox), offset order, registry, catch-up, over one link that follows a
+//!   Sentinel-managed primary through failovers.
 //! - `node`: glues config, hub, engine, application and the connection table together.
 //! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).
 //! - `status`: `/api/nodes`, and the `/status` page's snapshot (`/api/status`).
@@ -64,10 +65,8 @@ pub mod access;
 pub(crate) mod advertise;
 pub(crate) mod app;
 pub mod auth;
-pub(crate) mod broker;
 pub(crate) mod chat;
 pub(crate) mod clock;
-pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod driver;
@@ -75,6 +74,7 @@ pub mod edge;
 pub(crate) mod engine;
 pub mod forwarded;
 pub(crate) mod http;
+pub(crate) mod hub;
 pub(crate) mod liveness;
 pub(crate) mod login_check;
 pub(crate) mod login_throttle;
@@ -135,7 +135,7 @@ pub fn run(
             // Cluster mode: the Redis engine is the broker, and the chat keeps its rooms in
             // Redis over the same link. The engine connects in the background; the node
             // serves its own clients from the first moment.
-            let engine = cluster::RedisEngine::new(&config)?;
+            let engine = engine::redis::RedisEngine::new(&config)?;
             let node = Rc::new(Node::new(config, engine.clone()));
             // The streams of a cluster live in Redis, shared by every node.
             node.set_history(engine.clone());

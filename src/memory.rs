@@ -11,9 +11,9 @@
 //! - the SENDs held in open STOMP transactions: body, destination, headers and per-entry
 //!   overhead (`session`);
 //! - the history rings of a node alone (`engine::stream_memory`, one charge for the store);
-//! - in cluster mode, the arrivals held while an offset gap is repaired (`cluster::order`,
+//! - in cluster mode, the arrivals held while an offset gap is repaired (`engine::redis::order`,
 //!   one charge per destination), and the live publications a streamed SUBSCRIBE holds while
-//!   its recovery reads Redis (`broker::hub`, one charge per subscription).
+//!   its recovery reads Redis (`hub::fanout`, one charge per subscription).
 //!
 //! Two marks. Under the high-water mark (7/8 of the budget) buffers that drain by themselves
 //! are admitted ([`admit`]); over it ([`Pressure::High`]) no socket is read, new connections

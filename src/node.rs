@@ -9,11 +9,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::Application;
 use crate::auth::Authenticator;
-use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::{Config, Reload};
 use crate::engine::stream::{Append, History};
 use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, BrokerEventHandler};
+use crate::hub::{Hub, HubError, Publication, Subscriber};
 use crate::login_check::LoginChecks;
 use crate::login_throttle::LoginThrottle;
 use crate::metrics::{CloseReason, METRICS};

@@ -11,11 +11,11 @@ use bytes::Bytes;
 
 use crate::app::{AppError, SessionHandle};
 use crate::auth::Check;
-use crate::broker::{
-    encode_message, finish_recovery, is_transport_header, AckMode, Cursor, Publication, Subscriber,
-};
 use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
+use crate::hub::{
+    encode_message, finish_recovery, is_transport_header, AckMode, Cursor, Publication, Subscriber,
+};
 use crate::login_check::{Busy, Job, Verdict};
 use crate::memory::{self, Charge};
 use crate::metrics::{CloseReason, METRICS};
@@ -140,7 +140,7 @@ fn error_frame(message: &str, receipt: Option<&str>, version: Version) -> Bytes 
 }
 
 /// Whether a recovery read at once fits in half the client's queue (then it is queued in one
-/// step; a larger one is paced by the reader, `broker::finish_recovery`).
+/// step; a larger one is paced by the reader, `hub::finish_recovery`).
 fn fits(recovery: &Recovery, outbound: &Outbound) -> bool {
     let bytes: usize = recovery.publications.iter().map(|p| p.kept_cost()).sum();
     outbound.queued_bytes() + bytes <= outbound.limit() / 2

@@ -17,9 +17,9 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use crate::app::{AppError, Application, RoomApi, SessionHandle};
-use crate::broker::{Kind, Publication};
 use crate::config::Config;
 use crate::engine::LocalBoxFuture;
+use crate::hub::{Kind, Publication};
 use crate::metrics::MetricLines;
 use crate::node::Node;
 use membership::{LocalDelivery, Member, Membership};

@@ -17,8 +17,8 @@ use std::rc::Rc;
 
 use super::stream::{plan, Append, History, Recovering, Recovery, Since};
 use super::MetricLines;
-use crate::broker::{Publication, StreamPosition};
 use crate::config::StreamsConfig;
+use crate::hub::{Publication, StreamPosition};
 use crate::memory::{self, Charge};
 use crate::metrics::Counter;
 
@@ -374,7 +374,7 @@ mod tests {
             headers: Vec::new(),
             body: Bytes::from(body.to_string()),
             stream: None,
-            kind: crate::broker::Kind::Message,
+            kind: crate::hub::Kind::Message,
             room: None,
         }
     }

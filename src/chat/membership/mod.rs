@@ -17,8 +17,8 @@ mod scripts;
 use std::rc::Rc;
 
 use super::room::{RoomId, Username};
-use crate::broker::Publication;
 use crate::engine::LocalBoxFuture;
+use crate::hub::Publication;
 use crate::metrics::MetricLines;
 
 /// A participant of a room.

@@ -18,11 +18,11 @@ use std::rc::{Rc, Weak};
 use super::memory::MemoryMembership;
 use super::scripts::{JoinReply, Scripts};
 use super::{JoinError, Joined, Left, LocalDelivery, Member, Membership};
-use crate::broker::Publication;
 use crate::chat::room::{EventType, RoomEvent, RoomId, Username};
-use crate::cluster::link::LinkError;
-use crate::cluster::{NodeState, RedisEngine, Shard};
+use crate::engine::redis::link::LinkError;
+use crate::engine::redis::{NodeState, RedisEngine, Shard};
 use crate::engine::LocalBoxFuture;
+use crate::hub::Publication;
 use crate::metrics::{Counter, MetricLines};
 use crate::node::Node;
 

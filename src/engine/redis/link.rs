@@ -15,11 +15,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSub};
-use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
-    RedisResult, TlsCertificates,
-};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
 
+use super::connect::{client, tcp_info};
 use super::sentinel::{Primary, Sentinels};
 use crate::config::{RedisTarget, SentinelTarget};
 use crate::metrics::Counter;
@@ -147,24 +145,6 @@ impl std::fmt::Display for LinkError {
             LinkError::Redis(e) => write!(f, "redis: {e}"),
         }
     }
-}
-
-/// A client for `info`; a TLS address (`rediss`) with `ca` (PEM) checks the server's
-/// certificate against that CA instead of the system's.
-pub(crate) fn client(info: ConnectionInfo, ca: Option<&[u8]>) -> RedisResult<Client> {
-    match ca {
-        Some(ca) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) => {
-            Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) })
-        }
-        _ => Client::open(info),
-    }
-}
-
-/// The connection info of `host:port`, over TLS with `tls` (the host name is what the
-/// certificate is checked for).
-pub(crate) fn tcp_info(host: &str, port: u16, tls: bool) -> RedisResult<ConnectionInfo> {
-    let scheme = if tls { "rediss" } else { "redis" };
-    format!("{scheme}://{}", crate::config::redis_url::address(host, port)).into_connection_info()
 }
 
 impl Link {
@@ -536,25 +516,6 @@ fn is_readonly(e: &redis::RedisError) -> bool {
     e.code() == Some("READONLY") || e.to_string().contains("READONLY")
 }
 
-/// Back-off before reconnect attempt `attempt` (0-based): doubling from `min` up to `max`,
-/// with up to 50 % jitter so nodes that lost Redis together do not return in lock-step.
-pub fn backoff(attempt: u32, min: Duration, max: Duration, jitter_seed: u64) -> Duration {
-    let base = min.saturating_mul(1u32 << attempt.min(16)).min(max);
-    let jitter = (jitter_seed % 1000) as u32; // 0..1000 per mille
-    let reduced = base.saturating_sub(base.mul_f64(f64::from(jitter) / 2000.0));
-    reduced.max(min.min(max))
-}
-
-/// A cheap source of jitter without a random-number crate.
-pub fn jitter_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,18 +568,5 @@ mod tests {
         assert!(is_readonly(&plain));
         let other = redis::RedisError::from((redis::ErrorKind::Io, "broken pipe"));
         assert!(!is_readonly(&other));
-    }
-
-    #[test]
-    fn backoff_doubles_to_the_cap_with_bounded_jitter() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_millis(3000));
-        assert_eq!(backoff(0, min, max, 0), min);
-        assert_eq!(backoff(1, min, max, 0), Duration::from_millis(200));
-        assert_eq!(backoff(10, min, max, 0), max);
-        assert_eq!(backoff(40, min, max, 0), max);
-        for seed in [1u64, 499, 999, 123_456_789] {
-            let d = backoff(10, min, max, seed);
-            assert!(d <= max && d >= max / 2, "{d:?}");
-        }
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::broker::Publication;
+use crate::hub::Publication;
 use crate::memory::{self, Charge, Pressure};
 
 /// Bytes an entry costs besides its payload (fields, the queue slot, the channel name).

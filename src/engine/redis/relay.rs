@@ -27,9 +27,9 @@ use super::order::{Arrival, Sequencer};
 use super::outbox::{Outbox, Outgoing, MAX_REFUSALS};
 use super::shard::Shard;
 use super::stream::{AppendCall, Appended};
-use crate::broker::Publication;
 use crate::config::StreamsConfig;
 use crate::engine::{BrokerEventHandler, LocalBoxFuture};
+use crate::hub::Publication;
 use crate::metrics::Counter;
 
 /// Most publications sent in one pipeline.
@@ -525,7 +525,7 @@ impl Relay {
         let mut seen = self.shard.link.events();
         loop {
             if attempt > 0 {
-                let pause = super::link::backoff(attempt - 1, min, max, super::link::jitter_seed());
+                let pause = super::connect::backoff(attempt - 1, min, max, super::connect::jitter_seed());
                 self.shard.link.pause(seen, pause).await;
             }
             attempt = attempt.saturating_add(1);

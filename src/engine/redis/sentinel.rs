@@ -82,10 +82,10 @@ impl Sentinels {
         }
         let mut nodes = Vec::with_capacity(target.sentinels.len());
         for (host, port) in &target.sentinels {
-            let info = super::link::tcp_info(host, *port, target.tls)
+            let info = super::connect::tcp_info(host, *port, target.tls)
                 .map_err(|e| format!("bad sentinel address {host}:{port}: {e}"))?
                 .set_redis_settings(auth.clone());
-            let client = super::link::client(info, ca.as_deref())
+            let client = super::connect::client(info, ca.as_deref())
                 .map_err(|e| format!("bad sentinel address {host}:{port}: {e}"))?;
             nodes.push(Node {
                 address: crate::config::redis_url::address(host, *port),
@@ -189,7 +189,7 @@ impl Sentinels {
         let mut attempt = 0u32;
         loop {
             if attempt > 0 {
-                let pause = super::link::backoff(attempt - 1, min, max, super::link::jitter_seed());
+                let pause = super::connect::backoff(attempt - 1, min, max, super::connect::jitter_seed());
                 tokio::time::sleep(pause).await;
             }
             attempt = attempt.saturating_add(1);

@@ -71,27 +71,6 @@ end
 return 0
 ";
 
-/// This process's hold on its server id (kept in the `Shard`, which the relay reads too).
-pub struct Claim {
-    /// Drawn at random per process: tells this process's entry from another's with the id.
-    instance: String,
-    /// The other live instance holding this node's id, while one does.
-    held_by: RefCell<Option<String>>,
-}
-
-impl Claim {
-    pub fn new() -> Claim {
-        let a = super::link::jitter_seed();
-        let b = super::link::jitter_seed().rotate_left(17) ^ u64::from(std::process::id());
-        Claim { instance: format!("{a:016x}{b:016x}"), held_by: RefCell::new(None) }
-    }
-
-    /// Whether another live process holds this node's id (the node then stays out).
-    pub fn is_held(&self) -> bool {
-        self.held_by.borrow().is_some()
-    }
-}
-
 /// What the claim script answered.
 enum Claimed {
     Ours,

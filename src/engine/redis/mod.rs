@@ -7,12 +7,14 @@
 //! - `link`: the command connection with timeouts, up/down state and back-off; it finds the
 //!   primary (the one server, or the one `sentinel` names) and never writes to a replica;
 //! - `sync`: the catch-up state machine (`Down`, `Stale`, `CatchingUp`, `InSync`);
-//! - `relay`: publications out (one append script call each, which also PUBLISHes; pipelined;
-//!   bounded replay buffer while Redis is away; the channel from the publication's typed room
-//!   and kind) and in (interest-based SUBSCRIBE, delivery in offset order);
-//! - `stream`: the destinations' streams in Redis (the append script, the reads);
+//! - `relay`: publications out (the `outbox`: store-and-forward, one append script call each,
+//!   which also PUBLISHes; pipelined; sent again after a failed call; what this node owes its
+//!   own subscribers) and in (interest-based SUBSCRIBE, delivery in offset order);
+//! - `outbox`: the bounded queue of publications waiting for Redis;
+//! - `stream`: the destinations' streams in Redis (the append and head scripts, the reads);
 //! - `order`: per-destination offset order, gaps held and repaired, duplicates dropped;
-//! - `history`: gap repair, catch-up after a re-made link, and recoveries for SUBSCRIBE;
+//! - `history`: gap repair and catch-up (page by page, until Redis answers), and recoveries
+//!   for SUBSCRIBE;
 //! - `registry`: this node's registry entry with a TTL and its sessions, the catch-up that
 //!   writes them back, and the one-survivor clean-up of a dead node's sessions;
 //! - `keys`, `envelope`: names and the wire format.
@@ -20,11 +22,15 @@
 //! Room membership is not here: the chat application keeps it (`chat::membership::redis`),
 //! registered with the registry as a `NodeState`, over the same `Shard`.
 //!
-//! Guarantee: every publication appended to Redis reaches every node with interest in its
-//! destination once, in offset order (the same on every node), unless the stream no longer
-//! has it when a gap is repaired (counted in `stomp_edge_stream_lost_total`). A publication
-//! whose append failed or never reached Redis (buffer full or too old) is counted.
+//! Guarantee (store-and-forward): every publication this node accepted is appended to Redis
+//! once, in this node's order (it waits in the outbox, within its bounds, until Redis answered
+//! for it), and every publication appended reaches every node with interest in its destination
+//! once, in offset order (the same on every node), unless the stream no longer has it when a
+//! gap is repaired: then it is counted once (`stomp_edge_stream_lost_total`) and the next
+//! MESSAGE there says `x-stream-recovered:false`. What gave way in a full outbox is counted
+//! (`stomp_edge_cluster_relay_dropped_total`) and was still delivered on this node.
 
+mod connect;
 mod envelope;
 mod history;
 mod keys;
@@ -41,11 +47,11 @@ pub mod sync;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use crate::broker::Publication;
 use crate::config::Config;
 use crate::engine::{
     Broker, BrokerEventHandler, LocalBoxFuture, MetricLines, Mode, RedisState, RegistryEntry,
 };
+use crate::hub::Publication;
 
 pub use keys::Keys;
 pub use registry::NodeState;
@@ -149,7 +155,7 @@ impl RedisEngine {
                         reported = true;
                         log::warn!("redis link lost; serving local clients alone until it is back");
                     }
-                    shard.link.pause(seen, link::backoff(attempt, min, max, link::jitter_seed())).await;
+                    shard.link.pause(seen, connect::backoff(attempt, min, max, connect::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }

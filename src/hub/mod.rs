@@ -2,9 +2,9 @@
 //! node's subscriptions and fans a publication out to them. The hub does no I/O; it queues
 //! shared, encoded frames on each subscriber's `Outbound`.
 
-mod hub;
+mod fanout;
 
-pub use hub::{encode_message, finish_recovery, AckMode, Cursor, Hub, HubError, Subscriber};
+pub use fanout::{encode_message, finish_recovery, AckMode, Cursor, Hub, HubError, Subscriber};
 
 use std::rc::Rc;
 

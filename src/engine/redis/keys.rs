@@ -1,7 +1,7 @@
 //! The Redis channel and key names of the contract, with the configured prefix (`stomp:` by
 //! default), and the mapping from a STOMP destination to the channel that relays it.
 
-use crate::broker::{Kind, Publication};
+use crate::hub::{Kind, Publication};
 
 /// Names under one prefix.
 #[derive(Debug, Clone)]

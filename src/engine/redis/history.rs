@@ -12,9 +12,9 @@ use super::order::{Arrival, Outcome};
 use super::relay::Relay;
 use super::stream::{self, parse_head, parse_range, Head};
 use super::RedisEngine;
-use crate::broker::{Publication, StreamPosition};
 use crate::engine::stream::{plan, Append, History, Recovering, Recovery, Since};
 use crate::engine::MetricLines;
+use crate::hub::{Publication, StreamPosition};
 
 /// How long a gap waits for the missing publications (still in flight on pub/sub, or a
 /// script reply of this node) before they are read back from the stream.

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use std::cell::RefCell;
+
 use super::keys::Keys;
 use super::link::Link;
-use super::registry::Claim;
 use super::sync::CatchUp;
 use crate::config::{ClusterConfig, Config};
 
@@ -55,5 +56,26 @@ impl Shard {
     /// need one back-off cap and a heartbeat to listen again.
     pub fn announce_delay(&self) -> Duration {
         Duration::from_millis(self.config.reconnect_max_ms + self.config.heartbeat_ms)
+    }
+}
+
+/// This process's hold on its server id (kept in the `Shard`, which the relay reads too).
+pub struct Claim {
+    /// Drawn at random per process: tells this process's entry from another's with the id.
+    pub(super) instance: String,
+    /// The other live instance holding this node's id, while one does.
+    pub(super) held_by: RefCell<Option<String>>,
+}
+
+impl Claim {
+    pub fn new() -> Claim {
+        let a = super::connect::jitter_seed();
+        let b = super::connect::jitter_seed().rotate_left(17) ^ u64::from(std::process::id());
+        Claim { instance: format!("{a:016x}{b:016x}"), held_by: RefCell::new(None) }
+    }
+
+    /// Whether another live process holds this node's id (the node then stays out).
+    pub fn is_held(&self) -> bool {
+        self.held_by.borrow().is_some()
     }
 }

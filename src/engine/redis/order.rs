@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use crate::broker::Publication;
+use crate::hub::Publication;
 use crate::memory::{self, Charge, Pressure};
 use crate::metrics::METRICS;
 
@@ -357,7 +357,7 @@ mod tests {
                 headers: Vec::new(),
                 body: Bytes::from(offset.to_string()),
                 stream: None,
-                kind: crate::broker::Kind::Message,
+                kind: crate::hub::Kind::Message,
                 room: None,
             }),
         }
