@@ -42,6 +42,7 @@ mod relay;
 mod sentinel;
 mod shard;
 mod stream;
+mod subscriber;
 pub mod sync;
 
 use std::rc::{Rc, Weak};
