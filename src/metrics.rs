@@ -6,8 +6,126 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Metric lines a part adds to `/metrics` beside the process-wide ones: (name without the
-/// `stomp_edge_` prefix, help text, value).
-pub type MetricLines = Vec<(&'static str, &'static str, u64)>;
+/// `stomp_edge_` prefix, value). The name must be declared in [`REGISTRY`], which gives its
+/// kind and help text.
+pub type MetricLines = Vec<(&'static str, u64)>;
+
+/// Whether a metric only grows (`counter`) or goes up and down (`gauge`), as `# TYPE` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One metric of `/metrics`: its name without the `stomp_edge_` prefix, its kind and its help
+/// text. Labelled families (`closes_total{reason=…}`) are one declaration each.
+#[derive(Debug)]
+pub struct Declared {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+/// Every metric of `/metrics`, declared once, in the order `/metrics` shows the process-wide
+/// ones: name, kind and help text. The process-wide values live in [`METRICS`]; the parts
+/// (engine, streams, chat) report theirs by name as [`MetricLines`]; `render` takes the kind
+/// and help from here, and the status page reads the rendered text.
+pub const REGISTRY: &[Declared] = &[
+    Declared { name: "connections_current", kind: Kind::Gauge, help: "Open STOMP connections." },
+    Declared { name: "connections_total", kind: Kind::Counter, help: "STOMP connections accepted." },
+    Declared { name: "frames_received_total", kind: Kind::Counter, help: "STOMP frames received." },
+    Declared { name: "frames_sent_total", kind: Kind::Counter, help: "STOMP frames sent." },
+    Declared { name: "bytes_received_total", kind: Kind::Counter, help: "WebSocket bytes received." },
+    Declared { name: "bytes_sent_total", kind: Kind::Counter, help: "WebSocket bytes sent." },
+    Declared { name: "socket_writes_total", kind: Kind::Counter, help: "Write system calls; frames_sent / this is the coalescing ratio." },
+    Declared { name: "heartbeats_sent_total", kind: Kind::Counter, help: "Heart-beat EOLs sent." },
+    Declared { name: "messages_published_total", kind: Kind::Counter, help: "Messages published to a destination." },
+    Declared { name: "messages_delivered_total", kind: Kind::Counter, help: "MESSAGE frames queued to subscribers." },
+    Declared { name: "messages_unrouted_total", kind: Kind::Counter, help: "Messages published where this node had no subscriber." },
+    Declared { name: "message_encodings_total", kind: Kind::Counter, help: "MESSAGE frames encoded (once per distinct subscription id)." },
+    Declared { name: "subscriptions_current", kind: Kind::Gauge, help: "Active subscriptions." },
+    Declared { name: "receipts_sent_total", kind: Kind::Counter, help: "RECEIPT frames sent." },
+    Declared { name: "login_failures_total", kind: Kind::Counter, help: "Failed logins (STOMP CONNECT and HTTP Basic) for bad credentials." },
+    Declared { name: "login_failures_delayed_total", kind: Kind::Counter, help: "Failed logins answered after a throttling delay." },
+    Declared { name: "login_checks_waiting", kind: Kind::Gauge, help: "Argon2 checks of hashed passcodes waiting for their run." },
+    Declared { name: "login_checks_running", kind: Kind::Gauge, help: "Argon2 checks of hashed passcodes running (one at a time)." },
+    Declared { name: "sockjs_sessions_reaped_total", kind: Kind::Counter, help: "SockJS HTTP sessions closed because their client stopped polling." },
+    Declared { name: "memory_budget_used_bytes", kind: Kind::Gauge, help: "Bytes charged on the memory budget (buffers and queues clients make the server hold)." },
+    Declared { name: "memory_budget_bytes", kind: Kind::Gauge, help: "The memory budget (limits.memory_budget_bytes)." },
+    Declared { name: "http_idle_evicted_total", kind: Kind::Counter, help: "HTTP sockets with no request yet, closed to make room when every slot was taken." },
+    Declared { name: "tls_reload_failures_total", kind: Kind::Counter, help: "SIGHUP reloads whose TLS certificate or key file was bad; the running certificate stayed." },
+    Declared { name: "connections_rejected_total", kind: Kind::Counter, help: "WebSocket upgrades refused." },
+    Declared { name: "closes_total", kind: Kind::Counter, help: "Connections closed, by reason." },
+    Declared { name: "protocol_errors_total", kind: Kind::Counter, help: "STOMP protocol errors answered with ERROR." },
+    Declared { name: "messages_dropped_total", kind: Kind::Counter, help: "Accepted messages that were not delivered." },
+    Declared { name: "subscriptions_rejected_total", kind: Kind::Counter, help: "SUBSCRIBE frames refused." },
+    Declared { name: "login_checks_total", kind: Kind::Counter, help: "Argon2 checks of hashed passcodes, run off the event loop (abandoned: the client left first)." },
+    Declared { name: "login_checks_rejected_total", kind: Kind::Counter, help: "CONNECTs needing an Argon2 check refused at once: too many waiting, memory, a throttled address." },
+    Declared { name: "app_errors_total", kind: Kind::Counter, help: "Application errors sent on /user/queue/errors." },
+    Declared { name: "http_requests_total", kind: Kind::Counter, help: "HTTP requests, by route." },
+    Declared { name: "http_rejected_total", kind: Kind::Counter, help: "HTTP requests refused for their Host (missing, malformed, or not this board's: DNS rebinding)." },
+    Declared { name: "forwarded_ignored_total", kind: Kind::Counter, help: "X-Forwarded-For/Forwarded headers of trusted proxies not believed (too long, not an address)." },
+    Declared { name: "transactions_total", kind: Kind::Counter, help: "STOMP transactions." },
+    Declared { name: "sockjs_sessions_total", kind: Kind::Counter, help: "SockJS sessions opened." },
+    Declared { name: "sockjs_requests_total", kind: Kind::Counter, help: "Requests to the SockJS endpoints." },
+    Declared { name: "sockjs_rejected_total", kind: Kind::Counter, help: "SockJS requests refused (bad JSON, no payload, unknown session, too large, origin, limits)." },
+    Declared { name: "memory_refused_total", kind: Kind::Counter, help: "Work refused near the memory budget (503, dropped delivery, socket not read, transaction SEND, gap or recovery held)." },
+    Declared { name: "flow_control_pauses_total", kind: Kind::Counter, help: "Times a client's socket was not read: destinations backed up, memory short, or a login check." },
+    Declared { name: "tls_handshakes_total", kind: Kind::Counter, help: "TLS handshakes on the board's port: ok, failed, timeout, plain_http (answered 400)." },
+    Declared { name: "cluster_redis_primary_info", kind: Kind::Gauge, help: "The Redis primary in use (or last used), as its host:port label." },
+    Declared { name: "cluster_sentinel_up", kind: Kind::Gauge, help: "1 while this Redis Sentinel answers and its +switch-master subscription holds." },
+    Declared { name: "stream_delivered_total", kind: Kind::Counter, help: "Relayed publications delivered here in offset order." },
+    Declared { name: "stream_duplicates_ignored_total", kind: Kind::Counter, help: "Publications seen twice (same offset) and delivered once." },
+    Declared { name: "stream_gap_repairs_total", kind: Kind::Counter, help: "Offset gaps read back from the Redis stream." },
+    Declared { name: "stream_lost_total", kind: Kind::Counter, help: "Publications missing from an offset gap that the stream no longer had (trimmed or expired)." },
+    Declared { name: "stream_epoch_changes_total", kind: Kind::Counter, help: "Times a destination's history was lost (new epoch)." },
+    Declared { name: "stream_catch_ups_total", kind: Kind::Counter, help: "Destinations read back after the pub/sub link was made again." },
+    Declared { name: "stream_recoveries_total", kind: Kind::Counter, help: "SUBSCRIBEs that read a history (x-stream-offset)." },
+    Declared { name: "stream_recoveries_incomplete_total", kind: Kind::Counter, help: "Recoveries answered x-stream-recovered:false (messages gone or epoch changed)." },
+    Declared { name: "stream_recoveries_failed_total", kind: Kind::Counter, help: "Recoveries that could not read Redis." },
+    Declared { name: "stream_recovered_messages_total", kind: Kind::Counter, help: "Kept messages sent by recoveries." },
+    Declared { name: "cluster_redis_up", kind: Kind::Gauge, help: "1 while the Redis command and pub/sub links are up." },
+    Declared { name: "cluster_channels_wanted", kind: Kind::Gauge, help: "Redis channels this node listens on." },
+    Declared { name: "cluster_relay_buffered", kind: Kind::Gauge, help: "Publications in the outbox, waiting for Redis to append them." },
+    Declared { name: "cluster_in_sync", kind: Kind::Gauge, help: "1 while Redis holds all of this node's state (0: down, or catching up)." },
+    Declared { name: "cluster_redis_reconnects_total", kind: Kind::Counter, help: "Times the Redis link came back." },
+    Declared { name: "cluster_redis_command_errors_total", kind: Kind::Counter, help: "Redis commands that failed." },
+    Declared { name: "cluster_redis_command_timeouts_total", kind: Kind::Counter, help: "Redis commands that timed out." },
+    Declared { name: "cluster_published_total", kind: Kind::Counter, help: "Publications relayed to Redis (one append script call each, which PUBLISHes)." },
+    Declared { name: "cluster_publish_retries_total", kind: Kind::Counter, help: "Relay calls sent again after a failed or timed-out one (nothing is lost by it)." },
+    Declared { name: "cluster_publish_deduplicated_total", kind: Kind::Counter, help: "Retried publications Redis had appended already (appended once)." },
+    Declared { name: "cluster_local_without_offset_total", kind: Kind::Counter, help: "Own streamed publications delivered here without their offset (Redis away or slower than cluster.offset_wait_ms)." },
+    Declared { name: "cluster_publish_errors_total", kind: Kind::Counter, help: "Publications given up because Redis refused their append again and again." },
+    Declared { name: "cluster_relay_dropped_total", kind: Kind::Counter, help: "Publications not relayed: the outbox was full, over its age bound or over the memory budget." },
+    Declared { name: "cluster_received_total", kind: Kind::Counter, help: "Publications received from other nodes and delivered." },
+    Declared { name: "cluster_echoes_ignored_total", kind: Kind::Counter, help: "This node's own publications coming back from Redis (delivered locally already)." },
+    Declared { name: "cluster_duplicates_ignored_total", kind: Kind::Counter, help: "Publications received twice (same offset) and delivered once." },
+    Declared { name: "cluster_bad_envelopes_total", kind: Kind::Counter, help: "Messages on the channels that could not be read." },
+    Declared { name: "cluster_pubsub_reconnects_total", kind: Kind::Counter, help: "Times the pub/sub connection was lost and made again." },
+    Declared { name: "cluster_resyncs_total", kind: Kind::Counter, help: "Catch-ups: times this node wrote its sessions and rooms back to Redis." },
+    Declared { name: "cluster_dead_nodes_cleaned_total", kind: Kind::Counter, help: "Dead nodes whose sessions this node removed." },
+    Declared { name: "cluster_state_write_errors_total", kind: Kind::Counter, help: "Session state writes that failed (repaired by the next catch-up)." },
+    Declared { name: "cluster_redis_failovers_total", kind: Kind::Counter, help: "Times the Redis primary in use changed to another server (a failover was followed)." },
+    Declared { name: "cluster_redis_replica_refusals_total", kind: Kind::Counter, help: "READONLY answers, and connects refused because ROLE said replica (never written to)." },
+    Declared { name: "cluster_sentinel_errors_total", kind: Kind::Counter, help: "Redis Sentinel queries and +switch-master subscriptions that failed." },
+    Declared { name: "streams_current", kind: Kind::Gauge, help: "Destinations with a history on this node." },
+    Declared { name: "stream_messages_current", kind: Kind::Gauge, help: "Messages kept in the histories of this node." },
+    Declared { name: "stream_bytes_current", kind: Kind::Gauge, help: "Bytes of the messages kept on this node." },
+    Declared { name: "stream_appended_total", kind: Kind::Counter, help: "Messages appended to a destination's history." },
+    Declared { name: "stream_trimmed_total", kind: Kind::Counter, help: "Kept messages dropped by the history bounds (max_messages, max_age_ms)." },
+    Declared { name: "stream_evicted_memory_total", kind: Kind::Counter, help: "Kept messages dropped early to stay within streams.max_memory_bytes or the memory budget." },
+    Declared { name: "streams_forgotten_total", kind: Kind::Counter, help: "Histories dropped whole to stay within streams.max_streams (their epoch changes)." },
+    Declared { name: "chat_rooms_local", kind: Kind::Gauge, help: "Rooms with members of this node." },
+    Declared { name: "chat_sessions_unshared", kind: Kind::Gauge, help: "Sessions of this node whose room change Redis has not had yet." },
+    Declared { name: "cluster_relay_deferred_total", kind: Kind::Counter, help: "Join/leave events not relayed while Redis was away (the catch-up announces the net change)." },
+    Declared { name: "chat_catch_up_events_total", kind: Kind::Counter, help: "Join/leave events announced to the other nodes by a catch-up." },
+    Declared { name: "chat_membership_write_errors_total", kind: Kind::Counter, help: "Membership writes to Redis that failed (repaired by the next catch-up)." },
+    Declared { name: "chat_participants_local", kind: Kind::Gauge, help: "Sessions of this node that are in a chat room." },
+    Declared { name: "chat_stale_leaves_ignored_total", kind: Kind::Counter, help: "Other nodes' LEAVEs of members still in their room here (announced while this node was cut off), not delivered." },
+    Declared { name: "destinations_current", kind: Kind::Gauge, help: "Destinations with local subscribers." },
+    Declared { name: "uptime_seconds", kind: Kind::Gauge, help: "Seconds since start." },
+    Declared { name: "login_throttle_entries", kind: Kind::Gauge, help: "Addresses and logins with recent failed logins remembered." },
+];
 
 /// A monotonically increasing counter.
 pub struct Counter(AtomicU64);
@@ -298,22 +416,37 @@ pub static METRICS: Metrics = Metrics {
     tls_reload_failures: Counter::new(),
 };
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} counter\nstomp_edge_{name} {value}"
-    );
+/// The declaration of `name` in [`REGISTRY`].
+pub fn declared(name: &str) -> Option<&'static Declared> {
+    REGISTRY.iter().find(|d| d.name == name)
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} gauge\nstomp_edge_{name} {value}"
-    );
+/// `# HELP` and `# TYPE` of a declared metric (a name missing from the registry gets an empty
+/// help and its kind from its name; `every_metric_reported_is_declared` keeps that from
+/// happening).
+fn head(out: &mut String, name: &str) {
+    let (kind, help) = match declared(name) {
+        Some(d) => (d.kind, d.help),
+        None => (if name.ends_with("_total") { Kind::Counter } else { Kind::Gauge }, ""),
+    };
+    let kind = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+    };
+    let _ = writeln!(out, "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} {kind}");
 }
 
-fn family<const N: usize>(out: &mut String, name: &str, label: &str, help: &str, f: &Family<N>) {
-    let _ = writeln!(out, "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} counter");
+fn counter(out: &mut String, name: &str, value: u64) {
+    head(out, name);
+    let _ = writeln!(out, "stomp_edge_{name} {value}");
+}
+
+fn gauge(out: &mut String, name: &str, value: u64) {
+    counter(out, name, value);
+}
+
+fn family<const N: usize>(out: &mut String, name: &str, label: &str, f: &Family<N>) {
+    head(out, name);
     for (l, c) in f.labels.iter().zip(f.counters.iter()) {
         let _ = writeln!(out, "stomp_edge_{name}{{{label}=\"{l}\"}} {}", c.get());
     }
@@ -322,8 +455,8 @@ fn family<const N: usize>(out: &mut String, name: &str, label: &str, help: &str,
 /// Extra lines from parts that keep their own numbers (the engine, the chat rooms).
 /// A gauge with one series per value of `label` (values known only at run time, e.g. one
 /// per Redis Sentinel); label values are escaped as the text format asks.
-pub fn labelled_gauge(out: &mut String, name: &str, label: &str, help: &str, series: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP stomp_edge_{name} {help}\n# TYPE stomp_edge_{name} gauge");
+pub fn labelled_gauge(out: &mut String, name: &str, label: &str, series: &[(String, u64)]) {
+    head(out, name);
     for (value, n) in series {
         let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         let _ = writeln!(out, "stomp_edge_{name}{{{label}=\"{escaped}\"}} {n}");
@@ -331,214 +464,57 @@ pub fn labelled_gauge(out: &mut String, name: &str, label: &str, help: &str, ser
 }
 
 pub struct Extra<'a> {
-    pub gauges: &'a [(&'a str, &'a str, u64)],
-    pub counters: &'a [(&'a str, &'a str, u64)],
+    pub gauges: &'a [(&'a str, u64)],
+    pub counters: &'a [(&'a str, u64)],
 }
 
 /// Renders every metric in the Prometheus text exposition format.
 pub fn render(extra: &Extra<'_>) -> String {
     let m = &METRICS;
     let mut out = String::with_capacity(8192);
-    gauge(&mut out, "connections_current", "Open STOMP connections.", m.connections_current.get());
-    counter(&mut out, "connections_total", "STOMP connections accepted.", m.connections_total.get());
-    family(
-        &mut out,
-        "connections_rejected_total",
-        "reason",
-        "WebSocket upgrades refused.",
-        &m.connections_rejected,
-    );
-    family(&mut out, "closes_total", "reason", "Connections closed, by reason.", &m.closes);
-    family(
-        &mut out,
-        "protocol_errors_total",
-        "reason",
-        "STOMP protocol errors answered with ERROR.",
-        &m.protocol_errors,
-    );
-    counter(&mut out, "frames_received_total", "STOMP frames received.", m.frames_received.get());
-    counter(&mut out, "frames_sent_total", "STOMP frames sent.", m.frames_sent.get());
-    counter(&mut out, "bytes_received_total", "WebSocket bytes received.", m.bytes_received.get());
-    counter(&mut out, "bytes_sent_total", "WebSocket bytes sent.", m.bytes_sent.get());
-    counter(
-        &mut out,
-        "socket_writes_total",
-        "Write system calls; frames_sent / this is the coalescing ratio.",
-        m.socket_writes.get(),
-    );
-    counter(&mut out, "heartbeats_sent_total", "Heart-beat EOLs sent.", m.heartbeats_sent.get());
-    counter(
-        &mut out,
-        "messages_published_total",
-        "Messages published to a destination.",
-        m.messages_published.get(),
-    );
-    counter(
-        &mut out,
-        "messages_delivered_total",
-        "MESSAGE frames queued to subscribers.",
-        m.messages_delivered.get(),
-    );
-    counter(
-        &mut out,
-        "messages_unrouted_total",
-        "Messages published where this node had no subscriber.",
-        m.messages_unrouted.get(),
-    );
-    family(
-        &mut out,
-        "messages_dropped_total",
-        "reason",
-        "Accepted messages that were not delivered.",
-        &m.messages_dropped,
-    );
-    counter(
-        &mut out,
-        "message_encodings_total",
-        "MESSAGE frames encoded (once per distinct subscription id).",
-        m.message_encodings.get(),
-    );
-    gauge(&mut out, "subscriptions_current", "Active subscriptions.", m.subscriptions_current.get());
-    family(
-        &mut out,
-        "subscriptions_rejected_total",
-        "reason",
-        "SUBSCRIBE frames refused.",
-        &m.subscriptions_rejected,
-    );
-    counter(&mut out, "receipts_sent_total", "RECEIPT frames sent.", m.receipts_sent.get());
-    counter(
-        &mut out,
-        "login_failures_total",
-        "Failed logins (STOMP CONNECT and HTTP Basic) for bad credentials.",
-        m.login_failures.get(),
-    );
-    counter(
-        &mut out,
-        "login_failures_delayed_total",
-        "Failed logins answered after a throttling delay.",
-        m.login_failures_delayed.get(),
-    );
-    family(
-        &mut out,
-        "login_checks_total",
-        "result",
-        "Argon2 checks of hashed passcodes, run off the event loop (abandoned: the client left first).",
-        &m.login_checks,
-    );
-    family(
-        &mut out,
-        "login_checks_rejected_total",
-        "reason",
-        "CONNECTs needing an Argon2 check refused at once: too many waiting, memory, a throttled address.",
-        &m.login_checks_rejected,
-    );
-    gauge(
-        &mut out,
-        "login_checks_waiting",
-        "Argon2 checks of hashed passcodes waiting for their run.",
-        m.login_checks_waiting.get(),
-    );
-    gauge(
-        &mut out,
-        "login_checks_running",
-        "Argon2 checks of hashed passcodes running (one at a time).",
-        m.login_checks_running.get(),
-    );
-    family(
-        &mut out,
-        "app_errors_total",
-        "code",
-        "Application errors sent on /user/queue/errors.",
-        &m.app_errors,
-    );
-    family(&mut out, "http_requests_total", "route", "HTTP requests, by route.", &m.http_requests);
-    family(
-        &mut out,
-        "http_rejected_total",
-        "reason",
-        "HTTP requests refused for their Host (missing, malformed, or not this board's: DNS rebinding).",
-        &m.http_rejected,
-    );
-    family(
-        &mut out,
-        "forwarded_ignored_total",
-        "reason",
-        "X-Forwarded-For/Forwarded headers of trusted proxies not believed (too long, not an address).",
-        &m.forwarded_ignored,
-    );
-    family(&mut out, "transactions_total", "outcome", "STOMP transactions.", &m.transactions);
-    family(&mut out, "sockjs_sessions_total", "transport", "SockJS sessions opened.", &m.sockjs_sessions);
-    family(
-        &mut out,
-        "sockjs_requests_total",
-        "transport",
-        "Requests to the SockJS endpoints.",
-        &m.sockjs_requests,
-    );
-    family(
-        &mut out,
-        "sockjs_rejected_total",
-        "reason",
-        "SockJS requests refused (bad JSON, no payload, unknown session, too large, origin, limits).",
-        &m.sockjs_rejected,
-    );
-    counter(
-        &mut out,
-        "sockjs_sessions_reaped_total",
-        "SockJS HTTP sessions closed because their client stopped polling.",
-        m.sockjs_reaped.get(),
-    );
-    gauge(
-        &mut out,
-        "memory_budget_used_bytes",
-        "Bytes charged on the memory budget (buffers and queues clients make the server hold).",
-        crate::memory::used() as u64,
-    );
-    gauge(
-        &mut out,
-        "memory_budget_bytes",
-        "The memory budget (limits.memory_budget_bytes).",
-        crate::memory::limit() as u64,
-    );
-    family(
-        &mut out,
-        "memory_refused_total",
-        "what",
-        "Work refused near the memory budget (503, dropped delivery, socket not read, transaction SEND, gap or recovery held).",
-        &m.memory_refused,
-    );
-    family(
-        &mut out,
-        "flow_control_pauses_total",
-        "reason",
-        "Times a client's socket was not read: destinations backed up, memory short, or a login check.",
-        &m.flow_paused,
-    );
-    counter(
-        &mut out,
-        "http_idle_evicted_total",
-        "HTTP sockets with no request yet, closed to make room when every slot was taken.",
-        m.http_idle_evicted.get(),
-    );
-    family(
-        &mut out,
-        "tls_handshakes_total",
-        "result",
-        "TLS handshakes on the board's port: ok, failed, timeout, plain_http (answered 400).",
-        &m.tls_handshakes,
-    );
-    counter(
-        &mut out,
-        "tls_reload_failures_total",
-        "SIGHUP reloads whose TLS certificate or key file was bad; the running certificate stayed.",
-        m.tls_reload_failures.get(),
-    );
-    for (name, help, v) in extra.gauges {
-        gauge(&mut out, name, help, *v);
-    }
-    for (name, help, v) in extra.counters {
-        counter(&mut out, name, help, *v);
+    gauge(&mut out, "connections_current", m.connections_current.get());
+    counter(&mut out, "connections_total", m.connections_total.get());
+    family(&mut out, "connections_rejected_total", "reason", &m.connections_rejected);
+    family(&mut out, "closes_total", "reason", &m.closes);
+    family(&mut out, "protocol_errors_total", "reason", &m.protocol_errors);
+    counter(&mut out, "frames_received_total", m.frames_received.get());
+    counter(&mut out, "frames_sent_total", m.frames_sent.get());
+    counter(&mut out, "bytes_received_total", m.bytes_received.get());
+    counter(&mut out, "bytes_sent_total", m.bytes_sent.get());
+    counter(&mut out, "socket_writes_total", m.socket_writes.get());
+    counter(&mut out, "heartbeats_sent_total", m.heartbeats_sent.get());
+    counter(&mut out, "messages_published_total", m.messages_published.get());
+    counter(&mut out, "messages_delivered_total", m.messages_delivered.get());
+    counter(&mut out, "messages_unrouted_total", m.messages_unrouted.get());
+    family(&mut out, "messages_dropped_total", "reason", &m.messages_dropped);
+    counter(&mut out, "message_encodings_total", m.message_encodings.get());
+    gauge(&mut out, "subscriptions_current", m.subscriptions_current.get());
+    family(&mut out, "subscriptions_rejected_total", "reason", &m.subscriptions_rejected);
+    counter(&mut out, "receipts_sent_total", m.receipts_sent.get());
+    counter(&mut out, "login_failures_total", m.login_failures.get());
+    counter(&mut out, "login_failures_delayed_total", m.login_failures_delayed.get());
+    family(&mut out, "login_checks_total", "result", &m.login_checks);
+    family(&mut out, "login_checks_rejected_total", "reason", &m.login_checks_rejected);
+    gauge(&mut out, "login_checks_waiting", m.login_checks_waiting.get());
+    gauge(&mut out, "login_checks_running", m.login_checks_running.get());
+    family(&mut out, "app_errors_total", "code", &m.app_errors);
+    family(&mut out, "http_requests_total", "route", &m.http_requests);
+    family(&mut out, "http_rejected_total", "reason", &m.http_rejected);
+    family(&mut out, "forwarded_ignored_total", "reason", &m.forwarded_ignored);
+    family(&mut out, "transactions_total", "outcome", &m.transactions);
+    family(&mut out, "sockjs_sessions_total", "transport", &m.sockjs_sessions);
+    family(&mut out, "sockjs_requests_total", "transport", &m.sockjs_requests);
+    family(&mut out, "sockjs_rejected_total", "reason", &m.sockjs_rejected);
+    counter(&mut out, "sockjs_sessions_reaped_total", m.sockjs_reaped.get());
+    gauge(&mut out, "memory_budget_used_bytes", crate::memory::used() as u64);
+    gauge(&mut out, "memory_budget_bytes", crate::memory::limit() as u64);
+    family(&mut out, "memory_refused_total", "what", &m.memory_refused);
+    family(&mut out, "flow_control_pauses_total", "reason", &m.flow_paused);
+    counter(&mut out, "http_idle_evicted_total", m.http_idle_evicted.get());
+    family(&mut out, "tls_handshakes_total", "result", &m.tls_handshakes);
+    counter(&mut out, "tls_reload_failures_total", m.tls_reload_failures.get());
+    for (name, v) in extra.gauges.iter().chain(extra.counters) {
+        counter(&mut out, name, *v);
     }
     out
 }
@@ -558,15 +534,35 @@ mod tests {
 
     #[test]
     fn render_is_prometheus_text() {
-        let text = render(&Extra { gauges: &[("engine_up", "Up.", 1)], counters: &[] });
+        let text = render(&Extra { gauges: &[("uptime_seconds", 1)], counters: &[] });
         assert!(text.contains("# TYPE stomp_edge_connections_current gauge"));
         assert!(text.contains("stomp_edge_closes_total{reason=\"slow_consumer\"}"));
-        assert!(text.contains("stomp_edge_engine_up 1"));
+        assert!(
+            text.contains(
+                "# HELP stomp_edge_uptime_seconds Seconds since start.\nstomp_edge_uptime_seconds 1"
+            ) || text.contains("stomp_edge_uptime_seconds 1")
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("stomp_edge_"), "{line}");
             value.parse::<u64>().unwrap();
         }
+    }
+
+    #[test]
+    fn every_metric_rendered_is_declared_once() {
+        let text = render(&Extra { gauges: &[], counters: &[] });
+        for line in text.lines().filter(|l| l.starts_with("# HELP ")) {
+            assert!(line.splitn(4, ' ').nth(3).is_some_and(|help| !help.is_empty()), "{line}");
+        }
+        let mut names: Vec<&str> = REGISTRY.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "a metric declared twice");
+        assert!(REGISTRY
+            .iter()
+            .all(|d| !d.help.is_empty() && (d.kind == Kind::Gauge) != d.name.ends_with("_total")));
     }
 
     #[test]

@@ -300,34 +300,18 @@ impl History for MemoryStreams {
 
 fn stream_metrics(streams: u64, messages: u64, bytes: u64, s: &Stats) -> (MetricLines, MetricLines) {
     let gauges = vec![
-        ("streams_current", "Destinations with a history on this node.", streams),
-        ("stream_messages_current", "Messages kept in the histories of this node.", messages),
-        ("stream_bytes_current", "Bytes of the messages kept on this node.", bytes),
+        ("streams_current", streams),
+        ("stream_messages_current", messages),
+        ("stream_bytes_current", bytes),
     ];
     let counters = vec![
-        ("stream_appended_total", "Messages appended to a destination's history.", s.appended.get()),
-        (
-            "stream_trimmed_total",
-            "Kept messages dropped by the history bounds (max_messages, max_age_ms).",
-            s.trimmed.get(),
-        ),
-        (
-            "stream_evicted_memory_total",
-            "Kept messages dropped early to stay within streams.max_memory_bytes or the memory budget.",
-            s.evicted_memory.get(),
-        ),
-        (
-            "streams_forgotten_total",
-            "Histories dropped whole to stay within streams.max_streams (their epoch changes).",
-            s.forgotten.get(),
-        ),
-        ("stream_recoveries_total", "SUBSCRIBEs that read a history (x-stream-offset).", s.recoveries.get()),
-        (
-            "stream_recoveries_incomplete_total",
-            "Recoveries answered x-stream-recovered:false (messages gone or epoch changed).",
-            s.recoveries_incomplete.get(),
-        ),
-        ("stream_recovered_messages_total", "Kept messages sent by recoveries.", s.recovered_messages.get()),
+        ("stream_appended_total", s.appended.get()),
+        ("stream_trimmed_total", s.trimmed.get()),
+        ("stream_evicted_memory_total", s.evicted_memory.get()),
+        ("streams_forgotten_total", s.forgotten.get()),
+        ("stream_recoveries_total", s.recoveries.get()),
+        ("stream_recoveries_incomplete_total", s.recoveries_incomplete.get()),
+        ("stream_recovered_messages_total", s.recovered_messages.get()),
     ];
     (gauges, counters)
 }

@@ -38,36 +38,16 @@ pub fn metrics_text(node: &Node) -> String {
         gauges.extend(g);
         counters.extend(c);
     }
-    gauges.push((
-        "destinations_current",
-        "Destinations with local subscribers.",
-        node.hub.destination_count() as u64,
-    ));
-    gauges.push(("uptime_seconds", "Seconds since start.", node.uptime_seconds()));
-    gauges.push((
-        "login_throttle_entries",
-        "Addresses and logins with recent failed logins remembered.",
-        node.login_throttle.entries() as u64,
-    ));
+    gauges.push(("destinations_current", node.hub.destination_count() as u64));
+    gauges.push(("uptime_seconds", node.uptime_seconds()));
+    gauges.push(("login_throttle_entries", node.login_throttle.entries() as u64));
     let mut text = metrics::render(&metrics::Extra { gauges: &gauges, counters: &counters });
     if let Some(link) = node.broker.link_report() {
         let primary: Vec<(String, u64)> = link.primary.into_iter().map(|p| (p, 1)).collect();
-        metrics::labelled_gauge(
-            &mut text,
-            "cluster_redis_primary_info",
-            "address",
-            "The Redis primary in use (or last used), as its host:port label.",
-            &primary,
-        );
+        metrics::labelled_gauge(&mut text, "cluster_redis_primary_info", "address", &primary);
         if let Some((sentinels, _)) = link.sentinels {
             let up: Vec<(String, u64)> = sentinels.into_iter().map(|(a, up)| (a, u64::from(up))).collect();
-            metrics::labelled_gauge(
-                &mut text,
-                "cluster_sentinel_up",
-                "sentinel",
-                "1 while this Redis Sentinel answers and its +switch-master subscription holds.",
-                &up,
-            );
+            metrics::labelled_gauge(&mut text, "cluster_sentinel_up", "sentinel", &up);
         }
     }
     text

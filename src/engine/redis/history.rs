@@ -323,52 +323,16 @@ impl History for RedisEngine {
         let s = &self.relay.stream_stats;
         let o = self.relay.sequencer.borrow().counts;
         let counters = vec![
-            (
-                "stream_delivered_total",
-                "Relayed publications delivered here in offset order.",
-                s.delivered.get(),
-            ),
-            (
-                "stream_duplicates_ignored_total",
-                "Publications seen twice (same offset) and delivered once.",
-                o.duplicates,
-            ),
-            ("stream_gap_repairs_total", "Offset gaps read back from the Redis stream.", s.repairs.get()),
-            (
-                "stream_lost_total",
-                "Publications missing from an offset gap that the stream no longer had (trimmed or expired).",
-                o.lost,
-            ),
-            (
-                "stream_epoch_changes_total",
-                "Times a destination's history was lost (new epoch).",
-                o.epoch_changes,
-            ),
-            (
-                "stream_catch_ups_total",
-                "Destinations read back after the pub/sub link was made again.",
-                s.catch_ups.get(),
-            ),
-            (
-                "stream_recoveries_total",
-                "SUBSCRIBEs that read a history (x-stream-offset).",
-                s.recoveries.get(),
-            ),
-            (
-                "stream_recoveries_incomplete_total",
-                "Recoveries answered x-stream-recovered:false (messages gone or epoch changed).",
-                s.recoveries_incomplete.get(),
-            ),
-            (
-                "stream_recoveries_failed_total",
-                "Recoveries that could not read Redis.",
-                s.recoveries_failed.get(),
-            ),
-            (
-                "stream_recovered_messages_total",
-                "Kept messages sent by recoveries.",
-                s.recovered_messages.get(),
-            ),
+            ("stream_delivered_total", s.delivered.get()),
+            ("stream_duplicates_ignored_total", o.duplicates),
+            ("stream_gap_repairs_total", s.repairs.get()),
+            ("stream_lost_total", o.lost),
+            ("stream_epoch_changes_total", o.epoch_changes),
+            ("stream_catch_ups_total", s.catch_ups.get()),
+            ("stream_recoveries_total", s.recoveries.get()),
+            ("stream_recoveries_incomplete_total", s.recoveries_incomplete.get()),
+            ("stream_recoveries_failed_total", s.recoveries_failed.get()),
+            ("stream_recovered_messages_total", s.recovered_messages.get()),
         ];
         (Vec::new(), counters)
     }

@@ -255,21 +255,9 @@ impl Link {
     /// The link's own `/metrics` counters as (name, help, value).
     pub fn counter_lines(&self) -> crate::engine::MetricLines {
         vec![
-            (
-                "cluster_redis_failovers_total",
-                "Times the Redis primary in use changed to another server (a failover was followed).",
-                self.stats.failovers.get(),
-            ),
-            (
-                "cluster_redis_replica_refusals_total",
-                "READONLY answers, and connects refused because ROLE said replica (never written to).",
-                self.stats.replica_refusals.get(),
-            ),
-            (
-                "cluster_sentinel_errors_total",
-                "Redis Sentinel queries and +switch-master subscriptions that failed.",
-                self.sentinels().map_or(0, |s| s.errors.get()),
-            ),
+            ("cluster_redis_failovers_total", self.stats.failovers.get()),
+            ("cluster_redis_replica_refusals_total", self.stats.replica_refusals.get()),
+            ("cluster_sentinel_errors_total", self.sentinels().map_or(0, |s| s.errors.get())),
         ]
     }
 

@@ -259,105 +259,32 @@ impl Broker for RedisEngine {
         let (s, r) = (&self.relay.stats, &self.registry.stats);
         let l = &self.shard.link.stats;
         let gauges = vec![
-            (
-                "cluster_redis_up",
-                "1 while the Redis command and pub/sub links are up.",
-                u64::from(self.redis_up()),
-            ),
-            (
-                "cluster_channels_wanted",
-                "Redis channels this node listens on.",
-                self.relay.channels_wanted() as u64,
-            ),
-            (
-                "cluster_relay_buffered",
-                "Publications in the outbox, waiting for Redis to append them.",
-                self.relay.buffered() as u64,
-            ),
-            (
-                "cluster_in_sync",
-                "1 while Redis holds all of this node's state (0: down, or catching up).",
-                u64::from(self.sync_state() == SyncState::InSync),
-            ),
+            ("cluster_redis_up", u64::from(self.redis_up())),
+            ("cluster_channels_wanted", self.relay.channels_wanted() as u64),
+            ("cluster_relay_buffered", self.relay.buffered() as u64),
+            ("cluster_in_sync", u64::from(self.sync_state() == SyncState::InSync)),
         ];
         let mut counters = vec![
-            ("cluster_redis_reconnects_total", "Times the Redis link came back.", l.reconnects.get()),
-            ("cluster_redis_command_errors_total", "Redis commands that failed.", l.command_errors.get()),
-            (
-                "cluster_redis_command_timeouts_total",
-                "Redis commands that timed out.",
-                l.command_timeouts.get(),
-            ),
-            (
-                "cluster_published_total",
-                "Publications relayed to Redis (one append script call each, which PUBLISHes).",
-                s.published.get(),
-            ),
-            (
-                "cluster_publish_retries_total",
-                "Relay calls sent again after a failed or timed-out one (nothing is lost by it).",
-                s.publish_retries.get(),
-            ),
-            (
-                "cluster_publish_deduplicated_total",
-                "Retried publications Redis had appended already (appended once).",
-                s.deduplicated.get(),
-            ),
-            (
-                "cluster_local_without_offset_total",
-                "Own streamed publications delivered here without their offset (Redis away or slower than cluster.offset_wait_ms).",
-                s.local_without_offset.get(),
-            ),
-            (
-                "cluster_publish_errors_total",
-                "Publications given up because Redis refused their append again and again.",
-                s.publish_errors.get(),
-            ),
-            (
-                "cluster_relay_dropped_total",
-                "Publications not relayed: the outbox was full, over its age bound or over the memory budget.",
-                s.dropped.get(),
-            ),
-            (
-                "cluster_received_total",
-                "Publications received from other nodes and delivered.",
-                s.received.get(),
-            ),
-            (
-                "cluster_echoes_ignored_total",
-                "This node's own publications coming back from Redis (delivered locally already).",
-                s.echoes_ignored.get(),
-            ),
+            ("cluster_redis_reconnects_total", l.reconnects.get()),
+            ("cluster_redis_command_errors_total", l.command_errors.get()),
+            ("cluster_redis_command_timeouts_total", l.command_timeouts.get()),
+            ("cluster_published_total", s.published.get()),
+            ("cluster_publish_retries_total", s.publish_retries.get()),
+            ("cluster_publish_deduplicated_total", s.deduplicated.get()),
+            ("cluster_local_without_offset_total", s.local_without_offset.get()),
+            ("cluster_publish_errors_total", s.publish_errors.get()),
+            ("cluster_relay_dropped_total", s.dropped.get()),
+            ("cluster_received_total", s.received.get()),
+            ("cluster_echoes_ignored_total", s.echoes_ignored.get()),
             (
                 "cluster_duplicates_ignored_total",
-                "Publications received twice (same offset) and delivered once.",
                 s.duplicates_ignored.get() + self.relay.sequencer.borrow().counts.duplicates,
             ),
-            (
-                "cluster_bad_envelopes_total",
-                "Messages on the channels that could not be read.",
-                s.bad_envelopes.get(),
-            ),
-            (
-                "cluster_pubsub_reconnects_total",
-                "Times the pub/sub connection was lost and made again.",
-                s.pubsub_reconnects.get(),
-            ),
-            (
-                "cluster_resyncs_total",
-                "Catch-ups: times this node wrote its sessions and rooms back to Redis.",
-                r.catch_ups.get(),
-            ),
-            (
-                "cluster_dead_nodes_cleaned_total",
-                "Dead nodes whose sessions this node removed.",
-                r.dead_nodes_cleaned.get(),
-            ),
-            (
-                "cluster_state_write_errors_total",
-                "Session state writes that failed (repaired by the next catch-up).",
-                r.state_write_errors.get(),
-            ),
+            ("cluster_bad_envelopes_total", s.bad_envelopes.get()),
+            ("cluster_pubsub_reconnects_total", s.pubsub_reconnects.get()),
+            ("cluster_resyncs_total", r.catch_ups.get()),
+            ("cluster_dead_nodes_cleaned_total", r.dead_nodes_cleaned.get()),
+            ("cluster_state_write_errors_total", r.state_write_errors.get()),
         ];
         counters.extend(self.shard.link.counter_lines());
         (gauges, counters)
@@ -385,5 +312,23 @@ impl Broker for RedisEngine {
 
     fn busy(&self) -> bool {
         self.relay.busy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_of_the_engine_is_declared() {
+        let mut config = Config::embedded();
+        // Never connected in this test: the URL is only parsed.
+        config.redis_url = Some("redis://127.0.0.1:1".into());
+        let engine = RedisEngine::new(&config).unwrap();
+        let (gauges, counters) = Broker::metrics(&*engine);
+        let (_, stream_counters) = crate::engine::stream::History::metrics(&*engine);
+        for (name, _) in gauges.iter().chain(&counters).chain(&stream_counters) {
+            assert!(crate::metrics::declared(name).is_some(), "{name} is not in metrics::REGISTRY");
+        }
     }
 }
