@@ -11,9 +11,7 @@ use bytes::Bytes;
 
 use crate::app::{AppError, SessionHandle};
 use crate::auth::Check;
-use crate::broker::{
-    encode_message, finish_recovery, is_transport_header, AckMode, Cursor, Publication, Subscriber,
-};
+use crate::broker::{encode_message, finish_recovery, Cursor, Publication, Subscriber};
 use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
 use crate::login_check::{Busy, Job, Verdict};
@@ -21,7 +19,13 @@ use crate::memory::{self, Charge};
 use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
 use crate::outbound::{OutFrame, Outbound};
-use crate::protocol::{Command, Frame, FrameWriter, Version};
+use crate::protocol::{self, Frame, FrameWriter, Version};
+
+use command::{Command, Connect, Send, Subscribe};
+use destination::{Destination, SendRoute, Subscribable};
+
+pub(crate) mod command;
+pub(crate) mod destination;
 
 /// The `server` header of CONNECTED.
 pub const SERVER_NAME: &str = concat!("stomp-edge/", env!("CARGO_PKG_VERSION"));
@@ -41,11 +45,20 @@ pub struct ProtocolError {
     pub reason: &'static str,
     pub message: String,
     pub close: CloseReason,
+    /// The version the ERROR is written in when the refused frame agreed one first (a CONNECT
+    /// with a good `accept-version` and a bad `heart-beat`); None: the session's.
+    pub answer_in: Option<Version>,
 }
 
 impl ProtocolError {
     fn new(reason: &'static str, message: impl Into<String>) -> ProtocolError {
-        ProtocolError { reason, message: message.into(), close: CloseReason::ProtocolError }
+        ProtocolError { reason, message: message.into(), close: CloseReason::ProtocolError, answer_in: None }
+    }
+
+    /// The same error, answered in `version`.
+    fn in_version(mut self, version: Version) -> ProtocolError {
+        self.answer_in = Some(version);
+        self
     }
 }
 
@@ -59,7 +72,7 @@ struct Subscription {
 
 /// A SEND held in an open transaction until COMMIT.
 struct HeldSend {
-    destination: String,
+    destination: Destination<'static>,
     headers: Vec<(String, String)>,
     body: Bytes,
 }
@@ -74,7 +87,7 @@ impl HeldSend {
     /// What holding it costs the process, in bytes (body, destination, headers, overheads).
     fn cost(&self) -> usize {
         HELD_SEND_OVERHEAD
-            + self.destination.len()
+            + self.destination.as_str().len()
             + self.body.len()
             + self.headers.iter().map(|(n, v)| n.len() + v.len() + HELD_HEADER_OVERHEAD).sum::<usize>()
     }
@@ -114,7 +127,7 @@ type ReceiptHeaders = Vec<(&'static str, String)>;
 
 fn receipt_frame(receipt: &str, version: Version, extra: &ReceiptHeaders) -> Bytes {
     let mut out = Vec::with_capacity(32 + receipt.len());
-    let mut w = FrameWriter::new(&mut out, Command::Receipt, version);
+    let mut w = FrameWriter::new(&mut out, protocol::Command::Receipt, version);
     w.header("receipt-id", receipt);
     for (name, value) in extra {
         w.header(name, value);
@@ -127,7 +140,7 @@ fn receipt_frame(receipt: &str, version: Version, extra: &ReceiptHeaders) -> Byt
 /// refused frame's `receipt-id` when it asked for one.
 fn error_frame(message: &str, receipt: Option<&str>, version: Version) -> Bytes {
     let mut out = Vec::with_capacity(64 + message.len() * 2);
-    let mut w = FrameWriter::new(&mut out, Command::Error, version);
+    let mut w = FrameWriter::new(&mut out, protocol::Command::Error, version);
     // The `message` header is one line: keep it short, the body has the whole text.
     let short: String = message.chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
     w.header("message", &short);
@@ -146,11 +159,6 @@ fn recovery_headers(recovery: &Recovery) -> ReceiptHeaders {
         (EPOCH_HEADER, recovery.next.epoch.to_string()),
         (OFFSET_HEADER, recovery.next.offset.to_string()),
     ]
-}
-
-fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
-    let (a, b) = text.split_once(',')?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 /// A CONNECT whose passcode waits for its Argon2 check (`crate::login_check`): what is needed
@@ -301,14 +309,14 @@ impl Session {
             return Outcome::Continue; // its ERROR is on the way; the connection closes after it
         }
         let receipt = frame.header("receipt").map(|r| r.into_owned());
-        let result = self.dispatch(frame, node);
+        let result = self.dispatch(frame, receipt.as_deref(), node);
         // Taken whatever the result, so a failed SUBSCRIBE leaves nothing behind.
         let plan = self.receipt.take().map(|plan| *plan).unwrap_or_default();
         let (wait, extra) = (plan.after, plan.headers);
         let receipt = receipt.filter(|_| !plan.sent_later);
         match result {
             Ok(outcome) => {
-                match (receipt, frame.command == Command::Connect, wait) {
+                match (receipt, frame.command == protocol::Command::Connect, wait) {
                     (Some(receipt), false, None) => self.send_receipt(&receipt, &extra),
                     (Some(receipt), false, Some(wait)) => self.send_receipt_after(wait, receipt, extra, node),
                     _ => {}
@@ -316,6 +324,9 @@ impl Session {
                 outcome
             }
             Err(e) => {
+                if let Some(version) = e.answer_in {
+                    self.version = version;
+                }
                 self.send_error(&e.message, receipt.as_deref());
                 METRICS.protocol_errors.inc(e.reason);
                 Outcome::Close(e.close)
@@ -323,55 +334,53 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
-        match frame.command {
-            Command::Connect | Command::Stomp => self.connect(frame, node),
-            _ if !self.is_connected() => Err(ProtocolError::new(
+    /// Checks the frame against the session's state, makes it a [`Command`] and handles it.
+    fn dispatch(
+        &mut self,
+        frame: &Frame<'_>,
+        receipt: Option<&str>,
+        node: &Node,
+    ) -> Result<Outcome, ProtocolError> {
+        let connecting = matches!(frame.command, protocol::Command::Connect | protocol::Command::Stomp);
+        if connecting && self.is_connected() {
+            return Err(ProtocolError::new("already_connected", "already connected"));
+        }
+        if !connecting && !self.is_connected() {
+            return Err(ProtocolError::new(
                 "not_connected",
                 format!("{} before CONNECT: send CONNECT first", frame.command.as_str()),
-            )),
-            Command::Send => self.send(frame, node),
-            Command::Subscribe => self.subscribe(frame, node),
-            Command::Unsubscribe => self.unsubscribe(frame, node),
-            Command::Ack | Command::Nack => self.ack(frame),
-            Command::Begin => self.begin(frame, node),
-            Command::Commit => self.commit(frame, node),
-            Command::Abort => self.abort(frame),
-            Command::Disconnect => Ok(Outcome::Close(CloseReason::ClientDisconnect)),
-            other => {
-                Err(ProtocolError::new("unknown_command", format!("{} is a server frame", other.as_str())))
+            ));
+        }
+        match Command::from_frame(frame, self.version)? {
+            Command::Connect(connect) => self.connect(connect, receipt, node),
+            Command::Send(send) => self.send(send, node),
+            Command::Subscribe(subscribe) => self.subscribe(subscribe, receipt, node),
+            Command::Unsubscribe { id } => self.unsubscribe(&id, node),
+            Command::Ack { transaction } => {
+                if let Some(tx) = transaction {
+                    self.transaction(&tx)?;
+                }
+                Ok(Outcome::Continue)
             }
+            Command::Begin { transaction } => self.begin(transaction.into_owned(), node),
+            Command::Commit { transaction } => self.commit(&transaction, node),
+            Command::Abort { transaction } => self.abort(&transaction),
+            Command::Disconnect => Ok(Outcome::Close(CloseReason::ClientDisconnect)),
         }
     }
 
-    fn connect(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
-        if self.is_connected() {
-            return Err(ProtocolError::new("already_connected", "already connected"));
-        }
-        let version = match frame.header("accept-version") {
-            None => Version::V1_0,
-            Some(list) => Version::parse_list(&list).ok_or_else(|| {
-                ProtocolError::new(
-                    "unsupported_version",
-                    format!("no supported version in accept-version:{list}; this server speaks 1.0,1.1,1.2"),
-                )
-            })?,
-        };
-        self.version = version;
-        let login = frame.header("login");
-        let client_heartbeat = match frame.header("heart-beat") {
-            None => (0, 0),
-            Some(text) => parse_heartbeat(&text).ok_or_else(|| {
-                ProtocolError::new(
-                    "bad_header",
-                    format!("heart-beat must be two numbers like 10000,10000, not {text:?}"),
-                )
-            })?,
-        };
-        let check = node.auth.borrow().check(login.as_deref(), frame.header("passcode").as_deref());
+    fn connect(
+        &mut self,
+        connect: Connect<'_>,
+        receipt: Option<&str>,
+        node: &Node,
+    ) -> Result<Outcome, ProtocolError> {
+        self.version = connect.version;
+        let login = connect.login;
+        let check = node.auth.borrow().check(login.as_deref(), connect.passcode.as_deref());
         match check {
-            Check::Allowed => self.accept(login.as_deref(), client_heartbeat, node),
-            Check::Refused => self.login_failed(frame.header("receipt").as_deref(), login.as_deref(), node),
+            Check::Allowed => self.accept(login.as_deref(), connect.heartbeat, node),
+            Check::Refused => self.login_failed(receipt, login.as_deref(), node),
             Check::Verify(verification) => {
                 let config = node.config();
                 // An address the throttle slows may have one check waiting (`crate::login_check`).
@@ -384,8 +393,8 @@ impl Session {
                 self.pending = Some(Box::new(PendingConnect {
                     job,
                     login: login.map(|l| l.into_owned()),
-                    heartbeat: client_heartbeat,
-                    receipt: frame.header("receipt").map(|r| r.into_owned()),
+                    heartbeat: connect.heartbeat,
+                    receipt: receipt.map(str::to_string),
                 }));
                 Ok(Outcome::Continue)
             }
@@ -410,7 +419,7 @@ impl Session {
         );
         let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as u64);
         let mut out = Vec::with_capacity(160);
-        let mut w = FrameWriter::new(&mut out, Command::Connected, version);
+        let mut w = FrameWriter::new(&mut out, protocol::Command::Connected, version);
         w.header("version", version.as_str());
         w.header("server", SERVER_NAME);
         w.header("session", &self.session_id);
@@ -464,25 +473,10 @@ impl Session {
         Ok(Outcome::Continue)
     }
 
-    fn required<'f>(frame: &'f Frame<'_>, name: &str) -> Result<std::borrow::Cow<'f, str>, ProtocolError> {
-        match frame.header(name) {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(ProtocolError::new(
-                "missing_header",
-                format!("{} needs a `{name}` header", frame.command.as_str()),
-            )),
-        }
-    }
-
-    fn send(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
-        let destination = Self::required(frame, "destination")?;
-        let headers: Vec<(String, String)> = frame
-            .headers()
-            .filter(|(name, _)| !is_transport_header(name))
-            .map(|(n, v)| (n.into_owned(), v.into_owned()))
-            .collect();
-        let body = Bytes::copy_from_slice(frame.body);
-        if let Some(tx) = frame.header("transaction") {
+    fn send(&mut self, send: Send<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
+        let Send { destination, transaction, headers, body } = send;
+        let body = Bytes::copy_from_slice(body);
+        if let Some(tx) = transaction {
             let limits = node.config();
             let t = self.transaction(&tx)?;
             if t.sends.len() >= limits.stomp.max_transaction_frames
@@ -526,65 +520,54 @@ impl Session {
     /// Sends a SEND where its destination leads: `/topic/**` to the broker, `/app/**` to the
     /// application. Problems here are application errors: the session stays open. Checked
     /// here, on every path a SEND takes (alone or at COMMIT, any version, any transport).
-    fn route_send(&mut self, destination: &str, headers: Vec<(String, String)>, body: Bytes, node: &Node) {
+    fn route_send(
+        &mut self,
+        destination: &Destination<'_>,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        node: &Node,
+    ) {
         let Some(handle) = self.handle.clone() else { return };
         let config = node.config();
-        let result = if let Some(prefix) = config.stomp.server_owned(destination) {
-            // Only the server writes here (the chat's room events): a client's SEND would let
-            // it forge events or speak as someone else (Spring: `simpDestMatchers(..).denyAll()`).
-            METRICS.messages_dropped.inc("server_owned_destination");
-            Err(AppError::new(
-                "forbidden",
-                format!("only the server sends to {prefix}**; use the /app destinations"),
-                destination,
-            ))
-        } else if destination.starts_with("/topic/") {
-            if config.stomp.allow_client_topic_send {
-                node.publish(Publication::message(
-                    Rc::from(destination),
-                    node.next_message_id(),
-                    headers,
-                    body,
-                ));
-                Ok(())
-            } else {
+        let name = destination.as_str();
+        let result = match destination.send_route(&config.stomp) {
+            SendRoute::ServerOwned(prefix) => {
+                METRICS.messages_dropped.inc("server_owned_destination");
                 Err(AppError::new(
                     "forbidden",
-                    "clients may not send to /topic/** on this server",
-                    destination,
+                    format!("only the server sends to {prefix}**; use the /app destinations"),
+                    name,
                 ))
             }
-        } else if destination.starts_with("/app/") {
-            match node.app() {
-                Some(app) => app.on_send(&handle, destination, &body),
-                None => Err(AppError::new(
-                    "unknown_destination",
-                    "no application is mounted at /app",
-                    destination,
-                )),
+            SendRoute::Topic if config.stomp.allow_client_topic_send => {
+                node.publish(Publication::message(Rc::from(name), node.next_message_id(), headers, body));
+                Ok(())
             }
-        } else {
-            Err(AppError::new(
+            SendRoute::Topic => {
+                Err(AppError::new("forbidden", "clients may not send to /topic/** on this server", name))
+            }
+            SendRoute::App => match node.app() {
+                Some(app) => app.on_send(&handle, name, &body),
+                None => Err(AppError::new("unknown_destination", "no application is mounted at /app", name)),
+            },
+            SendRoute::Unknown => Err(AppError::new(
                 "unknown_destination",
                 "destinations start with /topic/ (broadcast) or /app/ (application)",
-                destination,
-            ))
+                name,
+            )),
         };
         if let Err(e) = result {
             handle.send_error(&e);
         }
     }
 
-    fn subscribe(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
-        let destination = Self::required(frame, "destination")?;
-        let id: Rc<str> = match frame.header("id") {
-            Some(id) if !id.is_empty() => Rc::from(&*id),
-            _ if self.version == Version::V1_0 => Rc::from(&*destination),
-            _ => return Err(ProtocolError::new("missing_header", "SUBSCRIBE needs an `id` header")),
-        };
-        let ack = AckMode::parse(frame.header("ack").as_deref()).ok_or_else(|| {
-            ProtocolError::new("bad_header", "ack must be auto, client or client-individual")
-        })?;
+    fn subscribe(
+        &mut self,
+        subscribe: Subscribe<'_>,
+        receipt: Option<&str>,
+        node: &Node,
+    ) -> Result<Outcome, ProtocolError> {
+        let Subscribe { destination, id, ack, since } = subscribe;
         if self.subscriptions.iter().any(|s| s.id == id) {
             return Err(ProtocolError::new("bad_header", format!("subscription id {id} is already in use")));
         }
@@ -596,30 +579,27 @@ impl Session {
                 format!("too many subscriptions: at most {limit} per connection"),
             ));
         }
-        let user = destination.starts_with("/user/");
-        if !(user || destination.starts_with("/topic/")) || destination.len() > 512 {
+        let Some(subscribable) = destination.subscription() else {
             METRICS.subscriptions_rejected.inc("bad_destination");
             return Err(ProtocolError::new(
                 "bad_header",
-                format!("cannot subscribe to {destination}: use /topic/... or /user/queue/..."),
+                format!("cannot subscribe to {}: use /topic/... or /user/queue/...", destination.as_str()),
             ));
-        }
-        let history = node.history();
-        let streamed = !user && history.is_streamed(&destination);
-        let since = if streamed {
-            Since::parse(frame.header(OFFSET_HEADER).as_deref(), frame.header(EPOCH_HEADER).as_deref())
-                .map_err(|e| ProtocolError::new("bad_header", e))?
-        } else {
-            Since::Next
         };
-        if frame.header("receipt").is_some() {
-            let after = node.broker.ready(&destination);
+        let user = subscribable == Subscribable::User;
+        let history = node.history();
+        let streamed = destination.is_streamed(&*history);
+        let destination = destination.as_str();
+        let since =
+            if streamed { since.map_err(|e| ProtocolError::new("bad_header", e))? } else { Since::Next };
+        if receipt.is_some() {
+            let after = node.broker.ready(destination);
             if after.is_some() || self.receipt.is_some() {
                 self.receipt.get_or_insert_with(Box::default).after = after;
             }
         }
         let key = if user {
-            let key: Rc<str> = Rc::from(&*destination);
+            let key: Rc<str> = Rc::from(destination);
             if let Some(handle) = &self.handle {
                 handle.add_user_subscription(key.clone(), id.clone());
             }
@@ -633,13 +613,13 @@ impl Session {
                 outbound: self.outbound.clone(),
                 cursor: None,
             };
-            if streamed && node.hub.subscriber_count(&destination) == 0 && !node.hub.has_room() {
+            if streamed && node.hub.subscriber_count(destination) == 0 && !node.hub.has_room() {
                 METRICS.subscriptions_rejected.inc("destination_limit");
                 return Err(ProtocolError::new("other", node.hub.full_error().to_string()));
             }
             let mut later = None;
             if streamed {
-                match history.recover(&destination, &since) {
+                match history.recover(destination, &since) {
                     Recovering::Now(recovery) => {
                         // Kept messages first, then live: the read and the subscription happen
                         // in one step of this thread, so no publication can fall between them.
@@ -657,12 +637,12 @@ impl Session {
                     }
                 }
             }
-            let key = node.subscribe(&destination, subscriber).map_err(|e| {
+            let key = node.subscribe(destination, subscriber).map_err(|e| {
                 METRICS.subscriptions_rejected.inc("destination_limit");
                 ProtocolError::new("other", e.to_string())
             })?;
             if let Some((read, subscriber)) = later {
-                let receipt = frame.header("receipt").map(|r| r.into_owned());
+                let receipt = receipt.map(str::to_string);
                 let plan = self.receipt.get_or_insert_with(Box::default);
                 plan.sent_later = receipt.is_some();
                 plan.after = None;
@@ -691,12 +671,7 @@ impl Session {
         Ok(Outcome::Continue)
     }
 
-    fn unsubscribe(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
-        let id = match frame.header("id") {
-            Some(id) => id,
-            None if self.version == Version::V1_0 => Self::required(frame, "destination")?,
-            None => return Err(ProtocolError::new("missing_header", "UNSUBSCRIBE needs an `id` header")),
-        };
+    fn unsubscribe(&mut self, id: &str, node: &Node) -> Result<Outcome, ProtocolError> {
         if let Some(i) = self.subscriptions.iter().position(|s| *s.id == *id) {
             let s = self.subscriptions.swap_remove(i);
             self.drop_subscription(s, node);
@@ -714,16 +689,6 @@ impl Session {
         }
     }
 
-    fn ack(&mut self, frame: &Frame<'_>) -> Result<Outcome, ProtocolError> {
-        // Topics have no redelivery: ACK and NACK are checked and accepted.
-        let name = if self.version == Version::V1_2 { "id" } else { "message-id" };
-        Self::required(frame, name)?;
-        if let Some(tx) = frame.header("transaction") {
-            self.transaction(&tx)?;
-        }
-        Ok(Outcome::Continue)
-    }
-
     fn transaction(&mut self, id: &str) -> Result<&mut Transaction, ProtocolError> {
         self.transactions
             .iter_mut()
@@ -731,9 +696,8 @@ impl Session {
             .ok_or_else(|| ProtocolError::new("transaction", format!("unknown transaction {id}")))
     }
 
-    fn begin(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
-        let id = Self::required(frame, "transaction")?;
-        if self.transactions.iter().any(|t| *t.id == *id) {
+    fn begin(&mut self, id: String, node: &Node) -> Result<Outcome, ProtocolError> {
+        if self.transactions.iter().any(|t| t.id == id) {
             return Err(ProtocolError::new("transaction", format!("transaction {id} is already open")));
         }
         let limit = node.config().stomp.max_transactions;
@@ -744,27 +708,21 @@ impl Session {
             ));
         }
         METRICS.transactions.inc("begun");
-        self.transactions.push(Transaction {
-            id: id.into_owned(),
-            sends: Vec::new(),
-            bytes: 0,
-            charge: Charge::new(),
-        });
+        self.transactions.push(Transaction { id, sends: Vec::new(), bytes: 0, charge: Charge::new() });
         Ok(Outcome::Continue)
     }
 
-    fn take_transaction(&mut self, frame: &Frame<'_>) -> Result<Transaction, ProtocolError> {
-        let id = Self::required(frame, "transaction")?;
+    fn take_transaction(&mut self, id: &str) -> Result<Transaction, ProtocolError> {
         let i = self
             .transactions
             .iter()
-            .position(|t| *t.id == *id)
+            .position(|t| t.id == id)
             .ok_or_else(|| ProtocolError::new("transaction", format!("unknown transaction {id}")))?;
         Ok(self.transactions.swap_remove(i))
     }
 
-    fn commit(&mut self, frame: &Frame<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
-        let t = self.take_transaction(frame)?;
+    fn commit(&mut self, id: &str, node: &Node) -> Result<Outcome, ProtocolError> {
+        let t = self.take_transaction(id)?;
         METRICS.transactions.inc("committed");
         for send in t.sends {
             self.route_send(&send.destination, send.headers, send.body, node);
@@ -772,8 +730,8 @@ impl Session {
         Ok(Outcome::Continue)
     }
 
-    fn abort(&mut self, frame: &Frame<'_>) -> Result<Outcome, ProtocolError> {
-        let t = self.take_transaction(frame)?;
+    fn abort(&mut self, id: &str) -> Result<Outcome, ProtocolError> {
+        let t = self.take_transaction(id)?;
         METRICS.transactions.inc("aborted");
         METRICS.messages_dropped.add("transaction_aborted", t.sends.len() as u64);
         Ok(Outcome::Continue)
@@ -1024,6 +982,7 @@ mod tests {
         assert_eq!((hb.send, hb.receive), (None, Some(Duration::from_secs(20))));
         let hb = negotiate_heartbeat((0, 5000), 0, 10_000);
         assert_eq!((hb.send, hb.receive), (None, None));
+        use command::parse_heartbeat;
         assert_eq!(parse_heartbeat("10000, 5000"), Some((10000, 5000)));
         assert_eq!(parse_heartbeat("x,1"), None);
         assert_eq!(parse_heartbeat("-1,1"), None);
