@@ -60,38 +60,20 @@
 //! hands it to the engine for the other nodes. Each recipient's socket task (`driver`) wakes and
 //! writes its whole queue in one vectored write.
 
-pub mod access;
-pub(crate) mod advertise;
 pub(crate) mod app;
 pub mod auth;
+pub mod board;
 pub(crate) mod broker;
 pub(crate) mod chat;
-pub(crate) mod clock;
 pub(crate) mod cluster;
 pub mod config;
-pub(crate) mod connection;
-pub(crate) mod driver;
-pub mod edge;
 pub(crate) mod engine;
-pub mod forwarded;
-pub(crate) mod http;
-pub(crate) mod liveness;
-pub(crate) mod login_check;
-pub(crate) mod login_throttle;
-pub(crate) mod memory;
-pub(crate) mod metrics;
 pub(crate) mod node;
-pub(crate) mod outbound;
+pub(crate) mod observability;
 pub mod protocol;
-pub mod server;
 pub(crate) mod session;
-pub(crate) mod signal;
-pub mod sockjs;
-pub(crate) mod status;
-pub(crate) mod stomp_input;
 pub mod tls;
-pub(crate) mod upgrade;
-pub mod ws;
+pub mod transport;
 
 use std::rc::Rc;
 
@@ -105,7 +87,7 @@ use node::Node;
 /// runtime: all state lives on this one thread, without locks.
 pub fn run(
     config: Config,
-    hooks: Rc<dyn server::Hooks>,
+    hooks: Rc<dyn transport::server::Hooks>,
     reload: Box<dyn Fn() -> Result<Config, String>>,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -123,11 +105,11 @@ pub fn run(
         Some(tls::load(&config.tls.cert_file, &config.tls.key_file)?)
     };
     local.block_on(&runtime, async move {
-        let listener = server::bind(config.listen)
+        let listener = transport::server::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let bound = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
-        let mut advertise_url = advertise::advertise_url(&config.cluster.advertise_url, bound);
+        let mut advertise_url = board::advertise::advertise_url(&config.cluster.advertise_url, bound);
         if certificate.is_some() && config.cluster.advertise_url.is_empty() {
             advertise_url = advertise_url.replacen("http://", "https://", 1);
         }
@@ -175,7 +157,9 @@ pub fn run(
             );
             node.tls.set(certificate);
         }
-        status::start(&node);
-        server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
+        observability::status::start(&node);
+        transport::server::serve(listener, node, hooks, reload)
+            .await
+            .map_err(|e| format!("server failed: {e}"))
     })
 }

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::board::clock::now_ms;
 use crate::broker::{Kind, Publication};
-use crate::clock::now_ms;
 use crate::config::{ChatConfig, Config, ROOM_ID_CEILING, USERNAME_BYTES};
 
 /// Where each room's events are broadcast: `/topic/room/{roomId}`.

@@ -215,7 +215,7 @@ impl Relay {
                 next: StreamPosition { offset: 1, epoch: Rc::from("") },
             };
         };
-        let oldest = crate::clock::now_ms().saturating_sub(self.streams.max_age_ms);
+        let oldest = crate::board::clock::now_ms().saturating_sub(self.streams.max_age_ms);
         let mut kept: Vec<Publication> = Vec::with_capacity(entries.len());
         for (offset, payload) in &entries {
             let Ok(envelope) = super::envelope::Envelope::decode(payload) else { continue };

@@ -22,7 +22,7 @@ use redis::{
 
 use super::sentinel::{Primary, Sentinels};
 use crate::config::{RedisTarget, SentinelTarget};
-use crate::metrics::Counter;
+use crate::observability::metrics::Counter;
 
 /// Counters of the link, for `/metrics`.
 #[derive(Default)]

@@ -21,7 +21,7 @@ use super::shard::Shard;
 use crate::broker::Publication;
 use crate::config::StreamsConfig;
 use crate::engine::{BrokerEventHandler, LocalBoxFuture};
-use crate::metrics::Counter;
+use crate::observability::metrics::Counter;
 
 /// Most publications sent in one pipeline.
 const PIPELINE: usize = 256;

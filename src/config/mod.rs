@@ -107,12 +107,12 @@ settings! {
         /// Distinct destinations with subscribers on this node (bounds the hub's table).
         pub max_destinations: usize = Live [1, 10_000_000];
         pub max_outbound_bytes: usize = Live [4096, 1 << 30];
-        /// The board's memory budget for what clients make the server hold (`crate::memory`).
+        /// The board's memory budget for what clients make the server hold (`crate::board::memory`).
         pub memory_budget_bytes: usize = Live [1 << 20, usize::MAX];
     }
 
-    /// `[http]`: which host names the board answers to (`crate::access`), which reverse proxies
-    /// it believes about the client's address (`crate::forwarded`), and who may read `/metrics`
+    /// `[http]`: which host names the board answers to (`crate::auth::access`), which reverse proxies
+    /// it believes about the client's address (`crate::transport::forwarded`), and who may read `/metrics`
     /// without credentials.
     pub struct HttpConfig {
         /// Names besides the board's own (IP literals, `localhost`, its host name and `.local`
@@ -122,11 +122,11 @@ settings! {
         /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` / `Forwarded` name the
         /// real client; empty: nobody's (the headers are ignored).
         #[serde(deserialize_with = "value::networks")]
-        pub trusted_proxies: Vec<crate::forwarded::Network> = Live;
+        pub trusted_proxies: Vec<crate::transport::forwarded::Network> = Live;
         /// Clients (addresses or networks) that may read `/metrics` without credentials when
         /// accounts ask for them; empty: none.
         #[serde(deserialize_with = "value::networks")]
-        pub metrics_open_to: Vec<crate::forwarded::Network> = Live;
+        pub metrics_open_to: Vec<crate::transport::forwarded::Network> = Live;
     }
 
     /// `[websocket]`: who may open a WebSocket.
@@ -143,7 +143,7 @@ settings! {
         /// `(login, passcode)` pairs; empty means anonymous clients are allowed.
         #[serde(deserialize_with = "value::users")]
         pub users: Vec<(String, String)> = Live;
-        /// Failed logins per address or login answered at once (`crate::login_throttle`).
+        /// Failed logins per address or login answered at once (`crate::auth::login_throttle`).
         pub throttle_after_failures: u32 = Live [0, 1000];
         /// The first delay after those, in ms, doubling per further failure (0: no delays).
         pub throttle_delay_ms: u64 = Live [0, 60_000];
@@ -151,7 +151,7 @@ settings! {
         pub throttle_max_delay_ms: u64 = Live [0, 600_000];
         /// CONNECTs that may wait for an Argon2 check of a hashed passcode (checks run one at a
         /// time, off the event loop); past that a CONNECT needing one is refused at once
-        /// (`crate::login_check`).
+        /// (`crate::auth::login_check`).
         pub max_pending_logins: usize = Live [1, 100_000];
     }
 
@@ -172,7 +172,7 @@ settings! {
         #[serde(deserialize_with = "value::prefix")]
         pub key_prefix: String = Restart;
         /// The URL other boards and browsers reach this board at (`/api/nodes`); empty:
-        /// derived from the listen address when the server starts (`crate::advertise`).
+        /// derived from the listen address when the server starts (`crate::board::advertise`).
         #[serde(deserialize_with = "value::http_url")]
         pub advertise_url: String = Restart;
         pub heartbeat_ms: u64 = Restart [100, 600_000];
@@ -273,8 +273,8 @@ const FLAGS: [(&str, &str); 4] = [
 
 impl AuthConfig {
     /// The login throttling policy these settings make.
-    pub fn throttle(&self) -> crate::login_throttle::Policy {
-        crate::login_throttle::Policy {
+    pub fn throttle(&self) -> crate::auth::login_throttle::Policy {
+        crate::auth::login_throttle::Policy {
             free_failures: self.throttle_after_failures,
             delay: Duration::from_millis(self.throttle_delay_ms),
             max_delay: Duration::from_millis(self.throttle_max_delay_ms.max(self.throttle_delay_ms)),

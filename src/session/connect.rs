@@ -1,6 +1,6 @@
 //! CONNECT (and STOMP): the version and heart-beats agreed, the login checked (at once, or off
-//! the event loop for an Argon2 hash: `crate::login_check`), and CONNECTED or the failed-login
-//! ERROR, which the throttle may delay (`crate::login_throttle`).
+//! the event loop for an Argon2 hash: `crate::auth::login_check`), and CONNECTED or the failed-login
+//! ERROR, which the throttle may delay (`crate::auth::login_throttle`).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -8,12 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::app::SessionHandle;
+use crate::auth::login_check::{Busy, Job};
 use crate::auth::Check;
-use crate::login_check::{Busy, Job};
-use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
-use crate::outbound::OutFrame;
+use crate::observability::metrics::{CloseReason, METRICS};
 use crate::protocol::{self, FrameWriter};
+use crate::transport::outbound::OutFrame;
 
 use super::command::Connect;
 use super::reply::error_frame;
@@ -40,7 +40,7 @@ pub fn negotiate_heartbeat(client: (u64, u64), server_send_ms: u64, server_recei
     HeartBeat { send: send.map(Duration::from_millis), receive: receive.map(Duration::from_millis) }
 }
 
-/// A CONNECT whose passcode waits for its Argon2 check (`crate::login_check`): what is needed
+/// A CONNECT whose passcode waits for its Argon2 check (`crate::auth::login_check`): what is needed
 /// to answer it once the verdict is in.
 pub(super) struct PendingConnect {
     pub(super) job: Rc<Job>,
@@ -78,7 +78,7 @@ impl Session {
             Check::Refused => self.login_failed(receipt, login.as_deref(), node),
             Check::Verify(verification) => {
                 let config = node.config();
-                // An address the throttle slows may have one check waiting (`crate::login_check`).
+                // An address the throttle slows may have one check waiting (`crate::auth::login_check`).
                 let policy = config.auth.throttle();
                 let throttled =
                     self.peer.filter(|_| node.login_throttle.address_throttled(self.peer, &policy));
@@ -137,7 +137,7 @@ impl Session {
 
     /// Answers a failed login: logged once at WARN (address and login, never the passcode),
     /// counted, and refused with ERROR and close, at once or after the delay the throttle
-    /// gives (`crate::login_throttle`).
+    /// gives (`crate::auth::login_throttle`).
     pub(super) fn login_failed(
         &mut self,
         receipt: Option<&str>,

@@ -17,15 +17,17 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::app::SessionHandle;
-use crate::login_check::Verdict;
-use crate::metrics::{CloseReason, METRICS};
+use crate::auth::login_check::Verdict;
 use crate::node::Node;
-use crate::outbound::Outbound;
+use crate::observability::metrics::{CloseReason, METRICS};
 use crate::protocol::{self, Frame, Version};
+use crate::transport::outbound::Outbound;
 
 pub(crate) mod command;
 mod connect;
 pub(crate) mod destination;
+pub(crate) mod input;
+pub(crate) mod liveness;
 mod reply;
 mod send;
 mod subscribe;
@@ -246,7 +248,7 @@ impl Session {
 
     /// Ends the session: drops its subscriptions and tells the application it left.
     pub fn end(&mut self, node: &Node) {
-        // A passcode check nobody waits for any more is skipped (`crate::login_check`).
+        // A passcode check nobody waits for any more is skipped (`crate::auth::login_check`).
         self.pending = None;
         for s in std::mem::take(&mut self.subscriptions) {
             self.drop_subscription(s, node);

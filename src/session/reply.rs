@@ -6,10 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::engine::LocalBoxFuture;
-use crate::metrics::{CloseReason, METRICS};
 use crate::node::Node;
-use crate::outbound::OutFrame;
+use crate::observability::metrics::{CloseReason, METRICS};
 use crate::protocol::{self, FrameWriter, Version};
+use crate::transport::outbound::OutFrame;
 
 use super::Session;
 

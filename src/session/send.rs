@@ -7,10 +7,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::app::AppError;
+use crate::board::memory::{self, Charge};
 use crate::broker::Publication;
-use crate::memory::{self, Charge};
-use crate::metrics::METRICS;
 use crate::node::Node;
+use crate::observability::metrics::METRICS;
 
 use super::command::Send;
 use super::destination::{Destination, SendRoute};

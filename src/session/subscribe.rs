@@ -8,9 +8,9 @@ use std::time::Duration;
 use crate::broker::{encode_message, finish_recovery, Cursor, Subscriber};
 use crate::engine::stream::{Recovering, Recovery, Since, EPOCH_HEADER, OFFSET_HEADER, RECOVERED_HEADER};
 use crate::engine::LocalBoxFuture;
-use crate::metrics::METRICS;
 use crate::node::Node;
-use crate::outbound::OutFrame;
+use crate::observability::metrics::METRICS;
+use crate::transport::outbound::OutFrame;
 
 use super::command::Subscribe;
 use super::destination::Subscribable;

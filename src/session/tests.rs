@@ -1,4 +1,4 @@
-//! The session's unit tests: frames fed through `stomp_input::feed`, replies read off the
+//! The session's unit tests: frames fed through `input::feed`, replies read off the
 //! outbound queue.
 
 use std::rc::Rc;
@@ -10,11 +10,11 @@ use super::send::{HELD_HEADER_OVERHEAD, HELD_SEND_OVERHEAD};
 use super::Session;
 use crate::config::Config;
 use crate::engine::memory::MemoryBroker;
-use crate::metrics::CloseReason;
 use crate::node::Node;
-use crate::outbound::Outbound;
+use crate::observability::metrics::CloseReason;
 use crate::protocol::Limits;
-use crate::stomp_input::feed;
+use crate::session::input::feed;
+use crate::transport::outbound::Outbound;
 
 fn node() -> Node {
     Node::new(Config::embedded(), Rc::new(MemoryBroker))
