@@ -19,20 +19,20 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use crate::board::memory::{self, Charge, Pressure};
 use crate::node::{Node, Registration};
 use crate::observability::metrics::{CloseReason, METRICS};
-use crate::protocol::Limits;
-use crate::session::input;
-use crate::session::liveness::Liveness;
-use crate::session::{Outcome, Session};
+use crate::session::Outcome;
 use crate::transport::outbound::{FrameKind, OutFrame, Outbound};
 use crate::transport::socket::Socket;
 use crate::transport::ws::{self, Control, Decoder};
 
+mod framing;
+mod io_steps;
+
+pub use framing::{Framing, Stomp, BEFORE_CONNECT_BYTES};
+use io_steps::read_once;
+pub(crate) use io_steps::{io_reason, linger, trim_buffer, KEEP_BUFFER};
+
 /// Socket reads per wake-up before the task lets others run.
 const READS_PER_WAKE: usize = 16;
-/// Room made in the read buffer before a read.
-const READ_CHUNK: usize = 4096;
-/// A buffer larger than this is given back as soon as it is empty again.
-pub(crate) const KEEP_BUFFER: usize = 16 * 1024;
 /// How long the goodbye may take to flush before the socket is dropped.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 /// How long, after the goodbye is out and the socket half-closed, what the client still sends
@@ -65,80 +65,6 @@ impl Pause {
 /// one before it is closed: its bytes are charged and only finishing (or closing) frees them,
 /// so sockets holding half frames must not keep the whole board paused.
 const STALLED_INPUT: Duration = Duration::from_secs(2);
-
-/// Most bytes a socket may make the server hold before its STOMP CONNECT: a CONNECT (see
-/// [`input::CONNECT_FRAME_BYTES`]), with room for SockJS's JSON escaping and framing.
-pub const BEFORE_CONNECT_BYTES: usize = 2 * input::CONNECT_FRAME_BYTES + 1024;
-
-/// The STOMP side of one connection, whatever carries its bytes: the session state machine,
-/// its clock and the parser limits it was opened with.
-pub struct Stomp {
-    pub session: Session,
-    /// The CONNECT deadline and the heart-beats.
-    pub liveness: Liveness,
-    /// `limits.max_frame_bytes` and friends, read once when the connection opened.
-    pub limits: Limits,
-}
-
-impl Stomp {
-    pub fn new(node: &Node, connection: u64, session_id: Rc<str>, outbound: Rc<Outbound>) -> Stomp {
-        let config = node.config();
-        Stomp {
-            session: Session::new(connection, session_id, outbound),
-            liveness: Liveness::new(config.stomp.connect_timeout()),
-            limits: Limits {
-                max_frame_bytes: config.limits.max_frame_bytes,
-                max_headers: config.limits.max_headers,
-                max_header_line_bytes: config.limits.max_header_line_bytes,
-            },
-        }
-    }
-}
-
-/// What differs between the transports a [`Driver`] carries: how application bytes become STOMP
-/// input, how queued frames are written, the transport's own clock and its goodbye.
-pub trait Framing {
-    /// Handles the de-framed WebSocket application bytes at the front of `data`. Returns the
-    /// bytes consumed (the rest is the start of something not fully arrived) and `Err` when the
-    /// connection must close (after flushing what was queued).
-    fn receive(&mut self, stomp: &mut Stomp, node: &Node, data: &[u8]) -> (usize, Result<(), CloseReason>);
-
-    /// Whether bytes are waiting for the socket to become writable.
-    fn pending(&self, outbound: &Outbound) -> bool;
-
-    /// Writes as much of what is queued as the socket takes now; returns the bytes written.
-    fn flush<S: Socket>(&mut self, stream: &S, outbound: &Outbound) -> io::Result<usize>;
-
-    /// The transport's own clock (SockJS heart-beats): does what is due and returns when to be
-    /// called again, if ever.
-    fn on_timer(&mut self, _outbound: &Outbound, _now: Instant) -> Option<Instant> {
-        None
-    }
-
-    /// Whether the front queued frame is partly written (it must be finished, not dropped).
-    fn partly_written(&self) -> bool {
-        false
-    }
-
-    /// Queues the goodbye for `reason`: the STOMP ERROR when the reason calls for one, and the
-    /// transport's close frames. Not called for a socket already gone.
-    fn goodbye(&mut self, stomp: &mut Stomp, reason: CloseReason, outbound: &Outbound);
-
-    /// Bytes the framing holds for this client (buffers), charged on the memory budget.
-    fn held_bytes(&self) -> usize {
-        0
-    }
-
-    /// Name for logs.
-    fn name(&self) -> &'static str;
-
-    /// The STOMP bytes received and not yet a whole frame, given the de-framed application
-    /// bytes not consumed yet (`data`): where an ERROR looks for the interrupted frame's
-    /// `receipt`. The plain framing's are `data` itself.
-    fn pending_stomp<'a>(&'a self, data: &'a [u8]) -> &'a [u8] {
-        data
-    }
-}
 
 /// An upgraded socket carrying one STOMP connection.
 pub struct Driver<F: Framing, S: Socket = TcpStream> {
@@ -587,27 +513,6 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     }
 }
 
-/// Reads and drops what the client still sends until it closes its side, the socket fails
-/// or `deadline` passes, so the close is a FIN after the goodbye, not a reset before it.
-pub(crate) async fn linger(stream: &TcpStream, deadline: Instant) {
-    // On the heap, not in the future: an array here would be part of every connection's task
-    // for its whole life (the task is as large as its largest state), 4 KiB per idle socket.
-    let mut sink = vec![0u8; 4096];
-    loop {
-        match stream.try_read(&mut sink) {
-            Ok(0) => return,
-            Ok(n) => METRICS.bytes_received.add(n as u64),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::select! {
-                    r = stream.readable() => if r.is_err() { return },
-                    () = sleep_until(deadline) => return,
-                }
-            }
-            Err(_) => return,
-        }
-    }
-}
-
 /// What woke the task and needs handling beyond the loop's own steps (flush, the read check):
 /// something queued, the socket writable or the recheck need nothing more.
 #[derive(Default)]
@@ -616,40 +521,4 @@ struct Woke {
     readable: bool,
     /// The timer fired.
     timer: bool,
-}
-
-/// One non-blocking read into `buf`, making room first: Some(bytes read), or None when the
-/// socket has nothing now. End of stream and errors come back as the close reason.
-fn read_once<S: Socket>(stream: &S, buf: &mut Vec<u8>) -> Result<Option<usize>, CloseReason> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-    match stream.try_read_buf(buf) {
-        Ok(0) => Err(CloseReason::SocketClosed),
-        Ok(n) => {
-            METRICS.bytes_received.add(n as u64);
-            Ok(Some(n))
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(io_reason(&e)),
-    }
-}
-
-/// Gives back a buffer once it is empty (idle connections hold none at all), and shrinks one
-/// that grew for a large frame.
-pub(crate) fn trim_buffer(buf: &mut Vec<u8>) {
-    if buf.is_empty() {
-        *buf = Vec::new();
-    } else if buf.capacity() > KEEP_BUFFER && buf.len() < KEEP_BUFFER / 2 {
-        buf.shrink_to(KEEP_BUFFER / 2);
-    }
-}
-
-pub(crate) fn io_reason(e: &io::Error) -> CloseReason {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
-            CloseReason::SocketClosed
-        }
-        _ => CloseReason::IoError,
-    }
 }
