@@ -1,12 +1,12 @@
-//! Slows password guessing: failed logins (STOMP CONNECT on every transport and HTTP Basic on
-//! every route that takes it, through [`LoginThrottle::record_failure`]) are remembered per client address and per
-//! login, and after `auth.throttle_after_failures` of them the ERROR that answers the next
-//! failure waits a delay that doubles with each further failure, from `auth.throttle_delay_ms`
-//! up to `auth.throttle_max_delay_ms` (Dovecot's auth penalty, in spirit). A guesser on one
-//! connection at a time is held to about one try per maximum delay. Successful logins are never
-//! delayed, so a stranger guessing at alice's login cannot lock alice out. The bookkeeping is
-//! bounded: at most [`MAX_ENTRIES`] addresses and as many logins, forgotten [`FORGET_AFTER`]
-//! after their last failure (the oldest go first when full).
+//! Slows password guessing: failed logins (STOMP CONNECT on every transport and HTTP Basic on every
+//! route that takes it, through [`LoginThrottle::record_failure`]) are remembered per client
+//! address and per login, and after `auth.throttle_after_failures` of them the ERROR that answers
+//! the next failure waits a delay that doubles with each further failure, from
+//! `auth.throttle_delay_ms` up to `auth.throttle_max_delay_ms` (Dovecot's auth penalty, in spirit).
+//! A guesser on one connection at a time is held to about one try per maximum delay. Successful
+//! logins are never delayed, so a stranger guessing at alice's login cannot lock alice out. The
+//! bookkeeping is bounded: at most [`MAX_ENTRIES`] addresses and as many logins, forgotten
+//! [`FORGET_AFTER`] after their last failure (the oldest go first when full).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! stays under the unit's `MemoryMax`. Charged, each by its holder:
 //!
 //! - a WebSocket's read buffer and unfinished frames, and a SockJS WebSocket's de-framing
-//!   buffer (`driver`), and owed pongs (collapsed to one, in the outbound queue);
+//!   buffer (`transport::driver`), and owed pongs (collapsed to one, in the outbound queue);
 //! - every outbound queue at its real cost, entry overhead included (`outbound`): MESSAGEs,
 //!   RECEIPTs, ERRORs, pongs, SockJS frames waiting for a poll;
 //! - each open HTTP connection (a flat 16 KiB, `server`) and each `xhr_send` body as it is

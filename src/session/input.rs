@@ -1,7 +1,8 @@
 //! The transport-independent STOMP input step: bytes a client sent (however they arrived: raw
 //! WebSocket messages or SockJS messages) → `protocol::parse` → `Session::handle`. Both the raw
-//! WebSocket `connection` and the SockJS sessions append every incoming message to one buffer
-//! and call [`feed`] on it, so batched frames, split frames and heart-beat EOLs are all the same.
+//! WebSocket `transport::connection` and the SockJS sessions append every incoming message to
+//! one buffer and call [`feed`] on it, so batched frames, split frames and heart-beat EOLs are
+//! all the same.
 
 use crate::node::Node;
 use crate::observability::metrics::{CloseReason, METRICS};
@@ -25,9 +26,9 @@ pub struct Fed {
 
 /// Handles every complete STOMP frame at the front of `data`. A parse error is answered with an
 /// ERROR frame on the session's queue and ends the connection. Until the session is connected,
-/// frames are limited to [`CONNECT_FRAME_BYTES`]. Handling stops after a CONNECT whose
-/// passcode check runs off the event loop (`Session::awaiting_login`). With `pace`, handling stops after a frame
-/// whose deliveries found subscribers backed up (flow control): the caller stops reading and
+/// frames are limited to [`CONNECT_FRAME_BYTES`]. Handling stops after a CONNECT whose passcode
+/// check runs off the event loop (`Session::awaiting_login`). With `pace`, handling stops after a
+/// frame whose deliveries found subscribers backed up (flow control): the caller stops reading and
 /// feeds the rest once they drained.
 pub fn feed(session: &mut Session, node: &Node, limits: &Limits, data: &[u8], pace: bool) -> Fed {
     let mut consumed = 0;

@@ -1,7 +1,7 @@
 //! One client's STOMP session: the protocol state machine from CONNECT to DISCONNECT. It turns
 //! parsed frames into effects on the node (subscribe, publish, the `/app` application) and
 //! queues its replies (CONNECTED, RECEIPT, ERROR) on its own outbound queue. No I/O here:
-//! the socket task (`driver`) owns the socket and the timers.
+//! the socket task (`transport::driver`) owns the socket and the timers.
 //!
 //! A frame is checked against the session's state here ([`Session::handle`]), made a typed
 //! command once (`command`), and handled by the file of its command:

@@ -1,8 +1,8 @@
 //! The SockJS `websocket` transport (`/ws/{server}/{session}/websocket`): the shared socket
-//! [`Driver`](crate::transport::driver::Driver) with a framing in which every WebSocket message carries SockJS frames. Incoming
-//! messages' JSON is decoded into the STOMP stream; queued STOMP frames go out batched into one
-//! `a[...]` text message per write, one batch in memory at a time; an `h` goes out when nothing
-//! else did for the heart-beat interval.
+//! [`Driver`](crate::transport::driver::Driver) with a framing in which every WebSocket message
+//! carries SockJS frames. Incoming messages' JSON is decoded into the STOMP stream; queued STOMP
+//! frames go out batched into one `a[...]` text message per write, one batch in memory at a time;
+//! an `h` goes out when nothing else did for the heart-beat interval.
 
 use std::io;
 

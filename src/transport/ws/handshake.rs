@@ -1,6 +1,7 @@
-//! The WebSocket upgrade on `GET /ws`: checks the request (RFC 6455 §4.2.1), the Origin
-//! against `allowed_origins`, picks the STOMP subprotocol, and builds the `101` answer. After
-//! the answer hyper hands back the socket and `upgrade.rs` gives it to its socket task (`driver.rs`).
+//! The WebSocket upgrade on `GET /ws`: checks the request (RFC 6455 §4.2.1), the Origin against
+//! `allowed_origins`, picks the STOMP subprotocol, and builds the `101` answer. After the answer
+//! hyper hands back the socket and `transport::upgrade` gives it to its socket task
+//! (`transport::driver`).
 
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
