@@ -20,8 +20,8 @@ use crate::app::{AppError, Application, RoomApi, SessionHandle};
 use crate::config::Config;
 use crate::engine::LocalBoxFuture;
 use crate::hub::{Kind, Publication};
-use crate::metrics::MetricLines;
 use crate::node::Node;
+use crate::observability::metrics::MetricLines;
 use membership::{LocalDelivery, Member, Membership};
 use room::{EventType, RoomEvent, RoomId, Username};
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::now_ms;
+use crate::board::clock::now_ms;
 use crate::config::{ChatConfig, Config, ROOM_ID_CEILING, USERNAME_BYTES};
 use crate::hub::{Kind, Publication};
 

@@ -25,7 +25,7 @@ pub mod stream;
 pub mod stream_memory;
 
 use crate::hub::Publication;
-pub use crate::metrics::MetricLines;
+pub use crate::observability::metrics::MetricLines;
 
 /// Which kind of deployment the engine serves, as `/healthz` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! the epoch is the process's start time (and a forgotten stream that comes back gets a new
 //! one), and a client that recovers across a restart is told so.
 //!
-//! The kept bytes are charged to the memory budget (`crate::memory`, one charge for the
+//! The kept bytes are charged to the memory budget (`crate::board::memory`, one charge for the
 //! store). History gives way to live traffic: while the account is over its held mark (3/4 of
 //! the budget) the node's oldest kept messages are dropped, on every append and sweep and when
 //! the node is short of memory, and a transaction's SEND may `reclaim` them. A publication is
@@ -17,10 +17,10 @@ use std::rc::Rc;
 
 use super::stream::{plan, Append, History, Recovering, Recovery, Since};
 use super::MetricLines;
+use crate::board::memory::{self, Charge};
 use crate::config::StreamsConfig;
 use crate::hub::{Publication, StreamPosition};
-use crate::memory::{self, Charge};
-use crate::metrics::Counter;
+use crate::observability::metrics::Counter;
 
 pub struct MemoryStreams {
     config: StreamsConfig,
@@ -77,7 +77,7 @@ impl Ring {
 
 impl MemoryStreams {
     pub fn new(config: StreamsConfig) -> MemoryStreams {
-        MemoryStreams::with_clock_start(config, crate::clock::now_ms())
+        MemoryStreams::with_clock_start(config, crate::board::clock::now_ms())
     }
 
     fn with_clock_start(config: StreamsConfig, start_ms: u64) -> MemoryStreams {
@@ -264,16 +264,16 @@ impl History for MemoryStreams {
     }
 
     fn append(&self, publication: &mut Publication) -> Append {
-        self.append_at(publication, crate::clock::now_ms());
+        self.append_at(publication, crate::board::clock::now_ms());
         Append::DeliverNow
     }
 
     fn recover(&self, destination: &str, since: &Since) -> Recovering {
-        Recovering::Now(self.recover_at(destination, since, crate::clock::now_ms()))
+        Recovering::Now(self.recover_at(destination, since, crate::board::clock::now_ms()))
     }
 
     fn sweep(&self) {
-        self.sweep_at(crate::clock::now_ms());
+        self.sweep_at(crate::board::clock::now_ms());
     }
 
     fn reclaim(&self, bytes: usize) -> usize {

@@ -9,10 +9,10 @@ use std::rc::{Rc, Weak};
 use bytes::Bytes;
 
 use super::{Publication, StreamPosition};
-use crate::memory::{self, Charge};
-use crate::metrics::METRICS;
-use crate::outbound::{OutFrame, Outbound};
+use crate::board::memory::{self, Charge};
+use crate::observability::metrics::METRICS;
 use crate::protocol::{Command, FrameWriter, Version};
+use crate::transport::outbound::{OutFrame, Outbound};
 
 /// The acknowledgement mode a SUBSCRIBE asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +135,7 @@ async fn pace(out: &Outbound, bytes: usize) {
     if out.queued_bytes() + bytes <= limit || out.closing().is_some() {
         return;
     }
-    let deadline = tokio::time::Instant::now() + crate::outbound::SLOW_CONSUMER_GRACE;
+    let deadline = tokio::time::Instant::now() + crate::transport::outbound::SLOW_CONSUMER_GRACE;
     while out.queued_bytes() > 0
         && out.queued_bytes() + bytes > limit
         && out.closing().is_none()
@@ -299,10 +299,10 @@ impl Hub {
                 if let Some(waiting) = cursor.waiting.borrow_mut().as_mut() {
                     let cost = p.kept_cost();
                     if waiting.len() >= MAX_WAITING {
-                        s.outbound.close(crate::metrics::CloseReason::SlowConsumer);
+                        s.outbound.close(crate::observability::metrics::CloseReason::SlowConsumer);
                     } else if !memory::admit(cost) {
-                        crate::metrics::METRICS.memory_refused.inc("recovery");
-                        s.outbound.close(crate::metrics::CloseReason::SlowConsumer);
+                        crate::observability::metrics::METRICS.memory_refused.inc("recovery");
+                        s.outbound.close(crate::observability::metrics::CloseReason::SlowConsumer);
                     } else {
                         waiting.push(p.clone());
                         let mut charge = cursor.waiting_charge.borrow_mut();
@@ -474,7 +474,7 @@ mod tests {
         for _ in 0..100 {
             hub.deliver(&publication("/topic/a", &[b'x'; 100]));
         }
-        assert_eq!(slow.closing(), Some(crate::metrics::CloseReason::SlowConsumer));
+        assert_eq!(slow.closing(), Some(crate::observability::metrics::CloseReason::SlowConsumer));
         assert_eq!(fast.with_queue(|q| q.len()), 100);
     }
 }

@@ -79,7 +79,7 @@ const KEPT_OVERHEAD: usize = 96;
 impl Publication {
     /// What keeping it costs the process, in bytes: destination, message id, body, headers
     /// (48 bytes of overhead each) and 96 bytes for its entry. How history rings and held
-    /// arrivals charge it to the memory budget (`crate::memory`).
+    /// arrivals charge it to the memory budget (`crate::board::memory`).
     pub fn kept_cost(&self) -> usize {
         KEPT_OVERHEAD
             + self.destination.len()

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use super::room::{RoomId, Username};
 use crate::engine::LocalBoxFuture;
 use crate::hub::Publication;
-use crate::metrics::MetricLines;
+use crate::observability::metrics::MetricLines;
 
 /// A participant of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]

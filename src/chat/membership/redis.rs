@@ -23,8 +23,8 @@ use crate::engine::redis::link::LinkError;
 use crate::engine::redis::{NodeState, RedisEngine, Shard};
 use crate::engine::LocalBoxFuture;
 use crate::hub::Publication;
-use crate::metrics::{Counter, MetricLines};
 use crate::node::Node;
+use crate::observability::metrics::{Counter, MetricLines};
 
 /// How long the list of a node's evicted sessions is kept for its return (1 hour, in ms).
 const EVICTED_TTL_MS: i64 = 3_600_000;

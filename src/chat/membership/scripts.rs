@@ -5,8 +5,8 @@
 use redis::{Script, Value};
 
 use super::{JoinError, Member};
+use crate::board::clock::now_ms;
 use crate::chat::room::RoomId;
-use crate::clock::now_ms;
 use crate::engine::redis::link::LinkError;
 use crate::engine::redis::Shard;
 

@@ -68,7 +68,7 @@ impl Envelope {
             offset: None,
             sepoch: None,
             delivered: true,
-            at: crate::clock::now_ms(),
+            at: crate::board::clock::now_ms(),
             origin: origin.to_string(),
             v: 1,
             epoch,

@@ -277,7 +277,7 @@ impl Relay {
             return fallback();
         };
         let Some(epoch) = head.epoch.clone() else { return fallback() };
-        let oldest = crate::clock::now_ms().saturating_sub(self.streams.max_age_ms);
+        let oldest = crate::board::clock::now_ms().saturating_sub(self.streams.max_age_ms);
         let mut kept: Vec<Publication> = Vec::with_capacity(entries.len());
         for (offset, payload) in &entries {
             let Ok(envelope) = super::envelope::Envelope::decode(payload) else { continue };

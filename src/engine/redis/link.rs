@@ -20,7 +20,7 @@ use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisConnectionIn
 use super::connect::{client, tcp_info};
 use super::sentinel::{Primary, Sentinels};
 use crate::config::{RedisTarget, SentinelTarget};
-use crate::metrics::Counter;
+use crate::observability::metrics::Counter;
 
 /// Counters of the link, for `/metrics`.
 #[derive(Default)]

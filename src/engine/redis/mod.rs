@@ -328,7 +328,10 @@ mod tests {
         let (gauges, counters) = Broker::metrics(&*engine);
         let (_, stream_counters) = crate::engine::stream::History::metrics(&*engine);
         for (name, _) in gauges.iter().chain(&counters).chain(&stream_counters) {
-            assert!(crate::metrics::declared(name).is_some(), "{name} is not in metrics::REGISTRY");
+            assert!(
+                crate::observability::metrics::declared(name).is_some(),
+                "{name} is not in metrics::REGISTRY"
+            );
         }
     }
 }

@@ -7,16 +7,16 @@
 //! does the reads it asks for.
 //!
 //! Held arrivals are bounded per destination by count (`max_held`) and, for the node, by the
-//! memory budget: they are charged to it (`crate::memory`), and when the budget is short (its
+//! memory budget: they are charged to it (`crate::board::memory`), and when the budget is short (its
 //! high-water mark) a gap is given up at once rather than held: delivery goes on, the missing
 //! offsets are counted lost and the refusal in `memory_refused_total{what="gap"}`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+use crate::board::memory::{self, Charge, Pressure};
 use crate::hub::Publication;
-use crate::memory::{self, Charge, Pressure};
-use crate::metrics::METRICS;
+use crate::observability::metrics::METRICS;
 
 /// A publication as the relay saw it: from pub/sub, a script reply, or a stream read.
 #[derive(Clone, Debug)]

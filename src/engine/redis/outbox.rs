@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::board::memory::{self, Charge, Pressure};
 use crate::hub::Publication;
-use crate::memory::{self, Charge, Pressure};
 
 /// Bytes an entry costs besides its payload (fields, the queue slot, the channel name).
 const ENTRY_OVERHEAD: usize = 160;

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use super::link::LinkError;
 use super::shard::Shard;
-use crate::clock::now_ms;
+use crate::board::clock::now_ms;
 use crate::engine::{BrokerEventHandler, LocalBoxFuture, RegistryEntry};
-use crate::metrics::Counter;
+use crate::observability::metrics::Counter;
 
 /// The value of a registry entry: what other boards learn about this one at each heartbeat.
 #[derive(Serialize, Deserialize)]

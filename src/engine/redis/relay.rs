@@ -29,7 +29,7 @@ use super::stream::{AppendCall, Appended};
 use crate::config::StreamsConfig;
 use crate::engine::{BrokerEventHandler, LocalBoxFuture};
 use crate::hub::Publication;
-use crate::metrics::Counter;
+use crate::observability::metrics::Counter;
 
 /// Most publications sent in one pipeline.
 const PIPELINE: usize = 256;

@@ -19,7 +19,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisConnectionInfo};
 
 use crate::config::SentinelTarget;
-use crate::metrics::Counter;
+use crate::observability::metrics::Counter;
 
 /// The sentinel channel that announces a new primary:
 /// `<master-name> <old-ip> <old-port> <new-ip> <new-port>`.

@@ -42,7 +42,7 @@ impl Shard {
             server_id: config.server_id.clone(),
             config: cluster,
             sync: CatchUp::default(),
-            epoch: crate::clock::now_ms(),
+            epoch: crate::board::clock::now_ms(),
             claim: Claim::new(),
         })
     }
