@@ -21,8 +21,11 @@ use crate::hub::{Publication, StreamPosition};
 const GAP_WAIT: Duration = Duration::from_millis(100);
 /// Destinations read in one pipeline by a catch-up.
 const CATCH_UP_BATCH: usize = 64;
-/// Entries read from a stream in one call (a catch-up or repair reads page after page).
-const PAGE: usize = 500;
+/// Most entries read from a stream in one call (a catch-up or repair reads page after page);
+/// quartered down to `MIN_PAGE` after a read that timed out (a slow link), doubled back after
+/// each answered one (`Relay::page`).
+pub(super) const PAGE: usize = 500;
+const MIN_PAGE: usize = 10;
 /// A read that failed is tried again this long after (or at once when the link comes back).
 const READ_RETRY: Duration = Duration::from_millis(250);
 
@@ -86,7 +89,7 @@ impl Relay {
                 counted = Some(from);
                 self.stream_stats.repairs.inc();
             }
-            let count = usize::try_from(to - from + 1).unwrap_or(PAGE).min(PAGE);
+            let count = usize::try_from(to - from + 1).unwrap_or(PAGE).min(self.page.get());
             let Some((head, entries)) = self.read(destination, from, count).await else {
                 self.wait_to_read_again().await;
                 continue;
@@ -119,12 +122,24 @@ impl Relay {
         self.shard.link.pause(seen, READ_RETRY).await;
     }
 
-    /// Reads a destination's head and its entries from `from` (at most `count`).
+    /// Reads a destination's head and its entries from `from` (at most `count`). A read that
+    /// times out shrinks the next pages; an answered one grows them back.
     async fn read(&self, destination: &str, from: u64, count: usize) -> Option<(Head, Vec<(u64, Vec<u8>)>)> {
         let mut pipe = redis::pipe();
         stream::add_read(&mut pipe, &self.shard.keys, destination, from, count);
         let values: Vec<Value> =
-            self.shard.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await.ok()?;
+            match self.shard.link.call(|mut c| async move { pipe.query_async(&mut c).await }).await {
+                Ok(values) => {
+                    self.page.set((self.page.get() * 2).min(PAGE));
+                    values
+                }
+                Err(e) => {
+                    if e == super::link::LinkError::Timeout {
+                        self.page.set((count / 4).max(MIN_PAGE));
+                    }
+                    return None;
+                }
+            };
         let head = parse_head(values.first()?);
         Some((head, parse_range(values.get(1)?)))
     }
@@ -213,7 +228,7 @@ impl Relay {
             if self.sequencer.borrow().position(destination).is_none() {
                 return; // interest ended
             }
-            let Some((head, entries)) = self.read(destination, from, PAGE).await else {
+            let Some((head, entries)) = self.read(destination, from, self.page.get()).await else {
                 self.wait_to_read_again().await;
                 continue;
             };

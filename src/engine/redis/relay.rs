@@ -33,6 +33,9 @@ use crate::observability::metrics::Counter;
 
 /// Most publications sent in one pipeline.
 const PIPELINE: usize = 256;
+/// Fewest: after calls that time out (a slow, lossy link carries a few KB/s) the pipeline
+/// shrinks to this, so one call fits in the command timeout; it doubles back after each answer.
+const MIN_PIPELINE: usize = 4;
 /// How often the lane task looks for own publications whose offset wait is over.
 const LANE_TICK: Duration = Duration::from_millis(10);
 
@@ -105,6 +108,10 @@ pub struct Relay {
     script_loaded: Cell<Option<u64>>,
     /// Destinations whose gap or catch-up read is running (one at a time each).
     pub(super) reading: RefCell<HashSet<Rc<str>>>,
+    /// Publications per call and entries per stream read now: quartered after a timed-out
+    /// call, doubled after an answered one (see `MIN_PIPELINE`, `history::PAGE`).
+    pub(super) batch: Cell<usize>,
+    pub(super) page: Cell<usize>,
     pub stats: RelayStats,
     pub(super) stream_stats: StreamStats,
 }
@@ -118,6 +125,8 @@ impl Relay {
             script_sha: redis::Script::new(super::stream::APPEND_LUA).get_hash().to_string(),
             script_loaded: Cell::new(None),
             reading: RefCell::new(HashSet::new()),
+            batch: Cell::new(PIPELINE),
+            page: Cell::new(super::history::PAGE),
             stream_stats: StreamStats::default(),
             applied_key: super::stream::applied_key(&shard.keys, &shard.server_id, shard.epoch),
             owing: Cell::new(false),
@@ -365,7 +374,7 @@ impl Relay {
             }
             let n = {
                 let mut outbox = self.outbox.borrow_mut();
-                let n = outbox.begin_call(PIPELINE);
+                let n = outbox.begin_call(self.batch.get());
                 let mut prev = outbox.acked_seq();
                 for o in outbox.in_flight() {
                     let seen = self.sequencer.borrow().position(&o.destination);
@@ -401,6 +410,7 @@ impl Relay {
             match reply.await {
                 Ok(replies) => {
                     self.script_loaded.set(Some(generation));
+                    self.batch.set((self.batch.get() * 2).min(PIPELINE));
                     self.answered(replies.into_iter().skip(usize::from(load)).collect());
                 }
                 Err(e) => {
@@ -410,6 +420,9 @@ impl Relay {
                     self.outbox.borrow_mut().abandon_call();
                     self.script_loaded.set(None);
                     self.stats.publish_retries.inc();
+                    if e == LinkError::Timeout {
+                        self.batch.set((n / 4).max(MIN_PIPELINE));
+                    }
                     log::debug!("relay of {n} publications failed ({e}); sending them again");
                     if matches!(e, LinkError::Redis(_)) && self.shard.link.is_up() {
                         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -82,14 +82,20 @@ impl Relay {
                 loop {
                     tokio::select! {
                         message = stream.next() => match message {
-                            Some(m) => self.on_message(m.get_channel_name(), m.get_payload_bytes()),
+                            Some(m) => {
+                                // Messages flowing prove the connection alive: no ping needed
+                                // (on a slow link a PONG would wait behind them and time out).
+                                next_ping = Instant::now() + ping_every;
+                                self.on_message(m.get_channel_name(), m.get_payload_bytes());
+                            }
                             None => break 'connected,
                         },
                         () = self.interest_changed.notified() => continue 'connected,
                         () = self.shard.link.moved_from(generation) => break 'connected,
                         () = tokio::time::sleep_until(next_ping) => {
-                            // A silent partition never ends the stream: a ping notices it. (Any
-                            // answer will do: once subscribed, Redis answers ["pong", ""].)
+                            // Quiet for a heartbeat. A silent partition never ends the stream: a
+                            // ping notices it. (Any answer will do: once subscribed, Redis
+                            // answers ["pong", ""].)
                             next_ping = Instant::now() + ping_every;
                             if !matches!(tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
                                 break 'connected;
