@@ -50,6 +50,8 @@ pub struct Link {
     watching: Cell<bool>,
     /// Since when the link has had no connection (None while up; set at start).
     down_since: Cell<Option<std::time::Instant>>,
+    /// When the connection last answered anything (a reply or an error reply).
+    last_answer: Cell<std::time::Instant>,
     pub stats: LinkStats,
 }
 
@@ -183,6 +185,7 @@ impl Link {
             ever_up: Cell::new(false),
             watching: Cell::new(false),
             down_since: Cell::new(Some(std::time::Instant::now())),
+            last_answer: Cell::new(std::time::Instant::now()),
             stats: LinkStats::default(),
         })
     }
@@ -352,6 +355,7 @@ impl Link {
         *self.current.borrow_mut() = Some(client);
         *self.connection.borrow_mut() = Some(connection);
         self.down_since.set(None);
+        self.last_answer.set(std::time::Instant::now());
         self.shared.changed();
         true
     }
@@ -460,7 +464,9 @@ impl Link {
     }
 
     /// Runs one command (or pipeline, or script) with the link's timeout. Connection-level
-    /// failures and timeouts mark the link down; the supervisor brings it back. A `READONLY`
+    /// failures mark the link down, and so does a timeout when the connection has answered
+    /// nothing for a whole timeout (a slower answer leaves it up); the supervisor brings it
+    /// back. A `READONLY`
     /// answer (the server became a replica) marks it down too, so the primary is looked up
     /// again.
     pub async fn call<T, F, Fut>(&self, command: F) -> Result<T, LinkError>
@@ -473,7 +479,10 @@ impl Link {
         }
         let Some(connection) = self.connection.borrow().clone() else { return Err(LinkError::Down) };
         match tokio::time::timeout(self.timeout, command(connection)).await {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                self.last_answer.set(std::time::Instant::now());
+                Ok(value)
+            }
             Ok(Err(e)) => {
                 self.stats.command_errors.inc();
                 if is_readonly(&e) {
@@ -487,12 +496,20 @@ impl Link {
                     || e.is_timeout()
                 {
                     self.mark_down();
+                } else {
+                    self.last_answer.set(std::time::Instant::now());
                 }
                 Err(LinkError::Redis(e.to_string()))
             }
             Err(_) => {
                 self.stats.command_timeouts.inc();
-                self.mark_down();
+                // Judged over time, not by one slow reply: a connection that answered
+                // something within the last timeout is slow (a long pipeline ahead of this
+                // command on a slow link), not gone, and stays. One silent for a whole
+                // timeout is dropped for good.
+                if self.last_answer.get().elapsed() >= self.timeout {
+                    self.mark_down();
+                }
                 Err(LinkError::Timeout)
             }
         }
