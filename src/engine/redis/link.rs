@@ -221,9 +221,9 @@ impl Link {
     /// How long a link may be without a connection and still count as up for `/healthz`:
     /// a timed-out command drops its connection at once and a new one is made, which on a
     /// slow or lossy link takes a few round trips; the link is judged over seconds, not by
-    /// one slow reply. Twice the command timeout.
+    /// one slow reply. Three times the command timeout.
     pub fn grace(&self) -> Duration {
-        self.timeout * 2
+        self.timeout * 3
     }
 
     /// Up, or down for less than `grace` (being re-made).
@@ -313,11 +313,14 @@ impl Link {
                 }
             },
         };
+        // A connect gets twice the command timeout: on a lossy link a lost SYN alone is
+        // retransmitted after 1 s.
+        let budget = self.timeout * 2;
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
+            .set_connection_timeout(Some(budget))
             .set_response_timeout(Some(self.timeout));
         let attempt =
-            tokio::time::timeout(self.timeout, client.get_multiplexed_async_connection_with_config(&config));
+            tokio::time::timeout(budget, client.get_multiplexed_async_connection_with_config(&config));
         let mut connection = match attempt.await {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => {
@@ -483,6 +486,12 @@ impl Link {
                 self.last_answer.set(std::time::Instant::now());
                 Ok(value)
             }
+            Ok(Err(e)) if e.is_timeout() => {
+                // The client's own response timeout: the same as ours, below.
+                self.stats.command_timeouts.inc();
+                self.timed_out();
+                Err(LinkError::Timeout)
+            }
             Ok(Err(e)) => {
                 self.stats.command_errors.inc();
                 if is_readonly(&e) {
@@ -490,11 +499,7 @@ impl Link {
                     log::warn!("redis answered READONLY: the primary became a replica; looking it up again");
                     self.mark_down();
                     self.shared.bump();
-                } else if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout()
-                {
+                } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
                     self.mark_down();
                 } else {
                     self.last_answer.set(std::time::Instant::now());
@@ -503,15 +508,19 @@ impl Link {
             }
             Err(_) => {
                 self.stats.command_timeouts.inc();
-                // Judged over time, not by one slow reply: a connection that answered
-                // something within the last timeout is slow (a long pipeline ahead of this
-                // command on a slow link), not gone, and stays. One silent for a whole
-                // timeout is dropped for good.
-                if self.last_answer.get().elapsed() >= self.timeout {
-                    self.mark_down();
-                }
+                self.timed_out();
                 Err(LinkError::Timeout)
             }
+        }
+    }
+
+    /// A command timed out. Judged over time, not by one slow reply: a connection that
+    /// answered something within the last two timeouts is slow (a long pipeline ahead of this
+    /// command on a slow link, a TCP retransmission backing off), not gone, and stays. One
+    /// silent for two timeouts is dropped for good.
+    fn timed_out(&self) {
+        if self.last_answer.get().elapsed() >= self.timeout * 2 {
+            self.mark_down();
         }
     }
 }
