@@ -2,16 +2,22 @@
 
 `netbed.py` starts one of these per board with `ip netns exec se-<pid>-<board> python clients.py …`.
 It opens N real stomp.py 9 WebSocket connections (stomp.WSStompConnection, STOMP 1.2) to the
-board at 127.0.0.1:8080, each SUBSCRIBEs to `/topic/room/<room>` (and `/user/queue/errors`) and
+board at 127.0.0.1:8080, each SUBSCRIBEs to `/topic/room/<room>` (client i to the i-th of
+`--rooms`, round robin) (and `/user/queue/errors`) and
 JOINs the room through the chat application (`/app/room/<room>/join`), waiting for every RECEIPT.
 Once all are ready (it writes `<out>.ready`) it waits for `--go-file`, which holds the
 wall-clock time at which every client SENDs numbered chat messages
 (`{"message":"<name>:<seq>"}` to `/app/room/<room>/message`, each with a `receipt`) at
 `--rate` per second for `--duration` seconds, then all wait until nothing arrived for 3 s (at
-most `--drain-max` s). Meanwhile a poller reads `/healthz` every 250 ms; `/metrics` is read at
+most `--drain-max` s). With `--late-at T`, one more client per room (`<board>lateN`) connects
+and SUBSCRIBEs T s after the start and only listens; with `--resume-mark M` it resumes
+(`x-stream-offset:offset=N`, `x-stream-epoch`) after the newest message the room's first client
+had at M s. Meanwhile a poller reads `/healthz` every 250 ms; `/metrics` is read at
 the start and the end, and `/api/rooms/<room>` at the end.
 
 Everything seen is written as JSON lines to `--out` (one object per event, key `k`):
+  client {c, room, t_sub, epoch, recovered, from}  a client subscribed (RECEIPT's stream
+                                    headers; from: [sender, seq] it resumed after, or null)
   send {c, seq, t}                  a SEND written (t: wall clock, s)
   rcpt {c, seq, t}                  its RECEIPT arrived
   msg  {r, type, s, seq, off, ep, t} a MESSAGE on the room (r: receiver, s: sender name)
@@ -20,7 +26,7 @@ Everything seen is written as JSON lines to `--out` (one object per event, key `
   disc {r, t}                       the connection closed under the client
   health {t, redis, mode}           a /healthz reading (redis "down" also when unreachable)
   metrics {phase, text}             /metrics at "start" and "end"
-  api_members {members}             /api/rooms/<room> participants at the end
+  api_members {room, members}       /api/rooms/<room> participants at the end
   setup_error {c, what}             a client could not connect/subscribe/join
 Bounded: the number of clients, the rate and the time are all given; nothing here retries.
 """
@@ -47,6 +53,7 @@ class Client(stomp.ConnectionListener):
         self.cond = threading.Condition()
         self.last_rx = time.time()
         self.closing = False
+        self.last = None  # (offset, epoch, sender, seq) of the newest CHAT with an offset
         self.conn = stomp.WSStompConnection([("127.0.0.1", port)], ws_path="/ws", timeout=WAIT_S,
                                             reconnect_attempts_max=1, heartbeats=(0, 0))
         self.conn.set_listener("bed", self)
@@ -73,6 +80,8 @@ class Client(stomp.ConnectionListener):
                 seq = int(text.rsplit(":", 1)[1])
             except ValueError:
                 seq = None
+        if seq is not None and h.get("x-stream-offset"):
+            self.last = (int(h["x-stream-offset"]), h.get("x-stream-epoch"), ev.get("sender"), seq)
         self.log.append({"k": "msg", "r": self.name, "type": ev.get("type"), "s": ev.get("sender"), "seq": seq,
                          "off": h.get("x-stream-offset"), "ep": h.get("x-stream-epoch"), "t": now})
 
@@ -107,17 +116,26 @@ class Client(stomp.ConnectionListener):
                 self.cond.wait(left)
             return self.receipts[rid]
 
-    def setup(self, from_first):
+    def setup(self, from_first, join=True, resume=None):
+        """CONNECT, SUBSCRIBE (waiting for its RECEIPT) and, unless a listener only, JOIN.
+        `resume`: a `last` tuple to resume after (x-stream-offset:offset=N+1 and its epoch)."""
         self.conn.connect(wait=True)
         sub = {"receipt": f"sub-{self.name}"}
         if from_first:
             sub["x-stream-offset"] = "first"
+        if resume:
+            sub["x-stream-offset"] = f"offset={resume[0] + 1}"
+            sub["x-stream-epoch"] = resume[1] or ""
         self.conn.subscribe(destination="/user/queue/errors", id="errors", ack="auto")
         self.conn.subscribe(destination=f"/topic/room/{self.room}", id="room", ack="auto", headers=sub)
-        self.wait_receipt(f"sub-{self.name}")
-        self.conn.send(destination=f"/app/room/{self.room}/join", body=json.dumps({"username": self.name}),
-                       content_type="application/json", headers={"receipt": f"join-{self.name}"})
-        self.wait_receipt(f"join-{self.name}")
+        receipt = self.wait_receipt(f"sub-{self.name}")
+        self.log.append({"k": "client", "c": self.name, "room": self.room, "t_sub": time.time(),
+                         "epoch": receipt.get("x-stream-epoch"), "recovered": receipt.get("x-stream-recovered"),
+                         "from": list(resume[2:]) if resume else None})
+        if join:
+            self.conn.send(destination=f"/app/room/{self.room}/join", body=json.dumps({"username": self.name}),
+                           content_type="application/json", headers={"receipt": f"join-{self.name}"})
+            self.wait_receipt(f"join-{self.name}")
 
     def send_loop(self, start_at, duration, rate):
         seq = 0
@@ -162,7 +180,12 @@ def main():
     ap.add_argument("--board", required=True)
     ap.add_argument("--clients", type=int, default=5)
     ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--room", default="bed")
+    ap.add_argument("--rooms", default="bed", help="comma list: client i uses room i mod len")
+    ap.add_argument("--late-at", type=float, default=0,
+                    help="seconds after the start: one more listener per room subscribes then (0: none)")
+    ap.add_argument("--resume-mark", type=float, default=0,
+                    help="with --late-at: the late listeners resume from what the room's first client had "
+                         "seen this many seconds after the start (offset and epoch)")
     ap.add_argument("--rate", type=float, required=True, help="messages per second per client")
     ap.add_argument("--go-file", required=True, help="holds the wall-clock time to start sending, once all are ready")
     ap.add_argument("--duration", type=float, required=True)
@@ -184,7 +207,8 @@ def main():
         log.append({"k": "metrics", "phase": "start", "text": http_get(a.port, "/metrics", 5)})
     except Exception as e:
         log.append({"k": "setup_error", "c": a.board, "what": f"/metrics: {e}"})
-    clients = [Client(f"{a.board}{i + 1}", a.port, a.room, log) for i in range(a.clients)]
+    rooms = a.rooms.split(",")
+    clients = [Client(f"{a.board}{i + 1}", a.port, rooms[i % len(rooms)], log) for i in range(a.clients)]
     ready = []
     for c in clients:
         try:
@@ -205,6 +229,20 @@ def main():
                for c in ready]
     for s in senders:
         s.start()
+    if a.late_at > 0:
+        marks = {}
+        if a.resume_mark > 0:
+            time.sleep(max(0.0, start_at + a.resume_mark - time.time()))
+            for c in reversed(ready):
+                marks[c.room] = c.last
+        time.sleep(max(0.0, start_at + a.late_at - time.time()))
+        for j, room in enumerate(rooms):
+            late = Client(f"{a.board}late{j + 1}", a.port, room, log)
+            clients.append(late)
+            try:
+                late.setup(False, join=False, resume=marks.get(room))
+            except Exception as e:
+                log.append({"k": "setup_error", "c": late.name, "what": repr(e)})
     for s in senders:
         s.join(start_at + a.duration + 30 - time.time())
     end = time.time()
@@ -216,8 +254,9 @@ def main():
     poller.join(2)
     try:
         log.append({"k": "metrics", "phase": "end", "text": http_get(a.port, "/metrics", 5)})
-        room = json.loads(http_get(a.port, f"/api/rooms/{a.room}", 5))
-        log.append({"k": "api_members", "members": room.get("participants")})
+        for room in rooms:
+            info = json.loads(http_get(a.port, f"/api/rooms/{room}", 5))
+            log.append({"k": "api_members", "room": room, "members": info.get("participants")})
     except Exception as e:
         log.append({"k": "setup_error", "c": a.board, "what": f"end scrape: {e}"})
     for c in clients:

@@ -43,7 +43,8 @@ IPS = {"redis": "10.203.0.2", "replica": "10.203.0.3", "sentinels": "10.203.0.4"
 ROOM = "bed"
 # Counters whose growth means a loss, an error or a repair the run should explain (metric names as
 # of d86c005; a series is matched by name prefix, all labels summed).
-LOSS_COUNTERS = ("stomp_edge_stream_lost_total", "stomp_edge_cluster_relay_dropped_total")
+LOSS_COUNTERS = ("stomp_edge_stream_lost_total", "stomp_edge_cluster_relay_dropped_total",
+                 "stomp_edge_stream_recoveries_failed_total", "stomp_edge_stream_recoveries_incomplete_total")
 ERROR_COUNTERS = LOSS_COUNTERS + ("stomp_edge_cluster_publish_errors_total",
                                   "stomp_edge_cluster_sequence_gaps_total")
 
@@ -273,7 +274,7 @@ def load(path):
 
 def check(sc, logs, t0, extra):
     """Figures and failures of one scenario from the clients' logs (`logs`: board -> records)."""
-    sends, rcpts, notices, disc, setup_errors = {}, {}, {}, [], []
+    sends, rcpts, notices, disc, setup_errors, subs = {}, {}, {}, [], [], {}
     recv = {}  # receiver -> list of msg records in arrival order
     health, metrics, api = {}, {}, {}
     for board, recs in logs.items():
@@ -285,6 +286,8 @@ def check(sc, logs, t0, extra):
                 rcpts[(r["c"], r["seq"])] = r["t"]
             elif k == "msg":
                 recv.setdefault(r["r"], []).append(r)
+            elif k == "client":
+                subs[r["c"]] = r
             elif k == "notice" and r.get("what") not in ("send_failed",):
                 notices.setdefault(r["r"], []).append(r)
             elif k == "disc":
@@ -296,9 +299,8 @@ def check(sc, logs, t0, extra):
             elif k == "metrics":
                 metrics.setdefault(board, {})[r["phase"]] = parse_metrics(r["text"])
             elif k == "api_members":
-                api[board] = sorted(r["members"] or [])
-    receivers = sorted({f"{b}{i + 1}" for b in logs for i in range(sc["clients"])} -
-                       {e["c"] for e in setup_errors})
+                api[(board, r.get("room", ROOM))] = sorted(r["members"] or [])
+    receivers = sorted(subs)
     got = {r: {} for r in receivers}
     dup = reorder = late_local = no_offset = 0
     offsets = {}
@@ -325,7 +327,13 @@ def check(sc, logs, t0, extra):
     lost_pairs, lost_msgs, silent = 0, set(), 0
     lost_after = 0  # lost among messages sent after sc["settled_at"] (seconds after t0), if set
     for key in rcpts:
+        room, sent_at = subs.get(key[0], {}).get("room"), sends.get(key, 0)
         for r in receivers:
+            since = subs[r]["t_sub"]
+            if subs[r].get("from"):  # resumed after that message: what was sent 0.5 s after it on
+                since = sends.get(tuple(subs[r]["from"]), since) + 0.5
+            if subs[r]["room"] != room or since >= sent_at:
+                continue  # another room, or a listener that subscribed after the SEND
             if key not in got[r]:
                 lost_pairs += 1
                 lost_msgs.add(key)
@@ -347,11 +355,12 @@ def check(sc, logs, t0, extra):
                     deltas[f"{board}:{name.replace('stomp_edge_', '')}"] = int(d)
     counted_loss = sum(v for k, v in deltas.items() if k.split(":", 1)[1] in
                        tuple(n.replace("stomp_edge_", "") for n in LOSS_COUNTERS))
+    no_epoch = sorted(c for c, r in subs.items() if not r.get("epoch"))
     fig = {"sent": len(sends), "accepted": len(rcpts), "unconfirmed": unconfirmed,
            "deliveries": sum(len(v) for v in got.values()), "lost": lost_pairs, "lost_msgs": len(lost_msgs),
            "silent": silent, "dup": dup, "reorder": reorder, "late_local": late_local, "no_offset": no_offset,
            "offset_conflicts": offset_conflicts, "flips": flips, "told": sorted(notices),
-           "disc": len(disc), "setup_errors": len(setup_errors), "counters": deltas, **extra}
+           "no_epoch": len(no_epoch), "disc": len(disc), "setup_errors": len(setup_errors), "counters": deltas, **extra}
     fails = []
     rules = sc["expect"]
 
@@ -366,6 +375,7 @@ def check(sc, logs, t0, extra):
     need(dup == 0, f"{dup} duplicates")
     need(reorder == 0, f"{reorder} reorders per sender")
     need(late_local == 0, f"{late_local} own-board deliveries > 1 s late")
+    need(not no_epoch, f"SUBSCRIBE RECEIPT without a real x-stream-epoch for {no_epoch}")
     need(offset_conflicts == 0, f"{offset_conflicts} offsets given to two messages in one epoch")
     if rules.get("loss") == "none":
         need(lost_pairs == 0, f"{lost_pairs} deliveries lost ({len(lost_msgs)} messages)")
@@ -381,9 +391,9 @@ def check(sc, logs, t0, extra):
     if rules.get("no_error_counters"):
         need(not deltas, f"error/loss counters moved: {deltas}")
     if rules.get("membership"):
-        everyone = sorted(receivers)
+        everyone = sorted(c for c in receivers if "late" not in c)
         self_leave = []
-        for r in receivers:
+        for r in everyone:
             view = set()
             for m in recv.get(r, []):
                 if m["type"] == "JOIN":
@@ -392,10 +402,11 @@ def check(sc, logs, t0, extra):
                     view.discard(m["s"])
                     if m["s"] == r:
                         self_leave.append(r)
-            need(sorted(view) == api.get(r[0]), f"{r} sees members {sorted(view)}, /api/rooms on its board "
-                                                 f"says {api.get(r[0])}")
-        for board, members in api.items():
-            need(members == everyone, f"/api/rooms/{ROOM} on board {board}: {members}, expected {everyone}")
+            board_list = api.get((r[0], subs[r]["room"]))
+            need(sorted(view) == board_list, f"{r} sees members {sorted(view)}, /api/rooms on its board "
+                                             f"says {board_list}")
+        for (board, room), members in api.items():
+            need(members == everyone, f"/api/rooms/{room} on board {board}: {members}, expected {everyone}")
         need(not self_leave, f"told they themselves left: {sorted(set(self_leave))}")
         fig["self_leaves"] = len(self_leave)
     return fig, fails
@@ -438,10 +449,21 @@ def scenarios():
                           "clients": 5, "rate": 4, "duration": 45,
                           "events": [(5, "cut", "redis"), (20, "restart_empty", "redis"), (35, "heal", "redis")],
                           "expect": {"loss": "counted"}},
-        "sentinel": {"what": "Sentinel failover from a SIGSTOPped primary (1 replica, 3 sentinels, 1 s)",
-                     "clients": 5, "rate": 4, "duration": 35, "sentinel": True, "settled_at": 20,
-                     "events": [(5, "sigstop", "redis"), (20, "sigcont", "redis")],
+        "sentinel": {"what": "Sentinel failover from a SIGSTOPped primary (1 replica, 3 sentinels, 1 s), "
+                             "2 rooms, a new listener per room and board after it",
+                     "clients": 4, "rate": 4, "duration": 35, "sentinel": True, "settled_at": 18,
+                     "rooms": "bed,bed2", "late_at": 18, "events": [(5, "sigstop", "redis")],
                      "expect": {"loss": "counted", "lost_after": 0}},
+        "redis-kill": {"what": "Redis killed (-9) and restarted empty 3 s later, 40 msg/s",
+                       "clients": 4, "rate": 5, "duration": 14,
+                       "events": [(4, "kill9", "redis"), (7, "restart_empty", "redis")],
+                       "expect": {"loss": "counted", "max_flips": 2}},
+        "flushall": {"what": "FLUSHALL under 40 msg/s; a new listener per board resumes from before it",
+                     "clients": 4, "rate": 5, "duration": 12, "late_at": 8, "resume_mark": 4,
+                     "events": [(5, "flushall", "redis")], "expect": {"loss": "counted", "max_flips": 0}},
+        "pubsub-kill": {"what": "CLIENT KILL TYPE pubsub (every board's pub/sub link cut by Redis), 40 msg/s",
+                        "clients": 4, "rate": 5, "duration": 12,
+                        "events": [(5, "kill_pubsub", "redis")], "expect": {"loss": "none", "max_flips": 2}},
         "stall": {"what": "Redis hung by SIGSTOP for 4 s under 40 msg/s",
                   "clients": 3, "rate": 4, "duration": 15,
                   "events": [(4, "sigstop", "redis"), (8, "sigcont", "redis")],
@@ -464,6 +486,8 @@ def do_event(bed, what, role):
         bed.restore(role)
     elif what == "sigstop":
         bed.signal(role, signal.SIGSTOP)
+    elif what == "kill9":
+        bed.signal(role, signal.SIGKILL)
     elif what == "sigcont":
         bed.signal(role, signal.SIGCONT)
     elif what == "restart_empty":
@@ -503,6 +527,10 @@ def run_scenario(name, sc):
                     "--out", os.path.join(workdir, f"{board}.jsonl")]
             if sc.get("from_first"):
                 argv.append("--from-first")
+            if sc.get("rooms"):
+                argv += ["--rooms", sc["rooms"]]
+            if sc.get("late_at"):
+                argv += ["--late-at", str(sc["late_at"]), "--resume-mark", str(sc.get("resume_mark", 0))]
             bed.start(f"clients-{board}", board, argv)
         end = time.time() + 40
         while not all(os.path.exists(os.path.join(workdir, f"{b}.jsonl.ready")) for b in ("a", "b")):
