@@ -303,6 +303,7 @@ def check(sc, logs, t0, extra):
     receivers = sorted(subs)
     got = {r: {} for r in receivers}
     dup = reorder = late_local = no_offset = 0
+    lat = {"local": [], "remote": []}  # delivery latency, s
     offsets = {}
     for r in receivers:
         top = {}
@@ -317,6 +318,8 @@ def check(sc, logs, t0, extra):
             if m["seq"] < top.get(m["s"], 0):
                 reorder += 1
             top[m["s"]] = max(top.get(m["s"], 0), m["seq"])
+            if key in sends:
+                lat["local" if m["s"][0] == r[0] else "remote"].append(m["t"] - sends[key])
             if m["s"][0] == r[0] and key in sends and m["t"] - sends[key] > 1.0:
                 late_local += 1
             if m["off"] is None:
@@ -355,12 +358,19 @@ def check(sc, logs, t0, extra):
                     deltas[f"{board}:{name.replace('stomp_edge_', '')}"] = int(d)
     counted_loss = sum(v for k, v in deltas.items() if k.split(":", 1)[1] in
                        tuple(n.replace("stomp_edge_", "") for n in LOSS_COUNTERS))
+    pct = {}
+    for where, xs in lat.items():
+        xs.sort()
+        if xs:
+            pct[f"{where}_p50_ms"] = round(1000 * xs[len(xs) // 2])
+            pct[f"{where}_p99_ms"] = round(1000 * xs[min(len(xs) - 1, len(xs) * 99 // 100)])
+            pct[f"{where}_max_ms"] = round(1000 * xs[-1])
     no_epoch = sorted(c for c, r in subs.items() if not r.get("epoch"))
     fig = {"sent": len(sends), "accepted": len(rcpts), "unconfirmed": unconfirmed,
            "deliveries": sum(len(v) for v in got.values()), "lost": lost_pairs, "lost_msgs": len(lost_msgs),
            "silent": silent, "dup": dup, "reorder": reorder, "late_local": late_local, "no_offset": no_offset,
            "offset_conflicts": offset_conflicts, "flips": flips, "told": sorted(notices),
-           "no_epoch": len(no_epoch), "disc": len(disc), "setup_errors": len(setup_errors), "counters": deltas, **extra}
+           "no_epoch": len(no_epoch), "disc": len(disc), "setup_errors": len(setup_errors), "counters": deltas, **pct, **extra}
     fails = []
     rules = sc["expect"]
 
