@@ -19,17 +19,23 @@ fatal() { say "FAIL $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fatal "needs root (network namespaces, nftables)"
 [ -x "$STOMP_EDGE_BIN" ] || fatal "no binary at $STOMP_EDGE_BIN (cargo build first)"
+command -v redis-server >/dev/null || fatal "redis-server missing (scripts/lib/setup.sh installs it)"
 
 apt_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=()
-for p in nftables iptables iproute2 libnetfilter-queue-dev redis-server gcc; do
+for p in nftables iptables iproute2 libnetfilter-queue-dev gcc; do
     apt_installed "$p" || missing+=("$p")
 done
+# NetfilterQueue is built from its sdist: the venv's Python needs its C headers.
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    apt_installed python3-dev || missing+=(python3-dev)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq -o Dpkg::Use-Pty=0 "${missing[@]}" ||
-        fatal "apt-get install ${missing[*]}"
+    apt-get update -qq || fatal "apt-get update"
+    apt-get install -y -qq -o Dpkg::Use-Pty=0 "${missing[@]}" || fatal "apt-get install ${missing[*]}"
 fi
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV" || fatal "python3 -m venv $VENV"
