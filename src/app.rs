@@ -138,6 +138,14 @@ pub trait Application {
     /// it), so the application can follow what other nodes did by its typed kind and room.
     fn on_remote(&self, _publication: &Publication) {}
 
+    /// Whether this node's subscribers get another node's publication at all: false for one
+    /// the application knows to be stale here, e.g. a LEAVE another node announced for a
+    /// member of this node that is still in its room (announced while this node was cut off
+    /// from Redis, read back after; its own clients are never told that they left).
+    fn admits_remote(&self, _publication: &Publication) -> bool {
+        true
+    }
+
     /// The read API of the application's rooms (`/api/rooms`), if it has rooms.
     fn rooms(&self) -> Option<&dyn RoomApi> {
         None

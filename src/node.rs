@@ -195,15 +195,14 @@ impl Node {
     pub fn publish(&self, mut publication: Publication) {
         METRICS.messages_published.inc();
         let history = self.history();
-        if history.is_streamed(&publication.destination)
-            && history.append(&mut publication) == Append::DeliveredByEngine
-        {
-            // Cluster mode: delivered here in offset order once Redis gave it its offset.
-            self.broker.publish(&publication);
-            return;
+        // Cluster mode: the engine delivers a streamed publication here (with its offset when
+        // Redis answers in time); otherwise it is delivered here first.
+        let by_engine = history.is_streamed(&publication.destination)
+            && history.append(&mut publication) == Append::DeliveredByEngine;
+        if !by_engine {
+            self.hub.deliver(&publication);
         }
-        self.hub.deliver(&publication);
-        self.broker.publish(&publication);
+        self.broker.publish(&publication, !by_engine);
     }
 
     /// Delivers to this node's subscribers only (the caller tells the other nodes its own way).
@@ -336,8 +335,12 @@ impl BrokerEventHandler for Node {
     /// A publication that another node relayed here: to this node's subscribers, then to the
     /// application (which follows other nodes' room changes by kind and room).
     fn handle_publication(&self, publication: &Publication) {
+        let app = self.app();
+        if app.as_ref().is_some_and(|app| !app.admits_remote(publication)) {
+            return;
+        }
         self.hub.deliver(publication);
-        if let Some(app) = self.app() {
+        if let Some(app) = app {
             app.on_remote(publication);
         }
     }

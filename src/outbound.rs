@@ -212,6 +212,11 @@ impl Outbound {
         self.limit.set(limit);
     }
 
+    /// The most bytes the client may have waiting (`limits.max_outbound_bytes`).
+    pub fn limit(&self) -> usize {
+        self.limit.get()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.borrow().is_empty()
     }

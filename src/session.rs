@@ -139,13 +139,23 @@ fn error_frame(message: &str, receipt: Option<&str>, version: Version) -> Bytes 
     Bytes::from(out)
 }
 
-/// The RECEIPT headers of a streamed SUBSCRIBE.
+/// Whether a recovery read at once fits in half the client's queue (then it is queued in one
+/// step; a larger one is paced by the reader, `broker::finish_recovery`).
+fn fits(recovery: &Recovery, outbound: &Outbound) -> bool {
+    let bytes: usize = recovery.publications.iter().map(|p| p.kept_cost()).sum();
+    outbound.queued_bytes() + bytes <= outbound.limit() / 2
+}
+
+/// The RECEIPT headers of a streamed SUBSCRIBE. A recovery that could not read the stream
+/// (Redis away) knows no epoch: it says `x-stream-recovered:false` and leaves the epoch and
+/// offset out rather than send an empty one.
 fn recovery_headers(recovery: &Recovery) -> ReceiptHeaders {
-    vec![
-        (RECOVERED_HEADER, recovery.recovered.to_string()),
-        (EPOCH_HEADER, recovery.next.epoch.to_string()),
-        (OFFSET_HEADER, recovery.next.offset.to_string()),
-    ]
+    let mut headers = vec![(RECOVERED_HEADER, recovery.recovered.to_string())];
+    if !recovery.next.epoch.is_empty() {
+        headers.push((EPOCH_HEADER, recovery.next.epoch.to_string()));
+        headers.push((OFFSET_HEADER, recovery.next.offset.to_string()));
+    }
+    headers
 }
 
 fn parse_heartbeat(text: &str) -> Option<(u64, u64)> {
@@ -639,22 +649,29 @@ impl Session {
             }
             let mut later = None;
             if streamed {
-                match history.recover(&destination, &since) {
-                    Recovering::Now(recovery) => {
-                        // Kept messages first, then live: the read and the subscription happen
-                        // in one step of this thread, so no publication can fall between them.
+                let read: Option<crate::engine::LocalBoxFuture<'static, Recovery>> = match history
+                    .recover(&destination, &since)
+                {
+                    Recovering::Now(recovery) if fits(&recovery, &self.outbound) => {
+                        // Kept messages first, then live: the read and the subscription
+                        // happen in one step of this thread, so no publication can fall
+                        // between them.
                         for p in &recovery.publications {
                             self.outbound.push(OutFrame::stomp(encode_message(p, &id, self.version, ack)));
                         }
                         METRICS.messages_delivered.add(recovery.publications.len() as u64);
                         self.receipt.get_or_insert_with(Box::default).headers = recovery_headers(&recovery);
+                        None
                     }
-                    Recovering::Later(read) => {
-                        // The subscription holds live publications until the kept ones are
-                        // sent; the cursor drops those sent twice at the seam.
-                        subscriber.cursor = Some(Cursor::recovering());
-                        later = Some((read, subscriber.clone()));
-                    }
+                    // Larger than half the client's queue: paced by the reader, below.
+                    Recovering::Now(recovery) => Some(Box::pin(std::future::ready(recovery))),
+                    Recovering::Later(read) => Some(read),
+                };
+                if let Some(read) = read {
+                    // The subscription holds live publications until the kept ones are sent;
+                    // the cursor drops those sent twice at the seam.
+                    subscriber.cursor = Some(Cursor::recovering());
+                    later = Some((read, subscriber.clone()));
                 }
             }
             let key = node.subscribe(&destination, subscriber).map_err(|e| {
@@ -673,7 +690,7 @@ impl Session {
                         Ok(recovery) => recovery,
                         Err(_) => Recovery::unavailable(Rc::from(""), 0),
                     };
-                    finish_recovery(&subscriber, &recovery.publications, &recovery.next);
+                    finish_recovery(&subscriber, &recovery.publications, &recovery.next).await;
                     if let Some(receipt) = receipt {
                         let frame = receipt_frame(&receipt, version, &recovery_headers(&recovery));
                         subscriber.outbound.push_unbounded(OutFrame::stomp(frame));

@@ -136,7 +136,7 @@ async fn cross_node_chat_with_cluster_wide_state_and_no_duplicates() {
     }
     // One PUBLISH per broadcast message, whatever the number of subscribers and nodes.
     assert_eq!(redis.calls("publish") - publishes_before, 100);
-    assert_eq!(n1.metric("stomp_edge_cluster_sequence_gaps_total"), 0);
+    assert_eq!(n1.metric("stomp_edge_stream_lost_total"), 0);
     assert_eq!(n1.metric("stomp_edge_cluster_duplicates_ignored_total"), 0);
     // A healthy link stays up through many heart-beat pings.
     assert_eq!(n1.metric("stomp_edge_cluster_pubsub_reconnects_total"), 0);

@@ -85,31 +85,64 @@ impl Cursor {
 
 /// Ends a recovery: sends the kept publications, then the live ones that arrived meanwhile
 /// and were not among them, and lets the subscription go live. Returns how many were sent.
-pub fn finish_recovery(s: &Subscriber, kept: &[Publication], next: &StreamPosition) -> usize {
+///
+/// Paced by the reader: a frame is queued only while the subscriber's queue is under half its
+/// limit (`limits.max_outbound_bytes`), so a subscriber that reads promptly gets a history of
+/// any size without being cut as a slow consumer. One that stops reading for
+/// `SLOW_CONSUMER_GRACE` is then judged by the usual rule (its queue overflows and it is cut).
+pub async fn finish_recovery(s: &Subscriber, kept: &[Publication], next: &StreamPosition) -> usize {
     let Some(cursor) = &s.cursor else { return 0 };
     let mut sent = 0;
     for p in kept {
-        if cursor.admit(p)
-            && s.outbound.push(OutFrame::stomp(encode_message(p, &s.subscription_id, s.version, s.ack)))
-        {
-            sent += 1;
+        if cursor.admit(p) {
+            let frame = OutFrame::stomp(encode_message(p, &s.subscription_id, s.version, s.ack));
+            pace(&s.outbound, frame.bytes.len()).await;
+            if s.outbound.push(frame) {
+                sent += 1;
+            }
         }
     }
     if cursor.epoch.borrow().is_none() || kept.is_empty() {
         *cursor.epoch.borrow_mut() = Some(next.epoch.clone());
         cursor.next.set(cursor.next.get().max(next.offset));
     }
-    let waiting = cursor.waiting.borrow_mut().take().unwrap_or_default();
-    let _given_back = std::mem::take(&mut *cursor.waiting_charge.borrow_mut());
-    for p in &waiting {
-        if cursor.admit(p)
-            && s.outbound.push(OutFrame::stomp(encode_message(p, &s.subscription_id, s.version, s.ack)))
-        {
-            sent += 1;
+    // Live publications that arrive while the held ones are paced out join them at the end.
+    loop {
+        let waiting = std::mem::take(cursor.waiting.borrow_mut().get_or_insert_with(Vec::new));
+        if waiting.is_empty() {
+            break;
+        }
+        for p in &waiting {
+            if cursor.admit(p) {
+                let frame = OutFrame::stomp(encode_message(p, &s.subscription_id, s.version, s.ack));
+                pace(&s.outbound, frame.bytes.len()).await;
+                if s.outbound.push(frame) {
+                    sent += 1;
+                }
+            }
         }
     }
+    *cursor.waiting.borrow_mut() = None;
+    let _given_back = std::mem::take(&mut *cursor.waiting_charge.borrow_mut());
     METRICS.messages_delivered.add(sent as u64);
     sent
+}
+
+/// Waits until `bytes` more fit under half of `out`'s limit (the reader drained its queue),
+/// for `SLOW_CONSUMER_GRACE` at most; at once when the connection is closing.
+async fn pace(out: &Outbound, bytes: usize) {
+    let limit = out.limit() / 2;
+    if out.queued_bytes() + bytes <= limit || out.closing().is_some() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + crate::outbound::SLOW_CONSUMER_GRACE;
+    while out.queued_bytes() > 0
+        && out.queued_bytes() + bytes > limit
+        && out.closing().is_none()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,8 +446,9 @@ mod tests {
         assert_eq!(out.with_queue(|q| q.len()), 0);
         let cursor = s.cursor.clone().unwrap();
         assert_eq!(cursor.waiting_charge.borrow().bytes(), at(4).kept_cost() + at(5).kept_cost());
-        let sent =
-            finish_recovery(&s, &[at(2), at(3), at(4)], &StreamPosition { offset: 5, epoch: Rc::from("e") });
+        let (kept, next) = ([at(2), at(3), at(4)], StreamPosition { offset: 5, epoch: Rc::from("e") });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let sent = runtime.block_on(finish_recovery(&s, &kept, &next));
         assert_eq!(sent, 4, "2, 3, 4 kept, then 5 live; the live 4 was a duplicate");
         assert_eq!(cursor.waiting_charge.borrow().bytes(), 0);
         hub.deliver(&at(5));

@@ -60,6 +60,8 @@ pub struct ChatApp {
     config: RefCell<Rc<Config>>,
     /// Sessions that have used the chat, by connection id.
     sessions: RefCell<HashMap<u64, Rc<ChatSession>>>,
+    /// Other nodes' LEAVEs not delivered because the member is still here (`admits_remote`).
+    stale_leaves: Cell<u64>,
 }
 
 impl ChatApp {
@@ -70,6 +72,7 @@ impl ChatApp {
             membership,
             config: RefCell::new(node.config()),
             sessions: RefCell::new(HashMap::new()),
+            stale_leaves: Cell::new(0),
         })
     }
 
@@ -281,7 +284,29 @@ impl Application for ChatApp {
             "Sessions of this node that are in a chat room.",
             in_rooms as u64,
         ));
+        let mut counters = counters;
+        counters.push((
+            "chat_stale_leaves_ignored_total",
+            "Other nodes' LEAVEs of members still in their room here (announced while this node was cut off), not delivered.",
+            self.stale_leaves.get(),
+        ));
         (gauges, counters)
+    }
+
+    fn admits_remote(&self, publication: &Publication) -> bool {
+        let (Kind::Leave, Some(room)) = (publication.kind, &publication.room) else { return true };
+        let Ok(event) = serde_json::from_slice::<RoomEvent>(&publication.body) else { return true };
+        let here = self.sessions.borrow().values().any(|s| {
+            s.room
+                .borrow()
+                .as_ref()
+                .is_some_and(|(r, name)| r.as_str() == &**room && name.as_str() == event.sender)
+        });
+        if here {
+            self.stale_leaves.set(self.stale_leaves.get() + 1);
+            log::debug!("ignoring another node's LEAVE of {} in {room}: still a member here", event.sender);
+        }
+        !here
     }
 
     fn on_remote(&self, publication: &Publication) {

@@ -27,11 +27,13 @@ pub struct Envelope {
     /// When the origin process started (ms): a restarted origin numbers afresh.
     #[serde(default)]
     pub epoch: u64,
-    /// Kept for older readers; 0 since offsets (given by Redis) replaced per-origin numbers.
+    /// The origin process's number for it (`outbox::Outgoing::seq`): 1, 2, 3, … in the order
+    /// it accepted its publications; the append script applies each number once.
     #[serde(default)]
     pub seq: u64,
-    /// The origin delivered it to its own subscribers when it accepted it (so the origin skips
-    /// it when it reads it back); false when the origin waits for its offset to deliver it.
+    /// The origin delivered it to its own subscribers when it accepted it; false when the
+    /// origin waited for its offset. Informational: a process never delivers what it appended
+    /// itself when it reads it back (`origin` and `epoch` name the process).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delivered: bool,
     /// When the origin accepted it (ms since the Unix epoch): kept messages past the stream's

@@ -21,15 +21,18 @@ use crate::engine::MetricLines;
 const GAP_WAIT: Duration = Duration::from_millis(100);
 /// Destinations read in one pipeline by a catch-up.
 const CATCH_UP_BATCH: usize = 64;
-/// A catch-up's reads are tried this many times, this far apart (about 10 s in all).
-const CATCH_UP_TRIES: u32 = 40;
-const CATCH_UP_RETRY: Duration = Duration::from_millis(250);
+/// Entries read from a stream in one call (a catch-up or repair reads page after page).
+const PAGE: usize = 500;
+/// A read that failed is tried again this long after (or at once when the link comes back).
+const READ_RETRY: Duration = Duration::from_millis(250);
 
 impl Relay {
     /// The stream bounds of a destination: (MAXLEN, key expiry in ms).
     pub(super) fn stream_bounds(&self, destination: &str) -> (usize, u64) {
         if self.streams.is_streamed(destination) {
-            (self.streams.max_messages, self.streams.max_age_ms)
+            // At least the relay's own count, so a board cut off for a while reads back what
+            // it missed (clients recover the last `max_messages` only).
+            (self.streams.max_messages.max(self.shard.config.relay_buffer_messages), self.streams.max_age_ms)
         } else {
             (self.shard.config.relay_buffer_messages.max(1), self.streams.repair_window_ms)
         }
@@ -59,28 +62,61 @@ impl Relay {
         }
     }
 
-    /// After the gap wait, reads the missing offsets back; what is still missing is lost.
+    /// After the gap wait, reads the missing offsets back, page by page, trying again while
+    /// Redis does not answer; what the stream no longer has is lost (counted once).
     fn schedule_repair(&self, destination: &str) {
         let Some(me) = self.me.upgrade() else { return };
         let destination: Rc<str> = Rc::from(destination);
+        if !self.reading.borrow_mut().insert(destination.clone()) {
+            return; // a read of this destination is running; it sees this gap too
+        }
         tokio::task::spawn_local(async move {
             tokio::time::sleep(GAP_WAIT).await;
-            let Some((from, to)) = me.sequencer.borrow().gap(&destination) else { return };
-            me.sequencer.borrow_mut().counts.gapped += to - from + 1;
-            me.stream_stats.repairs.inc();
-            let count = usize::try_from(to.saturating_sub(from) + 1).unwrap_or(usize::MAX).min(10_000);
-            if let Some((head, entries)) = me.read(&destination, from, count).await {
-                me.feed(&destination, &head, entries);
-            }
-            let mut outcome = Outcome::default();
-            let lost_before = me.sequencer.borrow().counts.lost;
-            me.sequencer.borrow_mut().give_up(&destination, &mut outcome);
-            let lost = me.sequencer.borrow().counts.lost - lost_before;
-            if lost > 0 {
-                log::warn!("{lost} publications of {destination} could not be read back from the stream");
-            }
-            me.deliver_outcome(&destination, outcome);
+            me.read_gaps(&destination).await;
+            me.reading.borrow_mut().remove(&destination);
         });
+    }
+
+    /// Reads `destination`'s gaps back until there are none (or interest ended).
+    async fn read_gaps(&self, destination: &Rc<str>) {
+        let mut counted = None;
+        loop {
+            let Some((from, to)) = self.sequencer.borrow().gap(destination) else { return };
+            if counted != Some(from) {
+                counted = Some(from);
+                self.stream_stats.repairs.inc();
+            }
+            let count = usize::try_from(to - from + 1).unwrap_or(PAGE).min(PAGE);
+            let Some((head, entries)) = self.read(destination, from, count).await else {
+                self.wait_to_read_again().await;
+                continue;
+            };
+            let first = entries.first().map(|(offset, _)| *offset);
+            self.feed(destination, &head, entries);
+            let same_epoch =
+                self.sequencer.borrow().position(destination).is_some_and(|(e, _)| e == head.epoch);
+            let gone = match first {
+                // The stream starts past the gap (trimmed or expired), or holds nothing.
+                Some(first) => first > from,
+                None => true,
+            };
+            if gone && same_epoch && self.sequencer.borrow().gap(destination) == Some((from, to)) {
+                let mut outcome = Outcome::default();
+                let lost_before = self.sequencer.borrow().counts.lost;
+                self.sequencer.borrow_mut().give_up(destination, &mut outcome);
+                let lost = self.sequencer.borrow().counts.lost - lost_before;
+                if lost > 0 {
+                    log::warn!("{lost} publications of {destination} are no longer in the stream");
+                }
+                self.deliver_outcome(destination, outcome);
+            }
+        }
+    }
+
+    /// Waits before a read is tried again: `READ_RETRY`, or until the link changes.
+    async fn wait_to_read_again(&self) {
+        let seen = self.shard.link.events();
+        self.shard.link.pause(seen, READ_RETRY).await;
     }
 
     /// Reads a destination's head and its entries from `from` (at most `count`).
@@ -96,14 +132,11 @@ impl Relay {
     /// Feeds entries read from the stream to the sequencer, in order.
     fn feed(&self, destination: &str, head: &Head, entries: Vec<(u64, Vec<u8>)>) {
         let Some(epoch) = head.epoch.clone() else { return };
+        let (me, instance) = (&self.shard.server_id, self.shard.epoch);
         let arrivals: Vec<Arrival> = entries
             .iter()
-            .filter_map(|(offset, payload)| stream::arrival(*offset, &epoch, payload, &self.shard.server_id))
+            .filter_map(|(offset, payload)| stream::arrival(*offset, &epoch, payload, me, instance))
             .map(|mut a| {
-                // Delivered here already, without an offset, when its append timed out.
-                if a.publication.as_ref().is_some_and(|p| self.delivered_without_offset(&p.message_id)) {
-                    a.publication = None;
-                }
                 a.publication = a.publication.map(|p| self.positioned(p, a.offset, &epoch));
                 a
             })
@@ -112,37 +145,47 @@ impl Relay {
         self.deliver_outcome(destination, outcome);
     }
 
+    /// Reads the heads of `destinations` (through `HEAD_LUA`, which replaces an epoch that
+    /// lost offsets this node saw), trying again until Redis answers or interest ended.
+    async fn heads(&self, destinations: &[Rc<str>]) -> Option<Vec<Head>> {
+        loop {
+            let mut pipe = redis::pipe();
+            for d in destinations {
+                let (epoch, next) = self.sequencer.borrow().position(d).unwrap_or((None, 1));
+                let (_, ttl) = self.stream_bounds(d);
+                pipe.cmd("EVAL")
+                    .arg(stream::HEAD_LUA)
+                    .arg(2)
+                    .arg(stream::data_key(&self.shard.keys, d))
+                    .arg(stream::meta_key(&self.shard.keys, d))
+                    .arg(ttl)
+                    .arg(epoch.as_deref().unwrap_or(""))
+                    .arg(next.saturating_sub(1));
+            }
+            let reply =
+                self.shard.link.call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await });
+            if let Ok(values) = reply.await {
+                return Some(
+                    values
+                        .iter()
+                        .map(|v| stream::parse_head_script(v).unwrap_or(Head { epoch: None, last: 0 }))
+                        .collect(),
+                );
+            }
+            if !destinations.iter().any(|d| self.sequencer.borrow().position(d).is_some() || self.wants(d)) {
+                return None;
+            }
+            self.wait_to_read_again().await;
+        }
+    }
+
     /// Interest began on `destinations` (their channels are subscribed), or the pub/sub link
-    /// was made again: learn where each stream stands and deliver what this node missed.
+    /// was made again: learn where each stream stands and deliver what this node missed,
+    /// page by page, trying again while Redis does not answer.
     pub(super) async fn catch_up(&self, destinations: Vec<Rc<str>>) {
         for chunk in destinations.chunks(CATCH_UP_BATCH) {
-            let mut pipe = redis::pipe();
-            for d in chunk {
-                pipe.cmd("HMGET").arg(stream::meta_key(&self.shard.keys, d)).arg("epoch").arg("offset");
-            }
-            // The pub/sub link may be back before the command link: wait for it (bounded), or
-            // what was appended meanwhile would never be read back.
-            let mut heads = None;
-            for _ in 0..CATCH_UP_TRIES {
-                let pipe = pipe.clone();
-                match self
-                    .shard
-                    .link
-                    .call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await })
-                    .await
-                {
-                    Ok(h) => {
-                        heads = Some(h);
-                        break;
-                    }
-                    Err(_) => tokio::time::sleep(CATCH_UP_RETRY).await,
-                }
-            }
-            let Some(heads) = heads else {
-                log::warn!("catch-up of {} destinations gave up: Redis did not answer", chunk.len());
-                return;
-            };
-            for (d, head) in chunk.iter().zip(heads.iter().map(parse_head)) {
+            let Some(heads) = self.heads(chunk).await else { continue };
+            for (d, head) in chunk.iter().zip(heads) {
                 let position = self.sequencer.borrow().position(d);
                 match position {
                     None => {
@@ -157,21 +200,36 @@ impl Relay {
                             continue;
                         }
                         self.stream_stats.catch_ups.inc();
-                        let (max, _) = self.stream_bounds(d);
-                        for _ in 0..CATCH_UP_TRIES {
-                            if let Some((head, entries)) = self.read(d, from, max).await {
-                                self.feed(d, &head, entries);
-                                break;
-                            }
-                            tokio::time::sleep(CATCH_UP_RETRY).await;
-                        }
+                        self.read_up_to(d, from, head.last).await;
                     }
                 }
             }
         }
     }
 
-    /// Reads a recovery: kept entries from where `since` asks, with the RECEIPT's answer.
+    /// Reads `destination` from `from` to `last` into the sequencer, page by page.
+    async fn read_up_to(&self, destination: &Rc<str>, mut from: u64, last: u64) {
+        while from <= last {
+            if self.sequencer.borrow().position(destination).is_none() {
+                return; // interest ended
+            }
+            let Some((head, entries)) = self.read(destination, from, PAGE).await else {
+                self.wait_to_read_again().await;
+                continue;
+            };
+            let Some(&(end, _)) = entries.last() else {
+                // Nothing kept from there on (trimmed, or a new epoch): the gap logic counts it.
+                self.feed(destination, &head, entries);
+                return;
+            };
+            self.feed(destination, &head, entries);
+            from = end + 1;
+        }
+    }
+
+    /// Reads a recovery: the last `max_messages` kept entries from where `since` asks, with
+    /// the RECEIPT's answer. The head comes from `HEAD_LUA`, so the RECEIPT always carries a
+    /// real epoch (a stream nobody wrote to yet gets one now).
     async fn recover_from_redis(self: Rc<Self>, destination: Rc<str>, since: Since) -> Recovery {
         if let Some(ready) = self.ready(&destination) {
             ready.await;
@@ -182,39 +240,43 @@ impl Relay {
             Recovery::unavailable(epoch.unwrap_or_else(|| Rc::from("")), next)
         };
         let count = self.streams.max_messages;
-        let from = match since {
-            Since::Next => u64::MAX,
-            _ => 1,
-        };
-        let read = if from == u64::MAX {
-            let mut pipe = redis::pipe();
-            pipe.cmd("HMGET")
-                .arg(stream::meta_key(&self.shard.keys, &destination))
-                .arg("epoch")
-                .arg("offset");
-            self.shard
-                .link
-                .call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await })
-                .await
-                .ok()
-                .and_then(|v| v.first().map(parse_head))
-                .map(|head| (head, Vec::new()))
-        } else {
-            self.read(&destination, from, count).await
-        };
+        let (epoch_seen, next_seen) = known.clone().unwrap_or((None, 1));
+        let (_, ttl) = self.stream_bounds(&destination);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(stream::HEAD_LUA)
+            .arg(2)
+            .arg(stream::data_key(&self.shard.keys, &destination))
+            .arg(stream::meta_key(&self.shard.keys, &destination))
+            .arg(ttl)
+            .arg(epoch_seen.as_deref().unwrap_or(""))
+            .arg(next_seen.saturating_sub(1));
+        if since != Since::Next {
+            // The newest `count` entries (clients recover at most `max_messages`), newest first.
+            pipe.cmd("XREVRANGE")
+                .arg(stream::data_key(&self.shard.keys, &destination))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(count.max(1));
+        }
+        let read = self
+            .shard
+            .link
+            .call(|mut c| async move { pipe.query_async::<Vec<Value>>(&mut c).await })
+            .await
+            .ok()
+            .and_then(|v| {
+                let head = stream::parse_head_script(v.first()?)?;
+                let mut entries = v.get(1).map(parse_range).unwrap_or_default();
+                entries.reverse();
+                Some((head, entries))
+            });
         let Some((head, entries)) = read else {
             self.stream_stats.recoveries_failed.inc();
             return fallback();
         };
-        let Some(epoch) = head.epoch.clone() else {
-            // No stream yet: an empty one; its first message will be offset 1.
-            let (_, recovered) = plan(&since, 1, 1, "");
-            return Recovery {
-                publications: Vec::new(),
-                recovered,
-                next: StreamPosition { offset: 1, epoch: Rc::from("") },
-            };
-        };
+        let Some(epoch) = head.epoch.clone() else { return fallback() };
         let oldest = crate::clock::now_ms().saturating_sub(self.streams.max_age_ms);
         let mut kept: Vec<Publication> = Vec::with_capacity(entries.len());
         for (offset, payload) in &entries {
@@ -247,13 +309,9 @@ impl History for RedisEngine {
     }
 
     fn append(&self, _publication: &mut Publication) -> Append {
-        // With Redis up the offset comes from the append script and the relay delivers it
-        // here in offset order; without it, at once and without a position (see `stream`).
-        if self.shard.link.is_up() {
-            Append::DeliveredByEngine
-        } else {
-            Append::DeliverNow
-        }
+        // The offset comes from the append script; the relay's outbox delivers it here, with
+        // its offset when Redis answers in time, else without one (`Relay::enqueue`).
+        Append::DeliveredByEngine
     }
 
     fn recover(&self, destination: &str, since: &Since) -> Recovering {

@@ -50,6 +50,8 @@ pub struct Link {
     ever_up: Cell<bool>,
     /// Set once the `+switch-master` watchers run.
     watching: Cell<bool>,
+    /// Since when the link has had no connection (None while up; set at start).
+    down_since: Cell<Option<std::time::Instant>>,
     pub stats: LinkStats,
 }
 
@@ -200,6 +202,7 @@ impl Link {
             timeout,
             ever_up: Cell::new(false),
             watching: Cell::new(false),
+            down_since: Cell::new(Some(std::time::Instant::now())),
             stats: LinkStats::default(),
         })
     }
@@ -222,6 +225,27 @@ impl Link {
             self.mark_down();
         }
         self.connection.borrow().is_some()
+    }
+
+    /// How long the link has been without a connection (zero while up).
+    pub fn down_for(&self) -> Duration {
+        if self.is_up() {
+            return Duration::ZERO;
+        }
+        self.down_since.get().map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
+    /// How long a link may be without a connection and still count as up for `/healthz`:
+    /// a timed-out command drops its connection at once and a new one is made, which on a
+    /// slow or lossy link takes a few round trips; the link is judged over seconds, not by
+    /// one slow reply. Twice the command timeout.
+    pub fn grace(&self) -> Duration {
+        self.timeout * 2
+    }
+
+    /// Up, or down for less than `grace` (being re-made).
+    pub fn healthy(&self) -> bool {
+        self.ever_up.get() && self.down_for() < self.grace()
     }
 
     /// `host:port` of the primary in use, or last used while down; None before the first
@@ -359,6 +383,7 @@ impl Link {
         }
         *self.current.borrow_mut() = Some(client);
         *self.connection.borrow_mut() = Some(connection);
+        self.down_since.set(None);
         self.shared.changed();
         true
     }
@@ -401,13 +426,19 @@ impl Link {
     /// Drops the connection without calling it a loss (the engine chose to stay out).
     pub fn disconnect(&self) {
         if self.connection.borrow_mut().take().is_some() {
+            self.down_since.set(Some(std::time::Instant::now()));
             self.shared.changed();
         }
     }
 
+    /// Drops the connection for good (a timed-out or failed one is never used again; what
+    /// it still carried is refused or deduplicated by Redis, see `stream::APPEND_LUA`); the
+    /// supervisor makes a new one at once. The engine warns only when that does not work
+    /// within `grace`.
     pub fn mark_down(&self) {
         if self.connection.borrow_mut().take().is_some() {
-            log::warn!("redis link lost; serving local clients alone until it is back");
+            log::debug!("redis connection dropped; making a new one");
+            self.down_since.set(Some(std::time::Instant::now()));
             self.shared.changed();
         }
     }

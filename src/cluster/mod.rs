@@ -30,6 +30,7 @@ mod history;
 mod keys;
 pub mod link;
 mod order;
+mod outbox;
 mod registry;
 mod relay;
 mod sentinel;
@@ -106,6 +107,8 @@ impl RedisEngine {
         tokio::task::spawn_local(async move { relay.run_publisher().await });
         let relay = self.relay.clone();
         tokio::task::spawn_local(async move { relay.run_subscriber().await });
+        let relay = self.relay.clone();
+        tokio::task::spawn_local(async move { relay.run_lane().await });
     }
 
     /// Keeps the link up and drives the catch-up state machine: connect with back-off, catch
@@ -117,6 +120,8 @@ impl RedisEngine {
         let heartbeat = Duration::from_millis(config.heartbeat_ms);
         let (shard, sync) = (&self.shard, &self.shard.sync);
         let mut attempt = 0u32;
+        // Whether the loss of the link was reported (it is when it lasts past its grace).
+        let mut reported = false;
         loop {
             if !shard.link.is_up() {
                 sync.link_lost();
@@ -126,7 +131,11 @@ impl RedisEngine {
                 let registry = &self.registry;
                 let admit = |connection| async move { registry.claim_id(connection).await.unwrap_or(false) };
                 if shard.link.connect(admit).await {
-                    log::info!("redis link up");
+                    if std::mem::take(&mut reported) || shard.link.stats.reconnects.get() == 0 {
+                        log::info!("redis link up");
+                    } else {
+                        log::debug!("redis link made again");
+                    }
                     attempt = 0;
                     sync.link_up();
                     self.relay.link_up();
@@ -136,6 +145,10 @@ impl RedisEngine {
                     tokio::time::sleep(heartbeat).await;
                     continue;
                 } else {
+                    if !reported && shard.link.down_for() >= shard.link.grace() {
+                        reported = true;
+                        log::warn!("redis link lost; serving local clients alone until it is back");
+                    }
                     shard.link.pause(seen, link::backoff(attempt, min, max, link::jitter_seed())).await;
                     attempt = attempt.saturating_add(1);
                     continue;
@@ -169,8 +182,10 @@ impl RedisEngine {
         }
     }
 
+    /// Up as `/healthz` and the mode report it: judged over seconds (`Link::grace`), so a
+    /// connection re-made after one slow reply does not flap it.
     fn redis_up(&self) -> bool {
-        self.shard.link.is_up() && self.relay.pubsub_up() && !self.shard.claim.is_held()
+        self.shard.link.healthy() && self.relay.pubsub_healthy() && !self.shard.claim.is_held()
     }
 
     /// The catch-up state, for `/metrics` and tests.
@@ -184,11 +199,8 @@ impl RedisEngine {
 }
 
 impl Broker for RedisEngine {
-    fn publish(&self, publication: &Publication) {
-        // Same test as `History::append` in the same step: with Redis up a streamed
-        // publication is delivered here once it has its offset; otherwise it was delivered.
-        let later = self.relay.streams.is_streamed(&publication.destination) && self.shard.link.is_up();
-        self.relay.enqueue(publication, !later);
+    fn publish(&self, publication: &Publication, delivered_here: bool) {
+        self.relay.enqueue(publication, delivered_here);
     }
 
     fn interest(&self, destination: &str, interested: bool) {
@@ -250,7 +262,11 @@ impl Broker for RedisEngine {
                 "Redis channels this node listens on.",
                 self.relay.channels_wanted() as u64,
             ),
-            ("cluster_relay_buffered", "Publications waiting to be relayed.", self.relay.buffered() as u64),
+            (
+                "cluster_relay_buffered",
+                "Publications in the outbox, waiting for Redis to append them.",
+                self.relay.buffered() as u64,
+            ),
             (
                 "cluster_in_sync",
                 "1 while Redis holds all of this node's state (0: down, or catching up).",
@@ -271,13 +287,28 @@ impl Broker for RedisEngine {
                 s.published.get(),
             ),
             (
+                "cluster_publish_retries_total",
+                "Relay calls sent again after a failed or timed-out one (nothing is lost by it).",
+                s.publish_retries.get(),
+            ),
+            (
+                "cluster_publish_deduplicated_total",
+                "Retried publications Redis had appended already (appended once).",
+                s.deduplicated.get(),
+            ),
+            (
+                "cluster_local_without_offset_total",
+                "Own streamed publications delivered here without their offset (Redis away or slower than cluster.offset_wait_ms).",
+                s.local_without_offset.get(),
+            ),
+            (
                 "cluster_publish_errors_total",
-                "Publications lost because their PUBLISH failed.",
+                "Publications given up because Redis refused their append again and again.",
                 s.publish_errors.get(),
             ),
             (
                 "cluster_relay_dropped_total",
-                "Publications not relayed: buffer full or too old while Redis was away.",
+                "Publications not relayed: the outbox was full, over its age bound or over the memory budget.",
                 s.dropped.get(),
             ),
             (
@@ -294,11 +325,6 @@ impl Broker for RedisEngine {
                 "cluster_duplicates_ignored_total",
                 "Publications received twice (same offset) and delivered once.",
                 s.duplicates_ignored.get() + self.relay.sequencer.borrow().counts.duplicates,
-            ),
-            (
-                "cluster_sequence_gaps_total",
-                "Offsets still missing after the gap wait (then read back from the stream, or lost).",
-                s.sequence_gaps.get() + self.relay.sequencer.borrow().counts.gapped,
             ),
             (
                 "cluster_bad_envelopes_total",

@@ -25,6 +25,10 @@ pub struct Arrival {
     pub epoch: Rc<str>,
     /// None: this node delivered it already when it was accepted (it only moves the offset on).
     pub publication: Option<Publication>,
+    /// For this node's own publication: when its own subscribers must have it at the latest.
+    /// Held past then (behind a gap), it is delivered without its position and the offset
+    /// only moves on when reached (`Sequencer::release_overdue`).
+    pub deliver_by: Option<tokio::time::Instant>,
 }
 
 /// Where a destination stands on this node.
@@ -36,7 +40,15 @@ struct Track {
     next: Option<u64>,
     /// Arrivals past a gap (or before the position is known), by offset.
     held: Held,
+    /// Publications were lost here since the last delivery (given up, or the epoch changed):
+    /// the next one delivered tells its subscribers (`LOSS_HEADER`).
+    loss_untold: bool,
 }
+
+/// The header the first MESSAGE after a loss carries (`x-stream-recovered:false`, as a
+/// SUBSCRIBE's RECEIPT says it): some publications of this destination before it never
+/// reached this node, and never will.
+pub const LOSS_HEADER: (&str, &str) = ("x-stream-recovered", "false");
 
 /// Bytes charged for an arrival with no publication (an own message: the offset only).
 const BARE_ARRIVAL_BYTES: usize = 64;
@@ -99,8 +111,6 @@ pub struct Outcome {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OrderCounts {
     pub duplicates: u64,
-    /// Offsets still missing after the gap wait (then read back, or lost).
-    pub gapped: u64,
     pub lost: u64,
     pub epoch_changes: u64,
 }
@@ -125,6 +135,7 @@ impl Sequencer {
             epoch: None,
             next: None,
             held: Held::default(),
+            loss_untold: false,
         });
     }
 
@@ -168,14 +179,30 @@ impl Sequencer {
         let Some(next) = t.next else {
             // Bounded while the position is unknown too (Redis away): the oldest go first, all
             // of them when memory is short.
+            let mut dropped = Vec::new();
             if t.held.len() >= self.max_held {
-                t.held.pop_first();
-                self.counts.lost += 1;
+                dropped.extend(t.held.pop_first());
             }
             if t.held.len() > 0 && memory::pressure() >= Pressure::High {
                 METRICS.memory_refused.inc("gap");
-                self.counts.lost += t.held.len() as u64;
-                t.held.clear();
+                while let Some(a) = t.held.pop_first() {
+                    dropped.push(a);
+                }
+            }
+            for a in dropped {
+                // This node's own publication is still owed here: delivered (without its
+                // position); another node's is lost.
+                match (a.deliver_by, a.publication) {
+                    (Some(_), Some(mut p)) => {
+                        p.stream = None;
+                        out.deliver.push(p);
+                    }
+                    (None, Some(_)) => {
+                        self.counts.lost += 1;
+                        t.loss_untold = true;
+                    }
+                    _ => {}
+                }
             }
             t.held.insert(a);
             return out;
@@ -188,6 +215,7 @@ impl Sequencer {
                 self.counts.epoch_changes += 1;
                 self.counts.lost += t.held.len() as u64;
                 t.held.clear();
+                t.loss_untold = true;
                 t.epoch = Some(a.epoch.clone());
                 t.next = Some(1);
                 return self.arrive(destination, a);
@@ -238,8 +266,39 @@ impl Sequencer {
         if first > next {
             self.counts.lost += first - next;
             t.next = Some(first);
+            t.loss_untold = true;
         }
         self.drain(destination, out);
+    }
+
+    /// This node's own held publications whose `deliver_by` passed: taken out (their offsets
+    /// stay held, to be passed over when reached) and returned without their position, in
+    /// offset order per destination.
+    pub fn release_overdue(&mut self, now: tokio::time::Instant) -> Vec<Publication> {
+        let mut due = Vec::new();
+        for t in self.tracks.values_mut() {
+            let mut freed = 0;
+            for a in t.held.arrivals.values_mut() {
+                if a.deliver_by.is_some_and(|by| by <= now) {
+                    a.deliver_by = None;
+                    let before = arrival_cost(a);
+                    if let Some(mut p) = a.publication.take() {
+                        p.stream = None;
+                        due.push(p);
+                    }
+                    freed += before.saturating_sub(arrival_cost(a));
+                }
+            }
+            if freed > 0 {
+                t.held.charge.set(t.held.charge.bytes().saturating_sub(freed));
+            }
+        }
+        due
+    }
+
+    /// Whether some held arrival is this node's own publication still owed here.
+    pub fn owes_local(&self) -> bool {
+        self.tracks.values().any(|t| t.held.arrivals.values().any(|a| a.deliver_by.is_some()))
     }
 
     /// Whether `offset` of `epoch` was delivered (or skipped) here already.
@@ -269,7 +328,12 @@ impl Sequencer {
             if offset < next {
                 self.counts.duplicates += 1;
             } else {
-                out.deliver.extend(a.publication);
+                if let Some(mut p) = a.publication {
+                    if std::mem::take(&mut t.loss_untold) {
+                        p.headers.push((LOSS_HEADER.0.to_string(), LOSS_HEADER.1.to_string()));
+                    }
+                    out.deliver.push(p);
+                }
                 next += 1;
             }
         }
@@ -286,6 +350,7 @@ mod tests {
         Arrival {
             offset,
             epoch: Rc::from(epoch),
+            deliver_by: None,
             publication: Some(Publication {
                 destination: Rc::from("/topic/x"),
                 message_id: Rc::from(format!("m{offset}")),
@@ -324,13 +389,23 @@ mod tests {
         let mut o = Outcome::default();
         s.give_up("/topic/x", &mut o);
         assert_eq!((ids(&o), s.counts.lost), (vec!["m12".to_string()], 2));
+        // ... and the first publication delivered after the loss tells its subscribers.
+        let told = |o: &Outcome| {
+            o.deliver
+                .iter()
+                .filter(|p| p.headers.iter().any(|(k, v)| (k.as_str(), v.as_str()) == LOSS_HEADER))
+                .count()
+        };
+        assert_eq!(told(&o), 1);
         // Own messages delivered at acceptance only move the offset on.
         let mut own = arrival(13, "e");
         own.publication = None;
         assert!(s.arrive("/topic/x", own).deliver.is_empty());
         assert_eq!(ids(&s.arrive("/topic/x", arrival(14, "e"))), ["m14"]);
-        // A new epoch: the history was lost; numbering starts again from 1.
-        assert_eq!(ids(&s.arrive("/topic/x", arrival(1, "f"))), ["m1"]);
+        // A new epoch: the history was lost; numbering starts again from 1, and the first
+        // delivery says some may be gone.
+        let o = s.arrive("/topic/x", arrival(1, "f"));
+        assert_eq!((ids(&o), told(&o)), (vec!["m1".to_string()], 1));
         assert_eq!(s.counts.epoch_changes, 1);
         assert_eq!(s.position("/topic/x"), Some((Some(Rc::from("f")), 2)));
     }
@@ -382,5 +457,30 @@ mod tests {
         let o = s.arrive("/topic/x", arrival(5, "e"));
         assert_eq!(ids(&o), ["m3", "m4", "m5"]);
         assert_eq!(s.counts.lost, 2);
+    }
+
+    #[test]
+    fn own_publications_held_behind_a_gap_are_released_at_their_deadline_in_order() {
+        let now = tokio::time::Instant::now();
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/x");
+        s.start("/topic/x", Some(Rc::from("e")), 0);
+        // Another node's 1 has not come; this node's own 2 and 3 wait behind the gap.
+        for (offset, by) in [(2, 10), (3, 20)] {
+            let mut own = arrival(offset, "e");
+            own.deliver_by = Some(now + std::time::Duration::from_millis(by));
+            assert!(s.arrive("/topic/x", own).deliver.is_empty());
+        }
+        assert!(s.owes_local());
+        assert!(s.release_overdue(now).is_empty(), "not due yet");
+        let due = s.release_overdue(now + std::time::Duration::from_millis(15));
+        assert_eq!(due.iter().map(|p| p.message_id.to_string()).collect::<Vec<_>>(), ["m2"]);
+        assert!(due[0].stream.is_none(), "released without its position");
+        let due = s.release_overdue(now + std::time::Duration::from_millis(25));
+        assert_eq!(due.iter().map(|p| p.message_id.to_string()).collect::<Vec<_>>(), ["m3"]);
+        assert!(!s.owes_local());
+        // When 1 comes, it is delivered, and 2 and 3 (delivered already) are passed over.
+        assert_eq!(ids(&s.arrive("/topic/x", arrival(1, "e"))), ["m1"]);
+        assert_eq!(s.position("/topic/x"), Some((Some(Rc::from("e")), 4)));
     }
 }

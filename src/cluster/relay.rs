@@ -1,14 +1,20 @@
 //! Relaying publications between nodes through Redis. Out: each publication is wrapped once in
-//! an envelope and appended to its destination's stream by one script call that also
-//! PUBLISHes it (see `stream`), pipelined in order by one task; while Redis is away a bounded
-//! buffer keeps the newest few seconds. In: one pub/sub connection SUBSCRIBEs only to the
-//! channels of destinations that have local subscribers; every publication carries its offset,
-//! and `order` delivers each destination in offset order, once each, reading gaps back from
-//! the stream (`history`). After the pub/sub link is made again every destination served here
-//! catches up.
+//! an envelope and waits in the `outbox` until the append script (see `stream`), which also
+//! PUBLISHes it, has appended it: sent in order by one task, a pipeline at a time, and sent
+//! again after a failed call (the script applies each once). In: one pub/sub connection
+//! SUBSCRIBEs only to the channels of destinations that have local subscribers; every
+//! publication carries its offset, and `order` delivers each destination in offset order, once
+//! each, reading gaps back from the stream (`history`). After the pub/sub link is made again
+//! every destination served here catches up.
+//!
+//! This node's own subscribers get its streamed publications from the outbox (`pending`): with
+//! their offset when Redis answers within `cluster.offset_wait_ms`, else at that deadline
+//! without one (the lane task), and at once while Redis is away or behind; in the order the
+//! node accepted them, whatever the link does. What this process appended itself is never
+//! delivered again from Redis (its echo and stream reads only move the offset on).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -16,8 +22,11 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::envelope::Envelope;
+use super::link::LinkError;
 use super::order::{Arrival, Sequencer};
+use super::outbox::{Outbox, Outgoing, MAX_REFUSALS};
 use super::shard::Shard;
+use super::stream::{AppendCall, Appended};
 use crate::broker::Publication;
 use crate::config::StreamsConfig;
 use crate::engine::{BrokerEventHandler, LocalBoxFuture};
@@ -25,26 +34,25 @@ use crate::metrics::Counter;
 
 /// Most publications sent in one pipeline.
 const PIPELINE: usize = 256;
-/// One publication waiting to be relayed.
-pub struct Outgoing {
-    channel: String,
-    destination: Rc<str>,
-    payload: Vec<u8>,
-    queued: Instant,
-    /// The publication itself when this node delivers it only once it has its offset.
-    pending: Option<Publication>,
-}
+/// How often the lane task looks for own publications whose offset wait is over.
+const LANE_TICK: Duration = Duration::from_millis(10);
 
 /// Counters of the relay, for `/metrics`.
 #[derive(Default)]
 pub struct RelayStats {
     pub published: Counter,
+    /// Calls sent again after a failed or timed-out one (the publications stay in the outbox).
+    pub publish_retries: Counter,
+    /// Retried publications Redis had applied already (appended once).
+    pub deduplicated: Counter,
+    /// Own publications delivered here without their offset (Redis was away or slower than
+    /// `cluster.offset_wait_ms`).
+    pub local_without_offset: Counter,
     pub publish_errors: Counter,
     pub dropped: Counter,
     pub received: Counter,
     pub echoes_ignored: Counter,
     pub duplicates_ignored: Counter,
-    pub sequence_gaps: Counter,
     pub bad_envelopes: Counter,
     pub pubsub_reconnects: Counter,
 }
@@ -70,6 +78,8 @@ pub struct Relay {
     handler: RefCell<Option<Weak<dyn BrokerEventHandler>>>,
     /// Whether the pub/sub connection is subscribed and reading.
     pubsub_up: Cell<bool>,
+    /// When it was last lost (None: never up yet).
+    pubsub_down_since: Cell<Option<Instant>>,
     /// Channels this node wants, from the hub's interest (destination → its channels).
     wanted: RefCell<HashMap<String, Vec<String>>>,
     /// Wakes the pub/sub task when `wanted` changed.
@@ -78,9 +88,15 @@ pub struct Relay {
     active: RefCell<HashSet<String>>,
     /// Wakes whoever waits for a channel to become active.
     active_changed: tokio::sync::Notify,
-    /// Publications waiting for the publisher task, bounded by the relay buffer settings.
-    outbox: RefCell<VecDeque<Outgoing>>,
+    /// Publications waiting for Redis (store-and-forward, see `outbox`).
+    outbox: RefCell<Outbox>,
     outbox_ready: tokio::sync::Notify,
+    /// Set while some own publication is still owed to this node's subscribers; wakes the
+    /// lane task.
+    owing: Cell<bool>,
+    owed: tokio::sync::Notify,
+    /// This process's applied key (see `stream::applied_key`).
+    applied_key: String,
     /// Offset order per destination with local interest (see `order`).
     pub(super) sequencer: RefCell<Sequencer>,
     /// Which destinations are streamed, and the bounds.
@@ -88,11 +104,8 @@ pub struct Relay {
     /// The SHA1 of the append script, and the link generation it was last loaded on.
     script_sha: String,
     script_loaded: Cell<Option<u64>>,
-    /// Message ids of this node's publications it delivered here without an offset because
-    /// their append failed or timed out (bounded, oldest forgotten first). Redis may still
-    /// have applied the append (a stalled Redis answers late): when the message comes back
-    /// with its offset, on pub/sub or in a catch-up, this node must not deliver it again.
-    fallback_delivered: RefCell<FallbackDelivered>,
+    /// Destinations whose gap or catch-up read is running (one at a time each).
+    pub(super) reading: RefCell<HashSet<Rc<str>>>,
     pub stats: RelayStats,
     pub(super) stream_stats: StreamStats,
 }
@@ -105,16 +118,20 @@ impl Relay {
             streams,
             script_sha: redis::Script::new(super::stream::APPEND_LUA).get_hash().to_string(),
             script_loaded: Cell::new(None),
-            fallback_delivered: RefCell::new(FallbackDelivered::default()),
+            reading: RefCell::new(HashSet::new()),
             stream_stats: StreamStats::default(),
+            applied_key: super::stream::applied_key(&shard.keys, &shard.server_id, shard.epoch),
+            owing: Cell::new(false),
+            owed: tokio::sync::Notify::new(),
             shard,
             handler: RefCell::new(None),
             pubsub_up: Cell::new(false),
+            pubsub_down_since: Cell::new(None),
             wanted: RefCell::new(HashMap::new()),
             interest_changed: tokio::sync::Notify::new(),
             active: RefCell::new(HashSet::new()),
             active_changed: tokio::sync::Notify::new(),
-            outbox: RefCell::new(VecDeque::new()),
+            outbox: RefCell::new(Outbox::default()),
             outbox_ready: tokio::sync::Notify::new(),
             stats: RelayStats::default(),
         })
@@ -132,29 +149,35 @@ impl Relay {
         }
     }
 
-    /// Delivers here, without an offset, one of this node's publications whose append failed,
-    /// and remembers it so that its late append (if Redis applied it after all) is not
-    /// delivered here a second time.
-    fn deliver_without_offset(&self, p: &Publication) {
-        self.fallback_delivered.borrow_mut().insert(p.message_id.clone());
-        self.deliver(p);
+    /// Delivers here, without its position, one of this node's own publications that could
+    /// not wait longer for its offset.
+    fn deliver_without_offset(&self, mut p: Publication) {
+        p.stream = None;
+        self.stats.local_without_offset.inc();
+        self.deliver(&p);
     }
 
-    /// Whether `id` is one of this node's publications already delivered here without an
-    /// offset (see `fallback_delivered`).
-    pub(super) fn delivered_without_offset(&self, id: &str) -> bool {
-        self.fallback_delivered.borrow().contains(id)
+    /// Whether this process appended the envelope itself (its own echo or stream entry).
+    fn appended_here(&self, envelope: &Envelope) -> bool {
+        envelope.origin == self.shard.server_id && envelope.epoch == self.shard.epoch
     }
 
-    /// Whether the pub/sub connection is subscribed and reading.
-    pub fn pubsub_up(&self) -> bool {
+    /// The pub/sub connection is up, or has been down for less than the link's grace.
+    pub fn pubsub_healthy(&self) -> bool {
         self.pubsub_up.get()
+            || self.pubsub_down_since.get().is_some_and(|since| since.elapsed() < self.shard.link.grace())
     }
 
     /// Wakes the tasks after the command link came back.
     pub fn link_up(&self) {
+        self.outbox.borrow_mut().abandon_call();
         self.outbox_ready.notify_one();
         self.interest_changed.notify_one();
+    }
+
+    /// Whether this node has local interest in `destination`.
+    pub(super) fn wants(&self, destination: &str) -> bool {
+        self.wanted.borrow().contains_key(destination)
     }
 
     /// Redis channels this node listens on.
@@ -165,6 +188,16 @@ impl Relay {
     /// Publications waiting to be relayed.
     pub fn buffered(&self) -> usize {
         self.outbox.borrow().len()
+    }
+
+    /// Whether this node's own subscribers can get a streamed publication with its offset
+    /// without waiting long: Redis is up and the outbox is not behind. Otherwise they get it
+    /// at once, without one (`History::append` asks).
+    pub fn prompt(&self) -> bool {
+        self.shard.config.offset_wait_ms > 0
+            && self.shard.link.is_up()
+            && self.pubsub_up.get()
+            && self.outbox.borrow().len() < PIPELINE
     }
 
     /// Whether publications are still waiting to go out over a live link.
@@ -218,8 +251,8 @@ impl Relay {
 
     /// Queues a publication for the other nodes (never waits). The channel comes from the
     /// publication's room and kind, never from its body.
-    /// `delivered_here`: this node's subscribers have it already; otherwise this node delivers
-    /// it, in offset order, once the append script gave it its offset.
+    /// `delivered_here`: this node's subscribers have it already; otherwise the outbox owes it
+    /// to them (with its offset if Redis answers in time, see `prompt`).
     pub fn enqueue(&self, p: &Publication, delivered_here: bool) {
         let Some(channel) = self.shard.keys.publish_channel(p) else {
             if !delivered_here {
@@ -227,102 +260,140 @@ impl Relay {
             }
             return;
         };
-        let pending = (!delivered_here).then(|| p.clone());
-        let mut envelope = Envelope::wrap(&self.shard.server_id, self.shard.epoch, 0, p);
-        envelope.delivered = delivered_here;
-        let payload = envelope.encode();
-        let mut outbox = self.outbox.borrow_mut();
-        self.expire(&mut outbox);
-        if outbox.len() >= self.shard.config.relay_buffer_messages.max(1) && !self.shard.link.is_up() {
-            drop(outbox);
-            self.not_relayed(Outgoing {
-                channel,
-                destination: p.destination.clone(),
-                payload,
-                queued: Instant::now(),
-                pending,
-            });
-            return;
+        let mut delivered_here = delivered_here;
+        if !delivered_here && !self.prompt() {
+            // Behind what is still owed here, in order, then this one: all without offsets.
+            self.release_owed(None);
+            self.deliver_without_offset(p.clone());
+            delivered_here = true;
         }
-        outbox.push_back(Outgoing {
+        let config = &self.shard.config;
+        let now = Instant::now();
+        let mut outbox = self.outbox.borrow_mut();
+        let seq = outbox.next_seq();
+        let mut envelope = Envelope::wrap(&self.shard.server_id, self.shard.epoch, seq, p);
+        envelope.delivered = delivered_here;
+        let entry = Outgoing {
+            seq,
             channel,
             destination: p.destination.clone(),
-            payload,
-            queued: Instant::now(),
-            pending,
-        });
+            payload: envelope.encode(),
+            queued: now,
+            pending: (!delivered_here).then(|| p.clone()),
+            deliver_by: now + Duration::from_millis(config.offset_wait_ms),
+            refusals: 0,
+        };
+        let max_len = (!self.shard.link.is_up()).then_some(config.relay_buffer_messages);
+        let dropped = outbox.push(entry, max_len, Duration::from_millis(config.relay_buffer_ms));
         drop(outbox);
+        for o in dropped {
+            self.not_relayed(o);
+        }
+        if !delivered_here && !self.owing.replace(true) {
+            self.owed.notify_one();
+        }
         self.outbox_ready.notify_one();
     }
 
-    /// Drops buffered publications older than the relay buffer allows (only while down).
-    fn expire(&self, outbox: &mut std::collections::VecDeque<Outgoing>) {
-        if self.shard.link.is_up() {
-            return;
-        }
-        let limit = Duration::from_millis(self.shard.config.relay_buffer_ms);
-        while outbox.front().is_some_and(|o| o.queued.elapsed() > limit) {
-            if let Some(o) = outbox.pop_front() {
-                self.not_relayed(o);
-            }
-        }
-    }
-
-    /// A publication that will not reach Redis: counted, and delivered here if it was waiting
-    /// for its offset (accepted is never silently lost on its own node).
+    /// A publication that will not reach Redis (the outbox is full, or it waited longer than
+    /// `relay_buffer_ms`): counted, and delivered here if it was still owed here (accepted is
+    /// never silently lost on its own node).
     fn not_relayed(&self, o: Outgoing) {
         self.stats.dropped.inc();
         if let Some(p) = o.pending {
-            self.deliver(&p);
+            self.deliver_without_offset(p);
         }
     }
 
-    /// The publisher task: sends the outbox in order, a pipeline of PUBLISH at a time.
+    /// Delivers here, without offsets and in the order they were accepted, this node's own
+    /// publications whose offset wait is over at `now` (None: all of them). Held in the
+    /// sequencer come first: Redis answered for them before the ones still in the outbox.
+    pub(super) fn release_owed(&self, now: Option<Instant>) {
+        if !self.owing.get() {
+            return;
+        }
+        let now = now.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        let mut due = self.sequencer.borrow_mut().release_overdue(now);
+        due.extend(self.outbox.borrow_mut().take_overdue(now));
+        for p in due {
+            self.deliver_without_offset(p);
+        }
+    }
+
+    /// The lane task: while own publications are owed here, delivers those whose offset wait
+    /// is over (every `LANE_TICK`).
+    pub(super) async fn run_lane(self: Rc<Self>) {
+        loop {
+            if !self.owing.get() {
+                self.owed.notified().await;
+                continue;
+            }
+            tokio::time::sleep(LANE_TICK).await;
+            self.release_owed(Some(Instant::now()));
+            let owes = self.outbox.borrow().owes_local() || self.sequencer.borrow().owes_local();
+            self.owing.set(owes);
+        }
+    }
+
+    /// The publisher task: sends the outbox in order, a pipeline of appends at a time, and
+    /// sends again what a failed call left there. A publication leaves the outbox only when
+    /// Redis answered for it.
     pub(super) async fn run_publisher(self: Rc<Self>) {
         loop {
-            let empty = self.outbox.borrow().is_empty();
-            if empty || !self.shard.link.is_up() {
+            let waiting = self.outbox.borrow().has_waiting();
+            if !waiting || !self.shard.link.is_up() {
                 self.outbox_ready.notified().await;
                 continue;
             }
-            let batch: Vec<Outgoing> = {
-                let mut outbox = self.outbox.borrow_mut();
-                let limit = Duration::from_millis(self.shard.config.relay_buffer_ms);
-                // Publications that waited too long for Redis are no use any more.
-                let mut late = Vec::new();
-                while outbox.front().is_some_and(|o| o.queued.elapsed() > limit) {
-                    late.extend(outbox.pop_front());
-                }
-                let n = outbox.len().min(PIPELINE);
-                let batch = outbox.drain(..n).collect();
-                drop(outbox);
-                for o in late {
-                    self.not_relayed(o);
-                }
-                batch
-            };
-            if batch.is_empty() {
-                continue;
+            let config = &self.shard.config;
+            let expired = self.outbox.borrow_mut().expire(Duration::from_millis(config.relay_buffer_ms));
+            for o in expired {
+                self.not_relayed(o);
             }
+            let applied_ttl_ms = if config.relay_buffer_ms == 0 {
+                3_600_000
+            } else {
+                (config.relay_buffer_ms * 2).max(60_000)
+            };
             // One script call per publication; the script is (re)loaded in the same pipeline
             // after a reconnect (a restarted Redis has none).
             let generation = self.shard.link.stats.reconnects.get();
             let load = self.script_loaded.get() != Some(generation);
             let mut pipe = redis::pipe();
+            pipe.ignore_errors();
             if load {
                 pipe.cmd("SCRIPT").arg("LOAD").arg(super::stream::APPEND_LUA);
             }
-            for o in &batch {
-                let bounds = self.stream_bounds(&o.destination);
-                super::stream::add_append(
-                    &mut pipe,
-                    &self.script_sha,
-                    &self.shard.keys,
-                    &o.destination,
-                    &o.channel,
-                    &o.payload,
-                    bounds,
-                );
+            let n = {
+                let mut outbox = self.outbox.borrow_mut();
+                let n = outbox.begin_call(PIPELINE);
+                let mut prev = outbox.acked_seq();
+                for o in outbox.in_flight() {
+                    let seen = self.sequencer.borrow().position(&o.destination);
+                    let (epoch, next) = seen.unwrap_or((None, 1));
+                    let bounds = self.stream_bounds(&o.destination);
+                    super::stream::add_append(
+                        &mut pipe,
+                        &AppendCall {
+                            sha: &self.script_sha,
+                            keys: &self.shard.keys,
+                            applied_key: &self.applied_key,
+                            destination: &o.destination,
+                            channel: &o.channel,
+                            payload: &o.payload,
+                            bounds,
+                            seq: o.seq,
+                            seen: (epoch.as_deref().unwrap_or(""), next.saturating_sub(1)),
+                            applied_ttl_ms,
+                            prev,
+                        },
+                    );
+                    prev = o.seq;
+                }
+                n
+            };
+            if n == 0 {
+                continue;
             }
             let reply = self
                 .shard
@@ -331,48 +402,114 @@ impl Relay {
             match reply.await {
                 Ok(replies) => {
                     self.script_loaded.set(Some(generation));
-                    self.stats.published.add(batch.len() as u64);
-                    let replies = replies.into_iter().skip(usize::from(load));
-                    for (o, reply) in batch.into_iter().zip(replies) {
-                        self.appended(o, &reply);
-                    }
+                    self.answered(replies.into_iter().skip(usize::from(load)).collect());
                 }
                 Err(e) => {
-                    // At most once: a failed pipeline may have been partly applied, so it is
-                    // not retried; other nodes repair what was applied from the stream, and
-                    // this node delivers what waited for its offset without one.
-                    log::warn!("relay of {} publications failed: {e}", batch.len());
+                    // Nothing leaves the outbox: the same publications go again, in order, on
+                    // the next connection (a timed-out one is never used again), and the script
+                    // appends each once.
+                    self.outbox.borrow_mut().abandon_call();
                     self.script_loaded.set(None);
-                    self.stats.publish_errors.add(batch.len() as u64);
-                    for p in batch.into_iter().filter_map(|o| o.pending) {
-                        self.deliver_without_offset(&p);
+                    self.stats.publish_retries.inc();
+                    log::debug!("relay of {n} publications failed ({e}); sending them again");
+                    if matches!(e, LinkError::Redis(_)) && self.shard.link.is_up() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
             }
         }
     }
 
-    /// The script's reply for one publication: its offset. A publication that waited for it is
-    /// delivered here now, in offset order with the others.
-    fn appended(&self, o: Outgoing, reply: &redis::Value) {
-        let Some((offset, epoch)) = super::stream::parse_reply(reply) else {
-            self.stats.publish_errors.inc();
+    /// Redis answered a call: the publications it appended (or had appended before) leave the
+    /// outbox in order; from the first it did not, the rest stay to be sent again.
+    fn answered(&self, replies: Vec<redis::Value>) {
+        let mut done = 0;
+        let mut results = Vec::with_capacity(replies.len());
+        let mut retry = false;
+        for reply in &replies {
+            match super::stream::parse_reply(reply) {
+                Appended::OutOfOrder => {
+                    if done == 0 {
+                        // Its predecessor was acknowledged, yet Redis has not got it: Redis lost
+                        // writes (a failover to a replica that lacked them). Do not ask again.
+                        self.outbox.borrow_mut().forget_acked();
+                    }
+                    retry = true;
+                    break;
+                }
+                Appended::Refused(e) => {
+                    retry = true;
+                    let give_up = {
+                        let mut outbox = self.outbox.borrow_mut();
+                        match outbox.front_mut() {
+                            Some(front) if done == 0 => {
+                                front.refusals += 1;
+                                front.refusals >= MAX_REFUSALS
+                            }
+                            _ => false,
+                        }
+                    };
+                    if e.contains("NOSCRIPT") {
+                        self.script_loaded.set(None);
+                    } else if done == 0 {
+                        log::warn!("redis refused a relayed publication: {e}");
+                    }
+                    if give_up {
+                        self.outbox.borrow_mut().abandon_call();
+                        if let Some(o) = self.outbox.borrow_mut().pop_front() {
+                            self.stats.publish_errors.inc();
+                            if let Some(p) = o.pending {
+                                self.deliver_without_offset(p);
+                            }
+                        }
+                        return;
+                    }
+                    break;
+                }
+                appended => {
+                    results.push(appended);
+                    done += 1;
+                }
+            }
+        }
+        let finished = self.outbox.borrow_mut().finish_call(done);
+        self.stats.published.add(finished.len() as u64);
+        if retry {
+            self.stats.publish_retries.inc();
+            self.outbox_ready.notify_one();
+        }
+        for (o, appended) in finished.into_iter().zip(results) {
+            self.appended(o, appended);
+        }
+    }
+
+    /// Redis appended one of this node's publications (or had before). What was owed here is
+    /// delivered in offset order with the others, by its deadline at the latest.
+    fn appended(&self, o: Outgoing, appended: Appended) {
+        let Appended::At(offset, epoch) = appended else {
+            // Applied by an earlier call whose answer was lost: its offset is unknown here.
+            self.stats.deduplicated.inc();
             if let Some(p) = o.pending {
-                self.deliver_without_offset(&p);
+                self.deliver_without_offset(p);
             }
             return;
         };
         let destination = o.destination;
         if self.sequencer.borrow().passed(&destination, offset, &epoch) {
-            // Its echo came back on pub/sub first and was delivered from there.
-            self.stats.echoes_ignored.inc();
+            // Its echo came back on pub/sub first and took it from there.
+            if let Some(p) = o.pending {
+                self.deliver_without_offset(p);
+            }
             return;
         }
         let watched = self.sequencer.borrow().position(&destination).is_some();
         match o.pending {
             // Nobody here listens in order (no subscriber yet): deliver as is.
             Some(p) if !watched => self.deliver(&self.positioned(p, offset, &epoch)),
-            pending => self.arrive(&destination, Arrival { offset, epoch, publication: pending }),
+            pending => {
+                let deliver_by = pending.is_some().then_some(o.deliver_by);
+                self.arrive(&destination, Arrival { offset, epoch, publication: pending, deliver_by })
+            }
         }
     }
 
@@ -387,7 +524,6 @@ impl Relay {
         let mut attempt = 0u32;
         let mut seen = self.shard.link.events();
         loop {
-            self.pubsub_up.set(false);
             if attempt > 0 {
                 let pause = super::link::backoff(attempt - 1, min, max, super::link::jitter_seed());
                 self.shard.link.pause(seen, pause).await;
@@ -438,7 +574,7 @@ impl Relay {
                 *self.active.borrow_mut() = subscribed.clone();
                 self.active_changed.notify_waiters();
                 if !self.pubsub_up.replace(true) {
-                    log::info!("redis pub/sub up ({} channels)", subscribed.len());
+                    log::debug!("redis pub/sub up ({} channels)", subscribed.len());
                 }
                 attempt = 0;
                 loop {
@@ -463,7 +599,10 @@ impl Relay {
             self.active.borrow_mut().clear();
             self.active_changed.notify_waiters();
             self.stats.pubsub_reconnects.inc();
-            log::warn!("redis pub/sub connection lost; reconnecting");
+            if self.pubsub_up.replace(false) {
+                self.pubsub_down_since.set(Some(Instant::now()));
+            }
+            log::debug!("redis pub/sub connection lost; making a new one");
         }
     }
 
@@ -481,24 +620,22 @@ impl Relay {
             return; // not in the cluster: another live node has this node's id
         }
         let position = envelope.offset.zip(envelope.sepoch.clone());
-        let own = envelope.origin == self.shard.server_id;
-        if let Some((offset, epoch)) = &position {
-            let passed = self.sequencer.borrow().passed(&envelope.destination, *offset, epoch);
-            let delivered =
-                envelope.delivered || (own && self.fallback_delivered.borrow().contains(&envelope.id));
-            if own && (delivered || passed) {
-                // This node's own publication: delivered here already, or by the script's
-                // reply; the sequencer only needs to move past it.
-                self.stats.echoes_ignored.inc();
-                if !passed {
-                    let destination = envelope.destination.clone();
-                    let epoch = Rc::from(epoch.as_str());
-                    self.arrive(&destination, Arrival { offset: *offset, epoch, publication: None });
-                }
+        if self.appended_here(&envelope) {
+            // This process's own publication: the outbox delivers it here, so its echo only
+            // moves the offset on, and hands over what is still owed (with the offset it has).
+            self.stats.echoes_ignored.inc();
+            let Some((offset, epoch)) = position else { return };
+            if self.sequencer.borrow().passed(&envelope.destination, offset, &epoch) {
                 return;
             }
-        } else if own {
-            self.stats.echoes_ignored.inc();
+            let owed = self.outbox.borrow_mut().get_mut(envelope.seq).and_then(|o| {
+                let by = o.deliver_by;
+                o.pending.take().map(|p| (p, by))
+            });
+            let (publication, deliver_by) = owed.map_or((None, None), |(p, by)| (Some(p), Some(by)));
+            let destination = envelope.destination.clone();
+            let epoch = Rc::from(epoch.as_str());
+            self.arrive(&destination, Arrival { offset, epoch, publication, deliver_by });
             return;
         }
         let destination = envelope.destination.clone();
@@ -514,7 +651,7 @@ impl Relay {
         match position {
             Some((offset, epoch)) => self.arrive(
                 &destination,
-                Arrival { offset, epoch: Rc::from(epoch), publication: Some(publication) },
+                Arrival { offset, epoch: Rc::from(epoch), publication: Some(publication), deliver_by: None },
             ),
             // From a node that does not number its publications: as it comes.
             None => self.deliver(&publication),
@@ -536,13 +673,17 @@ mod tests {
     }
 
     fn envelope(origin: &str, offset: u64, epoch: &str) -> Vec<u8> {
+        envelope_of(origin, 1, offset, epoch)
+    }
+
+    fn envelope_of(origin: &str, instance: u64, offset: u64, epoch: &str) -> Vec<u8> {
         let p = Publication::message(
             Rc::from("/topic/x"),
             Rc::from(format!("{origin}-{offset}")),
             Vec::new(),
             bytes::Bytes::from_static(b"hi"),
         );
-        let mut e = Envelope::wrap(origin, 1, 0, &p);
+        let mut e = Envelope::wrap(origin, instance, 0, &p);
         e.offset = Some(offset);
         e.sepoch = Some(epoch.to_string());
         e.encode()
@@ -564,55 +705,15 @@ mod tests {
         e.on_message(ch, &envelope("third", 4, "e"));
         assert_eq!(e.stats.received.get(), 5);
         assert_eq!(e.sequencer.borrow().position("/topic/x"), Some((Some(Rc::from("e")), 5)));
-        e.on_message(ch, &envelope("me", 5, "e"));
+        // This process's own echo only moves the offset on (the outbox delivers it here) ...
+        e.on_message(ch, &envelope_of("me", e.shard.epoch, 5, "e"));
         assert_eq!(e.stats.echoes_ignored.get(), 1);
         assert_eq!(e.sequencer.borrow().position("/topic/x"), Some((Some(Rc::from("e")), 6)));
+        // ... while what an earlier process of the same board appended is delivered like any.
+        e.on_message(ch, &envelope_of("me", e.shard.epoch - 1, 6, "e"));
+        assert_eq!(e.stats.received.get(), 6);
+        assert_eq!(e.sequencer.borrow().position("/topic/x"), Some((Some(Rc::from("e")), 7)));
         e.on_message(ch, b"garbage");
         assert_eq!(e.stats.bad_envelopes.get(), 1);
-    }
-}
-
-/// The most message ids `FallbackDelivered` remembers: a Redis stall long enough to time out
-/// more appends than this is past the relay buffer's bounds anyway.
-const FALLBACK_REMEMBERED: usize = 4096;
-
-/// A bounded set of message ids, oldest forgotten first.
-#[derive(Default)]
-struct FallbackDelivered {
-    ids: HashSet<Rc<str>>,
-    order: VecDeque<Rc<str>>,
-}
-
-impl FallbackDelivered {
-    fn insert(&mut self, id: Rc<str>) {
-        if !self.ids.insert(id.clone()) {
-            return;
-        }
-        self.order.push_back(id);
-        while self.order.len() > FALLBACK_REMEMBERED {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
-        }
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.ids.contains(id)
-    }
-}
-
-#[cfg(test)]
-mod fallback_tests {
-    use super::*;
-
-    #[test]
-    fn fallback_ids_are_bounded_and_forget_the_oldest() {
-        let mut f = FallbackDelivered::default();
-        for i in 0..FALLBACK_REMEMBERED + 10 {
-            f.insert(Rc::from(format!("n-{i}")));
-        }
-        assert!(!f.contains("n-0") && !f.contains("n-9"));
-        assert!(f.contains("n-10") && f.contains(&format!("n-{}", FALLBACK_REMEMBERED + 9)));
-        assert_eq!(f.order.len(), FALLBACK_REMEMBERED);
     }
 }

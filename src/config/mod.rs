@@ -182,6 +182,9 @@ settings! {
         pub reconnect_max_ms: u64 = Restart [10, 600_000];
         pub relay_buffer_messages: usize = Restart [0, 1_000_000];
         pub relay_buffer_ms: u64 = Restart [0, 3_600_000];
+        /// How long this board's own subscribers may wait for a streamed message's offset from
+        /// Redis before they get it without one, in ms (0: never wait).
+        pub offset_wait_ms: u64 = Restart [0, 10_000];
         /// ACL user the node gives the sentinels with a `redis-sentinel://` URL (empty: the
         /// default user); the URL's user is the data nodes'.
         #[serde(deserialize_with = "value::secret")]

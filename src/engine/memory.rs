@@ -9,7 +9,7 @@ use crate::broker::Publication;
 pub struct MemoryBroker;
 
 impl Broker for MemoryBroker {
-    fn publish(&self, _publication: &Publication) {}
+    fn publish(&self, _publication: &Publication, _delivered_here: bool) {}
 
     fn interest(&self, _destination: &str, _interested: bool) {}
 

@@ -82,9 +82,11 @@ pub struct LinkReport {
 
 /// Relays publications between nodes.
 pub trait Broker {
-    /// Hands a publication that was already delivered locally to the other nodes.
+    /// Hands a publication to the other nodes. `delivered_here`: this node's subscribers have
+    /// it already; false (a streamed destination whose `History::append` said
+    /// `DeliveredByEngine`): the engine delivers it here too, once, in order.
     /// Never waits: an engine that cannot send now buffers (bounded) or drops and counts.
-    fn publish(&self, publication: &Publication);
+    fn publish(&self, publication: &Publication, delivered_here: bool);
 
     /// Called when this node gains its first subscriber of `destination` (`true`) or loses
     /// its last one (`false`), so the engine only listens for what someone here wants.

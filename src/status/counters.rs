@@ -138,7 +138,7 @@ pub const NAMED: &[Named] = &[
         &["cluster_relay_dropped_total", "cluster_publish_errors_total"],
         Combine::Sum,
     ),
-    named("sequence_gaps", "Sequence gaps between boards", &["cluster_sequence_gaps_total"], Combine::Sum),
+    named("stream_lost", "Messages lost between boards", &["stream_lost_total"], Combine::Sum),
     named("redis_failovers", "Redis failovers followed", &["cluster_redis_failovers_total"], Combine::Sum),
     named("recoveries", "Stream recoveries", &["recoveries_total"], Combine::Sum),
 ];
@@ -180,7 +180,7 @@ pub fn combine(how: Combine, figures: &[(&str, u64)]) -> u64 {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "# HELP stomp_edge_connections_current Open.\n# TYPE stomp_edge_connections_current gauge\nstomp_edge_connections_current 3\n# HELP stomp_edge_closes_total Closes.\n# TYPE stomp_edge_closes_total counter\nstomp_edge_closes_total{reason=\"client_disconnect\"} 5\nstomp_edge_closes_total{reason=\"slow_consumer\"} 2\n# TYPE stomp_edge_cluster_sequence_gaps_total counter\nstomp_edge_cluster_sequence_gaps_total 7\n";
+    const TEXT: &str = "# HELP stomp_edge_connections_current Open.\n# TYPE stomp_edge_connections_current gauge\nstomp_edge_connections_current 3\n# HELP stomp_edge_closes_total Closes.\n# TYPE stomp_edge_closes_total counter\nstomp_edge_closes_total{reason=\"client_disconnect\"} 5\nstomp_edge_closes_total{reason=\"slow_consumer\"} 2\n# TYPE stomp_edge_stream_lost_total counter\nstomp_edge_stream_lost_total 7\n";
 
     #[test]
     fn parses_counters_only() {
@@ -189,7 +189,7 @@ mod tests {
             vec![
                 ("stomp_edge_closes_total{reason=\"client_disconnect\"}".to_string(), 5),
                 ("stomp_edge_closes_total{reason=\"slow_consumer\"}".to_string(), 2),
-                ("stomp_edge_cluster_sequence_gaps_total".to_string(), 7),
+                ("stomp_edge_stream_lost_total".to_string(), 7),
             ]
         );
     }
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(group_of("stomp_edge_auth_failures_total{reason=\"x\"}"), Some(2));
         assert_eq!(group_of("stomp_edge_login_failures_total"), Some(2));
         assert_eq!(group_of("stomp_edge_memory_refused_total{what=\"delivery\"}"), Some(4));
-        assert_eq!(group_of("stomp_edge_cluster_sequence_gaps_total"), Some(8));
+        assert_eq!(group_of("stomp_edge_stream_lost_total"), Some(8));
         assert_eq!(group_of("stomp_edge_stream_recoveries_total"), Some(10));
         // Related counters that are not the group's own stay out of it (they show as other trouble).
         assert_eq!(group_of("stomp_edge_stream_recoveries_failed_total"), None);
