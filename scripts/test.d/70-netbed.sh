@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The network-fault bed of issue 20 (tests/netbed/): for each scenario, network namespaces
 # se-<pid>-* joined by a bridge, real redis-server/sentinels and two real stomp-edge boards in
-# them, stomp.py clients inside the boards' namespaces, faults made with nftables drop rules,
+# them, @stomp/stompjs clients inside the boards' namespaces, faults made with nftables drop rules,
 # NFQUEUE delay/loss (nfq_delay.py), SIGSTOP/kill/restart of Redis and a Sentinel failover; a
 # checker asserts no loss, duplicate or reorder and prints a table. Needs root. Installs, when
 # missing, Debian's nftables, iptables, iproute2 and libnetfilter-queue-dev, and the hash-pinned
@@ -45,9 +45,11 @@ if ! "$VENV/bin/python" -c 'import netfilterqueue' 2>/dev/null; then
     say "pip install --require-hashes -r tests/netbed/requirements.txt"
     "$VENV/bin/python" -m pip install -q --require-hashes -r "$req" || fatal "pip install netfilterqueue"
 fi
-if ! "$VENV/bin/python" -c 'import stomp' 2>/dev/null; then
-    "$VENV/bin/python" -m pip install -q --require-hashes -r "$ROOT/tests/py/requirements.txt" ||
-        fatal "pip install stomp.py"
+
+# The bed's clients are @stomp/stompjs over ws from tests/js (setup's `npm ci` installs them).
+if [ ! -d "$ROOT/tests/js/node_modules/@stomp/stompjs" ] || [ ! -d "$ROOT/tests/js/node_modules/ws" ]; then
+    say "npm ci in tests/js"
+    (cd "$ROOT/tests/js" && npm ci --omit=optional --no-audit --no-fund --loglevel=error) || fatal "npm ci in tests/js"
 fi
 
 exec "$VENV/bin/python" "$ROOT/tests/netbed/netbed.py" "$@"

@@ -6,7 +6,7 @@ by a veth pair (`eth0` inside, 10.203.0.x/24): `redis` (.2), `replica` (.3) and 
 (.4, three sentinels on ports 26379-26381) when the scenario needs them, boards `a` (.11) and
 `b` (.12). The root namespace's addresses and routes are never touched. Each board runs the
 real stomp-edge binary (`$STOMP_EDGE_BIN`, defaults otherwise) on 127.0.0.1:8080 inside its own
-namespace, and its clients (clients.py, stomp.py over WebSocket) run there too.
+namespace, and its clients (clients.mjs, @stomp/stompjs over `ws`) run there too.
 
 Faults are made for real: cuts are nftables drop rules on a namespace's `eth0` (both ways or one
 way); delay, jitter and loss are an iptables NFQUEUE rule plus nfq_delay.py (this kernel has no
@@ -26,6 +26,7 @@ target/netbed). The scenario names and what each asserts are in SCENARIOS below 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PY = sys.executable
+NODE = shutil.which("node") or "node"
 BIN = os.path.abspath(os.environ.get("STOMP_EDGE_BIN", os.path.join(REPO, "target/debug/stomp-edge")))
 OUT = os.path.abspath(os.environ.get("NETBED_OUT", os.path.join(REPO, "target/netbed")))
 LONG = float(os.environ.get("NETBED_LONG_SECONDS", "60"))
@@ -532,7 +534,7 @@ def run_scenario(name, sc):
             bed.start_board(board, board_urls(sentinel))
         go = os.path.join(workdir, "go")
         for board in ("a", "b"):
-            argv = [PY, os.path.join(HERE, "clients.py"), "--board", board, "--clients", str(sc["clients"]),
+            argv = [NODE, os.path.join(HERE, "clients.mjs"), "--board", board, "--clients", str(sc["clients"]),
                     "--rate", str(sc["rate"]), "--go-file", go, "--duration", str(sc["duration"]),
                     "--out", os.path.join(workdir, f"{board}.jsonl")]
             if sc.get("from_first"):
