@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use stomp_edge::ws::*;
+use stomp_edge::transport::ws::*;
 
 const KEY: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
 

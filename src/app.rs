@@ -8,11 +8,11 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::broker::Publication;
 use crate::engine::LocalBoxFuture;
-use crate::metrics::{MetricLines, METRICS};
-use crate::outbound::{OutFrame, Outbound};
+use crate::hub::Publication;
+use crate::observability::metrics::{MetricLines, METRICS};
 use crate::protocol::{Command, FrameWriter, Version};
+use crate::transport::outbound::{OutFrame, Outbound};
 
 /// Where application errors go, as in Spring: the sender alone.
 pub const ERRORS_DESTINATION: &str = "/user/queue/errors";

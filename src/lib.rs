@@ -3,95 +3,79 @@
 //! Pub/Sub; without Redis each board serves its own clients alone.
 //!
 //! The library's API is what the binary, the benchmarks, the fuzz targets and the tests use:
-//! [`run`], `config`, `server` (its `Hooks`), `edge`, `auth`, `protocol`, `ws`, and for the fuzz
-//! targets `access` and `sockjs` (its `frame` codec). Every other
-//! module is `pub(crate)`, so the compiler reports what nothing uses.
+//! [`run`], `config`, `transport::server` (its `Hooks`), `board::edge`, `auth`, `protocol`,
+//! `transport::ws`, `tls`, and for the fuzz targets `auth::access` and `transport::sockjs` (its
+//! `frame` codec). Every other module is `pub(crate)`, so the compiler reports what nothing
+//! uses.
 //!
 //! # Layout
 //!
 //! - `config`: the typed configuration from the documented default file, `--config`, the
 //!   environment and flags.
+//! - `transport`: the board's one port, from socket to session and back:
+//!   - `server`: the listener, accept loop and signals (drain, reload);
+//!   - `http`: the routes (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`, `/api`);
+//!   - `upgrade`: the WebSocket upgrade of `/ws` and SockJS (`Upgraded`), and the response
+//!     `Body` of every route; `socket`: the `Socket` an upgraded connection reads and writes;
+//!   - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec;
+//!   - `driver`: the socket task of an upgraded WebSocket (read, de-frame, write, timers,
+//!     goodbye), shared by `/ws` (`connection`: one STOMP frame per message) and SockJS;
+//!   - `sockjs`: the SockJS transports under `/ws/**`, each session a STOMP connection too;
+//!   - `outbound`: the bounded per-client queue between the hub and the socket task, woken
+//!     through `signal`;
+//!   - `forwarded`: the real client's address behind a trusted reverse proxy.
+//! - `tls`: HTTPS and `wss://` on the board's port (rustls with ring): certificates, their
+//!   SIGHUP reload, `--generate-cert`, and the TLS `Socket`.
 //! - `protocol`: STOMP frames: the zero-copy parser and the encoder.
-//! - `ws`: WebSocket: the upgrade handshake and the in-place data-path frame codec.
-//! - `access`: who may talk to the board: the `Host` allow-list (DNS rebinding), `Origin`.
-//! - `http`: the routes of the one port (`/`, `/ws`, `/ws/**` SockJS, `/healthz`, `/metrics`,
-//!   `/api`).
-//! - `upgrade`: the WebSocket upgrade of `/ws` and SockJS, and the response `Body` of every
-//!   route (shared by `http` and `sockjs`, which do not import each other).
-//! - `server`: the listener, accept loop and signals (drain, reload).
-//! - `driver`: the socket task of an upgraded WebSocket (read, de-frame, parse, write,
-//!   heart-beats, goodbye), shared by `/ws` and SockJS's `websocket` transport.
-//! - `connection`: the plain `/ws` framing: one STOMP frame per WebSocket message.
-//! - `sockjs`: the SockJS transports under `/ws/**`, each session a STOMP connection too.
-//! - `stomp_input`: received STOMP bytes → frames → `Session`, for every transport.
-//! - `liveness`: a connection's STOMP clock: CONNECT deadline and heart-beats.
-//! - `session`: one client's STOMP state machine (CONNECT … DISCONNECT), no I/O.
-//! - `outbound`: the bounded per-client queue between the hub and the socket task.
-//! - `signal`: the lock-free wake-up flag a connection or SockJS task waits on.
-//! - `broker`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out.
+//! - `session`: one client's STOMP state machine (CONNECT … DISCONNECT), no I/O: `input`
+//!   (received bytes → frames → `Session`, for every transport), `command` (a frame becomes a
+//!   typed command once), `destination` (every destination rule), one file per command family,
+//!   and `liveness` (the CONNECT deadline and heart-beats).
+//! - `app`: the `/app` application hook and `/user/queue/errors` replies.
+//! - `node`: glues config, hub, engine, application and the connection table together.
+//! - `hub`: `Publication` and the `Hub` of local subscriptions with encode-once fan-out (no I/O).
 //! - `engine`: the `Broker` interface and `BrokerEventHandler`; `engine::memory` for a node
 //!   alone. Publications are typed (kind, room): engines never read bodies.
 //!   `engine::stream` is the history interface (offsets, epochs, recovery), `engine::stream_memory`
-//!   its ring for a node alone; the cluster keeps streams in Redis (`cluster::stream`).
-//! - `cluster`: the Redis engine behind the same interface: shard, relay, registry, catch-up,
-//!   over one link that follows a Sentinel-managed primary through failovers.
-//! - `node`: glues config, hub, engine, application and the connection table together.
-//! - `advertise`: the URL this board is reached at (`cluster.advertise_url` or derived).
-//! - `status`: `/api/nodes`, and the `/status` page's snapshot (`/api/status`).
-//! - `app`: the `/app` application hook and `/user/queue/errors` replies.
+//!   its ring for a node alone; the cluster keeps streams in Redis (`engine::redis::stream`).
+//! - `engine::redis`: the Redis engine behind the same interface: store-and-forward relay
+//!   (outbox), offset order, registry, catch-up, over one link that follows a
+//!   Sentinel-managed primary through failovers.
 //! - `chat`: the chat rooms of the original design under `/app/room/{roomId}/…`, with their
 //!   membership (`chat::membership`: a memory and a Redis store behind one interface).
-//! - `clock`: epoch milliseconds.
-//! - `auth`: CONNECT login/passcode checks.
-//! - `login_throttle`: failed logins per address and login, and the delay they earn.
-//! - `tls`: HTTPS and `wss://` on the board's port (rustls with ring): certificates, their
-//!   SIGHUP reload, `--generate-cert`, and the TLS socket under an upgraded WebSocket.
-//! - `forwarded`: the real client's address behind a trusted reverse proxy.
-//! - `memory`: the board's memory budget, charged with every buffer a client can make us hold.
-//! - `metrics`: counters and the Prometheus text for `/metrics`.
-//! - `edge`: life on the board: systemd readiness, watchdog and reload notifications.
+//! - `auth`: who may come in: CONNECT and HTTP Basic login checks, `login_check` (Argon2 off
+//!   the event loop), `login_throttle` (failed logins and the delay they earn), `access` (the
+//!   `Host` allow-list against DNS rebinding, `Origin`).
+//! - `observability`: `metrics` (counters and the Prometheus text for `/metrics`) and `status`
+//!   (`/api/nodes`, the `/status` page's snapshot `/api/status`).
+//! - `board`: life on the board: `edge` (systemd readiness, watchdog and reload
+//!   notifications), `memory` (the memory budget, charged with every buffer a client can make
+//!   us hold), `clock` (epoch milliseconds), `advertise` (the URL this board is reached at).
 //!
 //! # The data path
 //!
-//! A client's `SEND /topic/x` arrives in `driver` (bytes → WebSocket de-framing in place →
-//! `protocol::parse`), is handled by `session` (`route_send`), and reaches `Node::publish`,
-//! which delivers it to this node's subscribers through `Hub::deliver` (one MESSAGE encoding
-//! per distinct subscription id, the bytes shared by every recipient's `Outbound`) and then
-//! hands it to the engine for the other nodes. Each recipient's socket task (`driver`) wakes and
-//! writes its whole queue in one vectored write.
+//! A client's `SEND /topic/x` arrives in `transport::driver` (bytes → WebSocket de-framing in
+//! place), goes through `session::input` (`protocol::parse`) to `Session::handle`, becomes a
+//! `session::command::Command`, is routed by `session::send` (`route_send`, by
+//! `Destination::send_route`), and reaches `Node::publish`, which delivers it to this node's
+//! subscribers through `Hub::deliver` (one MESSAGE encoding per distinct subscription id, the
+//! bytes shared by every recipient's `Outbound`) and then hands it to the engine for the other
+//! nodes. Each recipient's socket task (`transport::driver`) wakes and writes its whole queue
+//! in one vectored write. docs/ARCHITECTURE.md walks it file by file.
 
-pub mod access;
-pub(crate) mod advertise;
 pub(crate) mod app;
 pub mod auth;
-pub(crate) mod broker;
+pub mod board;
 pub(crate) mod chat;
-pub(crate) mod clock;
-pub(crate) mod cluster;
 pub mod config;
-pub(crate) mod connection;
-pub(crate) mod driver;
-pub mod edge;
 pub(crate) mod engine;
-pub mod forwarded;
-pub(crate) mod http;
-pub(crate) mod liveness;
-pub(crate) mod login_check;
-pub(crate) mod login_throttle;
-pub(crate) mod memory;
-pub(crate) mod metrics;
+pub(crate) mod hub;
 pub(crate) mod node;
-pub(crate) mod outbound;
+pub(crate) mod observability;
 pub mod protocol;
-pub mod server;
 pub(crate) mod session;
-pub(crate) mod signal;
-pub mod sockjs;
-pub(crate) mod status;
-pub(crate) mod stomp_input;
 pub mod tls;
-pub(crate) mod upgrade;
-pub mod ws;
+pub mod transport;
 
 use std::rc::Rc;
 
@@ -105,7 +89,7 @@ use node::Node;
 /// runtime: all state lives on this one thread, without locks.
 pub fn run(
     config: Config,
-    hooks: Rc<dyn server::Hooks>,
+    hooks: Rc<dyn transport::server::Hooks>,
     reload: Box<dyn Fn() -> Result<Config, String>>,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -123,11 +107,11 @@ pub fn run(
         Some(tls::load(&config.tls.cert_file, &config.tls.key_file)?)
     };
     local.block_on(&runtime, async move {
-        let listener = server::bind(config.listen)
+        let listener = transport::server::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let bound = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
-        let mut advertise_url = advertise::advertise_url(&config.cluster.advertise_url, bound);
+        let mut advertise_url = board::advertise::advertise_url(&config.cluster.advertise_url, bound);
         if certificate.is_some() && config.cluster.advertise_url.is_empty() {
             advertise_url = advertise_url.replacen("http://", "https://", 1);
         }
@@ -135,7 +119,7 @@ pub fn run(
             // Cluster mode: the Redis engine is the broker, and the chat keeps its rooms in
             // Redis over the same link. The engine connects in the background; the node
             // serves its own clients from the first moment.
-            let engine = cluster::RedisEngine::new(&config)?;
+            let engine = engine::redis::RedisEngine::new(&config)?;
             let node = Rc::new(Node::new(config, engine.clone()));
             // The streams of a cluster live in Redis, shared by every node.
             node.set_history(engine.clone());
@@ -175,7 +159,9 @@ pub fn run(
             );
             node.tls.set(certificate);
         }
-        status::start(&node);
-        server::serve(listener, node, hooks, reload).await.map_err(|e| format!("server failed: {e}"))
+        observability::status::start(&node);
+        transport::server::serve(listener, node, hooks, reload)
+            .await
+            .map_err(|e| format!("server failed: {e}"))
     })
 }

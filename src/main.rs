@@ -78,10 +78,11 @@ fn main() -> ExitCode {
         Action::Run(config) => Ok(*config),
         _ => Err("unexpected arguments on reload".to_string()),
     });
-    let hooks: Rc<dyn stomp_edge::server::Hooks> = match stomp_edge::edge::SystemdHooks::from_env() {
-        Some(systemd) => Rc::new(systemd),
-        None => Rc::new(stomp_edge::server::NoHooks),
-    };
+    let hooks: Rc<dyn stomp_edge::transport::server::Hooks> =
+        match stomp_edge::board::edge::SystemdHooks::from_env() {
+            Some(systemd) => Rc::new(systemd),
+            None => Rc::new(stomp_edge::transport::server::NoHooks),
+        };
     match stomp_edge::run(config, hooks, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -8,16 +8,16 @@ use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::Application;
+use crate::auth::login_check::LoginChecks;
+use crate::auth::login_throttle::LoginThrottle;
 use crate::auth::Authenticator;
-use crate::broker::{Hub, HubError, Publication, Subscriber};
 use crate::config::{Config, Reload};
 use crate::engine::stream::{Append, History};
 use crate::engine::stream_memory::MemoryStreams;
 use crate::engine::{Broker, BrokerEventHandler};
-use crate::login_check::LoginChecks;
-use crate::login_throttle::LoginThrottle;
-use crate::metrics::{CloseReason, METRICS};
-use crate::outbound::Outbound;
+use crate::hub::{Hub, HubError, Publication, Subscriber};
+use crate::observability::metrics::{CloseReason, METRICS};
+use crate::transport::outbound::Outbound;
 
 pub struct Node {
     /// Replaced as a whole on SIGHUP; sessions read it when they need a limit.
@@ -28,9 +28,9 @@ pub struct Node {
     /// engine's streams in Redis.
     history: RefCell<Rc<dyn History>>,
     pub auth: RefCell<Authenticator>,
-    /// Failed logins per address and login, to slow guessing (`crate::login_throttle`).
+    /// Failed logins per address and login, to slow guessing (`crate::auth::login_throttle`).
     pub login_throttle: LoginThrottle,
-    /// The Argon2 checks of hashed passcodes, run off the event loop (`crate::login_check`).
+    /// The Argon2 checks of hashed passcodes, run off the event loop (`crate::auth::login_check`).
     pub login_checks: Rc<LoginChecks>,
     /// The application mounted under `/app` (the chat rooms), if any.
     app: RefCell<Option<Rc<dyn Application>>>,
@@ -47,7 +47,7 @@ pub struct Node {
     draining: Cell<bool>,
     /// When stalled consumers were last looked for (at most every 100 ms, under memory pressure).
     last_shed: Cell<Instant>,
-    /// The URL other boards and browsers reach this one at (`crate::advertise`), known once
+    /// The URL other boards and browsers reach this one at (`crate::board::advertise`), known once
     /// the listener is bound; `/api/nodes` and the registry entry carry it.
     advertise_url: RefCell<Rc<str>>,
     /// The certificate of the board's port when `[tls]` is on (`crate::tls`).
@@ -100,7 +100,7 @@ const CONNECTION_ADMISSION_BYTES: usize = 32 * 1024;
 impl Node {
     pub fn new(config: Config, broker: Rc<dyn Broker>) -> Node {
         let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        crate::memory::set_limit(config.limits.memory_budget_bytes);
+        crate::board::memory::set_limit(config.limits.memory_budget_bytes);
         Node {
             hub: Hub::new(config.limits.max_destinations),
             auth: RefCell::new(Authenticator::new(config.auth.users.clone())),
@@ -143,7 +143,7 @@ impl Node {
         log::set_max_level(config.log_level);
         self.hub.set_max_destinations(config.limits.max_destinations);
         *self.auth.borrow_mut() = Authenticator::new(config.auth.users.clone());
-        crate::memory::set_limit(config.limits.memory_budget_bytes);
+        crate::board::memory::set_limit(config.limits.memory_budget_bytes);
         for out in self.connections.borrow().values() {
             out.set_limit(config.limits.max_outbound_bytes);
         }
@@ -256,7 +256,7 @@ impl Node {
         if self.connections.borrow().len() >= config.limits.max_connections {
             return Err(Refusal::Limit);
         }
-        if !crate::memory::admit(CONNECTION_ADMISSION_BYTES) {
+        if !crate::board::memory::admit(CONNECTION_ADMISSION_BYTES) {
             METRICS.memory_refused.inc("connection");
             return Err(Refusal::Memory);
         }
@@ -313,9 +313,9 @@ impl Node {
             return;
         }
         self.last_shed.set(now);
-        self.history().reclaim(crate::memory::held_shortfall(0));
+        self.history().reclaim(crate::board::memory::held_shortfall(0));
         for out in self.connections.borrow().values() {
-            if out.backed_up_for().is_some_and(|d| d >= crate::outbound::SLOW_CONSUMER_GRACE) {
+            if out.backed_up_for().is_some_and(|d| d >= crate::transport::outbound::SLOW_CONSUMER_GRACE) {
                 log::info!("memory budget short: closing a consumer backed up for {:?}", out.backed_up_for());
                 out.close(CloseReason::SlowConsumer);
             }

@@ -142,6 +142,11 @@ async fn cross_node_chat_with_cluster_wide_state_and_no_duplicates() {
     assert_eq!(n1.metric("stomp_edge_cluster_pubsub_reconnects_total"), 0);
     assert_eq!(n2.metric("stomp_edge_cluster_pubsub_reconnects_total"), 0);
     assert!(n1.metric("stomp_edge_cluster_echoes_ignored_total") >= 50);
+    // Every metric of a cluster node with the chat is declared with its help text (one registry).
+    let (_, _, text) = n1.get("/metrics");
+    for line in text.lines().filter(|l| l.starts_with("# HELP ")) {
+        assert!(line.splitn(4, ' ').nth(3).is_some_and(|help| !help.is_empty()), "undeclared: {line}");
+    }
 
     // Plain /topic/** SENDs cross nodes too, only to nodes with interest.
     let (mut sub, _) = Client::connect(&n2.url()).await;

@@ -13,7 +13,10 @@ use common::streams::{offset, offsets, subscribe_from, STREAMS};
 use common::{Client, Frame, Server};
 use serde_json::Value;
 
-const FAST: &str = "[cluster]\nheartbeat_ms = 500\nregistry_ttl_ms = 3000\ncommand_timeout_ms = 1000\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n";
+/// Short timers; and a long `offset_wait_ms`, so the origin's own subscribers get their offset
+/// even on a loaded test machine (these tests check offsets; the default 50 ms is tested in
+/// `own_subscribers_never_wait_on_a_stalled_redis`).
+const FAST: &str = "[cluster]\nheartbeat_ms = 500\nregistry_ttl_ms = 3000\ncommand_timeout_ms = 1000\nreconnect_min_ms = 50\nreconnect_max_ms = 500\noffset_wait_ms = 2000\n";
 
 fn node(redis: &Redis, id: &str, extra: &str) -> Server {
     let config = format!("{FAST}{STREAMS}{extra}");
@@ -483,4 +486,45 @@ async fn an_epoch_that_lost_offsets_is_replaced_and_delivery_goes_on() {
     let now = redis.cli(&["HGET", "stomp:stream:meta:s/lag", "epoch"]);
     assert_ne!(now.trim(), epoch, "a new epoch");
     assert_eq!(a.metric("stomp_edge_cluster_duplicates_ignored_total"), 0);
+}
+
+/// A board's own subscribers get its messages while Redis is hung, in order and without
+/// offsets, long before any Redis command could time out; the other board gets them once Redis
+/// is back, once each and in order (found from outside: during a cut of 10 s a board's own
+/// clients got its first messages 5 s late, after newer ones: local delivery waited on Redis).
+#[tokio::test]
+async fn own_subscribers_never_wait_on_a_stalled_redis() {
+    let redis = Redis::start();
+    // The default offset wait (50 ms) against a command timeout of 10 s.
+    let config = format!(
+        "[cluster]\ncommand_timeout_ms = 10000\nheartbeat_ms = 500\nregistry_ttl_ms = 30000\n{STREAMS}"
+    );
+    let start = |id: &str| {
+        let s = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", id]);
+        assert!(wait_mode(&s, "cluster", Duration::from_secs(10)), "{id} never reached Redis");
+        s
+    };
+    let (a, b) = (start("a"), start("b"));
+    let (mut on_a, _) = Client::connect(&a.url()).await;
+    subscribe_from(&mut on_a, "/topic/s/own", "a", "").await;
+    let (mut on_b, _) = Client::connect(&b.url()).await;
+    subscribe_from(&mut on_b, "/topic/s/own", "b", "").await;
+    let (mut pa, _) = Client::connect(&a.url()).await;
+    redis.pause();
+    for i in 0..10 {
+        send(&mut pa, "/topic/s/own", &format!("m{i}")).await;
+    }
+    // All ten while Redis is still hung (until they are all here; the command timeout is 10 s).
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let f = on_a.try_recv(Duration::from_secs(3)).await.expect("own board's message while Redis is hung");
+        assert_eq!(f.header("x-stream-offset"), None, "no offset is known yet");
+        got.push(f.body_text());
+    }
+    assert_eq!(got, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.resume();
+    assert_eq!(bodies(&mut on_b, 10).await, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert!(on_a.try_recv(Duration::from_secs(1)).await.is_none(), "delivered twice on its own board");
+    assert!(on_b.try_recv(Duration::from_millis(500)).await.is_none(), "delivered twice on the other board");
 }

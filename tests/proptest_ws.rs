@@ -3,7 +3,7 @@
 //! exactly their concatenated payloads.
 
 use proptest::prelude::*;
-use stomp_edge::ws::*;
+use stomp_edge::transport::ws::*;
 
 /// One message to send: text or binary, its payload, how to fragment it, the masking key seed,
 /// and whether to slip a ping in after the first fragment.

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use stomp_edge::ws::*;
+use stomp_edge::transport::ws::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;

@@ -8,7 +8,7 @@
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Uri, Version};
 use libfuzzer_sys::fuzz_target;
-use stomp_edge::access::{check_host, origin_allowed};
+use stomp_edge::auth::access::{check_host, origin_allowed};
 use stomp_edge::config::Config;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stomp_edge::sockjs::frame::{decode_array, decode_message, decode_stream, message_end, push_json_string};
+use stomp_edge::transport::sockjs::frame::{decode_array, decode_message, decode_stream, message_end, push_json_string};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&knob, input)) = data.split_first() else {

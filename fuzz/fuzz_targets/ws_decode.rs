@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stomp_edge::ws::Decoder;
+use stomp_edge::transport::ws::Decoder;
 
 /// Longest undecoded tail: a 14-byte header and a 125-byte control payload.
 const MAX_TAIL: usize = 14 + 125;

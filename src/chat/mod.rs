@@ -17,11 +17,11 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use crate::app::{AppError, Application, RoomApi, SessionHandle};
-use crate::broker::{Kind, Publication};
 use crate::config::Config;
 use crate::engine::LocalBoxFuture;
-use crate::metrics::MetricLines;
+use crate::hub::{Kind, Publication};
 use crate::node::Node;
+use crate::observability::metrics::MetricLines;
 use membership::{LocalDelivery, Member, Membership};
 use room::{EventType, RoomEvent, RoomId, Username};
 
@@ -279,17 +279,9 @@ impl Application for ChatApp {
     fn metrics(&self) -> (MetricLines, MetricLines) {
         let in_rooms = self.sessions.borrow().values().filter(|s| s.room.borrow().is_some()).count();
         let (mut gauges, counters) = self.membership.metrics();
-        gauges.push((
-            "chat_participants_local",
-            "Sessions of this node that are in a chat room.",
-            in_rooms as u64,
-        ));
+        gauges.push(("chat_participants_local", in_rooms as u64));
         let mut counters = counters;
-        counters.push((
-            "chat_stale_leaves_ignored_total",
-            "Other nodes' LEAVEs of members still in their room here (announced while this node was cut off), not delivered.",
-            self.stale_leaves.get(),
-        ));
+        counters.push(("chat_stale_leaves_ignored_total", self.stale_leaves.get()));
         (gauges, counters)
     }
 

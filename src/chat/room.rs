@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{Kind, Publication};
-use crate::clock::now_ms;
+use crate::board::clock::now_ms;
 use crate::config::{ChatConfig, Config, ROOM_ID_CEILING, USERNAME_BYTES};
+use crate::hub::{Kind, Publication};
 
 /// Where each room's events are broadcast: `/topic/room/{roomId}`.
 pub const ROOM_TOPIC_PREFIX: &str = "/topic/room/";

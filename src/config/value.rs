@@ -160,23 +160,25 @@ fn other_hash_scheme(pass: &str) -> Option<&str> {
     (looks_like_scheme && !rest.is_empty()).then_some(scheme)
 }
 
-/// `http.allowed_hosts`: host names, `".domain"` suffixes or `"*"` (`crate::access`).
+/// `http.allowed_hosts`: host names, `".domain"` suffixes or `"*"` (`crate::auth::access`).
 pub fn hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
-    crate::access::validate_hosts(&list).map_err(D::Error::custom)?;
+    crate::auth::access::validate_hosts(&list).map_err(D::Error::custom)?;
     Ok(list)
 }
 
-/// `websocket.allowed_origins`: origins (`scheme://host[:port]`) or `"*"` (`crate::access`).
+/// `websocket.allowed_origins`: origins (`scheme://host[:port]`) or `"*"` (`crate::auth::access`).
 pub fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
-    crate::access::validate_origins(&list).map_err(D::Error::custom)?;
+    crate::auth::access::validate_origins(&list).map_err(D::Error::custom)?;
     Ok(list)
 }
 
 /// `http.trusted_proxies`, `http.metrics_open_to`: addresses or CIDR networks
-/// (`crate::forwarded::Network`).
-pub fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::forwarded::Network>, D::Error> {
+/// (`crate::transport::forwarded::Network`).
+pub fn networks<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<crate::transport::forwarded::Network>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
-    crate::forwarded::parse_list(&list).map_err(D::Error::custom)
+    crate::transport::forwarded::parse_list(&list).map_err(D::Error::custom)
 }

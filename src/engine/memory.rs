@@ -3,7 +3,7 @@
 //! Guarantee: every message reaches every subscriber of this node whose queue has room.
 
 use super::{Broker, Mode, RedisState};
-use crate::broker::Publication;
+use crate::hub::Publication;
 
 #[derive(Default)]
 pub struct MemoryBroker;

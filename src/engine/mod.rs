@@ -7,22 +7,25 @@
 //! to, and an engine routes by that, never by reading a body. Engines know nothing of chat
 //! rooms or user names; room membership is the chat application's (`chat::membership`).
 //!
-//! Delivery order and guarantee. The node delivers a publication to its own subscribers
-//! first and then hands it to the engine (local-first): local chat keeps working and stays
-//! lowest-latency while Redis is away. The price is that order is kept per publisher, not
-//! globally across nodes: two publishers on two nodes may be seen in different orders on each
-//! node. One exception, for streams (`stream`): in cluster mode a publication to a streamed
-//! destination is delivered on its own node only once Redis gave it its offset, so every node
-//! delivers a destination in the same offset order (while Redis is away it is local-first
-//! again, without a position). Between nodes the Redis engine delivers each destination in
-//! offset order and repairs gaps from the stream; what the stream no longer has is counted.
+//! Delivery order and guarantee. A node's own subscribers get its publications first, never
+//! waiting on the engine for long (local-first): local chat keeps working and stays
+//! lowest-latency while Redis is away. Order is kept per publisher, not globally across nodes:
+//! two publishers on two nodes may be seen in different orders on each node. Streams (`stream`)
+//! narrow that: in cluster mode a publication to a streamed destination reaches its own node's
+//! subscribers with its offset when Redis gives it within `cluster.offset_wait_ms`, so every
+//! node delivers those in the same offset order (otherwise without a position, at once). Between
+//! nodes the Redis engine stores and forwards: what a node accepted waits in its outbox until
+//! Redis has it, and every node delivers each destination in offset order, once each, reading
+//! gaps back from the stream; only what the stream no longer has is lost, counted once and told
+//! to the subscribers.
 
 pub mod memory;
+pub mod redis;
 pub mod stream;
 pub mod stream_memory;
 
-use crate::broker::Publication;
-pub use crate::metrics::MetricLines;
+use crate::hub::Publication;
+pub use crate::observability::metrics::MetricLines;
 
 /// Which kind of deployment the engine serves, as `/healthz` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

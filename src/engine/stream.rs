@@ -13,13 +13,13 @@
 //! - a recovery returns only kept messages, in offset order, and says whether they are all
 //!   the client asked for (`recovered`).
 
-use crate::broker::{Publication, StreamPosition};
 use crate::engine::{LocalBoxFuture, MetricLines};
+use crate::hub::{Publication, StreamPosition};
 
 /// The `x-stream-offset` header of SUBSCRIBE.
-pub const OFFSET_HEADER: &str = crate::broker::OFFSET_HEADER;
+pub const OFFSET_HEADER: &str = crate::hub::OFFSET_HEADER;
 /// The `x-stream-epoch` header of SUBSCRIBE (with `offset=N`).
-pub const EPOCH_HEADER: &str = crate::broker::EPOCH_HEADER;
+pub const EPOCH_HEADER: &str = crate::hub::EPOCH_HEADER;
 /// The `x-stream-recovered` header of the SUBSCRIBE's RECEIPT.
 pub const RECOVERED_HEADER: &str = "x-stream-recovered";
 

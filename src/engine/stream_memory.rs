@@ -5,7 +5,7 @@
 //! the epoch is the process's start time (and a forgotten stream that comes back gets a new
 //! one), and a client that recovers across a restart is told so.
 //!
-//! The kept bytes are charged to the memory budget (`crate::memory`, one charge for the
+//! The kept bytes are charged to the memory budget (`crate::board::memory`, one charge for the
 //! store). History gives way to live traffic: while the account is over its held mark (3/4 of
 //! the budget) the node's oldest kept messages are dropped, on every append and sweep and when
 //! the node is short of memory, and a transaction's SEND may `reclaim` them. A publication is
@@ -17,10 +17,10 @@ use std::rc::Rc;
 
 use super::stream::{plan, Append, History, Recovering, Recovery, Since};
 use super::MetricLines;
-use crate::broker::{Publication, StreamPosition};
+use crate::board::memory::{self, Charge};
 use crate::config::StreamsConfig;
-use crate::memory::{self, Charge};
-use crate::metrics::Counter;
+use crate::hub::{Publication, StreamPosition};
+use crate::observability::metrics::Counter;
 
 pub struct MemoryStreams {
     config: StreamsConfig,
@@ -77,7 +77,7 @@ impl Ring {
 
 impl MemoryStreams {
     pub fn new(config: StreamsConfig) -> MemoryStreams {
-        MemoryStreams::with_clock_start(config, crate::clock::now_ms())
+        MemoryStreams::with_clock_start(config, crate::board::clock::now_ms())
     }
 
     fn with_clock_start(config: StreamsConfig, start_ms: u64) -> MemoryStreams {
@@ -264,16 +264,16 @@ impl History for MemoryStreams {
     }
 
     fn append(&self, publication: &mut Publication) -> Append {
-        self.append_at(publication, crate::clock::now_ms());
+        self.append_at(publication, crate::board::clock::now_ms());
         Append::DeliverNow
     }
 
     fn recover(&self, destination: &str, since: &Since) -> Recovering {
-        Recovering::Now(self.recover_at(destination, since, crate::clock::now_ms()))
+        Recovering::Now(self.recover_at(destination, since, crate::board::clock::now_ms()))
     }
 
     fn sweep(&self) {
-        self.sweep_at(crate::clock::now_ms());
+        self.sweep_at(crate::board::clock::now_ms());
     }
 
     fn reclaim(&self, bytes: usize) -> usize {
@@ -300,34 +300,18 @@ impl History for MemoryStreams {
 
 fn stream_metrics(streams: u64, messages: u64, bytes: u64, s: &Stats) -> (MetricLines, MetricLines) {
     let gauges = vec![
-        ("streams_current", "Destinations with a history on this node.", streams),
-        ("stream_messages_current", "Messages kept in the histories of this node.", messages),
-        ("stream_bytes_current", "Bytes of the messages kept on this node.", bytes),
+        ("streams_current", streams),
+        ("stream_messages_current", messages),
+        ("stream_bytes_current", bytes),
     ];
     let counters = vec![
-        ("stream_appended_total", "Messages appended to a destination's history.", s.appended.get()),
-        (
-            "stream_trimmed_total",
-            "Kept messages dropped by the history bounds (max_messages, max_age_ms).",
-            s.trimmed.get(),
-        ),
-        (
-            "stream_evicted_memory_total",
-            "Kept messages dropped early to stay within streams.max_memory_bytes or the memory budget.",
-            s.evicted_memory.get(),
-        ),
-        (
-            "streams_forgotten_total",
-            "Histories dropped whole to stay within streams.max_streams (their epoch changes).",
-            s.forgotten.get(),
-        ),
-        ("stream_recoveries_total", "SUBSCRIBEs that read a history (x-stream-offset).", s.recoveries.get()),
-        (
-            "stream_recoveries_incomplete_total",
-            "Recoveries answered x-stream-recovered:false (messages gone or epoch changed).",
-            s.recoveries_incomplete.get(),
-        ),
-        ("stream_recovered_messages_total", "Kept messages sent by recoveries.", s.recovered_messages.get()),
+        ("stream_appended_total", s.appended.get()),
+        ("stream_trimmed_total", s.trimmed.get()),
+        ("stream_evicted_memory_total", s.evicted_memory.get()),
+        ("streams_forgotten_total", s.forgotten.get()),
+        ("stream_recoveries_total", s.recoveries.get()),
+        ("stream_recoveries_incomplete_total", s.recoveries_incomplete.get()),
+        ("stream_recovered_messages_total", s.recovered_messages.get()),
     ];
     (gauges, counters)
 }
@@ -374,7 +358,7 @@ mod tests {
             headers: Vec::new(),
             body: Bytes::from(body.to_string()),
             stream: None,
-            kind: crate::broker::Kind::Message,
+            kind: crate::hub::Kind::Message,
             room: None,
         }
     }

@@ -21,7 +21,7 @@ const EARLIEST_YEAR: i32 = 2026;
 /// overwritten) and returns what to tell the operator: the paths, the names covered, the
 /// fingerprint and the config lines.
 pub fn run(dir: &Path) -> Result<String, String> {
-    let host = crate::advertise::host_name();
+    let host = crate::board::advertise::host_name();
     let mut names = vec![host.clone()];
     if host != "localhost" && !host.contains('.') {
         names.push(format!("{host}.local"));
@@ -30,7 +30,7 @@ pub fn run(dir: &Path) -> Result<String, String> {
         names.push("localhost".to_string());
     }
     let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])];
-    for ip in crate::advertise::local_addresses() {
+    for ip in crate::board::advertise::local_addresses() {
         if !ips.contains(&ip) {
             ips.push(ip);
         }

@@ -2,7 +2,7 @@
 //! the configured PEM certificate chain and key (`[tls] cert_file`, `key_file`), the server
 //! settings (cipher order for the board's CPU), the certificate's SHA-256 fingerprint shown in
 //! the log and on `/status`, and the running certificate that a SIGHUP swaps. The listener
-//! (`crate::server`) hands each accepted socket to the current certificate's acceptor;
+//! (`crate::transport::server`) hands each accepted socket to the current certificate's acceptor;
 //! `socket` carries an upgraded WebSocket over TLS; `generate` writes a self-signed pair for
 //! `--generate-cert`.
 
@@ -69,7 +69,7 @@ impl Tls {
                 Ok(Some(fingerprint))
             }
             Err(e) => {
-                crate::metrics::METRICS.tls_reload_failures.inc();
+                crate::observability::metrics::METRICS.tls_reload_failures.inc();
                 Err(e)
             }
         }

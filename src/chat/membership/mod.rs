@@ -17,9 +17,9 @@ mod scripts;
 use std::rc::Rc;
 
 use super::room::{RoomId, Username};
-use crate::broker::Publication;
 use crate::engine::LocalBoxFuture;
-use crate::metrics::MetricLines;
+use crate::hub::Publication;
+use crate::observability::metrics::MetricLines;
 
 /// A participant of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,13 +18,13 @@ use std::rc::{Rc, Weak};
 use super::memory::MemoryMembership;
 use super::scripts::{JoinReply, Scripts};
 use super::{JoinError, Joined, Left, LocalDelivery, Member, Membership};
-use crate::broker::Publication;
 use crate::chat::room::{EventType, RoomEvent, RoomId, Username};
-use crate::cluster::link::LinkError;
-use crate::cluster::{NodeState, RedisEngine, Shard};
+use crate::engine::redis::link::LinkError;
+use crate::engine::redis::{NodeState, RedisEngine, Shard};
 use crate::engine::LocalBoxFuture;
-use crate::metrics::{Counter, MetricLines};
+use crate::hub::Publication;
 use crate::node::Node;
+use crate::observability::metrics::{Counter, MetricLines};
 
 /// How long the list of a node's evicted sessions is kept for its return (1 hour, in ms).
 const EVICTED_TTL_MS: i64 = 3_600_000;
@@ -508,29 +508,13 @@ impl Membership for RedisMembership {
 
     fn metrics(&self) -> (MetricLines, MetricLines) {
         let gauges = vec![
-            ("chat_rooms_local", "Rooms with members of this node.", self.local.room_count() as u64),
-            (
-                "chat_sessions_unshared",
-                "Sessions of this node whose room change Redis has not had yet.",
-                self.unshared.borrow().len() as u64,
-            ),
+            ("chat_rooms_local", self.local.room_count() as u64),
+            ("chat_sessions_unshared", self.unshared.borrow().len() as u64),
         ];
         let counters = vec![
-            (
-                "cluster_relay_deferred_total",
-                "Join/leave events not relayed while Redis was away (the catch-up announces the net change).",
-                self.stats.deferred.get(),
-            ),
-            (
-                "chat_catch_up_events_total",
-                "Join/leave events announced to the other nodes by a catch-up.",
-                self.stats.caught_up.get(),
-            ),
-            (
-                "chat_membership_write_errors_total",
-                "Membership writes to Redis that failed (repaired by the next catch-up).",
-                self.stats.write_errors.get(),
-            ),
+            ("cluster_relay_deferred_total", self.stats.deferred.get()),
+            ("chat_catch_up_events_total", self.stats.caught_up.get()),
+            ("chat_membership_write_errors_total", self.stats.write_errors.get()),
         ];
         (gauges, counters)
     }

@@ -5,10 +5,10 @@
 use redis::{Script, Value};
 
 use super::{JoinError, Member};
+use crate::board::clock::now_ms;
 use crate::chat::room::RoomId;
-use crate::clock::now_ms;
-use crate::cluster::link::LinkError;
-use crate::cluster::Shard;
+use crate::engine::redis::link::LinkError;
+use crate::engine::redis::Shard;
 
 /// Puts a session in a room, leaving its current room (or name) first. KEYS: participants,
 /// info, session, current_room, rooms index, server sessions, active sessions. ARGV: sid,
@@ -90,7 +90,7 @@ return {name, left}
 /// room's participants and info, the session and its current room, the rooms index.
 fn room_keys<'i, 'a>(
     invocation: &'i mut redis::ScriptInvocation<'a>,
-    k: &crate::cluster::Keys,
+    k: &crate::engine::redis::Keys,
     room: &str,
     sid: &str,
 ) -> &'i mut redis::ScriptInvocation<'a> {
