@@ -12,7 +12,8 @@
 // (`<board>lateN`) connects and SUBSCRIBEs T s after the start and only listens; with
 // `--resume-mark M` it resumes (`x-stream-offset:offset=N`, `x-stream-epoch`) after the newest
 // message the room's first client had at M s. Meanwhile `/healthz` is read every 250 ms;
-// `/metrics` at the start and the end, and `/api/rooms/<room>` at the end.
+// `/metrics` at the start and the end, and `/api/rooms/<room>` at the end; then it writes
+// `<out>.scraped` and keeps its clients connected until `<go-file>.end` exists (at most 30 s).
 //
 // Node rather than Python: after a long cut a board sends its clients the whole catch-up at once
 // (15,000 MESSAGEs for 5 clients after 60 s), and the bed times own-board deliveries to 1 s;
@@ -30,7 +31,7 @@
 //   disc {r, t}                       the connection closed under the client
 //   health {t, redis, mode}           a /healthz reading ("unreachable" when it did not answer in 1 s)
 //   metrics {phase, text}             /metrics at "start" and "end"
-//   api_members {room, members}       /api/rooms/<room> participants at the end
+//   api_members {room, members, t}    /api/rooms/<room> participants at the end
 //   setup_error {c, what}             a client could not connect, subscribe or join
 // Bounded: the number of clients, the rate and the time are all given; nothing here retries.
 
@@ -274,11 +275,16 @@ async function main() {
     log.push({ k: 'metrics', phase: 'end', text: await httpGet('/metrics', 5000) });
     for (const room of rooms) {
       const info = JSON.parse(await httpGet(`/api/rooms/${room}`, 5000));
-      log.push({ k: 'api_members', room, members: info.participants ?? null });
+      log.push({ k: 'api_members', room, members: info.participants ?? null, t: now() });
     }
   } catch (e) {
     log.push({ k: 'setup_error', c: a.board, what: `end scrape: ${e}` });
   }
+  // Stay connected until every board has read its /api/rooms: a board that left first would
+  // have its clients' LEAVEs in the other board's list.
+  writeFileSync(`${a.out}.scraped`, '');
+  const endBy = now() + 30;
+  while (!existsSync(`${a['go-file']}.end`) && now() < endBy) await sleep(50);
   for (const c of clients) c.closing = true;
   await Promise.all(clients.map((c) => withTimeout(c.client.deactivate(), 3000, 'deactivate').catch(() => {})));
   writeFileSync(a.out, log.map((r) => JSON.stringify(r)).join('\n') + '\n');

@@ -279,6 +279,7 @@ def check(sc, logs, t0, extra):
     sends, rcpts, notices, disc, setup_errors, subs = {}, {}, {}, [], [], {}
     recv = {}  # receiver -> list of msg records in arrival order
     health, metrics, api = {}, {}, {}
+    api_at = 0.0  # when the last board read /api/rooms: clients leave only after that
     for board, recs in logs.items():
         for r in recs:
             k = r["k"]
@@ -302,6 +303,7 @@ def check(sc, logs, t0, extra):
                 metrics.setdefault(board, {})[r["phase"]] = parse_metrics(r["text"])
             elif k == "api_members":
                 api[(board, r.get("room", ROOM))] = sorted(r["members"] or [])
+                api_at = max(api_at, r.get("t", 0))
     receivers = sorted(subs)
     got = {r: {} for r in receivers}
     dup = reorder = late_local = no_offset = 0
@@ -408,6 +410,8 @@ def check(sc, logs, t0, extra):
         for r in everyone:
             view = set()
             for m in recv.get(r, []):
+                if m["t"] > api_at:
+                    break
                 if m["type"] == "JOIN":
                     view.add(m["s"])
                 elif m["type"] == "LEAVE":
@@ -561,9 +565,15 @@ def run_scenario(name, sc):
             do_event(bed, what, role)
             if sentinel and what == "sigstop":
                 extra["primary_before"] = bed.sentinel_primary()
+        end = t0 + sc["duration"] + 60
+        while not all(os.path.exists(os.path.join(workdir, f"{b}.jsonl.scraped")) for b in ("a", "b")):
+            if time.time() > end or any(bed.procs[f"clients-{b}"][0].poll() is not None for b in ("a", "b")):
+                break
+            time.sleep(0.1)
+        open(go + ".end", "w", encoding="utf-8").close()  # both boards read: the clients may leave
         for board in ("a", "b"):
             proc = bed.procs[f"clients-{board}"][0]
-            proc.wait(max(1, t0 + sc["duration"] + 60 - time.time()))
+            proc.wait(max(1, end + 30 - time.time()))
         if sentinel:
             extra["primary_after"] = bed.sentinel_primary()
         logs = {b: load(os.path.join(workdir, f"{b}.jsonl")) for b in ("a", "b")}
