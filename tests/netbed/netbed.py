@@ -322,10 +322,12 @@ def check(sc, logs, t0, extra):
             if m["seq"] < top.get(m["s"], 0):
                 reorder += 1
             top[m["s"]] = max(top.get(m["s"], 0), m["seq"])
-            if key in sends:
+            # Latency only for live deliveries: a listener that subscribed (or resumed) after the
+            # SEND gets it as history, late by design.
+            if key in sends and subs[r]["t_sub"] < sends[key]:
                 lat["local" if m["s"][0] == r[0] else "remote"].append(m["t"] - sends[key])
-            if m["s"][0] == r[0] and key in sends and m["t"] - sends[key] > 1.0:
-                late_local += 1
+                if m["s"][0] == r[0] and m["t"] - sends[key] > 1.0:
+                    late_local += 1
             if m["off"] is None:
                 no_offset += 1
             else:
