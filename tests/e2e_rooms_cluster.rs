@@ -252,6 +252,12 @@ async fn a_node_taken_for_dead_announces_its_members_again_when_it_is_back() {
         .map(|(k, n)| (k.to_string(), n.to_string()))
         .collect();
     assert_eq!(all, want, "bob hears each of a's changes once: both left (taken for dead), ann came back");
+    // And on a, nobody is told that they themselves left: the LEAVE b announced for ann while
+    // a was cut off is read back from the stream, and not delivered to a's clients, whose member
+    // list stays as /api/rooms says (found from outside: a replayed those LEAVEs, never the JOINs).
+    let on_a = collect(&mut ann, Duration::from_secs(2)).await;
+    assert!(!on_a.iter().any(|e| e.1 == "LEAVE" && e.2 == "ann"), "ann was told she left: {on_a:?}");
+    assert!(a.metric("stomp_edge_chat_stale_leaves_ignored_total") >= 1);
 }
 
 /// A healthy cluster with no rooms answers `/api/rooms` without a Redis error: the status

@@ -348,6 +348,27 @@ async fn frames(c: &mut Client, n: usize) -> Vec<Frame> {
     out
 }
 
+/// Two boards, a subscriber of `destination` on each, and a publisher on each.
+struct Boards {
+    a: Server,
+    b: Server,
+    on_a: Client,
+    on_b: Client,
+    pa: Client,
+    pb: Client,
+}
+
+async fn boards(redis: &Redis, destination: &str) -> Boards {
+    let (a, b) = (node(redis, "a", ""), node(redis, "b", ""));
+    let (mut on_a, _) = Client::connect(&a.url()).await;
+    subscribe_from(&mut on_a, destination, "a", "").await;
+    let (mut on_b, _) = Client::connect(&b.url()).await;
+    subscribe_from(&mut on_b, destination, "b", "").await;
+    let (pa, _) = Client::connect(&a.url()).await;
+    let (pb, _) = Client::connect(&b.url()).await;
+    Boards { a, b, on_a, on_b, pa, pb }
+}
+
 /// A SUBSCRIBE to a streamed destination nobody wrote to yet gets a real epoch in its RECEIPT,
 /// so a client resuming from it after the history was lost (FLUSHALL) is told
 /// `x-stream-recovered:false` (found from outside: an empty epoch, then `true` after a flush
@@ -414,14 +435,7 @@ async fn a_recovery_larger_than_the_client_queue_is_paced_by_the_reader() {
 #[tokio::test]
 async fn a_redis_stall_loses_nothing_and_counts_no_loss() {
     let redis = Redis::start();
-    let a = node(&redis, "a", "");
-    let b = node(&redis, "b", "");
-    let (mut on_a, _) = Client::connect(&a.url()).await;
-    subscribe_from(&mut on_a, "/topic/s/stall4", "a", "").await;
-    let (mut on_b, _) = Client::connect(&b.url()).await;
-    subscribe_from(&mut on_b, "/topic/s/stall4", "b", "").await;
-    let (mut pa, _) = Client::connect(&a.url()).await;
-    let (mut pb, _) = Client::connect(&b.url()).await;
+    let Boards { a, b, mut on_a, mut on_b, mut pa, mut pb } = boards(&redis, "/topic/s/stall4").await;
     for i in 0..60 {
         if i == 10 {
             redis.pause();
@@ -457,14 +471,7 @@ async fn a_redis_stall_loses_nothing_and_counts_no_loss() {
 #[tokio::test]
 async fn an_epoch_that_lost_offsets_is_replaced_and_delivery_goes_on() {
     let redis = Redis::start();
-    let a = node(&redis, "a", "");
-    let b = node(&redis, "b", "");
-    let (mut on_a, _) = Client::connect(&a.url()).await;
-    subscribe_from(&mut on_a, "/topic/s/lag", "a", "").await;
-    let (mut on_b, _) = Client::connect(&b.url()).await;
-    subscribe_from(&mut on_b, "/topic/s/lag", "b", "").await;
-    let (mut pa, _) = Client::connect(&a.url()).await;
-    let (mut pb, _) = Client::connect(&b.url()).await;
+    let Boards { a, b: _b, mut on_a, mut on_b, mut pa, mut pb } = boards(&redis, "/topic/s/lag").await;
     for i in 1..=6 {
         send(&mut pa, "/topic/s/lag", &format!("m{i}")).await;
     }
