@@ -230,7 +230,7 @@ class Bed:
 
     def degrade(self, role, delay_ms, jitter_ms, loss):
         """Delay ± jitter and loss on `role`'s link, each way, through NFQUEUE (queues 1 out, 2 in)."""
-        for q, chain, iface in ((1, "OUTPUT", "-o"), (2, "INPUT", "-i")):
+        for q in (1, 2):
             self.start(f"nfq{q}-{role}", role, [PY, os.path.join(HERE, "nfq_delay.py"), "--queue", str(q),
                                                 "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms),
                                                 "--loss", str(loss), "--seed", str(q)])
