@@ -14,8 +14,7 @@ use crate::observability::metrics::{MetricLines, METRICS};
 use crate::protocol::{Command, FrameWriter, Version};
 use crate::transport::outbound::{OutFrame, Outbound};
 
-/// Where application errors go, as in Spring: the sender alone.
-pub const ERRORS_DESTINATION: &str = "/user/queue/errors";
+pub use crate::session::destination::ERRORS_DESTINATION;
 
 /// An application error: sent as JSON on `/user/queue/errors`; the session stays open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -18,29 +18,36 @@ use super::ProtocolError;
 pub enum Command<'a> {
     /// CONNECT or STOMP.
     Connect(Connect<'a>),
+    /// SEND.
     Send(Send<'a>),
+    /// SUBSCRIBE.
     Subscribe(Subscribe<'a>),
-    /// UNSUBSCRIBE of the subscription with this id (1.0: its destination when it has no id).
+    /// UNSUBSCRIBE.
     Unsubscribe {
+        /// The subscription's id (1.0: its destination when the frame has no id).
         id: Cow<'a, str>,
     },
-    /// ACK or NACK: checked and accepted alike (topics have no redelivery), in an optional
-    /// transaction.
+    /// ACK or NACK: checked and accepted alike (topics have no redelivery).
     Ack {
+        /// The open transaction it names, if any (it must exist).
         transaction: Option<Cow<'a, str>>,
     },
-    /// BEGIN of the transaction with this id.
+    /// BEGIN.
     Begin {
+        /// The id of the transaction to open.
         transaction: Cow<'a, str>,
     },
-    /// COMMIT of the transaction with this id.
+    /// COMMIT.
     Commit {
+        /// The id of the open transaction whose SENDs go out now.
         transaction: Cow<'a, str>,
     },
-    /// ABORT of the transaction with this id.
+    /// ABORT.
     Abort {
+        /// The id of the open transaction whose SENDs are dropped.
         transaction: Cow<'a, str>,
     },
+    /// DISCONNECT: the session closes once its RECEIPT, if it asked for one, is out.
     Disconnect,
 }
 
@@ -48,7 +55,9 @@ pub enum Command<'a> {
 pub struct Connect<'a> {
     /// The newest version both sides speak (`accept-version`; 1.0 without it).
     pub version: Version,
+    /// `login`, checked against `auth.users` (none: anonymous, where the server lets it in).
     pub login: Option<Cow<'a, str>>,
+    /// `passcode`, as sent; never logged.
     pub passcode: Option<Cow<'a, str>>,
     /// The client's `heart-beat` as (can send every ms, wants every ms); (0, 0) without it.
     pub heartbeat: (u64, u64),
@@ -56,20 +65,24 @@ pub struct Connect<'a> {
 
 /// SEND.
 pub struct Send<'a> {
+    /// Where it goes (`Destination::send_route`).
     pub destination: Destination<'a>,
     /// The transaction it is held in until COMMIT, if any.
     pub transaction: Option<Cow<'a, str>>,
     /// The headers the MESSAGE carries on: every header but the transport ones
     /// (`crate::hub::is_transport_header`).
     pub headers: Vec<(String, String)>,
+    /// The body, borrowed from the read buffer (copied once, when it is routed or held).
     pub body: &'a [u8],
 }
 
 /// SUBSCRIBE.
 pub struct Subscribe<'a> {
+    /// What it subscribes to (`Destination::subscription`).
     pub destination: Destination<'a>,
     /// The subscription id (1.0: the destination when it has none).
     pub id: Rc<str>,
+    /// `ack`: auto, client or client-individual (checked; topics have no redelivery).
     pub ack: AckMode,
     /// Where a streamed subscription starts (`x-stream-offset`, `x-stream-epoch`); its error
     /// is only answered when the destination is streamed.

@@ -64,6 +64,8 @@ pub(super) fn busy_error(busy: Busy) -> ProtocolError {
 }
 
 impl Session {
+    /// Checks a CONNECT's login: CONNECTED at once, the failed-login path, or a passcode check
+    /// off the event loop that [`Session::resume_connect`] answers.
     pub(super) fn connect(
         &mut self,
         connect: Connect<'_>,

@@ -19,6 +19,8 @@ pub const TOPIC_PREFIX: &str = "/topic/";
 pub const APP_PREFIX: &str = "/app/";
 /// Per-session destinations (`/user/queue/errors`): subscribed to, written only by the server.
 pub const USER_PREFIX: &str = "/user/";
+/// Where application errors go, as in Spring: the sender alone (`crate::app::AppError`).
+pub const ERRORS_DESTINATION: &str = "/user/queue/errors";
 /// Longest destination a SUBSCRIBE may name, in bytes (it is kept for the subscription's life).
 pub const MAX_SUBSCRIBE_BYTES: usize = 512;
 

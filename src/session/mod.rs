@@ -43,6 +43,7 @@ use subscribe::{ReceiptPlan, Subscription};
 /// What the connection must do after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Go on reading.
     Continue,
     /// Flush what is queued (an ERROR or a RECEIPT), then close.
     Close(CloseReason),
@@ -53,7 +54,9 @@ pub enum Outcome {
 pub struct ProtocolError {
     /// Label for `/metrics`.
     pub reason: &'static str,
+    /// The whole text: the ERROR's body, and its `message` header cut to one short line.
     pub message: String,
+    /// How the close is counted (`connections_closed_total{reason}`).
     pub close: CloseReason,
     /// The version the ERROR is written in when the refused frame agreed one first (a CONNECT
     /// with a good `accept-version` and a bad `heart-beat`); None: the session's.
@@ -72,8 +75,11 @@ impl ProtocolError {
     }
 }
 
+/// One client's STOMP session, owned by its connection's task (or SockJS session).
 pub struct Session {
+    /// The connection's number in the node's table.
     pub connection: u64,
+    /// The `session` header of CONNECTED, unique across the cluster.
     pub session_id: Rc<str>,
     /// The client's address, for login throttling and logs (None: not known).
     peer: Option<IpAddr>,
@@ -87,6 +93,7 @@ pub struct Session {
     /// Set by CONNECT; `None` until then.
     handle: Option<Rc<SessionHandle>>,
     version: Version,
+    /// The heart-beats agreed at CONNECT (none before).
     pub heartbeat: HeartBeat,
     subscriptions: Vec<Subscription>,
     transactions: Vec<Transaction>,
@@ -96,6 +103,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session before CONNECT, replying on `outbound`.
     pub fn new(connection: u64, session_id: Rc<str>, outbound: Rc<Outbound>) -> Session {
         Session {
             connection,
@@ -124,6 +132,7 @@ impl Session {
         !self.transactions.is_empty()
     }
 
+    /// Whether CONNECT was answered with CONNECTED.
     pub fn is_connected(&self) -> bool {
         self.handle.is_some()
     }

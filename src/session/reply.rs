@@ -16,6 +16,7 @@ use super::Session;
 /// Extra headers of a RECEIPT (a streamed SUBSCRIBE's `x-stream-*`).
 pub(super) type ReceiptHeaders = Vec<(&'static str, String)>;
 
+/// A RECEIPT frame for `receipt`, with a streamed SUBSCRIBE's extra headers.
 pub(super) fn receipt_frame(receipt: &str, version: Version, extra: &ReceiptHeaders) -> Bytes {
     let mut out = Vec::with_capacity(32 + receipt.len());
     let mut w = FrameWriter::new(&mut out, protocol::Command::Receipt, version);
@@ -61,6 +62,7 @@ impl Session {
         });
     }
 
+    /// Queues a RECEIPT now.
     pub(super) fn send_receipt(&self, receipt: &str, extra: &ReceiptHeaders) {
         self.outbound.push_unbounded(OutFrame::stomp(receipt_frame(receipt, self.version, extra)));
         METRICS.receipts_sent.inc();

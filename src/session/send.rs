@@ -52,6 +52,8 @@ pub(super) struct Transaction {
 }
 
 impl Session {
+    /// A SEND: routed now, or held in its transaction (bounded by the `stomp.max_transaction_*`
+    /// keys and the memory budget) until COMMIT.
     pub(super) fn send(&mut self, send: Send<'_>, node: &Node) -> Result<Outcome, ProtocolError> {
         let Send { destination, transaction, headers, body } = send;
         let body = Bytes::copy_from_slice(body);
@@ -140,6 +142,7 @@ impl Session {
         }
     }
 
+    /// The open transaction `id`; a `transaction` error when there is none.
     pub(super) fn transaction(&mut self, id: &str) -> Result<&mut Transaction, ProtocolError> {
         self.transactions
             .iter_mut()
@@ -147,6 +150,7 @@ impl Session {
             .ok_or_else(|| ProtocolError::new("transaction", format!("unknown transaction {id}")))
     }
 
+    /// BEGIN: opens transaction `id` (at most `stomp.max_transactions` at once).
     pub(super) fn begin(&mut self, id: String, node: &Node) -> Result<Outcome, ProtocolError> {
         if self.transactions.iter().any(|t| t.id == id) {
             return Err(ProtocolError::new("transaction", format!("transaction {id} is already open")));
@@ -163,6 +167,7 @@ impl Session {
         Ok(Outcome::Continue)
     }
 
+    /// Closes the open transaction `id` and hands it over; a `transaction` error when none.
     pub(super) fn take_transaction(&mut self, id: &str) -> Result<Transaction, ProtocolError> {
         let i = self
             .transactions
@@ -172,6 +177,7 @@ impl Session {
         Ok(self.transactions.swap_remove(i))
     }
 
+    /// COMMIT: routes the transaction's SENDs in order.
     pub(super) fn commit(&mut self, id: &str, node: &Node) -> Result<Outcome, ProtocolError> {
         let t = self.take_transaction(id)?;
         METRICS.transactions.inc("committed");
@@ -181,6 +187,7 @@ impl Session {
         Ok(Outcome::Continue)
     }
 
+    /// ABORT: drops the transaction's SENDs (counted as dropped).
     pub(super) fn abort(&mut self, id: &str) -> Result<Outcome, ProtocolError> {
         let t = self.take_transaction(id)?;
         METRICS.transactions.inc("aborted");

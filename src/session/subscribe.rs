@@ -56,6 +56,8 @@ pub(super) struct ReceiptPlan {
 }
 
 impl Session {
+    /// SUBSCRIBE: a `/user/**` subscription on the session's handle, or a `/topic/**` one in the
+    /// hub (a streamed topic's kept messages first, at once or paced by the reader).
     pub(super) fn subscribe(
         &mut self,
         subscribe: Subscribe<'_>,
@@ -172,6 +174,7 @@ impl Session {
         Ok(Outcome::Continue)
     }
 
+    /// UNSUBSCRIBE: an unknown id is not an error (it may have ended already).
     pub(super) fn unsubscribe(&mut self, id: &str, node: &Node) -> Result<Outcome, ProtocolError> {
         if let Some(i) = self.subscriptions.iter().position(|s| *s.id == *id) {
             let s = self.subscriptions.swap_remove(i);
@@ -180,6 +183,7 @@ impl Session {
         Ok(Outcome::Continue)
     }
 
+    /// Takes a subscription out of the hub or the session's handle.
     pub(super) fn drop_subscription(&self, s: Subscription, node: &Node) {
         if s.user {
             if let Some(handle) = &self.handle {

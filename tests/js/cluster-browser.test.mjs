@@ -6,9 +6,7 @@
 // Run: STOMP_EDGE_BIN=target/debug/stomp-edge node --test tests/js/cluster-browser.test.mjs
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { chromium } from 'playwright-core';
@@ -17,42 +15,8 @@ import {
   CHROMIUM, CHROMIUM_ARGS, WAIT_MS, connState, enterName, joinRoom, openPage, seeChat, seeEvents,
   seeParticipants, seeRoomCount, sendChat, until,
 } from './lib/page.mjs';
-import { startServer, withTimeout } from './lib/server.mjs';
-
-/** A free loopback port (bound, read, released). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** One RESP command over a short-lived connection; resolves with the raw reply text. */
-function redisCommand(port, ...args) {
-  const payload = `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
-  return withTimeout(new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1', () => sock.write(payload));
-    sock.once('data', (d) => { resolve(d.toString()); sock.destroy(); });
-    sock.once('error', reject);
-  }), 2_000, `redis ${args[0]}`);
-}
-
-/** A redis-server on `port` (no persistence); resolves once it answers PING. */
-async function startRedis(port) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  const exited = new Promise((resolve) => proc.once('close', resolve));
-  await until(async () => (await redisCommand(port, 'PING').catch(() => '')).startsWith('+PONG'), `redis-server on ${port}`);
-  return {
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
+import { startRedis } from './lib/redis.mjs';
+import { freePort, startServer } from './lib/server.mjs';
 
 async function health(node) {
   return (await fetch(`${node.http}/healthz`)).json();

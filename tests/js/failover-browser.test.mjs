@@ -6,9 +6,7 @@
 // Run: STOMP_EDGE_BIN=target/debug/stomp-edge node --test tests/js/failover-browser.test.mjs
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { chromium } from 'playwright-core';
@@ -16,26 +14,8 @@ import { chromium } from 'playwright-core';
 import {
   CHROMIUM, CHROMIUM_ARGS, WAIT_MS, enterName, joinRoom, openPage, seeChat, sendChat, texts, tid, until,
 } from './lib/page.mjs';
-import { sleep, startServer, withTimeout } from './lib/server.mjs';
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function redisPing(port) {
-  return withTimeout(new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1', () => sock.write('*1\r\n$4\r\nPING\r\n'));
-    sock.once('data', (d) => { resolve(d.toString()); sock.destroy(); });
-    sock.once('error', reject);
-  }), 2_000, 'redis PING');
-}
+import { startRedis } from './lib/redis.mjs';
+import { freePort, sleep, startServer } from './lib/server.mjs';
 
 let browser = null;
 let redis = null;
@@ -45,8 +25,7 @@ const requests = [];
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does)`);
   const port = await freePort();
-  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  await until(async () => (await redisPing(port).catch(() => '')).startsWith('+PONG'), 'redis-server');
+  redis = await startRedis(port);
   const config = '[cluster]\nheartbeat_ms = 500\nregistry_ttl_ms = 3000\ncommand_timeout_ms = 1000\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n';
   for (const id of ['board-a', 'board-b']) {
     nodes.push(await startServer({ args: ['--redis', `redis://127.0.0.1:${port}`, '--server-id', id], config }));
@@ -60,7 +39,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   for (const node of nodes) await node.stop();
-  redis?.kill('SIGKILL');
+  await redis?.stop();
 });
 
 describe('failover between boards', () => {

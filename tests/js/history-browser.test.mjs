@@ -6,7 +6,6 @@
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { chromium } from 'playwright-core';
@@ -14,18 +13,7 @@ import { chromium } from 'playwright-core';
 import {
   CHROMIUM, CHROMIUM_ARGS, WAIT_MS, connState, enterName, joinRoom, openPage, seeChat, sendChat, tid, texts, until,
 } from './lib/page.mjs';
-import { startServer } from './lib/server.mjs';
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
+import { freePort, startServer } from './lib/server.mjs';
 
 let browser = null;
 let server = null;

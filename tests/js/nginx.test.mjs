@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { REPO_ROOT, startServer, withTimeout, sleep } from './lib/server.mjs';
+import { freePort, REPO_ROOT, sleep, startServer, withTimeout } from './lib/server.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DELAY_MS = 400;
@@ -38,14 +38,6 @@ function makeCertificates(dir) {
   writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
   ssl('x509', '-req', '-in', 'board.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2',
     '-extfile', 'san.ext', '-out', 'board.crt');
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
-    srv.on('error', reject);
-  });
 }
 
 async function waitListening(port, ms = 10_000) {

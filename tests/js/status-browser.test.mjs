@@ -6,52 +6,20 @@
 // Run: STOMP_EDGE_BIN=target/debug/stomp-edge node --test tests/js/status-browser.test.mjs
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { chromium } from 'playwright-core';
 
 import { CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, WAIT_MS, tid, until } from './lib/page.mjs';
-import { REPO_ROOT, closeClient, connectClient, rawWs, startServer, subscribe, withTimeout } from './lib/server.mjs';
+import { startRedis } from './lib/redis.mjs';
+import { closeClient, connectClient, freePort, rawWs, REPO_ROOT, startServer, subscribe } from './lib/server.mjs';
 
 const ARTIFACTS = path.join(REPO_ROOT, 'target', 'test-artifacts');
 const TTL_MS = 3000;
 const CONFIG = `[cluster]\nheartbeat_ms = 500\nregistry_ttl_ms = ${TTL_MS}\ncommand_timeout_ms = 1000\n`
   + 'reconnect_min_ms = 50\nreconnect_max_ms = 500\n[auth]\nusers = ["ops:s3cret", "alice:pw", "bob:pw", "carol:pw"]\n';
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function redisPing(port) {
-  return withTimeout(new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1', () => sock.write('*1\r\n$4\r\nPING\r\n'));
-    sock.once('data', (d) => { resolve(d.toString()); sock.destroy(); });
-    sock.once('error', reject);
-  }), 2_000, 'redis PING');
-}
-
-async function startRedis(port) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  const exited = new Promise((resolve) => proc.once('close', resolve));
-  await until(async () => (await redisPing(port).catch(() => '')).startsWith('+PONG'), `redis-server on ${port}`);
-  return {
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
 
 const AUTH = `Basic ${Buffer.from('ops:s3cret').toString('base64')}`;
 

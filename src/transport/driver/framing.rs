@@ -24,6 +24,7 @@ pub const BEFORE_CONNECT_BYTES: usize = 2 * input::CONNECT_FRAME_BYTES + 1024;
 /// The STOMP side of one connection, whatever carries its bytes: the session state machine,
 /// its clock and the parser limits it was opened with.
 pub struct Stomp {
+    /// The STOMP state machine.
     pub session: Session,
     /// The CONNECT deadline and the heart-beats.
     pub liveness: Liveness,
@@ -32,6 +33,7 @@ pub struct Stomp {
 }
 
 impl Stomp {
+    /// The STOMP side of a new connection, with the node's current limits.
     pub fn new(node: &Node, connection: u64, session_id: Rc<str>, outbound: Rc<Outbound>) -> Stomp {
         let config = node.config();
         Stomp {

@@ -62,6 +62,8 @@ pub(crate) fn trim_buffer(buf: &mut Vec<u8>) {
     }
 }
 
+/// How a socket error is counted: a reset, broken pipe or early end is the client going away
+/// (`SocketClosed`), anything else an `IoError`.
 pub(crate) fn io_reason(e: &io::Error) -> CloseReason {
     match e.kind() {
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
