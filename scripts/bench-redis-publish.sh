@@ -35,8 +35,10 @@ PAYLOAD="$(python3 -c 'print("x" * 400)')"
 CHANNEL="stomp:broadcast:room:bench"
 
 # A streamed destination (every /topic/room/**) appends with the relay's own script
-# (src/cluster/stream.rs APPEND_LUA: HINCRBY, XADD MAXLEN, 2 x PEXPIRE, PUBLISH) instead.
-SCRIPT="$(sed -n '/^pub const APPEND_LUA: &str = r#"$/,/^"#;$/p' "$(dirname "$0")/../src/cluster/stream.rs" | sed '1d;$d')"
+# (src/engine/redis/stream.rs APPEND_LUA: the applied check, HINCRBY, XADD MAXLEN, 2 x PEXPIRE,
+# SET of the applied sequence number, PUBLISH) instead. Each call names a fresh applied key
+# (__rand_int__), so none is taken for a retry and every one appends.
+SCRIPT="$(sed -n '/^pub const APPEND_LUA: &str = r#"$/,/^"#;$/p' "$(dirname "$0")/../src/engine/redis/stream.rs" | sed '1d;$d')"
 SHA=""
 [ -n "$SCRIPT" ] && SHA="$(cli SCRIPT LOAD "$SCRIPT" | tr -d '\r')"
 ENVELOPE="{\"x\":\"$PAYLOAD\"}"
@@ -58,10 +60,11 @@ for boards in 0 1 2 4 8 16; do
     if [ "$kind" = publish ]; then
         command=(PUBLISH "$CHANNEL" "$PAYLOAD")
     else
-        command=(EVALSHA "$SHA" 2 stomp:stream:data:room:bench stomp:stream:meta:room:bench "$CHANNEL" "$ENVELOPE" 1000 3600000)
+        command=(EVALSHA "$SHA" 3 stomp:stream:data:room:bench stomp:stream:meta:room:bench
+            "stomp:relay:applied:bench:__rand_int__" "$CHANNEL" "$ENVELOPE" 1000 3600000 1 "" 0 60000 0)
     fi
     before="$(cpu)"
-    rate="$(redis-benchmark -p "$PORT" -n "$N" -c 4 -P 16 -q "${command[@]}" | tr '\r' '\n' |
+    rate="$(redis-benchmark -p "$PORT" -n "$N" -c 4 -P 16 -r 1000000000 -q "${command[@]}" | tr '\r' '\n' |
         awk '/requests per second/ { for (i = 2; i <= NF; i++) if ($i == "requests") r = $(i - 1) } END { print r }')"
     after="$(cpu)"
     python3 - "$kind" "$boards" "$before" "$after" "$N" "$rate" <<'PY'
