@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::order::{Arrival, Outcome};
-use super::relay::Relay;
+use super::relay::{Relay, PAGE};
 use super::stream::{self, parse_head, parse_range, Head};
 use super::RedisEngine;
 use crate::engine::stream::{plan, Append, History, Recovering, Recovery, Since};
@@ -21,10 +21,7 @@ use crate::hub::{Publication, StreamPosition};
 const GAP_WAIT: Duration = Duration::from_millis(100);
 /// Destinations read in one pipeline by a catch-up.
 const CATCH_UP_BATCH: usize = 64;
-/// Most entries read from a stream in one call (a catch-up or repair reads page after page);
-/// quartered down to `MIN_PAGE` after a read that timed out (a slow link), doubled back after
-/// each answered one (`Relay::page`).
-pub(super) const PAGE: usize = 500;
+/// Fewest entries a stream read asks for after reads that timed out (`relay::PAGE` the most).
 const MIN_PAGE: usize = 10;
 /// A read that failed is tried again this long after (or at once when the link comes back).
 const READ_RETRY: Duration = Duration::from_millis(250);

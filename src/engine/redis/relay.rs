@@ -36,6 +36,10 @@ const PIPELINE: usize = 256;
 /// Fewest: after calls that time out (a slow, lossy link carries a few KB/s) the pipeline
 /// shrinks to this, so one call fits in the command timeout; it doubles back after each answer.
 const MIN_PIPELINE: usize = 4;
+/// Most entries read from a stream in one call (a catch-up or repair reads page after page);
+/// quartered after a read that timed out (a slow link), doubled back after each answered one
+/// (`Relay::page`).
+pub(super) const PAGE: usize = 500;
 /// How often the lane task looks for own publications whose offset wait is over.
 const LANE_TICK: Duration = Duration::from_millis(10);
 
@@ -109,7 +113,7 @@ pub struct Relay {
     /// Destinations whose gap or catch-up read is running (one at a time each).
     pub(super) reading: RefCell<HashSet<Rc<str>>>,
     /// Publications per call and entries per stream read now: quartered after a timed-out
-    /// call, doubled after an answered one (see `MIN_PIPELINE`, `history::PAGE`).
+    /// call, doubled after an answered one (see `MIN_PIPELINE`, `PAGE`).
     pub(super) batch: Cell<usize>,
     pub(super) page: Cell<usize>,
     pub stats: RelayStats,
@@ -126,7 +130,7 @@ impl Relay {
             script_loaded: Cell::new(None),
             reading: RefCell::new(HashSet::new()),
             batch: Cell::new(PIPELINE),
-            page: Cell::new(super::history::PAGE),
+            page: Cell::new(PAGE),
             stream_stats: StreamStats::default(),
             applied_key: super::stream::applied_key(&shard.keys, &shard.server_id, shard.epoch),
             owing: Cell::new(false),
