@@ -401,8 +401,12 @@ fn cut_short_bodies(addr: &str, count: usize) -> Vec<TcpStream> {
 #[test]
 fn memory_goes_back_after_a_burst_of_large_bodies() {
     // glibc's allocator with its defaults kept ~10 MiB of these 40 bodies for good; the
-    // binary's allocator (mimalloc) gives them back.
+    // binary's allocator (mimalloc) gives them back, within 1 MiB of idle once the tick's
+    // reclaim ran (`board::reclaim`; without it 1.6-3 MiB stayed).
     let server = Server::start();
+    // Two bodies first touch the code this path runs: "idle" is a server that has served.
+    drop(cut_short_bodies(&server.addr, 2));
+    std::thread::sleep(Duration::from_secs(2));
     let baseline = rss_kib(&server);
     let bodies = cut_short_bodies(&server.addr, 40);
     let start = Instant::now();
@@ -413,8 +417,7 @@ fn memory_goes_back_after_a_burst_of_large_bodies() {
     let peak = rss_kib(&server);
     assert!(peak > baseline + 8 * 1024, "the bodies were not held: {baseline} -> {peak} KiB");
     drop(bodies);
-    // Once the budget says they are freed, the resident set follows within seconds (the
-    // allocator returns pages free for 1 s, `memory::give_back`): within 4 MiB of idle.
+    // Once the budget says they are freed, the resident set follows within seconds.
     let start = Instant::now();
     while server.metric("stomp_edge_memory_budget_used_bytes") > 64 * 1024 {
         assert!(start.elapsed() < Duration::from_secs(20), "the budget was not given back");
@@ -422,7 +425,7 @@ fn memory_goes_back_after_a_burst_of_large_bodies() {
     }
     let freed = Instant::now();
     let mut after = rss_kib(&server);
-    while after >= baseline + 4 * 1024 && freed.elapsed() < Duration::from_secs(5) {
+    while after >= baseline + 1024 && freed.elapsed() < Duration::from_secs(8) {
         std::thread::sleep(Duration::from_millis(100));
         after = rss_kib(&server);
     }
@@ -430,7 +433,7 @@ fn memory_goes_back_after_a_burst_of_large_bodies() {
         "RSS {baseline} KiB idle, {peak} KiB held, {after} KiB {} ms after",
         freed.elapsed().as_millis()
     );
-    assert!(after < baseline + 4 * 1024, "RSS {baseline} KiB idle, {peak} KiB held, {after} KiB after");
+    assert!(after < baseline + 1024, "RSS {baseline} KiB idle, {peak} KiB held, {after} KiB after");
 }
 
 #[tokio::test]
@@ -560,11 +563,12 @@ fn subscribed_crowd(addr: &str, count: usize) -> Vec<TcpStream> {
 
 #[test]
 fn memory_goes_back_after_a_crowd_leaves() {
-    // 4,000 subscribed clients come and leave. Before, glibc (even with the tunables the
-    // server restarted itself with) kept nearly all of their memory for good (+3.4 MiB of
-    // +3.5 after 1,000). The goal is within 1 MiB of idle; what is asserted is that most of it
-    // comes back within seconds (about 2 MiB stays: see docs/MEMORY.md), which the old code
-    // fails.
+    // 4,000 subscribed clients come and leave; within seconds the resident set is back within
+    // 1 MiB of a server that has served (issue 23). glibc, even with the tunables the server
+    // once restarted itself with, kept nearly all of it for good (+3.4 MiB of +3.5 after
+    // 1,000); mimalloc with only a 1 MiB block freed each second kept about 2 MiB: it returns
+    // a size class's last pages only from its housekeeping, which an idle server did not call
+    // (`board::reclaim`).
     let server = Server::start_with("[limits]\nmax_connections = 5000\n", &["--log-level", "info"]);
     // A first small crowd makes what is made once (tables, counters' labels, the allocator's
     // first pages of each size): "idle" is a server that has served.
@@ -581,9 +585,9 @@ fn memory_goes_back_after_a_crowd_leaves() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let left = Instant::now();
-    let bound = baseline + (peak - baseline) / 2;
+    let bound = baseline + 1024;
     let mut after = rss_kib(&server);
-    while after > baseline + 1024 && left.elapsed() < Duration::from_secs(5) {
+    while after > bound && left.elapsed() < Duration::from_secs(8) {
         std::thread::sleep(Duration::from_millis(100));
         after = rss_kib(&server);
     }

@@ -15,11 +15,16 @@ port=${CROWD_PORT:-18123}
 config=$(mktemp --suffix=.toml)
 printf '[limits]\nmax_connections = 20000\n' >"$config"
 ulimit -n "$(ulimit -Hn)"
-env -u STOMP_EDGE_BIN "$bin" --config "$config" --listen "127.0.0.1:$port" 2>/dev/null &
+env -u STOMP_EDGE_BIN "$bin" --config "$config" --listen "127.0.0.1:$port" ${CROWD_SERVER_ARGS:-} 2>"${CROWD_SERVER_LOG:-/dev/null}" &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -f "$config"' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$config"' EXIT
 sleep 0.5
-rss() { awk '/^VmRSS:/ {printf "%.2f MiB", $2 / 1024}' "/proc/$pid/status"; }
+# RSS, and its anonymous part (the heap: what the allocator holds) and file part (the binary's
+# and libc's code and data pages, shared and clean, which the kernel can drop at any time).
+rss() {
+    awk '/^VmRSS:/ {r = $2} /^RssAnon:/ {a = $2} /^RssFile:/ {f = $2}
+        END {printf "%.2f MiB (anonymous %.2f, file %.2f)", r / 1024, a / 1024, f / 1024}' "/proc/$pid/status"
+}
 echo "RSS right after start: $(rss)"
 cargo bench -q --bench loadgen -- --url "ws://127.0.0.1:$port/ws" --idle "$n" --subscribers 1 \
     --duration 1 --server-pid "$pid" 2>&1 | grep -E "server RSS +[0-9.]+ MiB before"
@@ -29,3 +34,7 @@ for t in 1 2 3 5 10; do
     last=$t
     echo "RSS ${t} s after the crowd left: $(rss)"
 done
+if [ -n "${CROWD_SMAPS:-}" ]; then
+    awk '/^[0-9a-f]+-/ {name = $6; range = $1} /^Rss:/ {if ($2 > 0 && name == "") print "  anonymous", range, $2, "KiB"}' \
+        "/proc/$pid/smaps" | sort -k3 -rn | head -5
+fi

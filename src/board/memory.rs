@@ -41,6 +41,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const DEFAULT_BUDGET: usize = 64 << 20;
 
 static USED: AtomicUsize = AtomicUsize::new(0);
+/// The highest [`USED`] since the last [`take_peak`].
+static PEAK: AtomicUsize = AtomicUsize::new(0);
 static LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_BUDGET);
 
 /// How close the account is to its limit.
@@ -69,6 +71,13 @@ pub fn limit() -> usize {
 /// Bytes charged now.
 pub fn used() -> usize {
     USED.load(Ordering::Relaxed)
+}
+
+/// The most bytes charged at any moment since the last call (or the start), and starts the
+/// next such span at what is charged now. Read by the tick's reclaim (`board::reclaim`), so a
+/// burst held for less than a second is still seen.
+pub fn take_peak() -> usize {
+    PEAK.swap(used(), Ordering::Relaxed).max(used())
 }
 
 /// Where the account stands against the budget now.
@@ -115,23 +124,6 @@ pub fn admit_held(bytes: usize) -> bool {
     held_shortfall(bytes) == 0
 }
 
-/// Size of the block [`give_back`] allocates and frees: above mimalloc's largest size class
-/// (512 KiB), so it gets pages of its own and its free is a page free.
-const GIVE_BACK_BLOCK: usize = 1 << 20;
-
-/// Lets the allocator return to the board what was freed. Called once a second by the server.
-///
-/// The binary's allocator (mimalloc, `main.rs`) returns freed pages to the kernel itself
-/// (`MADV_DONTNEED`) once they have been free for its purge delay (1 s), but it looks for such
-/// pages only inside an allocator call that frees a whole page. A server left idle by a crowd
-/// that has gone makes no such call, and would keep the crowd's memory until the next one.
-/// Allocating and freeing one block above the largest size class is such a call: it costs a
-/// few microseconds and no resident memory (the block is never touched). Under another
-/// allocator (the library's tests run on glibc's) it is a harmless `mmap` and `munmap`.
-pub fn give_back() {
-    drop(std::hint::black_box(Vec::<u8>::with_capacity(GIVE_BACK_BLOCK)));
-}
-
 /// Bytes held on the account; given back when dropped.
 #[derive(Debug, Default)]
 pub struct Charge {
@@ -155,7 +147,9 @@ impl Charge {
     /// Makes the charge `bytes` (more or less than before).
     pub fn set(&mut self, bytes: usize) {
         if bytes > self.bytes {
-            USED.fetch_add(bytes - self.bytes, Ordering::Relaxed);
+            let grown = bytes - self.bytes;
+            let now = USED.fetch_add(grown, Ordering::Relaxed) + grown;
+            PEAK.fetch_max(now, Ordering::Relaxed);
         } else if bytes < self.bytes {
             USED.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
         }

@@ -274,6 +274,10 @@ impl Hub {
             subs.iter().position(|s| s.connection == connection && *s.subscription_id == *subscription_id)
         {
             subs.swap_remove(i);
+            // After a crowd leaves a room others stay in, give the list's memory back.
+            if subs.capacity() > 64 && subs.len() < subs.capacity() / 8 {
+                subs.shrink_to(subs.len() * 2);
+            }
         }
         if subs.is_empty() {
             topics.remove(destination);

@@ -78,6 +78,7 @@ pub async fn serve(
     let open_http = Rc::new(std::cell::Cell::new(0usize));
     let idle = Rc::new(IdleSockets::default());
     let refusing = Rc::new(std::cell::Cell::new(0usize));
+    let mut reclaim = crate::board::reclaim::Reclaim::new();
     // Set on SIGTERM/SIGINT: until then, serve; after, drain while still answering HTTP
     // (`/healthz` says 503, upgrades are refused) so load balancers and monitors can see it.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -104,6 +105,7 @@ pub async fn serve(
                         continue;
                     }
                     spawn_http(stream, peer, node.clone(), open_http.clone(), idle.clone());
+                    reclaim.opened(open_http.get() + node.connection_count());
                 }
                 Err(e) => {
                     // Usually EMFILE: wait for connections to close instead of spinning.
@@ -133,7 +135,8 @@ pub async fn serve(
             }
             _ = tick.tick() => {
                 hooks.tick();
-                crate::board::memory::give_back();
+                let bytes = (crate::board::memory::take_peak(), crate::board::memory::used());
+                reclaim.tick(open_http.get() + node.connection_count(), bytes.0, bytes.1);
             }
             () = tokio::time::sleep(Duration::from_millis(20)), if draining => {
                 let done = node.connection_count() == 0 && !node.app().is_some_and(|app| app.busy());
