@@ -149,7 +149,11 @@ impl Charge {
         if bytes > self.bytes {
             let grown = bytes - self.bytes;
             let now = USED.fetch_add(grown, Ordering::Relaxed) + grown;
-            PEAK.fetch_max(now, Ordering::Relaxed);
+            // A load, not a read-modify-write, on the data path (every queued MESSAGE is
+            // charged): a mark lost to a race between threads only delays a reclaim.
+            if now > PEAK.load(Ordering::Relaxed) {
+                PEAK.store(now, Ordering::Relaxed);
+            }
         } else if bytes < self.bytes {
             USED.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
         }
