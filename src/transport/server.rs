@@ -136,7 +136,9 @@ pub async fn serve(
             _ = tick.tick() => {
                 hooks.tick();
                 let bytes = (crate::board::memory::take_peak(), crate::board::memory::used());
-                reclaim.tick(open_http.get() + node.connection_count(), bytes.0, bytes.1);
+                if reclaim.tick(open_http.get() + node.connection_count(), bytes.0, bytes.1) {
+                    tokio::task::spawn_local(crate::board::reclaim::round());
+                }
             }
             () = tokio::time::sleep(Duration::from_millis(20)), if draining => {
                 let done = node.connection_count() == 0 && !node.app().is_some_and(|app| app.busy());
