@@ -54,18 +54,25 @@ pub struct Node {
     pub tls: crate::tls::Tls,
 }
 
-/// A connection's place in the node's table, like mini-redis's connection permit: its id, its
-/// session id and its outbound queue. Dropping it frees the place (and the limit's slot),
-/// whichever way the connection ends, so no path can forget to.
+/// A registered connection, as [`Node::register_connection`] hands it out: its place in the
+/// node's table, its session id and its outbound queue. The session takes the id and the
+/// queue; the socket's task keeps only the [`Place`] (16 bytes of every idle connection, not 40).
 pub struct Registration {
-    pub id: u64,
+    pub place: Place,
     /// `{server_id}-{start}-{id}`: unique across the cluster and restarts.
     pub session_id: Rc<str>,
     pub outbound: Rc<Outbound>,
+}
+
+/// A connection's place in the node's table, like mini-redis's connection permit. Dropping it
+/// frees the place (and the limit's slot), whichever way the connection ends, so no path can
+/// forget to.
+pub struct Place {
+    pub id: u64,
     node: Weak<Node>,
 }
 
-impl Drop for Registration {
+impl Drop for Place {
     fn drop(&mut self) {
         if let Some(node) = self.node.upgrade() {
             node.unregister_connection(self.id);
@@ -267,7 +274,7 @@ impl Node {
         METRICS.connections_current.set(self.connections.borrow().len() as u64);
         METRICS.connections_total.inc();
         let session_id = Rc::from(format!("{}-{}", self.session_prefix, base36(id)));
-        Ok(Registration { id, session_id, outbound, node: Rc::downgrade(self) })
+        Ok(Registration { place: Place { id, node: Rc::downgrade(self) }, session_id, outbound })
     }
 
     /// Marks a registered connection as a SockJS session.
@@ -381,7 +388,7 @@ mod tests {
         let node = Rc::new(Node::new(config, Rc::new(MemoryBroker)));
         let a = node.register_connection().unwrap();
         let b = node.register_connection().unwrap();
-        assert_ne!((a.id, &a.session_id), (b.id, &b.session_id));
+        assert_ne!((a.place.id, &a.session_id), (b.place.id, &b.session_id));
         assert!(a.session_id.starts_with("n1-"));
         assert_eq!(node.register_connection().err(), Some(Refusal::Limit));
         // Dropping a registration frees its place.

@@ -22,22 +22,42 @@ use super::{Outcome, ProtocolError, Session};
 /// The `server` header of CONNECTED.
 pub const SERVER_NAME: &str = concat!("stomp-edge/", env!("CARGO_PKG_VERSION"));
 
-/// Heart-beat intervals agreed at CONNECT.
+/// Heart-beat intervals agreed at CONNECT, in milliseconds, 0 for off. Kept as `u32` (8 bytes
+/// in every session, where two `Option<Duration>`s took 32): an interval a client asks for past
+/// `u32::MAX` ms (49.7 days) is taken as that, which is the same in practice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeartBeat {
+    send_ms: u32,
+    receive_ms: u32,
+}
+
+impl HeartBeat {
     /// The server sends an EOL when it has written nothing for this long (None: never).
-    pub send: Option<Duration>,
+    pub fn send(&self) -> Option<Duration> {
+        (self.send_ms != 0).then(|| Duration::from_millis(u64::from(self.send_ms)))
+    }
+
     /// The client must send something at least this often (None: not checked).
-    pub receive: Option<Duration>,
+    pub fn receive(&self) -> Option<Duration> {
+        (self.receive_ms != 0).then(|| Duration::from_millis(u64::from(self.receive_ms)))
+    }
 }
 
 /// Negotiates heart-beats: each direction is the larger of what the sender can do and what the
 /// receiver wants, or off when either says 0 (STOMP 1.1 §Heart-beating).
 pub fn negotiate_heartbeat(client: (u64, u64), server_send_ms: u64, server_receive_ms: u64) -> HeartBeat {
     let (client_send, client_receive) = client;
-    let send = (server_send_ms != 0 && client_receive != 0).then(|| server_send_ms.max(client_receive));
-    let receive = (server_receive_ms != 0 && client_send != 0).then(|| server_receive_ms.max(client_send));
-    HeartBeat { send: send.map(Duration::from_millis), receive: receive.map(Duration::from_millis) }
+    let agree = |ours: u64, theirs: u64| {
+        if ours == 0 || theirs == 0 {
+            0
+        } else {
+            u32::try_from(ours.max(theirs)).unwrap_or(u32::MAX)
+        }
+    };
+    HeartBeat {
+        send_ms: agree(server_send_ms, client_receive),
+        receive_ms: agree(server_receive_ms, client_send),
+    }
 }
 
 /// A CONNECT whose passcode waits for its Argon2 check (`crate::auth::login_check`): what is needed
@@ -120,7 +140,7 @@ impl Session {
         w.header("version", version.as_str());
         w.header("server", SERVER_NAME);
         w.header("session", &self.session_id);
-        w.header("heart-beat", &format!("{},{}", ms(self.heartbeat.send), ms(self.heartbeat.receive)));
+        w.header("heart-beat", &format!("{},{}", ms(self.heartbeat.send()), ms(self.heartbeat.receive())));
         if let Some(login) = login {
             w.header("user-name", login);
         }

@@ -14,11 +14,13 @@ use crate::transport::outbound::{FrameKind, OutFrame, Outbound};
 
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    /// When the client last sent anything (STOMP bytes, or a heart-beat EOL).
-    pub last_read: Instant,
-    /// When the server last wrote a STOMP frame or heart-beat to the client.
-    pub last_write: Instant,
     opened: Instant,
+    /// When the client last sent anything (STOMP bytes, or a heart-beat EOL), in milliseconds
+    /// after `opened` (8 bytes of every connection's task where an `Instant` takes 16; a
+    /// deadline moves by less than a millisecond).
+    last_read_ms: u64,
+    /// When the server last wrote a STOMP frame or heart-beat to the client, likewise.
+    last_write_ms: u64,
     /// The CONNECT deadline after `opened`, in milliseconds (a `Duration` would take 16 bytes of
     /// every connection's task).
     connect_timeout_ms: u32,
@@ -28,9 +30,34 @@ pub struct Liveness {
 
 impl Liveness {
     pub fn new(connect_timeout: Duration) -> Liveness {
-        let now = Instant::now();
         let connect_timeout_ms = u32::try_from(connect_timeout.as_millis()).unwrap_or(u32::MAX);
-        Liveness { last_read: now, last_write: now, opened: now, connect_timeout_ms, heartbeat_armed: false }
+        Liveness {
+            opened: Instant::now(),
+            last_read_ms: 0,
+            last_write_ms: 0,
+            connect_timeout_ms,
+            heartbeat_armed: false,
+        }
+    }
+
+    /// The client sent something at `now`.
+    pub fn read_at(&mut self, now: Instant) {
+        self.last_read_ms = self.since_opened(now);
+    }
+
+    /// The server wrote a frame or a heart-beat at `now`.
+    pub fn written_at(&mut self, now: Instant) {
+        self.last_write_ms = self.since_opened(now);
+    }
+
+    /// Milliseconds from the connection's opening to `at`: how the connection's other instants
+    /// are kept (8 bytes each, not 16).
+    pub fn since_opened(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.opened).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.opened + Duration::from_millis(ms)
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -66,15 +93,15 @@ impl Liveness {
             }
             next = next.min(due);
         }
-        if let Some(interval) = session.heartbeat.receive {
-            let due = self.last_read + interval * 2;
+        if let Some(interval) = session.heartbeat.receive() {
+            let due = self.at(self.last_read_ms) + interval * 2;
             if now >= due {
                 return Err(CloseReason::HeartbeatTimeout);
             }
             next = next.min(due);
         }
-        if let Some(interval) = session.heartbeat.send {
-            let mut due = self.last_write + interval;
+        if let Some(interval) = session.heartbeat.send() {
+            let mut due = self.at(self.last_write_ms) + interval;
             if now >= due {
                 // Frames already waiting to be written will do as the heart-beat.
                 if outbound.is_empty() {

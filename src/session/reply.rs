@@ -86,7 +86,7 @@ impl Session {
             CloseReason::ServerShutdown => "server shutting down".to_string(),
             CloseReason::HeartbeatTimeout => format!(
                 "no heart-beat or frame from the client in {} ms",
-                self.heartbeat.receive.map_or(0, |d| d.as_millis() * 2)
+                self.heartbeat.receive().map_or(0, |d| d.as_millis() * 2)
             ),
             CloseReason::ConnectTimeout => format!("no CONNECT within {} ms", connect_timeout.as_millis()),
             _ => return,

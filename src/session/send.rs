@@ -146,35 +146,39 @@ impl Session {
     pub(super) fn transaction(&mut self, id: &str) -> Result<&mut Transaction, ProtocolError> {
         self.transactions
             .iter_mut()
+            .flat_map(|open| open.iter_mut())
             .find(|t| t.id == id)
             .ok_or_else(|| ProtocolError::new("transaction", format!("unknown transaction {id}")))
     }
 
     /// BEGIN: opens transaction `id` (at most `stomp.max_transactions` at once).
     pub(super) fn begin(&mut self, id: String, node: &Node) -> Result<Outcome, ProtocolError> {
-        if self.transactions.iter().any(|t| t.id == id) {
+        if self.transactions.iter().flat_map(|open| open.iter()).any(|t| t.id == id) {
             return Err(ProtocolError::new("transaction", format!("transaction {id} is already open")));
         }
         let limit = node.config().stomp.max_transactions;
-        if self.transactions.len() >= limit {
+        if self.transactions.as_ref().map_or(0, |open| open.len()) >= limit {
             return Err(ProtocolError::new(
                 "transaction",
                 format!("too many open transactions: at most {limit}"),
             ));
         }
         METRICS.transactions.inc("begun");
-        self.transactions.push(Transaction { id, sends: Vec::new(), bytes: 0, charge: Charge::new() });
+        let open = self.transactions.get_or_insert_with(Box::default);
+        open.push(Transaction { id, sends: Vec::new(), bytes: 0, charge: Charge::new() });
         Ok(Outcome::Continue)
     }
 
     /// Closes the open transaction `id` and hands it over; a `transaction` error when none.
     pub(super) fn take_transaction(&mut self, id: &str) -> Result<Transaction, ProtocolError> {
-        let i = self
-            .transactions
-            .iter()
-            .position(|t| t.id == id)
-            .ok_or_else(|| ProtocolError::new("transaction", format!("unknown transaction {id}")))?;
-        Ok(self.transactions.swap_remove(i))
+        let unknown = || ProtocolError::new("transaction", format!("unknown transaction {id}"));
+        let open = self.transactions.as_mut().ok_or_else(unknown)?;
+        let i = open.iter().position(|t| t.id == id).ok_or_else(unknown)?;
+        let t = open.swap_remove(i);
+        if open.is_empty() {
+            self.transactions = None;
+        }
+        Ok(t)
     }
 
     /// COMMIT: routes the transaction's SENDs in order.

@@ -404,7 +404,7 @@ mod tests {
         node.set_advertise_url("http://10.0.0.7:8080");
         let ws = node.register_connection().unwrap();
         let sockjs = node.register_connection().unwrap();
-        node.mark_sockjs(sockjs.id);
+        node.mark_sockjs(sockjs.place.id);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let history = History::new();
         let s = rt.block_on(async { build(gather(&node).await, &history, Instant::now(), 1) });

@@ -28,8 +28,10 @@ pub struct Stomp {
     pub session: Session,
     /// The CONNECT deadline and the heart-beats.
     pub liveness: Liveness,
-    /// `limits.max_frame_bytes` and friends, read once when the connection opened.
-    pub limits: Limits,
+    /// `limits.max_frame_bytes`, `max_headers` and `max_header_line_bytes`, read once when the
+    /// connection opened, as `u32`s (12 bytes of every connection's task, not 24; the
+    /// configuration caps each far below `u32::MAX`): [`Stomp::limits`].
+    limits: [u32; 3],
 }
 
 impl Stomp {
@@ -39,13 +41,25 @@ impl Stomp {
         Stomp {
             session: Session::new(connection, session_id, outbound),
             liveness: Liveness::new(config.stomp.connect_timeout()),
-            limits: Limits {
-                max_frame_bytes: config.limits.max_frame_bytes,
-                max_headers: config.limits.max_headers,
-                max_header_line_bytes: config.limits.max_header_line_bytes,
-            },
+            limits: [
+                compact(config.limits.max_frame_bytes),
+                compact(config.limits.max_headers),
+                compact(config.limits.max_header_line_bytes),
+            ],
         }
     }
+
+    /// The parser limits this connection was opened with.
+    pub fn limits(&self) -> Limits {
+        let [max_frame_bytes, max_headers, max_header_line_bytes] = self.limits.map(|v| v as usize);
+        Limits { max_frame_bytes, max_headers, max_header_line_bytes }
+    }
+}
+
+/// A configured limit as a connection keeps it (the configuration's ceilings are far below
+/// `u32::MAX`; a larger one would be taken as that).
+fn compact(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
 }
 
 /// What differs between the transports a [`Driver`] carries: how application bytes become STOMP

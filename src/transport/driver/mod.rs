@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::board::memory::{self, Charge, Pressure};
-use crate::node::{Node, Registration};
+use crate::node::{Node, Place, Registration};
 use crate::observability::metrics::{CloseReason, METRICS};
 use crate::session::Outcome;
 use crate::transport::outbound::{FrameKind, OutFrame, Outbound};
@@ -64,16 +64,16 @@ impl Pause {
 /// Under memory pressure, how long a connection may hold an unfinished frame without finishing
 /// one before it is closed: its bytes are charged and only finishing (or closing) frees them,
 /// so sockets holding half frames must not keep the whole board paused.
-const STALLED_INPUT: Duration = Duration::from_secs(2);
+const STALLED_INPUT_MS: u64 = 2_000;
 
 /// An upgraded socket carrying one STOMP connection.
 pub struct Driver<F: Framing, S: Socket = TcpStream> {
     stream: S,
     node: Rc<Node>,
     stomp: Stomp,
-    /// The connection's place in the node (freed when the driver is dropped) and its
-    /// outbound queue.
-    registration: Registration,
+    /// The connection's place in the node (freed when the driver is dropped). Its outbound
+    /// queue is the session's ([`Session::outbound`](crate::session::Session::outbound)).
+    place: Place,
     /// `[application bytes already de-framed | raw WebSocket bytes]`. Unallocated while idle.
     buf: Vec<u8>,
     /// Length of the de-framed prefix of `buf`.
@@ -100,11 +100,12 @@ pub struct Driver<F: Framing, S: Socket = TcpStream> {
     unfed: bool,
     /// The last read step stopped at its cap with input left on the socket.
     busy: bool,
-    /// When the client last finished a frame or had no unfinished input (see [`STALLED_INPUT`]).
-    last_progress: Instant,
+    /// When the client last finished a frame or had no unfinished input (see [`STALLED_INPUT_MS`]).
+    /// In milliseconds after the connection opened (`Liveness::since_opened`).
+    last_progress_ms: u64,
     /// The memory budget was under pressure at the last [`Driver::may_read`]: it is asked
     /// again every [`RECHECK`] even while the socket may be read (a half frame's sender may
-    /// send nothing more, and must still meet [`STALLED_INPUT`]).
+    /// send nothing more, and must still meet [`STALLED_INPUT_MS`]).
     pressed: bool,
 }
 
@@ -119,14 +120,14 @@ impl<F: Framing, S: Socket> Driver<F, S> {
         max_message_bytes: usize,
         framing: F,
     ) -> Driver<F, S> {
-        let outbound = registration.outbound.clone();
-        let mut stomp = Stomp::new(&node, registration.id, registration.session_id.clone(), outbound);
+        let Registration { place, session_id, outbound } = registration;
+        let mut stomp = Stomp::new(&node, place.id, session_id, outbound);
         stomp.session.set_peer(stream.tcp().peer_addr().ok().map(|a| a.ip().to_canonical()));
         Driver {
             stomp,
             stream,
             node,
-            registration,
+            place,
             buf: initial.to_vec(),
             data_len: 0,
             decoder: Decoder::new(max_message_bytes),
@@ -139,7 +140,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             paused: None,
             unfed: false,
             busy: false,
-            last_progress: Instant::now(),
+            last_progress_ms: 0,
             pressed: false,
         }
     }
@@ -183,8 +184,8 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             // The connection is over for everyone else (counted, room left, and its place
             // freed now); the socket lingers only to let the goodbye arrive.
             // The buffers go back now too (they are on the memory budget), not after the linger.
-            let Driver { stream, registration, buf, framing, charge, .. } = self;
-            drop((registration, buf, framing, charge));
+            let Driver { stream, place, buf, framing, charge, .. } = self;
+            drop((place, buf, framing, charge));
             linger(stream.tcp(), Instant::now() + LINGER).await;
         }
     }
@@ -196,7 +197,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             }
         }
         loop {
-            if let Some(reason) = self.registration.outbound.closing() {
+            if let Some(reason) = self.stomp.session.outbound().closing() {
                 return reason;
             }
             if let Err(reason) = self.resume_connect() {
@@ -205,7 +206,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             if let Err(e) = self.flush() {
                 return io_reason(&e);
             }
-            let pending = self.framing.pending(&self.registration.outbound) || self.stream.holds_output();
+            let pending = self.framing.pending(self.stomp.session.outbound()) || self.stream.holds_output();
             let reading = match self.may_read() {
                 Ok(reading) => reading,
                 Err(reason) => return reason,
@@ -263,7 +264,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
         if self.recheck.as_mut().is_some_and(|recheck| recheck.as_mut().poll(cx).is_ready()) {
             any = true;
         }
-        if Pin::new(&mut self.registration.outbound.notified()).poll(cx).is_ready() {
+        if Pin::new(&mut self.stomp.session.outbound().notified()).poll(cx).is_ready() {
             any = true;
         }
         if pending {
@@ -295,7 +296,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             Some(Outcome::Continue) => {
                 self.unfed = true;
                 // The wait for the check is not the client being slow to finish a frame.
-                self.last_progress = Instant::now();
+                self.last_progress_ms = self.stomp.liveness.since_opened(Instant::now());
                 if self.stomp.liveness.just_connected(&self.stomp.session) {
                     self.timer.as_mut().reset(Instant::now());
                 }
@@ -313,7 +314,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     /// being read below the budget itself: an unfinished frame (finishing it frees the buffer)
     /// or open transactions (COMMIT, ABORT or a refused SEND free them). Otherwise sockets
     /// holding half frames could keep every socket paused for good. One that has not finished a
-    /// frame for [`STALLED_INPUT`] is closed with an ERROR instead (`memory_refused_total
+    /// frame for [`STALLED_INPUT_MS`] is closed with an ERROR instead (`memory_refused_total
     /// {what="unfinished_frame"}`).
     fn may_read(&mut self) -> Result<bool, CloseReason> {
         let pressure = memory::pressure();
@@ -325,7 +326,11 @@ impl<F: Framing, S: Socket> Driver<F, S> {
         // on the stall clock too: half frames must not keep that room for good either.
         self.pressed = !awaiting_login
             && (pressure >= Pressure::High || (holds_input && memory::used() >= memory::held_mark()));
-        if self.pressed && holds_input && self.last_progress.elapsed() >= STALLED_INPUT {
+        if self.pressed
+            && holds_input
+            && self.stomp.liveness.since_opened(Instant::now()).saturating_sub(self.last_progress_ms)
+                >= STALLED_INPUT_MS
+        {
             METRICS.memory_refused.inc("unfinished_frame");
             log::info!(
                 "memory budget short: closing session {}, its unfinished frame stalled",
@@ -360,7 +365,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
                 }
             }
             // Silence while the server does not read is not the client's fault.
-            self.stomp.liveness.last_read = Instant::now();
+            self.stomp.liveness.read_at(Instant::now());
         }
         self.paused = why;
         Ok(why.is_none())
@@ -385,7 +390,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
                 self.busy = false;
                 break;
             }
-            self.stomp.liveness.last_read = Instant::now();
+            self.stomp.liveness.read_at(Instant::now());
             self.charge.set(self.buf.capacity() + self.framing.held_bytes());
             self.process()?;
             if self.blocked_on.is_some() || self.stomp.session.awaiting_login() {
@@ -400,7 +405,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     /// De-frames WebSocket, answers control frames, then hands the application bytes to the
     /// framing and drops what it consumed.
     fn process(&mut self) -> Result<(), CloseReason> {
-        let outbound = &self.registration.outbound;
+        let outbound = self.stomp.session.outbound();
         let mut peer_closed = false;
         let decoded = self.decoder.decode(&mut self.buf, &mut self.data_len, &mut |control| match control {
             Control::Ping(payload) => {
@@ -416,9 +421,9 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             // it interrupted may have asked for a receipt (plain framing: the bytes are STOMP).
             let pending = self.framing.pending_stomp(self.buf.get(..self.data_len).unwrap_or_default());
             let receipt =
-                crate::protocol::pending_receipt(pending, self.stomp.session.version(), &self.stomp.limits);
+                crate::protocol::pending_receipt(pending, self.stomp.session.version(), &self.stomp.limits());
             self.stomp.session.send_error(&format!("websocket: {e}"), receipt.as_deref());
-            self.registration.outbound.push_unbounded(OutFrame {
+            self.stomp.session.outbound().push_unbounded(OutFrame {
                 bytes: ws::close_frame(e.close_code(), &e.to_string()),
                 kind: FrameKind::Raw,
             });
@@ -434,7 +439,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
             self.data_len -= consumed;
         }
         if consumed > 0 || !self.holds_input() {
-            self.last_progress = Instant::now();
+            self.last_progress_ms = self.stomp.liveness.since_opened(Instant::now());
         }
         for queue in self.node.hub.take_backed_up() {
             let blocked_on = self.blocked_on.get_or_insert_with(Box::default);
@@ -466,8 +471,8 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     /// The STOMP clock and the framing's: sends what is due, closes a silent client, re-arms.
     fn on_timer(&mut self) -> Result<(), CloseReason> {
         let stomp = &mut self.stomp;
-        let mut next = stomp.liveness.on_timer(&stomp.session, &self.registration.outbound)?;
-        if let Some(due) = self.framing.on_timer(&self.registration.outbound, Instant::now()) {
+        let mut next = stomp.liveness.on_timer(&stomp.session, stomp.session.outbound())?;
+        if let Some(due) = self.framing.on_timer(stomp.session.outbound(), Instant::now()) {
             next = next.min(due);
         }
         self.timer.as_mut().reset(next);
@@ -476,9 +481,9 @@ impl<F: Framing, S: Socket> Driver<F, S> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.stream.send_held()?;
-        let written = self.framing.flush(&self.stream, &self.registration.outbound)?;
+        let written = self.framing.flush(&self.stream, self.stomp.session.outbound())?;
         if written > 0 {
-            self.stomp.liveness.last_write = Instant::now();
+            self.stomp.liveness.written_at(Instant::now());
         }
         Ok(())
     }
@@ -488,7 +493,8 @@ impl<F: Framing, S: Socket> Driver<F, S> {
         if matches!(reason, CloseReason::SocketClosed | CloseReason::IoError) {
             return reason;
         }
-        self.framing.goodbye(&mut self.stomp, reason, &self.registration.outbound);
+        let outbound = self.stomp.session.outbound().clone();
+        self.framing.goodbye(&mut self.stomp, reason, &outbound);
         // A slow consumer is not reading: give its goodbye only a moment.
         let flush_for = if reason == CloseReason::SlowConsumer { CLOSE_FLUSH / 8 } else { CLOSE_FLUSH };
         self.flush_until(Instant::now() + flush_for).await;
@@ -501,7 +507,7 @@ impl<F: Framing, S: Socket> Driver<F, S> {
     async fn flush_until(&mut self, deadline: Instant) {
         loop {
             if self.flush().is_err()
-                || !(self.framing.pending(&self.registration.outbound) || self.stream.holds_output())
+                || !(self.framing.pending(self.stomp.session.outbound()) || self.stream.holds_output())
             {
                 return;
             }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::{sleep_until, Instant};
 
-use crate::node::{Node, Refusal, Registration};
+use crate::node::{Node, Place, Refusal, Registration};
 use crate::observability::metrics::{CloseReason, METRICS};
 use crate::transport::outbound::{FrameKind, Outbound};
 
@@ -145,7 +145,7 @@ pub struct HttpSession {
     settings: Settings,
     /// The connection's place in the node, given up when the STOMP connection ends (the
     /// session lingers a little longer for the client's last request).
-    registration: RefCell<Option<Registration>>,
+    place: RefCell<Option<Place>>,
     pub outbound: Rc<Outbound>,
     /// Borrowed by the task and by `xhr_send`, never across an `.await`.
     core: RefCell<Core>,
@@ -199,15 +199,14 @@ impl HttpSession {
         settings: Settings,
         peer: Option<std::net::IpAddr>,
     ) -> Result<Rc<HttpSession>, Refusal> {
-        let registration = node.register_connection()?;
-        let outbound = registration.outbound.clone();
-        let mut core = Core::new(node, registration.id, registration.session_id.clone(), outbound.clone());
+        let Registration { place, session_id, outbound } = node.register_connection()?;
+        let mut core = Core::new(node, place.id, session_id, outbound.clone());
         core.stomp.session.set_peer(peer);
-        node.mark_sockjs(registration.id);
+        node.mark_sockjs(place.id);
         let session = Rc::new(HttpSession {
             key: key(node, id),
             settings,
-            registration: RefCell::new(Some(registration)),
+            place: RefCell::new(Some(place)),
             core: RefCell::new(core),
             outbound,
             receiver: RefCell::new(None),
@@ -348,7 +347,7 @@ impl HttpSession {
             Some(receiver) if receiver.done || !receiver.chunk.is_empty() => {} // the body's turn
             Some(receiver) => {
                 if self.fill(receiver) {
-                    self.core.borrow_mut().stomp.liveness.last_write = now;
+                    self.core.borrow_mut().stomp.liveness.written_at(now);
                 } else if now >= receiver.last_sent + self.settings.heartbeat {
                     receiver.push(frame::HEARTBEAT, self.settings.streaming_bytes);
                 } else {
@@ -400,7 +399,7 @@ impl HttpSession {
             core.stomp.session.end(node);
             close
         };
-        drop(self.registration.borrow_mut().take());
+        drop(self.place.borrow_mut().take());
         METRICS.closes.inc(reason.as_str());
         log::debug!("sockjs session {} closed: {}", self.key.1, reason.as_str());
         self.closed.set(Some(close));

@@ -43,7 +43,7 @@ impl Core {
             self.input.truncate(before);
             return Err(broken);
         }
-        self.stomp.liveness.last_read = tokio::time::Instant::now();
+        self.stomp.liveness.read_at(tokio::time::Instant::now());
         Ok(self.feed(node))
     }
 
@@ -60,7 +60,7 @@ impl Core {
     /// check) only a CONNECT's worth may be held.
     fn feed(&mut self, node: &Node) -> Received {
         let stomp = &mut self.stomp;
-        let limits = stomp.limits;
+        let limits = stomp.limits();
         let result = input::feed_buffer(&mut stomp.session, node, &limits, &mut self.input, false);
         trim_buffer(&mut self.input);
         if let Err(reason) = result {

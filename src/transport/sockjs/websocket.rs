@@ -37,7 +37,7 @@ impl Serve for SockJsWs {
 pub fn run<S: Socket>(up: Upgraded<S>) -> impl std::future::Future<Output = ()> {
     let settings = Settings::from_config(&up.node.config());
     METRICS.sockjs_sessions.inc("websocket");
-    up.node.mark_sockjs(up.registration.id);
+    up.node.mark_sockjs(up.registration.place.id);
     let mut framing = SockJsFraming {
         input: Vec::new(),
         write: Vec::new(),
@@ -119,7 +119,7 @@ impl Framing for SockJsFraming {
                 return (0, Err(CloseReason::ProtocolError));
             }
         };
-        let limits = stomp.limits;
+        let limits = stomp.limits();
         let result = input::feed_buffer(&mut stomp.session, node, &limits, &mut self.input, true);
         trim_buffer(&mut self.input);
         (consumed, result)
