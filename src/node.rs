@@ -296,8 +296,8 @@ impl Node {
         METRICS.connections_current.set(connections.len() as u64);
         // After a crowd leaves, give the table's memory back (a large table allocated last
         // sits at the top of the heap and keeps the allocator from returning what is below).
-        if connections.capacity() > 64 && connections.len() < connections.capacity() / 8 {
-            let keep = connections.len() * 2;
+        if let Some(keep) = crate::board::reclaim::shrunk_capacity(connections.len(), connections.capacity())
+        {
             connections.shrink_to(keep);
         }
     }

@@ -63,6 +63,14 @@ pub const BYTES_GONE: usize = 256 << 10;
 /// come from a page the allocator already has.
 const BURST_BLOCK: usize = 4096;
 
+/// The capacity a table of `len` entries out of `capacity` should shrink to after a removal, if
+/// it should: under an eighth full and past 64 slots, to twice its entries. One rule for the
+/// node's connection table and the hub's subscriber lists, so a crowd's tables go back with it
+/// (shrinking at an eighth and to a quarter keeps a removal amortized O(1)).
+pub fn shrunk_capacity(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > 64 && len < capacity / 8).then_some(len * 2)
+}
+
 /// The tick's reclaim state: the marks since the last reclaim started and the rounds left.
 #[derive(Debug)]
 pub struct Reclaim {

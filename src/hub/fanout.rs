@@ -275,8 +275,8 @@ impl Hub {
         {
             subs.swap_remove(i);
             // After a crowd leaves a room others stay in, give the list's memory back.
-            if subs.capacity() > 64 && subs.len() < subs.capacity() / 8 {
-                subs.shrink_to(subs.len() * 2);
+            if let Some(keep) = crate::board::reclaim::shrunk_capacity(subs.len(), subs.capacity()) {
+                subs.shrink_to(keep);
             }
         }
         if subs.is_empty() {
