@@ -93,7 +93,7 @@ steps_summary() {
         [ "${#STEP_NAMES[$i]}" -gt "$width" ] && width=${#STEP_NAMES[$i]}
     done
     for i in "${!STEP_NAMES[@]}"; do
-        [ "${STEP_RESULTS[$i]}" != PASS ] && [ -s "${STEP_LOGS[$i]:-}" ] || continue
+        if [ "${STEP_RESULTS[$i]}" = PASS ] || [ ! -s "${STEP_LOGS[$i]:-}" ]; then continue; fi
         # What the step itself said about its failure: its FAIL/failed/panicked/error lines and a
         # checker's "  - reason" lines, the last 30 of them.
         printf '\n--- why %s failed (its lines that say so, last 30) ---\n' "${STEP_NAMES[$i]}"
