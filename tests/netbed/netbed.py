@@ -274,6 +274,12 @@ def load(path):
     return recs
 
 
+# Events that end a fault, and how long after one the catch-up burst may hold own-board delivery
+# up without failing the scenario (the delay is still printed, as late_catch_up).
+RECOVERY_EVENTS = ("heal", "restore", "sigcont")
+CATCH_UP_S = 5.0
+
+
 def check(sc, logs, t0, extra):
     """Figures and failures of one scenario from the clients' logs (`logs`: board -> records)."""
     sends, rcpts, notices, disc, setup_errors, subs = {}, {}, {}, [], [], {}
@@ -306,7 +312,8 @@ def check(sc, logs, t0, extra):
                 api_at = max(api_at, r.get("t", 0))
     receivers = sorted(subs)
     got = {r: {} for r in receivers}
-    dup = reorder = late_local = no_offset = 0
+    dup = reorder = late_local = late_catch_up = no_offset = 0
+    recoveries = [t0 + at for at, what, _ in sc["events"] if what in RECOVERY_EVENTS]
     lat = {"local": [], "remote": []}  # delivery latency, s
     offsets = {}
     for r in receivers:
@@ -327,7 +334,13 @@ def check(sc, logs, t0, extra):
             if key in sends and subs[r]["t_sub"] < sends[key]:
                 lat["local" if m["s"][0] == r[0] else "remote"].append(m["t"] - sends[key])
                 if m["s"][0] == r[0] and m["t"] - sends[key] > 1.0:
-                    late_local += 1
+                    # Own-board delivery must not wait for Redis. Right after a link comes back,
+                    # though, both boards' backlogs arrive at once and the clients, sharing the
+                    # bed's two cores, read them: a delay there is CPU, reported, not failed on.
+                    if any(at - 1.0 <= sends[key] < at + CATCH_UP_S for at in recoveries):
+                        late_catch_up += 1
+                    else:
+                        late_local += 1
             if m["off"] is None:
                 no_offset += 1
             else:
@@ -374,7 +387,8 @@ def check(sc, logs, t0, extra):
     no_epoch = sorted(c for c, r in subs.items() if not r.get("epoch"))
     fig = {"sent": len(sends), "accepted": len(rcpts), "unconfirmed": unconfirmed,
            "deliveries": sum(len(v) for v in got.values()), "lost": lost_pairs, "lost_msgs": len(lost_msgs),
-           "silent": silent, "dup": dup, "reorder": reorder, "late_local": late_local, "no_offset": no_offset,
+           "silent": silent, "dup": dup, "reorder": reorder, "late_local": late_local,
+           "late_catch_up": late_catch_up, "no_offset": no_offset,
            "offset_conflicts": offset_conflicts, "flips": flips, "told": sorted(notices),
            "no_epoch": len(no_epoch), "disc": len(disc), "setup_errors": len(setup_errors), "counters": deltas, **pct, **extra}
     fails = []
