@@ -4,7 +4,8 @@
 #
 #   sudo scripts/install.sh [options] [BINARY]
 #
-# BINARY defaults to target/aarch64-unknown-linux-gnu/release/stomp-edge, then
+# BINARY defaults to target/aarch64-unknown-linux-musl/release/stomp-edge, then
+# target/aarch64-unknown-linux-gnu/release/stomp-edge, then
 # target/arm-unknown-linux-musleabihf/release/stomp-edge, then target/release/stomp-edge,
 # then ./stomp-edge (all relative to the repository root, the folder above scripts/).
 #
@@ -52,6 +53,7 @@ fi
 
 if [ -z "$binary" ]; then
     for candidate in \
+        "$here/target/aarch64-unknown-linux-musl/release/stomp-edge" \
         "$here/target/aarch64-unknown-linux-gnu/release/stomp-edge" \
         "$here/target/arm-unknown-linux-musleabihf/release/stomp-edge" \
         "$here/target/release/stomp-edge" \

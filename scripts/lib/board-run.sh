@@ -3,13 +3,16 @@
 # systemd would and check it. Source it after scripts/lib/checks.sh (pass, fail, fatal, say); it
 # makes the scratch directory `$work` and sets the EXIT trap that stops what it started and
 # removes `$work`. Then `board_run QEMU_COMMAND...` (the binary last, e.g.
-# `board_run qemu-arm-static -cpu arm1176 target/.../stomp-edge`).
+# `board_run qemu-arm-static -cpu arm1176 target/.../stomp-edge`); `board_static_layout_check`
+# inspects the binary before.
 #
 # It starts a datagram socket standing in for systemd's NOTIFY_SOCKET, starts the server on a free
 # loopback port with WATCHDOG_USEC=2 s, then checks /healthz, a STOMP round trip
 # (tests/js/qemu-smoke.mjs), READY=1 and WATCHDOG=1, and SIGTERM: exit status 0 and STOPPING=1.
 # Sets BOARD_IDLE_RSS_KIB (the emulator process's VmRSS once idle after start, qemu's own memory
-# included) and BOARD_READY_MS. Extra environment for the server: BOARD_ENV=(NAME=VALUE...).
+# included), BOARD_IMAGE_RSS_KIB (of that, the pages of the board binary's file: qemu maps the
+# guest binary from its file as the kernel would, and the same pages around each one touched are
+# resident, so this is the binary's share of a board's idle RSS) and BOARD_READY_MS. Extra environment for the server: BOARD_ENV=(NAME=VALUE...).
 # Every wait is bounded.
 
 board_server_pid=
@@ -26,8 +29,24 @@ board_run_cleanup() {
 trap board_run_cleanup EXIT
 trap 'exit 130' INT TERM
 
+# board_static_layout_check BIN TRIPLE: the board binary is static (no dynamic loader asked for)
+# and was linked with its code layout, cross/layout/TRIPLE.ld (scripts/lib/cross.sh), whose
+# section's size it prints.
+board_static_layout_check() {
+    if readelf -l "$1" | grep -q INTERP; then fail "$1 asks for a dynamic loader"; else pass "static: no dynamic loader"; fi
+    # The section's size, hex, from `[Nr] Name Type Address Off Size ...`.
+    local hex
+    hex=$(readelf -SW "$1" | grep ' \.text\.startup_path ' | sed 's/^.*\] *//' | awk '{ print $5 }')
+    if [ -n "$hex" ]; then
+        pass "code layout applied: .text.startup_path, $((16#$hex / 1024)) KiB first in the text"
+    else
+        fail "no .text.startup_path section: cross/layout/$2.ld was not applied"
+    fi
+}
+
 board_run() {
     BOARD_IDLE_RSS_KIB=
+    BOARD_IMAGE_RSS_KIB=
     BOARD_READY_MS=
     rm -f "$work/notify.sock" "$work/notify.log"
     # Each notify message is logged with the wall-clock time it arrived.
@@ -93,7 +112,11 @@ EOF
     # Idle: listening, one health check answered, nobody connected.
     sleep 1
     BOARD_IDLE_RSS_KIB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$board_server_pid/status" 2>/dev/null)
-    say "idle RSS under qemu (emulator included): ${BOARD_IDLE_RSS_KIB:-?} KiB"
+    BOARD_IMAGE_RSS_KIB=$(awk -v bin="$(realpath "${!#}")" '
+        /^[0-9a-f]+-[0-9a-f]+ / { mine = ($6 == bin) }
+        mine && /^Rss:/ { kib += $2 }
+        END { print kib + 0 }' "/proc/$board_server_pid/smaps" 2>/dev/null)
+    say "idle RSS under qemu (emulator included): ${BOARD_IDLE_RSS_KIB:-?} KiB, of it the binary's file: ${BOARD_IMAGE_RSS_KIB:-?} KiB of $(($(stat -c %s "${!#}") / 1024)) KiB"
 
     if timeout 60 node tests/js/qemu-smoke.mjs "ws://127.0.0.1:$port/ws" 45000; then
         pass "STOMP connect, subscribe /topic/qemu, send and receive"

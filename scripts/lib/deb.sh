@@ -39,8 +39,9 @@ deb_inspect_in() { # DEB ARCH DIR: deb_inspect, unpacking into the empty directo
         && pass "$arch: Maintainer and Description set" || fail "$arch: Maintainer or Description missing"
     depends=$(dpkg-deb --field "$deb" Depends)
     case $arch in
-        armhf)
-            # Static musl: the only dependency is adduser for the service user.
+        arm64 | armhf)
+            # The boards' binaries are static musl: the only dependency is adduser for the
+            # service user.
             [ "$depends" = adduser ] && pass "$arch: Depends '$depends' (static binary: no libc)" \
                 || fail "$arch: Depends '$depends', want only adduser" ;;
         *)

@@ -2,10 +2,11 @@
 # Installs what the test suites need, only when it is missing; fast and silent when all is present.
 # Called by scripts/test.sh as its first step; can be run alone: `bash scripts/lib/setup.sh`.
 #   Debian: redis-server (binary only: tests start their own on free ports), chromium,
-#           qemu-user-static, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, lintian, dpkg-dev,
-#           python3-venv if needed
-#   Rust:   rustfmt and clippy components, the aarch64-unknown-linux-gnu target, cargo-fuzz
-#           (from crates.io, for the bounded fuzz step), cargo-deb (crates.io, for the packages)
+#           qemu-user-static, lintian, dpkg-dev, python3-venv if needed
+#   Rust:   rustfmt, clippy and rust-src components (std is built from source for the boards'
+#           static binaries), cargo-fuzz (from crates.io, for the bounded fuzz step), cargo-deb
+#           (crates.io, for the packages); the boards' linker, Zig, comes from PyPI when
+#           scripts/package.sh first needs it (scripts/lib/cross.sh)
 #   Node:   tests/js/node_modules from the committed package-lock.json (npm ci)
 #   Python: target/test-venv with tests/py/requirements.txt (hash-pinned)
 set -euo pipefail
@@ -27,8 +28,7 @@ as_root() {
 apt_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 install_debian_packages() {
-    local want=(redis-server chromium qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-        lintian dpkg-dev nginx openssl)
+    local want=(redis-server chromium qemu-user-static lintian dpkg-dev nginx openssl)
     # The venv is made with the python3 on PATH; Debian's own python3 needs python3-venv for that.
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then want+=(python3-venv); fi
     local missing=() p
@@ -62,21 +62,17 @@ install_debian_packages() {
 # --- Rust toolchain pieces --------------------------------------------------------------------
 install_rust_pieces() {
     if ! command -v rustup >/dev/null; then
-        say "rustup not found: skipping rustfmt/clippy/aarch64 checks"
+        say "rustup not found: skipping the rustfmt/clippy/rust-src checks"
         return 0
     fi
     local installed c
     installed="$(rustup component list --installed 2>/dev/null)"
-    for c in rustfmt clippy; do
+    for c in rustfmt clippy rust-src; do
         if ! grep -q "^$c" <<<"$installed"; then
             say "adding rustup component $c"
             rustup component add "$c"
         fi
     done
-    if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
-        say "adding rustup target aarch64-unknown-linux-gnu"
-        rustup target add aarch64-unknown-linux-gnu
-    fi
     if ! cargo fuzz --version >/dev/null 2>&1; then
         say "cargo install cargo-fuzz (crates.io)"
         cargo install --locked cargo-fuzz

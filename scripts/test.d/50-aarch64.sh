@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The board build, tested under emulation: build the aarch64 release binary with Debian's cross
-# gcc, print its size, run it under qemu-aarch64 as systemd would (NOTIFY_SOCKET, WATCHDOG_USEC),
-# check /healthz and a STOMP round trip, READY/WATCHDOG/STOPPING and a clean SIGTERM exit, build
-# and inspect the arm64 Debian package from that binary (scripts/lib/deb.sh), then
-# `systemd-analyze verify` the unit and the install/uninstall scripts into a temporary root.
-# Installs what it needs when missing. Exits non-zero on any failure; every wait is bounded.
+# The 64-bit board build, tested under emulation: `scripts/package.sh arm64` builds the static
+# aarch64-unknown-linux-musl release binary (linked by Zig with the code layout of
+# cross/layout/, scripts/lib/cross.sh) and its Debian package; this step checks the binary is
+# static and within the size budget, runs it under qemu-aarch64 as systemd would (NOTIFY_SOCKET,
+# WATCHDOG_USEC): /healthz and a STOMP round trip, READY/WATCHDOG/STOPPING and a clean SIGTERM
+# exit, with the figures printed (start to READY, how much of the binary an idle start keeps
+# resident), inspects the package (scripts/lib/deb.sh), then `systemd-analyze verify`s the unit
+# and runs the install/uninstall scripts into a temporary root. Installs what it needs when
+# missing. Exits non-zero on any failure; every wait is bounded.
 set -uo pipefail
 
 cd "${REPO_ROOT:-$(dirname "$0")/../..}" || exit 1
-TARGET=aarch64-unknown-linux-gnu
+TARGET=aarch64-unknown-linux-musl
 BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/stomp-edge
-SYSROOT=/usr/aarch64-linux-gnu
 SIZE_BUDGET=${STOMP_EDGE_SIZE_BUDGET_BYTES:-4194304} # 4 MiB with TLS in (issue 24; 3 MiB before it)
 TAG=50-aarch64
 
@@ -23,46 +25,36 @@ TAG=50-aarch64
 
 # --- toolchain: install only what is missing -----------------------------------------------
 need=()
-command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
-dpkg -s libc6-dev-arm64-cross >/dev/null 2>&1 || need+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || need+=(qemu-user-static)
 command -v lintian >/dev/null || need+=(lintian)
+command -v readelf >/dev/null || need+=(binutils)
 # shellcheck source=../lib/cross.sh
 . scripts/lib/cross.sh
 apt_install_missing "${need[@]}" || fatal "apt-get install ${need[*]}"
-rust_target "$TARGET" || fatal "rustup target add $TARGET"
 QEMU=$(command -v qemu-aarch64-static || command -v qemu-aarch64)
 if [ ! -d tests/js/node_modules/@stomp/stompjs ] || [ ! -d tests/js/node_modules/ws ]; then
     (cd tests/js && timeout 600 npm ci --no-audit --no-fund --loglevel=error) || fatal "npm ci in tests/js"
 fi
 
-# --- build and size ------------------------------------------------------------------------
+# --- build, package and size (package.sh installs its own tools) ---------------------------
 t0=$(now_ms)
-timeout 1500 cargo build --release --target "$TARGET" || fatal "cargo build --release --target $TARGET"
-say "aarch64 release build: $((($(now_ms) - t0) / 1000)) s (incremental if target/ was warm)"
+deb=$(timeout 1500 bash scripts/package.sh arm64) || fatal "bash scripts/package.sh arm64"
+say "arm64 build and package: $((($(now_ms) - t0) / 1000)) s (incremental if target/ was warm)"
 [ -x "$BIN" ] || fatal "no binary at $BIN"
 [ "$(od -An -tx1 -j18 -N2 "$BIN" | tr -d ' \n')" = b700 ] || fatal "$BIN is not an aarch64 ELF"
-aarch64-linux-gnu-strip -o "$work/stripped" "$BIN" || fatal "aarch64-linux-gnu-strip"
-size=$(stat -c %s "$BIN")
-stripped=$(stat -c %s "$work/stripped")
-say "aarch64 binary: $size bytes as built, $stripped bytes stripped ($(awk -v b="$stripped" 'BEGIN{printf "%.2f", b/1048576}') MiB)"
-if [ "$stripped" -le "$SIZE_BUDGET" ]; then
-    pass "stripped aarch64 size $stripped <= $SIZE_BUDGET bytes"
+deb_inspect "$deb" arm64
+board_static_layout_check "$BIN" "$TARGET"
+size=$(stat -c %s "$BIN") # the release profile strips
+say "aarch64 binary: $size bytes stripped ($(awk -v b="$size" 'BEGIN{printf "%.2f", b/1048576}') MiB)"
+if [ "$size" -le "$SIZE_BUDGET" ]; then
+    pass "stripped aarch64 size $size <= $SIZE_BUDGET bytes"
 else
-    fail "stripped aarch64 size $stripped > $SIZE_BUDGET bytes"
+    fail "stripped aarch64 size $size > $SIZE_BUDGET bytes"
 fi
 
 # --- run under qemu as systemd would --------------------------------------------------------
-board_run "$QEMU" -L "$SYSROOT" "$BIN"
-say "figures: stripped $stripped bytes, idle RSS under qemu-aarch64 ${BOARD_IDLE_RSS_KIB:-?} KiB"
-
-# --- the Debian package, from the binary just built ----------------------------------------
-if deb=$(bash scripts/package.sh --no-build arm64 2>"$work/package.log"); then
-    deb_inspect "$deb" arm64
-else
-    sed 's/^/    package: /' "$work/package.log" | tail -n 20
-    fail "scripts/package.sh --no-build arm64"
-fi
+board_run "$QEMU" "$BIN"
+say "figures: stripped $size bytes, start to READY ${BOARD_READY_MS:-?} ms, binary resident when idle ${BOARD_IMAGE_RSS_KIB:-?} KiB, idle RSS under qemu-aarch64 ${BOARD_IDLE_RSS_KIB:-?} KiB (emulator included)"
 
 # --- the unit ----------------------------------------------------------------------------
 if command -v systemd-analyze >/dev/null; then
