@@ -78,7 +78,10 @@ describe('room history on the chat page', () => {
       await seeChat(bob.page, 'alice', 'after the restart');
       const all = await chats(bob.page);
       assert.equal(all.length, new Set(all).size, `duplicates in ${all}`);
-      assert.deepEqual([...alice.page.problems, ...bob.page.problems].filter((p) => !p.includes('WebSocket')), []);
+      // While the board was down the pages' reconnect attempts failed: logged as WebSocket errors,
+      // or as a refused load when an attempt fell on the closed port. Expected; nothing else is.
+      const downtime = (p) => p.includes('WebSocket') || p.includes('net::ERR_CONNECTION_REFUSED');
+      assert.deepEqual([...alice.page.problems, ...bob.page.problems].filter((p) => !downtime(p)), []);
     } finally {
       await alice.context.close();
       await bob.context.close();
