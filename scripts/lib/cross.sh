@@ -2,7 +2,7 @@
 # Shared by the board-build steps in scripts/test.d, scripts/package.sh and scripts/layout.sh:
 # install what a cross build needs when it is missing, and build a board binary. Source it from
 # the repository root, then call `apt_install_missing PKG...` (only the packages not yet present
-# are passed), `rust_target TARGET`, `zig_tools` and `board_build TRIPLE`. All return non-zero on
+# are passed), `zig_tools` and `board_build TRIPLE`. All return non-zero on
 # failure; callers decide.
 
 apt_install_missing() {
@@ -14,9 +14,6 @@ apt_install_missing() {
     DEBIAN_FRONTEND=noninteractive timeout 900 $sudo apt-get install -y -qq --no-install-recommends "$@"
 }
 
-rust_target() {
-    rustup target list --installed 2>/dev/null | grep -qx "$1" || timeout 600 rustup target add "$1"
-}
 
 # The board binaries are static musl builds linked by this Zig (its musl, libunwind and start
 # files, built for the target CPU), installed from PyPI into a venv of their own. Pinned.
