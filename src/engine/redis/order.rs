@@ -11,6 +11,7 @@
 //! high-water mark) a gap is given up at once rather than held: delivery goes on, the missing
 //! offsets are counted lost and the refusal in `memory_refused_total{what="gap"}`.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -57,6 +58,32 @@ fn arrival_cost(a: &Arrival) -> usize {
     a.publication.as_ref().map_or(BARE_ARRIVAL_BYTES, |p| p.kept_cost() + a.epoch.len())
 }
 
+/// What became of an arrival that leaves the sequencer without its turn in offset order.
+#[derive(Debug, PartialEq, Eq)]
+enum LetGo {
+    /// This node's own publication, still owed to its subscribers: delivered without its
+    /// position (accepted is never lost on its own node).
+    Delivered,
+    /// Another node's publication: it will not be delivered here.
+    Dropped,
+    /// Nothing to deliver: this node delivered it when it accepted it.
+    Bare,
+}
+
+/// Lets an arrival go before its turn (the position is unknown and the hold is full, the epoch
+/// changed, its offset was passed): see `LetGo`. Own copies owed here go to `deliver`.
+fn let_go(a: Arrival, deliver: &mut Vec<Publication>) -> LetGo {
+    match (a.deliver_by, a.publication) {
+        (Some(_), Some(mut p)) => {
+            p.stream = None;
+            deliver.push(p);
+            LetGo::Delivered
+        }
+        (None, Some(_)) => LetGo::Dropped,
+        (_, None) => LetGo::Bare,
+    }
+}
+
 /// Held arrivals by offset, their bytes on the memory budget (given back as they leave, or
 /// when the destination is forgotten).
 #[derive(Debug, Default)]
@@ -66,23 +93,32 @@ struct Held {
 }
 
 impl Held {
+    /// Holds `a` at its offset. An offset can arrive twice: this node's own publication comes
+    /// back as its script reply and as its pub/sub echo, in either order, and only one of the
+    /// two carries the copy still owed to this node's subscribers; another node's comes by
+    /// pub/sub and by a stream read. What is held keeps the copy that carries a publication, so
+    /// a bare second arrival never takes the place of one still owed here.
     fn insert(&mut self, a: Arrival) {
-        let mut bytes = self.charge.bytes() + arrival_cost(&a);
-        if let Some(old) = self.arrivals.insert(a.offset, a) {
-            bytes = bytes.saturating_sub(arrival_cost(&old));
+        match self.arrivals.entry(a.offset) {
+            Entry::Vacant(slot) => {
+                self.charge.set(self.charge.bytes() + arrival_cost(&a));
+                slot.insert(a);
+            }
+            Entry::Occupied(mut slot) => {
+                let held = slot.get_mut();
+                if held.publication.is_none() && a.publication.is_some() {
+                    let before = arrival_cost(held);
+                    *held = a;
+                    self.charge.set(self.charge.bytes().saturating_sub(before) + arrival_cost(held));
+                }
+            }
         }
-        self.charge.set(bytes);
     }
 
     fn pop_first(&mut self) -> Option<Arrival> {
         let (_, a) = self.arrivals.pop_first()?;
         self.charge.set(self.charge.bytes().saturating_sub(arrival_cost(&a)));
         Some(a)
-    }
-
-    fn clear(&mut self) {
-        self.arrivals.clear();
-        self.charge.set(0);
     }
 
     fn first_key_value(&self) -> Option<(&u64, &Arrival)> {
@@ -190,18 +226,9 @@ impl Sequencer {
                 }
             }
             for a in dropped {
-                // This node's own publication is still owed here: delivered (without its
-                // position); another node's is lost.
-                match (a.deliver_by, a.publication) {
-                    (Some(_), Some(mut p)) => {
-                        p.stream = None;
-                        out.deliver.push(p);
-                    }
-                    (None, Some(_)) => {
-                        self.counts.lost += 1;
-                        t.loss_untold = true;
-                    }
-                    _ => {}
+                if let_go(a, &mut out.deliver) == LetGo::Dropped {
+                    self.counts.lost += 1;
+                    t.loss_untold = true;
                 }
             }
             t.held.insert(a);
@@ -212,18 +239,30 @@ impl Sequencer {
             None => t.epoch = Some(a.epoch.clone()),
             Some(e) if *e != *a.epoch => {
                 // The history was lost (Redis flushed or restarted): offsets start again.
+                // What was held for the old epoch will not come in order: other nodes'
+                // publications are lost, own ones still owed here are delivered now.
                 self.counts.epoch_changes += 1;
-                self.counts.lost += t.held.len() as u64;
-                t.held.clear();
+                while let Some(old) = t.held.pop_first() {
+                    if let_go(old, &mut out.deliver) == LetGo::Dropped {
+                        self.counts.lost += 1;
+                    }
+                }
                 t.loss_untold = true;
                 t.epoch = Some(a.epoch.clone());
                 t.next = Some(1);
-                return self.arrive(destination, a);
+                let then = self.arrive(destination, a);
+                out.deliver.extend(then.deliver);
+                out.repair = then.repair;
+                return out;
             }
             Some(_) => {}
         }
         if a.offset < next {
-            self.counts.duplicates += 1;
+            // Passed already. An own copy still owed here is delivered anyway, without its
+            // position; anything else is a duplicate.
+            if let_go(a, &mut out.deliver) != LetGo::Delivered {
+                self.counts.duplicates += 1;
+            }
             return out;
         }
         t.held.insert(a);
@@ -326,7 +365,9 @@ impl Sequencer {
             }
             let Some(a) = t.held.pop_first() else { break };
             if offset < next {
-                self.counts.duplicates += 1;
+                if let_go(a, &mut out.deliver) != LetGo::Delivered {
+                    self.counts.duplicates += 1;
+                }
             } else {
                 if let Some(mut p) = a.publication {
                     if std::mem::take(&mut t.loss_untold) {
@@ -457,6 +498,62 @@ mod tests {
         let o = s.arrive("/topic/x", arrival(5, "e"));
         assert_eq!(ids(&o), ["m3", "m4", "m5"]);
         assert_eq!(s.counts.lost, 2);
+    }
+
+    /// An own publication owed here, as the outbox hands it over, due at `by`.
+    fn owed(offset: u64, epoch: &str, by: tokio::time::Instant) -> Arrival {
+        Arrival { deliver_by: Some(by), ..arrival(offset, epoch) }
+    }
+
+    /// The same own publication without its copy (the other of its reply and echo).
+    fn bare(offset: u64, epoch: &str) -> Arrival {
+        Arrival { publication: None, ..arrival(offset, epoch) }
+    }
+
+    #[test]
+    fn an_own_publication_behind_a_gap_keeps_its_copy_when_its_reply_or_echo_comes_second() {
+        // netbed cut10 (CI of ac874e8): board a caught up after a cut, its clients' SENDs made
+        // 0.3 s after the heal waited behind that gap, and the second of each one's reply and
+        // echo (bare) took the place of the first (carrying the copy owed to a's own
+        // subscribers): five messages reached board b and never board a's clients.
+        let by = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/x");
+        s.start("/topic/x", Some(Rc::from("e")), 0);
+        // 1 is another node's, not read back yet. 2: echo with the copy, then the bare reply;
+        // 3: the bare echo first, then the reply with the copy.
+        assert!(s.arrive("/topic/x", owed(2, "e", by)).deliver.is_empty());
+        assert!(s.arrive("/topic/x", bare(2, "e")).deliver.is_empty());
+        assert!(s.arrive("/topic/x", bare(3, "e")).deliver.is_empty());
+        assert!(s.arrive("/topic/x", owed(3, "e", by)).deliver.is_empty());
+        assert!(s.owes_local());
+        let o = s.repaired("/topic/x", vec![arrival(1, "e"), bare(2, "e"), bare(3, "e")]);
+        assert_eq!(ids(&o), ["m1", "m2", "m3"]);
+        assert_eq!(s.counts, OrderCounts::default());
+        assert!(!s.owes_local());
+        let charged = s.tracks.get("/topic/x").map(|t| t.held.charge.bytes());
+        assert_eq!(charged, Some(0));
+    }
+
+    #[test]
+    fn own_copies_owed_here_survive_every_way_out_of_order() {
+        let by = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/x");
+        s.start("/topic/x", Some(Rc::from("e")), 0);
+        // A new epoch while own 3 and another node's 4 wait for 1 and 2: the own one is
+        // delivered (without its position), the other counted lost, nothing counted twice.
+        s.arrive("/topic/x", owed(3, "e", by));
+        s.arrive("/topic/x", arrival(4, "e"));
+        s.arrive("/topic/x", bare(5, "e"));
+        let o = s.arrive("/topic/x", arrival(1, "f"));
+        assert_eq!(ids(&o), ["m3", "m1"]);
+        assert!(o.deliver[0].stream.is_none());
+        assert_eq!((s.counts.lost, s.counts.epoch_changes, s.counts.duplicates), (1, 1, 0));
+        // An own copy owed here whose offset was passed already is delivered, not a duplicate.
+        let o = s.arrive("/topic/x", owed(1, "f", by));
+        assert_eq!((ids(&o), s.counts.duplicates), (vec!["m1".to_string()], 0));
+        assert!(!s.owes_local());
     }
 
     #[test]
