@@ -529,3 +529,108 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use redis::Value;
+
+    /// Records what the relay delivers to this node's subscribers (message ids).
+    #[derive(Default)]
+    struct Subscribers(RefCell<Vec<String>>);
+
+    impl BrokerEventHandler for Subscribers {
+        fn handle_publication(&self, p: &Publication) {
+            self.0.borrow_mut().push(p.message_id.to_string());
+        }
+        fn advertise_url(&self) -> Rc<str> {
+            Rc::from("")
+        }
+        fn connection_count(&self) -> usize {
+            0
+        }
+    }
+
+    const DESTINATION: &str = "/topic/x";
+    const CHANNEL: &str = "stomp:broadcast:topic:x";
+
+    fn publication(id: &str) -> Publication {
+        Publication::message(
+            Rc::from(DESTINATION),
+            Rc::from(id),
+            Vec::new(),
+            bytes::Bytes::from_static(b"hi"),
+        )
+    }
+
+    /// The envelope Redis publishes for `p` appended at `offset` of epoch "e".
+    fn published(origin: &str, instance: u64, seq: u64, offset: u64, p: &Publication) -> Vec<u8> {
+        let mut e = Envelope::wrap(origin, instance, seq, p);
+        e.offset = Some(offset);
+        e.sepoch = Some("e".to_string());
+        e.encode()
+    }
+
+    /// A relay that never connects, with one subscriber list, positioned at the start of
+    /// `DESTINATION`'s stream in epoch "e", and one own publication "own" waiting in a call.
+    fn relay_with_one_own_publication() -> (Rc<Relay>, Rc<Subscribers>, u64) {
+        let mut config = Config::embedded();
+        config.server_id = "me".into();
+        config.redis_url = Some("redis://127.0.0.1:1".into());
+        let relay = Relay::new(Rc::new(Shard::new(&config).unwrap()), config.streams.clone());
+        let subscribers = Rc::new(Subscribers::default());
+        let handler: Rc<dyn BrokerEventHandler> = subscribers.clone();
+        relay.set_handler(Rc::downgrade(&handler));
+        relay.interest(DESTINATION, true);
+        relay.sequencer.borrow_mut().start(DESTINATION, Some(Rc::from("e")), 0);
+        let mut outbox = relay.outbox.borrow_mut();
+        let seq = outbox.next_seq();
+        let p = publication("own");
+        let entry = Outgoing {
+            seq,
+            channel: CHANNEL.into(),
+            destination: Rc::from(DESTINATION),
+            payload: Envelope::wrap("me", relay.shard.epoch, seq, &p).encode(),
+            queued: Instant::now(),
+            pending: Some(p),
+            deliver_by: Instant::now() + Duration::from_secs(60),
+            refusals: 0,
+        };
+        outbox.push(entry, None, Duration::ZERO);
+        outbox.begin_call(1);
+        drop(outbox);
+        (relay, subscribers, seq)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_own_publication_behind_a_gap_reaches_its_own_subscribers_whichever_of_reply_and_echo_is_first(
+    ) {
+        // netbed cut10 (CI of ac874e8): right after a heal board a is behind (another node's
+        // offset 1 not read back yet); its own publication gets offset 2, and its reply and echo
+        // both come before 1 does. Its own subscribers must still get it, once, after 1.
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                for echo_first in [true, false] {
+                    let (relay, subscribers, seq) = relay_with_one_own_publication();
+                    let own = publication("own");
+                    let echo = published("me", relay.shard.epoch, seq, 2, &own);
+                    let reply = || vec![Value::Array(vec![Value::Int(2), Value::BulkString(b"e".to_vec())])];
+                    if echo_first {
+                        relay.on_message(CHANNEL, &echo);
+                        relay.answered(reply());
+                    } else {
+                        relay.answered(reply());
+                        relay.on_message(CHANNEL, &echo);
+                    }
+                    assert!(subscribers.0.borrow().is_empty(), "held behind the gap");
+                    relay.on_message(CHANNEL, &published("other", 1, 1, 1, &publication("theirs")));
+                    assert_eq!(*subscribers.0.borrow(), ["theirs", "own"], "echo first: {echo_first}");
+                    assert_eq!(relay.stats.local_without_offset.get(), 0);
+                    assert!(relay.outbox.borrow().is_empty());
+                }
+            })
+            .await;
+    }
+}

@@ -115,7 +115,7 @@ impl Relay {
     }
 
     /// Handles one message from Redis.
-    fn on_message(&self, channel: &str, payload: &[u8]) {
+    pub(super) fn on_message(&self, channel: &str, payload: &[u8]) {
         let envelope = match Envelope::decode(payload) {
             Ok(e) => e,
             Err(e) => {
