@@ -1,7 +1,11 @@
 //! Stacking the configuration sources into one TOML document before it becomes a `Config`:
-//! the embedded default file, then the `--config` file, then `STOMP_EDGE_*` variables, then
-//! flags. Each later source replaces single keys of the earlier ones. The document keeps where
-//! every value came from, so that an error names the key and its file line, variable or flag.
+//! the `--config` file, then `STOMP_EDGE_*` variables, then flags. Each later source replaces
+//! single keys of the earlier ones. The document holds only the keys these sources set; every
+//! other key takes its declared default when it is deserialized (`#[serde(default)]`), so a
+//! start reads and checks only what was set (under qemu, where the first run of any code costs
+//! its translation, reading all 65 keys of the default file cost a third of the start). The
+//! document keeps where every value came from, so that an error names the key and its file
+//! line, variable or flag.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -10,8 +14,8 @@ use serde::Deserialize;
 use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
-use super::declare::{KeyError, Settings};
-use super::{Config, DEFAULT_FILE};
+use super::declare::{KeyError, RawKind, Settings};
+use super::Config;
 
 /// Where a value was set, for error messages.
 #[derive(Debug, Clone)]
@@ -24,7 +28,7 @@ enum Origin {
     Flag(String),
 }
 
-/// The layered document: the default file with the later sources' keys put over it.
+/// The layered document: the keys the sources set, later ones over earlier ones.
 pub(super) struct Layers<'a> {
     root: DeTable<'a>,
     /// The file text, for turning byte offsets into line numbers.
@@ -34,14 +38,22 @@ pub(super) struct Layers<'a> {
 }
 
 impl<'a> Layers<'a> {
-    /// The embedded default file alone.
-    pub(super) fn embedded() -> Layers<'a> {
-        // The embedded file is checked by a unit test; a failure here is a build defect.
-        let root = match DeTable::parse(DEFAULT_FILE) {
-            Ok(doc) => doc.into_inner(),
-            Err(e) => panic!("embedded default config is not TOML: {e}"),
-        };
-        Layers { root, text: "", origins: HashMap::new() }
+    /// No key set: every key at its default.
+    pub(super) fn new() -> Layers<'a> {
+        Layers { root: DeTable::new(), text: "", origins: HashMap::new() }
+    }
+
+    /// The table of `[section]` in the document, made empty if no source set a key of it yet
+    /// (None: a source set the section's name to something else than a table).
+    fn section(&mut self, name: &str) -> Option<&mut DeTable<'a>> {
+        if !self.root.contains_key(name) {
+            let key = Spanned::new(0..0, Cow::Owned(name.to_string()));
+            self.root.insert(key, Spanned::new(0..0, DeValue::Table(DeTable::new())));
+        }
+        match self.root.get_mut(name).map(|v| v.get_mut()) {
+            Some(DeValue::Table(table)) => Some(table),
+            _ => None,
+        }
     }
 
     /// Puts every key of a config file over the current values. `name` is used in errors.
@@ -51,34 +63,34 @@ impl<'a> Layers<'a> {
         for (key, value) in doc.into_inner() {
             let key_span = key.span();
             let key_name = key.get_ref().to_string();
-            let current = self.root.get_mut(key_name.as_str());
-            match (current.map(|v| v.get_mut()), value.get_ref()) {
-                (Some(DeValue::Table(section)), DeValue::Table(_)) => {
-                    let DeValue::Table(entries) = value.into_inner() else { continue };
-                    for (inner, inner_value) in entries {
-                        let path = format!("{key_name}.{}", inner.get_ref());
-                        if !section.contains_key(inner.get_ref().as_ref()) {
-                            return Err(at_line(
-                                name,
-                                text,
-                                Some(inner.span()),
-                                &format!("unknown key `{path}`"),
-                            ));
-                        }
-                        let origin =
-                            Origin::File { name: name.into(), key: inner.span(), value: inner_value.span() };
-                        self.origins.insert(path, origin);
-                        section.insert(inner, inner_value);
+            let is_section = Config::is_section(&key_name);
+            if is_section && matches!(value.get_ref(), DeValue::Table(_)) {
+                let DeValue::Table(entries) = value.into_inner() else { continue };
+                for (inner, inner_value) in entries {
+                    let path = format!("{key_name}.{}", inner.get_ref());
+                    if Config::find(&path).is_none() {
+                        return Err(at_line(
+                            name,
+                            text,
+                            Some(inner.span()),
+                            &format!("unknown key `{path}`"),
+                        ));
                     }
+                    let origin =
+                        Origin::File { name: name.into(), key: inner.span(), value: inner_value.span() };
+                    self.origins.insert(path, origin);
+                    match self.section(&key_name) {
+                        Some(section) => section.insert(inner, inner_value),
+                        None => continue,
+                    };
                 }
-                (Some(_), _) => {
-                    let origin = Origin::File { name: name.into(), key: key_span, value: value.span() };
-                    self.origins.insert(key_name, origin);
-                    self.root.insert(key, value);
-                }
-                (None, _) => {
-                    return Err(at_line(name, text, Some(key_span), &format!("unknown key `{key_name}`")));
-                }
+            } else if is_section || Config::find(&key_name).is_some() {
+                // A section set to something else than a table is refused by serde, naming it.
+                let origin = Origin::File { name: name.into(), key: key_span, value: value.span() };
+                self.origins.insert(key_name, origin);
+                self.root.insert(key, value);
+            } else {
+                return Err(at_line(name, text, Some(key_span), &format!("unknown key `{key_name}`")));
             }
         }
         match self.check() {
@@ -91,19 +103,19 @@ impl<'a> Layers<'a> {
     /// Sets one key from an environment variable or a flag. `raw` is written as in the file
     /// (`"x"`, `[..]`, `42`) or bare: a bare word for a string key, `a,b` for a list key.
     pub(super) fn apply_raw(&mut self, path: &str, raw: &'a str, source: String) -> Result<(), String> {
+        let Some(info) = Config::find(path) else { return Err(format!("{source}: unknown key `{path}`")) };
+        let value = raw_value(info.raw, raw).map_err(|e| format!("{source}: `{path}`: {e}"))?;
         let (section, key) = match path.split_once('.') {
             Some((section, key)) => (Some(section), key),
             None => (None, path),
         };
         let table = match section {
-            Some(section) => match self.root.get_mut(section).map(|v| v.get_mut()) {
-                Some(DeValue::Table(table)) => table,
-                _ => return Err(format!("{source}: unknown key `{path}`")),
+            Some(section) => match self.section(section) {
+                Some(table) => table,
+                None => return Err(format!("{source}: unknown key `{path}`")),
             },
             None => &mut self.root,
         };
-        let Some(default) = table.get(key) else { return Err(format!("{source}: unknown key `{path}`")) };
-        let value = raw_value(default.get_ref(), raw).map_err(|e| format!("{source}: `{path}`: {e}"))?;
         table.insert(Spanned::new(0..0, Cow::Owned(key.to_string())), Spanned::new(0..0, value));
         let origin =
             if source.starts_with("--") { Origin::Flag(source.clone()) } else { Origin::Env(source.clone()) };
@@ -156,7 +168,7 @@ impl<'a> Layers<'a> {
         match self.origins.get(&e.path) {
             Some(Origin::File { name, value, .. }) => at_line(name, self.text, Some(value.clone()), &text),
             Some(Origin::Env(source) | Origin::Flag(source)) => format!("{source}: {text}"),
-            None => format!("embedded default: {text}"),
+            None => format!("default: {text}"),
         }
     }
 }
@@ -181,27 +193,27 @@ fn at_line(name: &str, text: &str, span: Option<std::ops::Range<usize>>, message
     }
 }
 
-/// Reads an environment or flag value for a key whose default is `default`.
-fn raw_value<'a>(default: &DeValue<'_>, raw: &'a str) -> Result<DeValue<'a>, String> {
+/// Reads an environment or flag value for a key read as `kind`.
+fn raw_value(kind: RawKind, raw: &str) -> Result<DeValue<'_>, String> {
     let trimmed = raw.trim();
     let as_toml = || {
         DeValue::parse(trimmed)
             .map(Spanned::into_inner)
             .map_err(|_| format!("cannot read {raw:?} (write it as in the config file)"))
     };
-    match default {
-        DeValue::String(_) if trimmed.starts_with(['"', '\'']) => as_toml(),
-        DeValue::String(_) => Ok(DeValue::String(Cow::Borrowed(raw))),
-        DeValue::Array(_) if trimmed.starts_with('[') => as_toml(),
-        DeValue::Array(_) => {
+    match kind {
+        RawKind::Text if trimmed.starts_with(['"', '\'']) => as_toml(),
+        RawKind::Text => Ok(DeValue::String(Cow::Borrowed(raw))),
+        RawKind::List if trimmed.starts_with('[') => as_toml(),
+        RawKind::List => {
             let mut items = DeArray::new();
             for item in trimmed.split(',').map(str::trim).filter(|i| !i.is_empty()) {
                 items.push(Spanned::new(0..0, DeValue::String(Cow::Borrowed(item))));
             }
             Ok(DeValue::Array(items))
         }
-        DeValue::Boolean(_) if trimmed == "1" => Ok(DeValue::Boolean(true)),
-        DeValue::Boolean(_) if trimmed == "0" => Ok(DeValue::Boolean(false)),
+        RawKind::Bool if trimmed == "1" => Ok(DeValue::Boolean(true)),
+        RawKind::Bool if trimmed == "0" => Ok(DeValue::Boolean(false)),
         _ => as_toml(),
     }
 }

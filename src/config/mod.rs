@@ -1,26 +1,28 @@
-//! Server configuration: the typed `Config`, read with the `toml` crate from the compiled-in
-//! default file (`config/stomp-edge.toml`, the one source of every default), an optional
-//! `--config` file, `STOMP_EDGE_*` environment variables and command-line flags, in that order.
-//! Each key is declared once, below, with its type, reload behaviour and range; unknown keys
-//! and bad values stop start-up with an error naming the key and its line, variable or flag.
+//! Server configuration: the typed `Config`: the defaults declared below, then an optional
+//! `--config` file (read with the `toml` crate), `STOMP_EDGE_*` environment variables and
+//! command-line flags, in that order. Each key is declared once, below, with its type, default,
+//! reload behaviour and range; `config/stomp-edge.toml` documents every key with that default
+//! (a unit test holds the two equal). Unknown keys and bad values stop start-up with an error
+//! naming the key and its line, variable or flag.
 //!
 //! # How to add a key
 //!
 //! 1. Declare it in its section's struct below, with a `///` line saying what it is and its
 //!    unit (the name carries it: `_ms`, `_bytes`, `_chars`):
-//!    `pub max_widgets: usize = Live [1, 10_000];`
+//!    `pub max_widgets: usize = 100, Live [1, 10_000];`
 //!    `Live` if the code reads it through `Node::config()` when it needs it (so a SIGHUP reload
 //!    applies it); `Restart` if it is read once at start-up (a reload then keeps the running
 //!    value and logs that a restart is needed). The `[min, max]` range is for whole numbers;
 //!    other types take a serde attribute, e.g. `#[serde(deserialize_with = "value::addr")]`
 //!    (readers in `value.rs`).
 //! 2. Write it, commented and with its default value, in `config/stomp-edge.toml`. That file
-//!    is compiled in and is the default: a key missing from it fails the unit tests.
+//!    is compiled in (`--print-config`) and is what the packages install: a key missing from
+//!    it, or a value there other than the declared default, fails the unit tests.
 //! 3. Nothing else: its environment variable (`STOMP_EDGE_<SECTION>_<KEY>`), its range check,
 //!    its line in `--help` and its reload behaviour all follow from the declaration.
 //!
 //! A new `[section]`: declare a struct in the `settings!` block below, add it to `Config` as
-//! `pub name: NameConfig = Section;`, and add the `[name]` table to the default file.
+//! `pub name: NameConfig = Default::default(), Section;`, and add the `[name]` table to the default file.
 //! A cross-key rule (one key bounded by another) goes in `Config::finish`.
 
 mod declare;
@@ -38,7 +40,8 @@ pub use help::help_text;
 use layers::Layers;
 pub use redis_url::{RedisTarget, SentinelTarget};
 
-/// The documented default configuration; it is also the source of every default value.
+/// The documented default configuration: every key with its declared default (a unit test
+/// holds them equal).
 pub const DEFAULT_FILE: &str = include_str!("../../config/stomp-edge.toml");
 
 /// Compile-time ceilings for limits stored in fixed-capacity (`heapless`) tables.
@@ -53,62 +56,62 @@ settings! {
     pub struct Config {
         /// Address and port of the one listener.
         #[serde(deserialize_with = "value::addr")]
-        pub listen: SocketAddr = Restart;
+        pub listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), Restart;
         /// Node name, unique in a cluster; empty in the file until `finish` fills it from the
         /// host name.
         #[serde(deserialize_with = "value::server_id")]
-        pub server_id: String = Restart;
+        pub server_id: String = String::new(), Restart;
         /// Redis URL of cluster mode; `None` (empty in the file): local-only mode.
         #[serde(deserialize_with = "value::redis_url")]
-        pub redis_url: Option<String> = Restart;
+        pub redis_url: Option<String> = None, Restart;
         #[serde(deserialize_with = "value::level")]
-        pub log_level: log::LevelFilter = Live;
+        pub log_level: log::LevelFilter = log::LevelFilter::Info, Live;
         /// Longest wait for clients to leave on SIGTERM/SIGINT, in ms.
-        pub shutdown_timeout_ms: u64 = Live [0, 600_000];
-        pub stomp: StompConfig = Section;
-        pub limits: Limits = Section;
-        pub http: HttpConfig = Section;
-        pub websocket: WebSocketConfig = Section;
-        pub auth: AuthConfig = Section;
-        pub chat: ChatConfig = Section;
-        pub cluster: ClusterConfig = Section;
-        pub sockjs: SockJsConfig = Section;
-        pub streams: StreamsConfig = Section;
-        pub status: StatusConfig = Section;
-        pub tls: TlsConfig = Section;
+        pub shutdown_timeout_ms: u64 = 5000, Live [0, 600_000];
+        pub stomp: StompConfig = Default::default(), Section;
+        pub limits: Limits = Default::default(), Section;
+        pub http: HttpConfig = Default::default(), Section;
+        pub websocket: WebSocketConfig = Default::default(), Section;
+        pub auth: AuthConfig = Default::default(), Section;
+        pub chat: ChatConfig = Default::default(), Section;
+        pub cluster: ClusterConfig = Default::default(), Section;
+        pub sockjs: SockJsConfig = Default::default(), Section;
+        pub streams: StreamsConfig = Default::default(), Section;
+        pub status: StatusConfig = Default::default(), Section;
+        pub tls: TlsConfig = Default::default(), Section;
     }
 
     /// `[stomp]`: heart-beats, the CONNECT deadline, client topic sends and transactions.
     pub struct StompConfig {
         /// Heart-beat interval the server offers to send, in ms (0: never).
-        pub heartbeat_send_ms: u64 = Live [0, 3_600_000];
+        pub heartbeat_send_ms: u64 = 10_000, Live [0, 3_600_000];
         /// Heart-beat interval the server wants from clients, in ms (0: not checked).
-        pub heartbeat_receive_ms: u64 = Live [0, 3_600_000];
+        pub heartbeat_receive_ms: u64 = 10_000, Live [0, 3_600_000];
         /// Whether clients may SEND to `/topic/**` (outside `/topic/room/`).
-        pub allow_client_topic_send: bool = Live;
+        pub allow_client_topic_send: bool = true, Live;
         /// Destination prefixes only the server publishes to (`/topic/room/`: the chat's
         /// rooms); a client SEND there is refused with `forbidden`.
         #[serde(deserialize_with = "value::prefixes")]
-        pub server_owned_prefixes: Vec<String> = Live;
+        pub server_owned_prefixes: Vec<String> = vec!["/topic/room/".into()], Live;
         /// Time a client has to send CONNECT after opening, in ms.
-        pub connect_timeout_ms: u64 = Live [100, 600_000];
-        pub max_transactions: usize = Live [0, 1024];
-        pub max_transaction_frames: usize = Live [1, 100_000];
-        pub max_transaction_bytes: usize = Live [1, 1 << 30];
+        pub connect_timeout_ms: u64 = 10_000, Live [100, 600_000];
+        pub max_transactions: usize = 4, Live [0, 1024];
+        pub max_transaction_frames: usize = 64, Live [1, 100_000];
+        pub max_transaction_bytes: usize = 256 << 10, Live [1, 1 << 30];
     }
 
     /// `[limits]`: what one client or this node may hold.
     pub struct Limits {
-        pub max_connections: usize = Live [1, 1_000_000];
-        pub max_frame_bytes: usize = Live [256, 64 << 20];
-        pub max_headers: usize = Live [1, MAX_HEADERS_CEILING];
-        pub max_header_line_bytes: usize = Live [64, 1 << 20];
-        pub max_subscriptions: usize = Live [1, 100_000];
+        pub max_connections: usize = 10_000, Live [1, 1_000_000];
+        pub max_frame_bytes: usize = 128 << 10, Live [256, 64 << 20];
+        pub max_headers: usize = 32, Live [1, MAX_HEADERS_CEILING];
+        pub max_header_line_bytes: usize = 8 << 10, Live [64, 1 << 20];
+        pub max_subscriptions: usize = 64, Live [1, 100_000];
         /// Distinct destinations with subscribers on this node (bounds the hub's table).
-        pub max_destinations: usize = Live [1, 10_000_000];
-        pub max_outbound_bytes: usize = Live [4096, 1 << 30];
+        pub max_destinations: usize = 10_000, Live [1, 10_000_000];
+        pub max_outbound_bytes: usize = 1 << 20, Live [4096, 1 << 30];
         /// The board's memory budget for what clients make the server hold (`crate::board::memory`).
-        pub memory_budget_bytes: usize = Live [1 << 20, usize::MAX];
+        pub memory_budget_bytes: usize = 64 << 20, Live [1 << 20, usize::MAX];
     }
 
     /// `[http]`: which host names the board answers to (`crate::auth::access`), which reverse proxies
@@ -118,15 +121,15 @@ settings! {
         /// Names besides the board's own (IP literals, `localhost`, its host name and `.local`
         /// name, the advertise URL's host); `".domain"` for a whole domain; `["*"]`: any.
         #[serde(deserialize_with = "value::hosts")]
-        pub allowed_hosts: Vec<String> = Live;
+        pub allowed_hosts: Vec<String> = Vec::new(), Live;
         /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` / `Forwarded` name the
         /// real client; empty: nobody's (the headers are ignored).
         #[serde(deserialize_with = "value::networks")]
-        pub trusted_proxies: Vec<crate::transport::forwarded::Network> = Live;
+        pub trusted_proxies: Vec<crate::transport::forwarded::Network> = Vec::new(), Live;
         /// Clients (addresses or networks) that may read `/metrics` without credentials when
         /// accounts ask for them; empty: none.
         #[serde(deserialize_with = "value::networks")]
-        pub metrics_open_to: Vec<crate::transport::forwarded::Network> = Live;
+        pub metrics_open_to: Vec<crate::transport::forwarded::Network> = Vec::new(), Live;
     }
 
     /// `[websocket]`: who may open a WebSocket.
@@ -135,80 +138,80 @@ settings! {
         /// scheme, host and port); `["*"]`: everyone. Empty: same host only (plus no-Origin
         /// clients).
         #[serde(deserialize_with = "value::origins")]
-        pub allowed_origins: Vec<String> = Live;
+        pub allowed_origins: Vec<String> = Vec::new(), Live;
     }
 
     /// `[auth]`: the accounts CONNECT is checked against, and the slowing of failed logins.
     pub struct AuthConfig {
         /// `(login, passcode)` pairs; empty means anonymous clients are allowed.
         #[serde(deserialize_with = "value::users")]
-        pub users: Vec<(String, String)> = Live;
+        pub users: Vec<(String, String)> = Vec::new(), Live;
         /// Failed logins per address or login answered at once (`crate::auth::login_throttle`).
-        pub throttle_after_failures: u32 = Live [0, 1000];
+        pub throttle_after_failures: u32 = 3, Live [0, 1000];
         /// The first delay after those, in ms, doubling per further failure (0: no delays).
-        pub throttle_delay_ms: u64 = Live [0, 60_000];
+        pub throttle_delay_ms: u64 = 500, Live [0, 60_000];
         /// The longest delay, in ms.
-        pub throttle_max_delay_ms: u64 = Live [0, 600_000];
+        pub throttle_max_delay_ms: u64 = 10_000, Live [0, 600_000];
         /// CONNECTs that may wait for an Argon2 check of a hashed passcode (checks run one at a
         /// time, off the event loop); past that a CONNECT needing one is refused at once
         /// (`crate::auth::login_check`).
-        pub max_pending_logins: usize = Live [1, 100_000];
+        pub max_pending_logins: usize = 64, Live [1, 100_000];
     }
 
     /// `[chat]`: the chat rooms' sizes.
     pub struct ChatConfig {
-        pub max_rooms: usize = Live [1, 1_000_000];
-        pub max_participants_per_room: usize = Live [1, 100_000];
-        pub max_room_id_chars: usize = Live [1, ROOM_ID_CEILING];
-        pub max_username_chars: usize = Live [1, USERNAME_CEILING];
-        pub max_message_bytes: usize = Live [1, 1 << 20];
+        pub max_rooms: usize = 1024, Live [1, 1_000_000];
+        pub max_participants_per_room: usize = 256, Live [1, 100_000];
+        pub max_room_id_chars: usize = 64, Live [1, ROOM_ID_CEILING];
+        pub max_username_chars: usize = 32, Live [1, USERNAME_CEILING];
+        pub max_message_bytes: usize = 4096, Live [1, 1 << 20];
         /// With `auth.users` set: false makes each chat name the session's login; true lets
         /// users pick any name, as in anonymous mode.
-        pub free_usernames: bool = Live;
+        pub free_usernames: bool = false, Live;
     }
 
     /// `[cluster]`: the Redis engine (cluster mode only).
     pub struct ClusterConfig {
         #[serde(deserialize_with = "value::prefix")]
-        pub key_prefix: String = Restart;
+        pub key_prefix: String = "stomp:".into(), Restart;
         /// The URL other boards and browsers reach this board at (`/api/nodes`); empty:
         /// derived from the listen address when the server starts (`crate::board::advertise`).
         #[serde(deserialize_with = "value::http_url")]
-        pub advertise_url: String = Restart;
-        pub heartbeat_ms: u64 = Restart [100, 600_000];
-        pub registry_ttl_ms: u64 = Restart [300, 3_600_000];
-        pub command_timeout_ms: u64 = Restart [10, 600_000];
-        pub reconnect_min_ms: u64 = Restart [10, 600_000];
-        pub reconnect_max_ms: u64 = Restart [10, 600_000];
-        pub relay_buffer_messages: usize = Restart [0, 1_000_000];
-        pub relay_buffer_ms: u64 = Restart [0, 3_600_000];
+        pub advertise_url: String = String::new(), Restart;
+        pub heartbeat_ms: u64 = 3000, Restart [100, 600_000];
+        pub registry_ttl_ms: u64 = 10_000, Restart [300, 3_600_000];
+        pub command_timeout_ms: u64 = 2000, Restart [10, 600_000];
+        pub reconnect_min_ms: u64 = 100, Restart [10, 600_000];
+        pub reconnect_max_ms: u64 = 3000, Restart [10, 600_000];
+        pub relay_buffer_messages: usize = 10_000, Restart [0, 1_000_000];
+        pub relay_buffer_ms: u64 = 300_000, Restart [0, 3_600_000];
         /// How long this board's own subscribers may wait for a streamed message's offset from
         /// Redis before they get it without one, in ms (0: never wait).
-        pub offset_wait_ms: u64 = Restart [0, 10_000];
+        pub offset_wait_ms: u64 = 50, Restart [0, 10_000];
         /// ACL user the node gives the sentinels with a `redis-sentinel://` URL (empty: the
         /// default user); the URL's user is the data nodes'.
         #[serde(deserialize_with = "value::secret")]
-        pub sentinel_username: String = Restart;
+        pub sentinel_username: String = String::new(), Restart;
         /// Password the node gives the sentinels (empty: none); the URL's is the data nodes'.
         #[serde(deserialize_with = "value::secret")]
-        pub sentinel_password: String = Restart;
+        pub sentinel_password: String = String::new(), Restart;
     }
 
     /// `[sockjs]`: the SockJS endpoints under `/ws/`.
     pub struct SockJsConfig {
-        pub enabled: bool = Live;
-        pub heartbeat_ms: u64 = Live [100, 3_600_000];
-        pub disconnect_delay_ms: u64 = Live [100, 600_000];
-        pub streaming_bytes: usize = Live [4096, 1 << 30];
-        pub max_message_bytes: usize = Live [1024, 64 << 20];
+        pub enabled: bool = true, Live;
+        pub heartbeat_ms: u64 = 25_000, Live [100, 3_600_000];
+        pub disconnect_delay_ms: u64 = 5000, Live [100, 600_000];
+        pub streaming_bytes: usize = 128 << 10, Live [4096, 1 << 30];
+        pub max_message_bytes: usize = 256 << 10, Live [1024, 64 << 20];
     }
 
     /// `[status]`: the `/status` page and `/api/status`.
     pub struct StatusConfig {
         /// false: `/status` and `/api/status` answer 404.
-        pub enabled: bool = Live;
+        pub enabled: bool = true, Live;
         /// With accounts in `auth.users`: ask for one of them by HTTP Basic.
-        pub require_auth: bool = Live;
+        pub require_auth: bool = true, Live;
     }
 
     /// `[tls]`: HTTPS and `wss://` on the board's port, and the CA of a `rediss://` Redis
@@ -217,31 +220,31 @@ settings! {
     pub struct TlsConfig {
         /// PEM certificate chain, the board's own certificate first; empty: plain HTTP.
         #[serde(deserialize_with = "value::file_path")]
-        pub cert_file: String = Restart;
+        pub cert_file: String = String::new(), Restart;
         /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
         #[serde(deserialize_with = "value::file_path")]
-        pub key_file: String = Restart;
+        pub key_file: String = String::new(), Restart;
         /// PEM CA certificates a `rediss://` Redis (and its sentinels) is checked against;
         /// empty: the system's CAs.
         #[serde(deserialize_with = "value::file_path")]
-        pub redis_ca_file: String = Restart;
+        pub redis_ca_file: String = String::new(), Restart;
     }
 
     /// `[streams]`: which destinations keep a history, and its bounds (`engine::stream`).
     pub struct StreamsConfig {
         /// Prefixes of the streamed `/topic/` destinations, e.g. `/topic/room/`.
         #[serde(deserialize_with = "value::topic_prefixes")]
-        pub prefixes: Vec<String> = Restart;
+        pub prefixes: Vec<String> = vec!["/topic/room/".into()], Restart;
         /// Messages kept per destination.
-        pub max_messages: usize = Restart [1, 1_000_000];
+        pub max_messages: usize = 100, Restart [1, 1_000_000];
         /// Age after which a kept message is dropped, in ms.
-        pub max_age_ms: u64 = Restart [1000, 31_536_000_000];
+        pub max_age_ms: u64 = 86_400_000, Restart [1000, 31_536_000_000];
         /// Bytes all kept messages of this node may take together (local mode).
-        pub max_memory_bytes: usize = Restart [4096, 1 << 30];
+        pub max_memory_bytes: usize = 16 << 20, Restart [4096, 1 << 30];
         /// Destinations whose history this node keeps at once (local mode).
-        pub max_streams: usize = Restart [1, 10_000_000];
+        pub max_streams: usize = 10_000, Restart [1, 10_000_000];
         /// Cluster mode: how long other topics' short streams are kept for repair, in ms.
-        pub repair_window_ms: u64 = Restart [1000, 86_400_000];
+        pub repair_window_ms: u64 = 60_000, Restart [1000, 86_400_000];
     }
 }
 
@@ -308,13 +311,19 @@ impl StompConfig {
 }
 
 impl Config {
-    /// The compiled-in defaults.
+    /// The compiled-in defaults (what `DEFAULT_FILE` documents).
     pub fn embedded() -> Config {
-        // The embedded file is checked by a unit test; a failure here is a build defect.
-        match Layers::embedded().build() {
-            Ok(config) => config,
-            Err(e) => panic!("embedded default config is invalid: {e}"),
-        }
+        Config::default()
+    }
+
+    /// The declared key at dotted `path` (`limits.max_connections`), if any.
+    pub fn find(path: &str) -> Option<KeyInfo> {
+        <Config as Settings>::find(path, "")
+    }
+
+    /// Whether `name` is a `[section]` of the file.
+    pub fn is_section(name: &str) -> bool {
+        <Config as Settings>::is_section(name)
     }
 
     /// Every key, in declaration order, with its reload behaviour and range.
@@ -327,7 +336,7 @@ impl Config {
     /// Reads a config file's text over the defaults (no environment, no flags); `origin` names
     /// the file in errors.
     pub fn from_file_text(text: &str, origin: &str) -> Result<Config, String> {
-        let mut layers = Layers::embedded();
+        let mut layers = Layers::new();
         layers.apply_file(origin, text)?;
         layers.build()?.finish()
     }
@@ -425,14 +434,22 @@ impl Config {
             }
             None => None,
         };
-        let keys = Config::keys();
-        let mut layers = Layers::embedded();
+        let mut keys = Vec::new(); // every key, listed at the first STOMP_EDGE_* variable
+        let mut layers = Layers::new();
         if let (Some(path), Some(text)) = (&config_path, &text) {
-            layers.apply_file(path, text)?;
+            // The file the packages install, still as shipped, sets every key to its default
+            // (`every_key_is_in_the_default_file_with_its_environment_variable` reads it in
+            // full): nothing to read. An edited file is read key by key.
+            if text.as_str() != DEFAULT_FILE {
+                layers.apply_file(path, text)?;
+            }
         }
         for (name, raw) in env {
             if !name.starts_with("STOMP_EDGE_") {
                 continue;
+            }
+            if keys.is_empty() {
+                keys = Config::keys();
             }
             let key = keys
                 .iter()

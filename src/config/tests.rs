@@ -54,6 +54,15 @@ fn precedence_file_env_flags() {
     let c =
         run(&["--config", p, "--listen=127.0.0.1:3000"], &[("STOMP_EDGE_LISTEN", "127.0.0.1:2000")]).unwrap();
     assert_eq!(c.listen.port(), 3000);
+    // The file as the packages install it is the defaults; what is set over it still applies.
+    let shipped = dir.join("shipped.toml");
+    std::fs::write(&shipped, DEFAULT_FILE).unwrap();
+    let s = shipped.to_str().unwrap();
+    assert_eq!(run(&["--config", s], &[]).unwrap().with_server_id(""), Config::embedded());
+    let c =
+        run(&["--config", s, "--listen", "127.0.0.1:4000"], &[("STOMP_EDGE_LIMITS_MAX_CONNECTIONS", "9")])
+            .unwrap();
+    assert_eq!((c.listen.port(), c.limits.max_connections), (4000, 9));
     let c = run(&["--redis", "redis://127.0.0.1:6379", "--server-id", "n1"], &[]).unwrap();
     assert_eq!((c.redis_url.as_deref(), c.server_id.as_str()), (Some("redis://127.0.0.1:6379"), "n1"));
     std::fs::remove_dir_all(&dir).ok();
@@ -178,9 +187,12 @@ fn environment_values_as_bare_words_or_toml() {
 
 #[test]
 fn every_key_is_in_the_default_file_with_its_environment_variable() {
-    // `Config::embedded` deserializes the file without serde defaults: a declared key
-    // missing from the file, or a key of the file that is not declared, fails it.
+    // The file documents the declared defaults: every declared key is in it (by count and by
+    // name), it declares nothing else (an unknown key is an error), and every value it sets is
+    // the declared default.
     let c = Config::embedded();
+    let from_file = Config::from_file_text(DEFAULT_FILE, "config/stomp-edge.toml").unwrap();
+    assert_eq!(from_file.with_server_id(""), c, "config/stomp-edge.toml differs from the declared defaults");
     let keys = Config::keys();
     assert_eq!(keys.len(), DEFAULT_FILE.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count());
     for key in &keys {
@@ -189,6 +201,14 @@ fn every_key_is_in_the_default_file_with_its_environment_variable() {
     }
     assert!(keys.iter().any(|k| k.env_var() == "STOMP_EDGE_LIMITS_MAX_CONNECTIONS"));
     assert!(keys.iter().any(|k| k.env_var() == "STOMP_EDGE_REDIS_URL"));
+    // One key is found without listing the others; sections and unknown paths are no keys.
+    for key in &keys {
+        assert_eq!(Config::find(&key.path).as_ref(), Some(key));
+    }
+    assert_eq!(Config::find("limits"), None);
+    assert_eq!(Config::find("limits.nope"), None);
+    assert_eq!(Config::find("nope.max_connections"), None);
+    assert!(Config::is_section("limits") && !Config::is_section("listen"));
     assert_eq!(c, Config::from_file_text("", "empty").unwrap().with_server_id(""));
 }
 
