@@ -86,8 +86,12 @@ fn main() -> ExitCode {
     match stomp_edge::run(config, hooks, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("stomp-edge: {e}");
+            // Once: through the log (stderr, so the journal) unless `log_level = "off"`.
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("{e}");
+            } else {
+                eprintln!("stomp-edge: {e}");
+            }
             ExitCode::FAILURE
         }
     }
