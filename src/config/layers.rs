@@ -84,8 +84,16 @@ impl<'a> Layers<'a> {
                         None => continue,
                     };
                 }
-            } else if is_section || Config::find(&key_name).is_some() {
-                // A section set to something else than a table is refused by serde, naming it.
+            } else if is_section {
+                // Not a table: refused here, as serde would fill the section's keys from an
+                // array by position (`#[serde(default)]` takes the rest as defaults).
+                return Err(at_line(
+                    name,
+                    text,
+                    Some(value.span()),
+                    &format!("`{key_name}` must be a table (`[{key_name}]`)"),
+                ));
+            } else if Config::find(&key_name).is_some() {
                 let origin = Origin::File { name: name.into(), key: key_span, value: value.span() };
                 self.origins.insert(key_name, origin);
                 self.root.insert(key, value);

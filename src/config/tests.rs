@@ -124,6 +124,16 @@ fn errors_name_the_key_and_line() {
     assert!(err("[limits]\nmax_connections = -1\n").starts_with("f: line 2: `limits.max_connections`"));
     assert!(err("[sockjs]\nenabled = 1\n").starts_with("f: line 2: `sockjs.enabled`"));
     assert!(err("limits = 5\n").starts_with("f: line 1: `limits`"));
+    // A section is a table: an array would fill its keys by position (found by a break pass
+    // of 4b68b84: `sockjs = [false]` turned SockJS off), so any array is refused, short or long.
+    for text in
+        ["sockjs = [false]\n", "\n\nlimits = [0]\n", "limits = []\n", "status = [false, true, \"junk\", 5]\n"]
+    {
+        let e = err(text);
+        assert!(e.contains("must be a table"), "{text:?}: {e}");
+    }
+    assert_eq!(err("\n\nlimits = [0]\n"), "f: line 3: `limits` must be a table (`[limits]`)");
+    assert!(Config::from_file_text("limits = { max_connections = 5 }\n", "f").is_ok());
     // A TOML syntax error names the line too.
     assert!(err("a = 1\nb =\n").starts_with("f: line 2:"));
     assert!(err("[limits]\nmax_connections = 1\n[limits]\n").starts_with("f: line 3:"));
