@@ -15,7 +15,7 @@ use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
 use super::declare::{KeyError, RawKind, Settings};
-use super::Config;
+use super::{Config, DEFAULT_FILE};
 
 /// Where a value was set, for error messages.
 #[derive(Debug, Clone)]
@@ -57,9 +57,43 @@ impl<'a> Layers<'a> {
     }
 
     /// Puts every key of a config file over the current values. `name` is used in errors.
+    /// A key whose value is written exactly as in the default file (`DEFAULT_FILE`, which a
+    /// unit test holds equal to the declared defaults) is its default already and is left out,
+    /// so a copy of the shipped file with a few keys changed costs those keys only.
     pub(super) fn apply_file(&mut self, name: &str, text: &'a str) -> Result<(), String> {
+        self.apply_file_keys(name, text, Shipped::LeftOut)
+    }
+
+    /// `apply_file`, with every key read (`Shipped::Read`: how the tests check the default file).
+    pub(super) fn apply_file_keys(
+        &mut self,
+        name: &str,
+        text: &'a str,
+        shipped: Shipped,
+    ) -> Result<(), String> {
         let doc = DeTable::parse(text).map_err(|e| at_line(name, text, e.span(), e.message()))?;
         self.text = text;
+        let defaults = match (shipped, DeTable::parse(DEFAULT_FILE)) {
+            (Shipped::LeftOut, Ok(defaults)) => defaults.into_inner(),
+            // Read, or a default file that does not parse (a build defect the tests catch).
+            _ => DeTable::new(),
+        };
+        let as_shipped = |section: &str, key: &str, value: &Spanned<DeValue<'_>>| {
+            let shipped = match defaults.get(section).map(Spanned::get_ref) {
+                Some(DeValue::Table(table)) => table.get(key),
+                _ => None,
+            };
+            shipped.is_some_and(|shipped| {
+                let (ours, theirs) = (value.span(), shipped.span());
+                text.get(ours) == DEFAULT_FILE.get(theirs)
+            })
+        };
+        let top_as_shipped = |key: &str, value: &Spanned<DeValue<'_>>| {
+            defaults.get(key).is_some_and(|shipped| {
+                !matches!(shipped.get_ref(), DeValue::Table(_))
+                    && text.get(value.span()) == DEFAULT_FILE.get(shipped.span())
+            })
+        };
         for (key, value) in doc.into_inner() {
             let key_span = key.span();
             let key_name = key.get_ref().to_string();
@@ -67,6 +101,9 @@ impl<'a> Layers<'a> {
             if is_section && matches!(value.get_ref(), DeValue::Table(_)) {
                 let DeValue::Table(entries) = value.into_inner() else { continue };
                 for (inner, inner_value) in entries {
+                    if as_shipped(&key_name, inner.get_ref(), &inner_value) {
+                        continue;
+                    }
                     let path = format!("{key_name}.{}", inner.get_ref());
                     if Config::find(&path).is_none() {
                         return Err(at_line(
@@ -93,6 +130,8 @@ impl<'a> Layers<'a> {
                     Some(value.span()),
                     &format!("`{key_name}` must be a table (`[{key_name}]`)"),
                 ));
+            } else if top_as_shipped(&key_name, &value) {
+                continue;
             } else if Config::find(&key_name).is_some() {
                 let origin = Origin::File { name: name.into(), key: key_span, value: value.span() };
                 self.origins.insert(key_name, origin);
@@ -179,6 +218,14 @@ impl<'a> Layers<'a> {
             None => format!("default: {text}"),
         }
     }
+}
+
+/// What `Layers::apply_file_keys` does with a key written exactly as in the default file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shipped {
+    LeftOut,
+    #[cfg(test)]
+    Read,
 }
 
 /// Why the document is not a valid `Config`.

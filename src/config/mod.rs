@@ -38,6 +38,8 @@ use declare::{settings, Settings};
 pub use declare::{KeyInfo, Reload};
 pub use help::help_text;
 use layers::Layers;
+#[cfg(test)]
+use layers::Shipped;
 pub use redis_url::{RedisTarget, SentinelTarget};
 
 /// The documented default configuration: every key with its declared default (a unit test
@@ -338,6 +340,14 @@ impl Config {
     pub fn from_file_text(text: &str, origin: &str) -> Result<Config, String> {
         let mut layers = Layers::new();
         layers.apply_file(origin, text)?;
+        layers.build()?.finish()
+    }
+
+    /// `from_file_text` reading every key, also those written as in the default file.
+    #[cfg(test)]
+    fn from_file_text_in_full(text: &str, origin: &str) -> Result<Config, String> {
+        let mut layers = Layers::new();
+        layers.apply_file_keys(origin, text, Shipped::Read)?;
         layers.build()?.finish()
     }
 

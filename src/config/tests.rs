@@ -54,6 +54,24 @@ fn precedence_file_env_flags() {
     let c =
         run(&["--config", p, "--listen=127.0.0.1:3000"], &[("STOMP_EDGE_LISTEN", "127.0.0.1:2000")]).unwrap();
     assert_eq!(c.listen.port(), 3000);
+    // The shipped file with keys changed: the changed ones apply (however written), those
+    // written as shipped are their defaults, and a bad change is still refused at its line.
+    let edited = DEFAULT_FILE
+        .replace("\nmax_connections = 10000\n", "\nmax_connections = 5000\n")
+        .replace("\nheartbeat_ms = 3000\n", "\nheartbeat_ms = 3_000\n")
+        .replace("\nlog_level = \"info\"\n", "\nlog_level = 'debug'\n");
+    let c = Config::from_file_text(&edited, "e").unwrap();
+    let mut expected = Config::embedded().with_server_id(&c.server_id);
+    expected.limits.max_connections = 5000;
+    expected.log_level = log::LevelFilter::Debug;
+    assert_eq!(c, expected);
+    assert_eq!(c, Config::from_file_text_in_full(&edited, "e").unwrap());
+    let bad = DEFAULT_FILE.replace("\nmax_connections = 10000\n", "\nmax_connections = 0\n");
+    let line = DEFAULT_FILE[..DEFAULT_FILE.find("\nmax_connections = ").unwrap()].lines().count() + 1;
+    assert_eq!(
+        Config::from_file_text(&bad, "e").unwrap_err(),
+        format!("e: line {line}: `limits.max_connections` must be between 1 and 1000000, not 0")
+    );
     // The file as the packages install it is the defaults; what is set over it still applies.
     let shipped = dir.join("shipped.toml");
     std::fs::write(&shipped, DEFAULT_FILE).unwrap();
@@ -201,7 +219,7 @@ fn every_key_is_in_the_default_file_with_its_environment_variable() {
     // name), it declares nothing else (an unknown key is an error), and every value it sets is
     // the declared default.
     let c = Config::embedded();
-    let from_file = Config::from_file_text(DEFAULT_FILE, "config/stomp-edge.toml").unwrap();
+    let from_file = Config::from_file_text_in_full(DEFAULT_FILE, "config/stomp-edge.toml").unwrap();
     assert_eq!(from_file.with_server_id(""), c, "config/stomp-edge.toml differs from the declared defaults");
     let keys = Config::keys();
     assert_eq!(keys.len(), DEFAULT_FILE.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count());
