@@ -535,3 +535,51 @@ async fn own_subscribers_never_wait_on_a_stalled_redis() {
     assert!(on_a.try_recv(Duration::from_secs(1)).await.is_none(), "delivered twice on its own board");
     assert!(on_b.try_recv(Duration::from_millis(500)).await.is_none(), "delivered twice on the other board");
 }
+
+/// Publications an origin's outbox gave up (Redis away longer than `relay_buffer_messages`
+/// allows) are told on the other boards: found by a break pass, where a board's subscribers
+/// missed 51 messages of each sender on the other board, counted only there
+/// (`relay_dropped_total`), with no `x-stream-recovered:false` and no loss counted where they
+/// were missed.
+#[tokio::test]
+async fn publications_an_outbox_gave_up_are_counted_and_told_on_the_other_node() {
+    let redis = Redis::start();
+    let config = format!("{FAST}relay_buffer_messages = 3\n{STREAMS}");
+    let a = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "a"]);
+    assert!(wait_mode(&a, "cluster", Duration::from_secs(10)), "a never reached Redis");
+    let b = node(&redis, "b", "");
+    let (mut sub, _) = Client::connect(&b.url()).await;
+    sub.subscribe("/topic/s/drop", "s").await;
+    let (mut pubr, _) = Client::connect(&a.url()).await;
+    send(&mut pubr, "/topic/s/drop", "d0").await;
+    assert_eq!(bodies(&mut sub, 1).await, ["d0"]);
+    redis.pause();
+    assert!(wait_mode(&a, "local", Duration::from_secs(15)), "a never saw Redis gone");
+    for i in 1..=5 {
+        send(&mut pubr, "/topic/s/drop", &format!("d{i}")).await;
+    }
+    assert_eq!(a.metric("stomp_edge_cluster_relay_dropped_total"), 2, "d1 and d2 gave way");
+    redis.resume();
+    let got = frames(&mut sub, 3).await;
+    let bodies: Vec<String> = got.iter().map(Frame::body_text).collect();
+    assert_eq!(bodies, ["d3", "d4", "d5"]);
+    let told: Vec<Option<&str>> = got.iter().map(|f| f.header("x-stream-recovered")).collect();
+    assert_eq!(told, [Some("false"), None, None], "the first after the loss tells it");
+    assert!(b.wait_metric("stomp_edge_stream_lost_total", 2));
+    assert_eq!(b.metric("stomp_edge_stream_lost_total"), 2);
+    assert!(sub.try_recv(Duration::from_millis(500)).await.is_none(), "a duplicate");
+    // A recovery from d0 on is not complete either (d1 and d2 never reached the stream); one
+    // from d4 on is.
+    let (epoch, d0) = (got[0].header("x-stream-epoch").unwrap().to_string(), offset(&got[0]) - 1);
+    let (mut late, _) = Client::connect(&b.url()).await;
+    let h = format!("x-stream-offset:offset={d0}\nx-stream-epoch:{epoch}\n");
+    let (kept, receipt) = subscribe_from(&mut late, "/topic/s/drop", "from-d0", &h).await;
+    let bodies: Vec<String> = kept.iter().map(Frame::body_text).collect();
+    assert_eq!(
+        (bodies, receipt.header("x-stream-recovered")),
+        (vec!["d0".into(), "d3".into(), "d4".into(), "d5".into()], Some("false"))
+    );
+    let h = format!("x-stream-offset:offset={}\nx-stream-epoch:{epoch}\n", d0 + 2);
+    let (kept, receipt) = subscribe_from(&mut late, "/topic/s/drop", "from-d4", &h).await;
+    assert_eq!((kept.len(), receipt.header("x-stream-recovered")), (2, Some("true")));
+}

@@ -36,6 +36,12 @@ pub struct Envelope {
     /// itself when it reads it back (`origin` and `epoch` name the process).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delivered: bool,
+    /// Publications of this destination the origin accepted before this one and gave up
+    /// relaying (its outbox full or too old, or Redis refusing them): a receiver counts them
+    /// lost (`stream_lost_total`) and its subscribers are told on this one
+    /// (`x-stream-recovered:false`), as for a gap the stream could not fill.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
     /// When the origin accepted it (ms since the Unix epoch): kept messages past the stream's
     /// age bound are not recovered.
     #[serde(default)]
@@ -68,6 +74,7 @@ impl Envelope {
             offset: None,
             sepoch: None,
             delivered: true,
+            dropped: 0,
             at: crate::board::clock::now_ms(),
             origin: origin.to_string(),
             v: 1,
@@ -115,6 +122,17 @@ impl Envelope {
             stream: None,
         })
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The envelope JSON `payload` with `dropped` set to `n` (None: not an envelope).
+pub fn with_dropped(payload: &[u8], n: u64) -> Option<Vec<u8>> {
+    let mut e = Envelope::decode(payload).ok()?;
+    e.dropped = n;
+    Some(e.encode())
 }
 
 /// Standard base64 (RFC 4648, with padding), what every node writes and reads.

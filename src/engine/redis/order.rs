@@ -30,6 +30,9 @@ pub struct Arrival {
     /// Held past then (behind a gap), it is delivered without its position and the offset
     /// only moves on when reached (`Sequencer::release_overdue`).
     pub deliver_by: Option<tokio::time::Instant>,
+    /// Publications of this destination its origin gave up relaying just before it
+    /// (`Envelope::dropped`): lost here, counted and told when it is delivered.
+    pub dropped_before: u64,
 }
 
 /// Where a destination stands on this node.
@@ -364,6 +367,11 @@ impl Sequencer {
                 break;
             }
             let Some(a) = t.held.pop_first() else { break };
+            if offset == next && a.dropped_before > 0 && a.publication.is_some() {
+                // Its origin gave up some publications before it: they never reached Redis.
+                self.counts.lost += a.dropped_before;
+                t.loss_untold = true;
+            }
             if offset < next {
                 if let_go(a, &mut out.deliver) != LetGo::Delivered {
                     self.counts.duplicates += 1;
@@ -392,6 +400,7 @@ mod tests {
             offset,
             epoch: Rc::from(epoch),
             deliver_by: None,
+            dropped_before: 0,
             publication: Some(Publication {
                 destination: Rc::from("/topic/x"),
                 message_id: Rc::from(format!("m{offset}")),
@@ -533,6 +542,29 @@ mod tests {
         assert!(!s.owes_local());
         let charged = s.tracks.get("/topic/x").map(|t| t.held.charge.bytes());
         assert_eq!(charged, Some(0));
+    }
+
+    #[test]
+    fn publications_their_origin_gave_up_are_counted_lost_and_told_once() {
+        // Found by a break pass: an origin's outbox dropped 51 messages of a sender, counted
+        // there, while the other board's subscribers were never told and counted nothing.
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/x");
+        s.start("/topic/x", Some(Rc::from("e")), 0);
+        let marked = || Arrival { dropped_before: 2, ..arrival(2, "e") };
+        assert!(s.arrive("/topic/x", marked()).deliver.is_empty(), "held behind 1");
+        assert!(s.arrive("/topic/x", marked()).deliver.is_empty(), "the same offset again");
+        let o = s.arrive("/topic/x", arrival(1, "e"));
+        assert_eq!(ids(&o), ["m1", "m2"]);
+        let told: Vec<bool> = o
+            .deliver
+            .iter()
+            .map(|p| p.headers.iter().any(|(k, v)| (k.as_str(), v.as_str()) == LOSS_HEADER))
+            .collect();
+        assert_eq!(told, [false, true]);
+        assert_eq!(s.counts.lost, 2);
+        s.arrive("/topic/x", marked());
+        assert_eq!((s.counts.lost, s.counts.duplicates), (2, 1), "a duplicate counts no loss again");
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Outgoing {
     /// Calls that failed with an answer from Redis (not a lost link): a publication Redis keeps
     /// refusing is given up after `MAX_REFUSALS`.
     pub refusals: u32,
+    /// Publications of the same destination accepted before this one and given up: sent in
+    /// its envelope (`Envelope::dropped`), so the other nodes count the loss and tell their
+    /// subscribers.
+    pub dropped_before: u64,
 }
 
 impl Outgoing {
@@ -169,6 +173,24 @@ impl Outbox {
         self.entries.get_mut(i)
     }
 
+    /// Carries `n` given-up publications of `destination` (the last with sequence number
+    /// `after`) to the next entry of that destination waiting here. False when none waits (the
+    /// caller keeps the count for the next one accepted).
+    pub fn carry_dropped(&mut self, destination: &str, after: u64, n: u64) -> bool {
+        let next = self
+            .entries
+            .iter_mut()
+            .skip(self.in_flight)
+            .find(|o| o.seq > after && *o.destination == *destination);
+        match next {
+            Some(o) => {
+                o.dropped_before += n;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Entries whose own-subscriber copy is due (`deliver_by` passed), oldest first: their
     /// publications, taken.
     pub fn take_overdue(&mut self, now: Instant) -> Vec<Publication> {
@@ -221,6 +243,7 @@ mod tests {
             pending: None,
             deliver_by: Instant::now(),
             refusals: 0,
+            dropped_before: 0,
         }
     }
 

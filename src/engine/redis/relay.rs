@@ -96,6 +96,9 @@ pub struct Relay {
     pub(super) active_changed: tokio::sync::Notify,
     /// Publications waiting for Redis (store-and-forward, see `outbox`).
     pub(super) outbox: RefCell<Outbox>,
+    /// Given-up publications per destination that no waiting entry carries the count of yet:
+    /// the next one accepted for that destination takes it (`Outgoing::dropped_before`).
+    given_up: RefCell<HashMap<Rc<str>, u64>>,
     outbox_ready: tokio::sync::Notify,
     /// Set while some own publication is still owed to this node's subscribers; wakes the
     /// lane task.
@@ -144,6 +147,7 @@ impl Relay {
             active: RefCell::new(HashSet::new()),
             active_changed: tokio::sync::Notify::new(),
             outbox: RefCell::new(Outbox::default()),
+            given_up: RefCell::new(HashMap::new()),
             outbox_ready: tokio::sync::Notify::new(),
             stats: RelayStats::default(),
         })
@@ -294,6 +298,7 @@ impl Relay {
             pending: (!delivered_here).then(|| p.clone()),
             deliver_by: now + Duration::from_millis(config.offset_wait_ms),
             refusals: 0,
+            dropped_before: self.given_up.borrow_mut().remove(&p.destination).unwrap_or(0),
         };
         let max_len = (!self.shard.link.is_up()).then_some(config.relay_buffer_messages);
         let dropped = outbox.push(entry, max_len, Duration::from_millis(config.relay_buffer_ms));
@@ -312,6 +317,17 @@ impl Relay {
     /// never silently lost on its own node).
     fn not_relayed(&self, o: Outgoing) {
         self.stats.dropped.inc();
+        self.gave_up(o);
+    }
+
+    /// A publication that will never reach Redis (dropped, or refused by Redis): delivered here
+    /// if it was still owed here, and counted on the next publication of its destination this
+    /// node relays, so the other nodes count the loss and tell their subscribers.
+    fn gave_up(&self, o: Outgoing) {
+        let n = o.dropped_before + 1;
+        if !self.outbox.borrow_mut().carry_dropped(&o.destination, o.seq, n) {
+            *self.given_up.borrow_mut().entry(o.destination.clone()).or_default() += n;
+        }
         if let Some(p) = o.pending {
             self.deliver_without_offset(p);
         }
@@ -381,6 +397,10 @@ impl Relay {
                 let n = outbox.begin_call(self.batch.get());
                 let mut prev = outbox.acked_seq();
                 for o in outbox.in_flight() {
+                    // Given-up predecessors travel in the envelope (rare: encoded again here).
+                    let marked = (o.dropped_before > 0)
+                        .then(|| super::envelope::with_dropped(&o.payload, o.dropped_before))
+                        .flatten();
                     let seen = self.sequencer.borrow().position(&o.destination);
                     let (epoch, next) = seen.unwrap_or((None, 1));
                     let bounds = self.stream_bounds(&o.destination);
@@ -392,7 +412,7 @@ impl Relay {
                             applied_key: &self.applied_key,
                             destination: &o.destination,
                             channel: &o.channel,
-                            payload: &o.payload,
+                            payload: marked.as_deref().unwrap_or(&o.payload),
                             bounds,
                             seq: o.seq,
                             seen: (epoch.as_deref().unwrap_or(""), next.saturating_sub(1)),
@@ -472,11 +492,10 @@ impl Relay {
                     }
                     if give_up {
                         self.outbox.borrow_mut().abandon_call();
-                        if let Some(o) = self.outbox.borrow_mut().pop_front() {
+                        let given_up = self.outbox.borrow_mut().pop_front();
+                        if let Some(o) = given_up {
                             self.stats.publish_errors.inc();
-                            if let Some(p) = o.pending {
-                                self.deliver_without_offset(p);
-                            }
+                            self.gave_up(o);
                         }
                         return;
                     }
@@ -524,7 +543,8 @@ impl Relay {
             Some(p) if !watched => self.deliver(&self.positioned(p, offset, &epoch)),
             pending => {
                 let deliver_by = pending.is_some().then_some(o.deliver_by);
-                self.arrive(&destination, Arrival { offset, epoch, publication: pending, deliver_by })
+                let arrival = Arrival { offset, epoch, publication: pending, deliver_by, dropped_before: 0 };
+                self.arrive(&destination, arrival)
             }
         }
     }
@@ -596,11 +616,44 @@ mod tests {
             pending: Some(p),
             deliver_by: Instant::now() + Duration::from_secs(60),
             refusals: 0,
+            dropped_before: 0,
         };
         outbox.push(entry, None, Duration::ZERO);
         outbox.begin_call(1);
         drop(outbox);
         (relay, subscribers, seq)
+    }
+
+    #[test]
+    fn given_up_publications_are_carried_by_the_next_one_of_their_destination() {
+        let mut config = Config::embedded();
+        config.server_id = "me".into();
+        config.redis_url = Some("redis://127.0.0.1:1".into());
+        config.cluster.relay_buffer_messages = 2; // Redis is away: the outbox holds two
+        let relay = Relay::new(Rc::new(Shard::new(&config).unwrap()), config.streams.clone());
+        let p = |destination: &str| {
+            Publication::message(
+                Rc::from(destination),
+                Rc::from("m"),
+                Vec::new(),
+                bytes::Bytes::from_static(b"hi"),
+            )
+        };
+        let carried = |seq: u64| relay.outbox.borrow_mut().get_mut(seq).map(|o| o.dropped_before);
+        relay.enqueue(&p("/topic/x"), false); // 1
+        relay.enqueue(&p("/topic/x"), false); // 2
+        relay.enqueue(&p("/topic/y"), false); // 3: 1 gives way; 2 (same destination) carries it
+        assert_eq!((carried(1), carried(2), carried(3)), (None, Some(1), Some(0)));
+        relay.enqueue(&p("/topic/y"), false); // 4: 2 gives way, no x waits: kept for the next x
+        assert_eq!(carried(2), None);
+        relay.enqueue(&p("/topic/x"), false); // 5: 3 gives way (carried by 4); 5 takes x's 2
+        assert_eq!((carried(4), carried(5)), (Some(1), Some(2)));
+        assert_eq!(relay.stats.dropped.get(), 3);
+        // The count travels in the envelope the append script is given.
+        let payload = relay.outbox.borrow_mut().get_mut(5).map(|o| o.payload.clone()).unwrap();
+        let sent = super::super::envelope::with_dropped(&payload, 2).unwrap();
+        assert_eq!(Envelope::decode(&sent).map(|e| e.dropped), Ok(2));
+        assert_eq!(Envelope::decode(&payload).map(|e| e.dropped), Ok(0));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -257,8 +257,9 @@ pub fn add_read(pipe: &mut redis::Pipeline, keys: &Keys, destination: &str, from
 pub fn arrival(offset: u64, epoch: &Rc<str>, payload: &[u8], me: &str, instance: u64) -> Option<Arrival> {
     let envelope = super::envelope::Envelope::decode(payload).ok()?;
     let own = envelope.origin == me && envelope.epoch == instance;
+    let dropped_before = if own { 0 } else { envelope.dropped };
     let publication = if own { None } else { Some(envelope.into_publication().ok()?) };
-    Some(Arrival { offset, epoch: epoch.clone(), publication, deliver_by: None })
+    Some(Arrival { offset, epoch: epoch.clone(), publication, deliver_by: None, dropped_before })
 }
 
 #[cfg(test)]

@@ -143,10 +143,11 @@ impl Relay {
             let (publication, deliver_by) = owed.map_or((None, None), |(p, by)| (Some(p), Some(by)));
             let destination = envelope.destination.clone();
             let epoch = Rc::from(epoch.as_str());
-            self.arrive(&destination, Arrival { offset, epoch, publication, deliver_by });
+            self.arrive(&destination, Arrival { offset, epoch, publication, deliver_by, dropped_before: 0 });
             return;
         }
         let destination = envelope.destination.clone();
+        let dropped_before = envelope.dropped;
         let publication = match envelope.into_publication() {
             Ok(p) => p,
             Err(e) => {
@@ -159,7 +160,13 @@ impl Relay {
         match position {
             Some((offset, epoch)) => self.arrive(
                 &destination,
-                Arrival { offset, epoch: Rc::from(epoch), publication: Some(publication), deliver_by: None },
+                Arrival {
+                    offset,
+                    epoch: Rc::from(epoch),
+                    publication: Some(publication),
+                    deliver_by: None,
+                    dropped_before,
+                },
             ),
             // From a node that does not number its publications: as it comes.
             None => self.deliver(&publication),
