@@ -419,9 +419,20 @@ impl Config {
                 Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
                 _ => (arg.clone(), None),
             };
-            let mut value = |flag: &str| {
-                inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"))
+            // A value is the rest after `=`, or the next argument unless that is a flag itself
+            // (`--server-id --log-level debug` is a missing value, not a server id).
+            let mut value = |flag: &str| match inline.clone() {
+                Some(v) => Ok(v),
+                None => match args.next() {
+                    Some(v) if !v.starts_with("--") => Ok(v),
+                    _ => Err(format!(
+                        "{flag} needs a value (a value starting with -- is written {flag}=VALUE)"
+                    )),
+                },
             };
+            if inline.is_some() && matches!(name.as_str(), "--help" | "--version" | "--print-config") {
+                return Err(format!("{name} takes no value"));
+            }
             match name.as_str() {
                 "-h" | "--help" => return Ok(Action::PrintHelp),
                 "-V" | "--version" => return Ok(Action::PrintVersion),

@@ -156,6 +156,15 @@ fn errors_name_the_key_and_line() {
     assert!(err("a = 1\nb =\n").starts_with("f: line 2:"));
     assert!(err("[limits]\nmax_connections = 1\n[limits]\n").starts_with("f: line 3:"));
     assert!(run(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
+    // Found by a break pass: a flag took the next flag as its value, and `=x` was ignored.
+    assert!(run(&["--server-id", "--log-level", "debug"], &[])
+        .unwrap_err()
+        .contains("--server-id needs a value"));
+    assert_eq!(run(&["--server-id=--odd"], &[]).unwrap().server_id, "--odd");
+    let env: Vec<(String, String)> = Vec::new();
+    assert!(Config::from_args_and_env(["--print-config=x".to_string()], &env)
+        .unwrap_err()
+        .contains("takes no value"));
     assert!(run(&[], &[("STOMP_EDGE_LIMITS_NOPE", "1")]).unwrap_err().contains("STOMP_EDGE_LIMITS_NOPE"));
     assert!(run(&["--listen"], &[]).unwrap_err().contains("needs a value"));
     assert_eq!(
