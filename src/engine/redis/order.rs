@@ -474,9 +474,7 @@ mod tests {
     #[test]
     fn held_arrivals_are_charged_until_they_leave() {
         let charged = |s: &Sequencer| s.tracks.get("/topic/x").map_or(0, |t| t.held.charge.bytes());
-        let mut s = Sequencer::new(100);
-        s.watch("/topic/x");
-        s.start("/topic/x", Some(Rc::from("e")), 0);
+        let mut s = watching_from_the_start();
         s.arrive("/topic/x", arrival(3, "e"));
         s.arrive("/topic/x", arrival(4, "e"));
         let each = arrival_cost(&arrival(3, "e"));
@@ -509,6 +507,14 @@ mod tests {
         assert_eq!(s.counts.lost, 2);
     }
 
+    /// A sequencer watching `/topic/x`, positioned at the start of epoch "e".
+    fn watching_from_the_start() -> Sequencer {
+        let mut s = Sequencer::new(100);
+        s.watch("/topic/x");
+        s.start("/topic/x", Some(Rc::from("e")), 0);
+        s
+    }
+
     /// An own publication owed here, as the outbox hands it over, due at `by`.
     fn owed(offset: u64, epoch: &str, by: tokio::time::Instant) -> Arrival {
         Arrival { deliver_by: Some(by), ..arrival(offset, epoch) }
@@ -526,9 +532,7 @@ mod tests {
         // echo (bare) took the place of the first (carrying the copy owed to a's own
         // subscribers): five messages reached board b and never board a's clients.
         let by = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        let mut s = Sequencer::new(100);
-        s.watch("/topic/x");
-        s.start("/topic/x", Some(Rc::from("e")), 0);
+        let mut s = watching_from_the_start();
         // 1 is another node's, not read back yet. 2: echo with the copy, then the bare reply;
         // 3: the bare echo first, then the reply with the copy.
         assert!(s.arrive("/topic/x", owed(2, "e", by)).deliver.is_empty());
@@ -548,9 +552,7 @@ mod tests {
     fn publications_their_origin_gave_up_are_counted_lost_and_told_once() {
         // Found by a break pass: an origin's outbox dropped 51 messages of a sender, counted
         // there, while the other board's subscribers were never told and counted nothing.
-        let mut s = Sequencer::new(100);
-        s.watch("/topic/x");
-        s.start("/topic/x", Some(Rc::from("e")), 0);
+        let mut s = watching_from_the_start();
         let marked = || Arrival { dropped_before: 2, ..arrival(2, "e") };
         assert!(s.arrive("/topic/x", marked()).deliver.is_empty(), "held behind 1");
         assert!(s.arrive("/topic/x", marked()).deliver.is_empty(), "the same offset again");
@@ -570,9 +572,7 @@ mod tests {
     #[test]
     fn own_copies_owed_here_survive_every_way_out_of_order() {
         let by = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        let mut s = Sequencer::new(100);
-        s.watch("/topic/x");
-        s.start("/topic/x", Some(Rc::from("e")), 0);
+        let mut s = watching_from_the_start();
         // A new epoch while own 3 and another node's 4 wait for 1 and 2: the own one is
         // delivered (without its position), the other counted lost, nothing counted twice.
         s.arrive("/topic/x", owed(3, "e", by));
@@ -591,9 +591,7 @@ mod tests {
     #[test]
     fn own_publications_held_behind_a_gap_are_released_at_their_deadline_in_order() {
         let now = tokio::time::Instant::now();
-        let mut s = Sequencer::new(100);
-        s.watch("/topic/x");
-        s.start("/topic/x", Some(Rc::from("e")), 0);
+        let mut s = watching_from_the_start();
         // Another node's 1 has not come; this node's own 2 and 3 wait behind the gap.
         for (offset, by) in [(2, 10), (3, 20)] {
             let mut own = arrival(offset, "e");
