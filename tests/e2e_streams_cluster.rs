@@ -583,3 +583,58 @@ async fn publications_an_outbox_gave_up_are_counted_and_told_on_the_other_node()
     let (kept, receipt) = subscribe_from(&mut late, "/topic/s/drop", "from-d4", &h).await;
     assert_eq!((kept.len(), receipt.header("x-stream-recovered")), (2, Some("true")));
 }
+
+/// A board stopped while Redis is away takes its outbox with it: it says so, with the number
+/// (found by a break pass: the messages vanished for the other boards without a word).
+#[tokio::test]
+async fn a_board_stopped_with_messages_not_relayed_says_how_many() {
+    let redis = Redis::start();
+    let mut a = node(&redis, "a", "");
+    let (mut pubr, _) = Client::connect(&a.url()).await;
+    redis.pause();
+    assert!(wait_mode(&a, "local", Duration::from_secs(15)), "a never saw Redis gone");
+    for i in 1..=4 {
+        send(&mut pubr, "/topic/s/stop", &format!("s{i}")).await;
+    }
+    assert!(a.wait_metric("stomp_edge_cluster_relay_buffered", 4));
+    a.signal("TERM");
+    assert!(a.wait_exit(Duration::from_secs(20)).is_some(), "a did not stop");
+    redis.resume();
+    let log = a.log.lock().unwrap().clone();
+    assert!(log.contains("stopping with 4 messages not relayed to the other boards"), "{log}");
+}
+
+/// A publication sent in a call that got no answer may still be applied by Redis (a stalled
+/// Redis runs what it read once it wakes): it never gives way, and is neither counted lost nor
+/// told anywhere (found by a break pass: the outbox dropped it in the stall, Redis appended it
+/// after, and the other board delivered it and also counted it lost).
+#[tokio::test]
+async fn a_publication_a_stalled_redis_may_have_applied_is_never_given_up() {
+    let redis = Redis::start();
+    let config = format!("{FAST}relay_buffer_messages = 1\n{STREAMS}");
+    let a = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "a"]);
+    assert!(wait_mode(&a, "cluster", Duration::from_secs(10)), "a never reached Redis");
+    let b = node(&redis, "b", "");
+    let (mut sub, _) = Client::connect(&b.url()).await;
+    sub.subscribe("/topic/s/stall1", "s").await;
+    let (mut pubr, _) = Client::connect(&a.url()).await;
+    send(&mut pubr, "/topic/s/stall1", "m0").await;
+    assert_eq!(bodies(&mut sub, 1).await, ["m0"]);
+    redis.pause();
+    send(&mut pubr, "/topic/s/stall1", "m1").await; // in a call Redis read but did not answer
+    assert!(a.wait_metric("stomp_edge_cluster_publish_retries_total", 1), "m1's call never failed");
+    assert!(wait_mode(&a, "local", Duration::from_secs(15)), "a never saw Redis gone");
+    send(&mut pubr, "/topic/s/stall1", "m2").await; // gives way to m3: truly lost
+    send(&mut pubr, "/topic/s/stall1", "m3").await;
+    assert!(a.wait_metric("stomp_edge_cluster_relay_dropped_total", 1));
+    redis.resume();
+    let got = frames(&mut sub, 2).await;
+    let bodies: Vec<String> = got.iter().map(Frame::body_text).collect();
+    assert_eq!(bodies, ["m1", "m3"]);
+    let told: Vec<Option<&str>> = got.iter().map(|f| f.header("x-stream-recovered")).collect();
+    assert_eq!(told, [None, Some("false")]);
+    assert!(b.wait_metric("stomp_edge_stream_lost_total", 1));
+    assert!(sub.try_recv(Duration::from_millis(500)).await.is_none(), "a duplicate");
+    assert_eq!(b.metric("stomp_edge_stream_lost_total"), 1, "only m2");
+    assert_eq!(a.metric("stomp_edge_cluster_relay_dropped_total"), 1, "only m2");
+}

@@ -437,7 +437,7 @@ impl Config {
                 "-h" | "--help" => return Ok(Action::PrintHelp),
                 "-V" | "--version" => return Ok(Action::PrintVersion),
                 "--print-config" => return Ok(Action::PrintConfig),
-                "-c" | "--config" => config_path = Some(value("--config")?),
+                "-c" | "--config" => config_path = Some(value(&name)?),
                 "--hash-passcode" => return Ok(Action::HashPasscode(value("--hash-passcode")?)),
                 "--generate-cert" => return Ok(Action::GenerateCert(value("--generate-cert")?)),
                 other => match FLAGS.iter().find(|(flag, _)| *flag == other) {

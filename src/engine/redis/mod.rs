@@ -306,6 +306,15 @@ impl Broker for RedisEngine {
             while self.relay.busy() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            let left = self.relay.buffered();
+            if left > 0 {
+                // This process's outbox dies with it: say so (its own clients had them).
+                self.relay.stats.dropped.add(left as u64);
+                log::warn!(
+                    "stopping with {left} messages not relayed to the other boards (Redis did not take \
+                     them in time); those boards will not get them"
+                );
+            }
             self.registry.deregister().await;
         })
     }

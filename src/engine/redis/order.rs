@@ -67,8 +67,9 @@ enum LetGo {
     /// This node's own publication, still owed to its subscribers: delivered without its
     /// position (accepted is never lost on its own node).
     Delivered,
-    /// Another node's publication: it will not be delivered here.
-    Dropped,
+    /// Another node's publication: it will not be delivered here. The number lost with it: 1
+    /// and those its origin gave up before it (`Arrival::dropped_before`).
+    Dropped(u64),
     /// Nothing to deliver: this node delivered it when it accepted it.
     Bare,
 }
@@ -82,7 +83,7 @@ fn let_go(a: Arrival, deliver: &mut Vec<Publication>) -> LetGo {
             deliver.push(p);
             LetGo::Delivered
         }
-        (None, Some(_)) => LetGo::Dropped,
+        (None, Some(_)) => LetGo::Dropped(1 + a.dropped_before),
         (_, None) => LetGo::Bare,
     }
 }
@@ -229,8 +230,8 @@ impl Sequencer {
                 }
             }
             for a in dropped {
-                if let_go(a, &mut out.deliver) == LetGo::Dropped {
-                    self.counts.lost += 1;
+                if let LetGo::Dropped(n) = let_go(a, &mut out.deliver) {
+                    self.counts.lost += n;
                     t.loss_untold = true;
                 }
             }
@@ -246,8 +247,8 @@ impl Sequencer {
                 // publications are lost, own ones still owed here are delivered now.
                 self.counts.epoch_changes += 1;
                 while let Some(old) = t.held.pop_first() {
-                    if let_go(old, &mut out.deliver) == LetGo::Dropped {
-                        self.counts.lost += 1;
+                    if let LetGo::Dropped(n) = let_go(old, &mut out.deliver) {
+                        self.counts.lost += n;
                     }
                 }
                 t.loss_untold = true;
@@ -567,6 +568,10 @@ mod tests {
         assert_eq!(s.counts.lost, 2);
         s.arrive("/topic/x", marked());
         assert_eq!((s.counts.lost, s.counts.duplicates), (2, 1), "a duplicate counts no loss again");
+        // A carrier let go before its turn (here a new epoch) is lost with what it carried.
+        s.arrive("/topic/x", Arrival { dropped_before: 3, ..arrival(5, "e") });
+        s.arrive("/topic/x", arrival(1, "f"));
+        assert_eq!(s.counts.lost, 2 + 1 + 3);
     }
 
     #[test]

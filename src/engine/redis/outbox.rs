@@ -61,11 +61,16 @@ impl Outgoing {
 /// Times Redis may answer an append with an error before that one publication is given up.
 pub const MAX_REFUSALS: u32 = 5;
 
-/// The entries in acceptance order; the first `in_flight` of them are in a call now.
+/// The entries in acceptance order; the first `in_flight` of them are in a call now, and the
+/// first `sent` were in a call that got no answer: Redis may have applied them (a stalled
+/// Redis runs a call it read once it wakes), so they never give way; what is given up must be
+/// known never to reach Redis. Calls take entries from the front, so those are at most one
+/// pipeline (`relay::PIPELINE`) beyond the count bound.
 #[derive(Default)]
 pub struct Outbox {
     entries: VecDeque<Outgoing>,
     in_flight: usize,
+    sent: usize,
     last_seq: u64,
     /// The last sequence number Redis acknowledged (appended, or had applied before); 0 when
     /// Redis may not know it (none yet, or it forgot: see `APPEND_LUA`'s `prev`).
@@ -87,10 +92,11 @@ impl Outbox {
     pub fn push(&mut self, entry: Outgoing, max_len: Option<usize>, max_age: Duration) -> Vec<Outgoing> {
         let max_len = max_len.unwrap_or(usize::MAX);
         let mut dropped = self.expire(max_age);
-        while self.entries.len() > self.in_flight
+        let keep = self.kept_front();
+        while self.entries.len() > keep
             && (self.entries.len() >= max_len.max(1) || memory::pressure() >= Pressure::High)
         {
-            match self.entries.remove(self.in_flight) {
+            match self.entries.remove(keep) {
                 Some(old) => dropped.push(old),
                 None => break,
             }
@@ -106,8 +112,9 @@ impl Outbox {
         if max_age.is_zero() {
             return dropped;
         }
-        while self.entries.get(self.in_flight).is_some_and(|o| o.queued.elapsed() > max_age) {
-            dropped.extend(self.entries.remove(self.in_flight));
+        let keep = self.kept_front();
+        while self.entries.get(keep).is_some_and(|o| o.queued.elapsed() > max_age) {
+            dropped.extend(self.entries.remove(keep));
         }
         if !dropped.is_empty() {
             self.recharge();
@@ -115,9 +122,15 @@ impl Outbox {
         dropped
     }
 
+    /// Entries at the front that never give way: in a call now, or sent in one unanswered.
+    fn kept_front(&self) -> usize {
+        self.in_flight.max(self.sent)
+    }
+
     /// Marks the first `n` entries (at most) as sent in one call; returns how many.
     pub fn begin_call(&mut self, n: usize) -> usize {
         self.in_flight = n.min(self.entries.len());
+        self.sent = self.sent.max(self.in_flight);
         self.in_flight
     }
 
@@ -131,6 +144,7 @@ impl Outbox {
     pub fn finish_call(&mut self, done: usize) -> Vec<Outgoing> {
         let done: Vec<Outgoing> = self.entries.drain(..done.min(self.in_flight)).collect();
         self.in_flight = 0;
+        self.sent = self.sent.saturating_sub(done.len());
         if let Some(last) = done.last() {
             self.acked_seq = last.seq;
         }
@@ -159,6 +173,7 @@ impl Outbox {
     pub fn pop_front(&mut self) -> Option<Outgoing> {
         self.in_flight = 0;
         let first = self.entries.pop_front();
+        self.sent = self.sent.saturating_sub(usize::from(first.is_some()));
         self.recharge();
         first
     }
@@ -177,6 +192,7 @@ impl Outbox {
     /// `after`) to the next entry of that destination waiting here. False when none waits (the
     /// caller keeps the count for the next one accepted).
     pub fn carry_dropped(&mut self, destination: &str, after: u64, n: u64) -> bool {
+        // Entries in a call now are older than any given up (calls take the front).
         let next = self
             .entries
             .iter_mut()
@@ -258,16 +274,47 @@ mod tests {
         o.abandon_call();
         assert_eq!(o.begin_call(8), 3);
         assert_eq!(o.in_flight().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        // Full: the oldest entry not in a call gives way, never one in flight.
-        o.abandon_call();
+        assert_eq!(o.finish_call(1).iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
+        assert_eq!(o.acked_seq(), 1);
+        // Full: the oldest entry never sent gives way; 2 and 3 were sent (no answer for them).
+        for _ in 0..2 {
+            let e = entry(&mut o);
+            o.push(e, Some(10), Duration::ZERO);
+        }
         o.begin_call(1);
         let e = entry(&mut o);
         let dropped = o.push(e, Some(3), Duration::ZERO);
-        assert_eq!(dropped.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
-        assert_eq!(o.finish_call(1).iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
-        assert_eq!(o.acked_seq(), 1);
-        assert_eq!(o.get_mut(4).map(|e| e.seq), Some(4));
-        assert!(o.get_mut(2).is_none());
+        assert_eq!(dropped.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(o.get_mut(6).map(|e| e.seq), Some(6));
+        assert!(o.get_mut(4).is_none());
+        assert_eq!(o.len(), 3);
+    }
+
+    #[test]
+    fn entries_a_call_sent_without_an_answer_never_give_way() {
+        // Found by a break pass: a call abandoned in a Redis stall was run by Redis when it
+        // woke, after the outbox had given its entries up and told the other boards of a loss.
+        let mut o = Outbox::default();
+        for _ in 0..3 {
+            let e = entry(&mut o);
+            o.push(e, Some(10), Duration::ZERO);
+        }
+        assert_eq!(o.begin_call(2), 2);
+        o.abandon_call(); // no answer: 1 and 2 may be applied
+        let e = entry(&mut o);
+        let dropped = o.push(e, Some(2), Duration::ZERO);
+        assert_eq!(dropped.iter().map(|e| e.seq).collect::<Vec<_>>(), [3], "only what was never sent");
+        std::thread::sleep(Duration::from_millis(5));
+        let expired = o.expire(Duration::from_millis(1));
+        assert_eq!(expired.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+        assert_eq!(o.len(), 2);
+        // Once Redis answered for them, they leave and the bound applies again.
+        o.begin_call(2);
+        assert_eq!(o.finish_call(2).len(), 2);
+        for _ in 0..3 {
+            let e = entry(&mut o);
+            o.push(e, Some(2), Duration::ZERO);
+        }
         assert_eq!(o.len(), 2);
     }
 }

@@ -487,8 +487,12 @@ impl Relay {
                     };
                     if e.contains("NOSCRIPT") {
                         self.script_loaded.set(None);
+                    } else if give_up {
+                        log::warn!(
+                            "redis refused a relayed publication {MAX_REFUSALS} times, giving it up: {e}"
+                        );
                     } else if done == 0 {
-                        log::warn!("redis refused a relayed publication: {e}");
+                        log::debug!("redis refused a relayed publication: {e}");
                     }
                     if give_up {
                         self.outbox.borrow_mut().abandon_call();
