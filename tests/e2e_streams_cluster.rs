@@ -536,6 +536,28 @@ async fn own_subscribers_never_wait_on_a_stalled_redis() {
     assert!(on_b.try_recv(Duration::from_millis(500)).await.is_none(), "delivered twice on the other board");
 }
 
+/// Board a with an outbox of `n` publications, board b with a subscriber of `destination`, and a
+/// publisher on a whose `first` message b has received.
+struct SmallOutbox {
+    a: Server,
+    b: Server,
+    sub: Client,
+    pubr: Client,
+}
+
+async fn small_outbox(redis: &Redis, n: usize, destination: &str, first: &str) -> SmallOutbox {
+    let config = format!("{FAST}relay_buffer_messages = {n}\n{STREAMS}");
+    let a = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "a"]);
+    assert!(wait_mode(&a, "cluster", Duration::from_secs(10)), "a never reached Redis");
+    let b = node(redis, "b", "");
+    let (mut sub, _) = Client::connect(&b.url()).await;
+    sub.subscribe(destination, "s").await;
+    let (mut pubr, _) = Client::connect(&a.url()).await;
+    send(&mut pubr, destination, first).await;
+    assert_eq!(bodies(&mut sub, 1).await, [first]);
+    SmallOutbox { a, b, sub, pubr }
+}
+
 /// Publications an origin's outbox gave up (Redis away longer than `relay_buffer_messages`
 /// allows) are told on the other boards: found by a break pass, where a board's subscribers
 /// missed 51 messages of each sender on the other board, counted only there
@@ -544,15 +566,7 @@ async fn own_subscribers_never_wait_on_a_stalled_redis() {
 #[tokio::test]
 async fn publications_an_outbox_gave_up_are_counted_and_told_on_the_other_node() {
     let redis = Redis::start();
-    let config = format!("{FAST}relay_buffer_messages = 3\n{STREAMS}");
-    let a = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "a"]);
-    assert!(wait_mode(&a, "cluster", Duration::from_secs(10)), "a never reached Redis");
-    let b = node(&redis, "b", "");
-    let (mut sub, _) = Client::connect(&b.url()).await;
-    sub.subscribe("/topic/s/drop", "s").await;
-    let (mut pubr, _) = Client::connect(&a.url()).await;
-    send(&mut pubr, "/topic/s/drop", "d0").await;
-    assert_eq!(bodies(&mut sub, 1).await, ["d0"]);
+    let SmallOutbox { a, b, mut sub, mut pubr } = small_outbox(&redis, 3, "/topic/s/drop", "d0").await;
     redis.pause();
     assert!(wait_mode(&a, "local", Duration::from_secs(15)), "a never saw Redis gone");
     for i in 1..=5 {
@@ -611,15 +625,7 @@ async fn a_board_stopped_with_messages_not_relayed_says_how_many() {
 #[tokio::test]
 async fn a_publication_a_stalled_redis_may_have_applied_is_never_given_up() {
     let redis = Redis::start();
-    let config = format!("{FAST}relay_buffer_messages = 1\n{STREAMS}");
-    let a = Server::start_with(&config, &["--redis", &redis.url(), "--server-id", "a"]);
-    assert!(wait_mode(&a, "cluster", Duration::from_secs(10)), "a never reached Redis");
-    let b = node(&redis, "b", "");
-    let (mut sub, _) = Client::connect(&b.url()).await;
-    sub.subscribe("/topic/s/stall1", "s").await;
-    let (mut pubr, _) = Client::connect(&a.url()).await;
-    send(&mut pubr, "/topic/s/stall1", "m0").await;
-    assert_eq!(bodies(&mut sub, 1).await, ["m0"]);
+    let SmallOutbox { a, b, mut sub, mut pubr } = small_outbox(&redis, 1, "/topic/s/stall1", "m0").await;
     redis.pause();
     send(&mut pubr, "/topic/s/stall1", "m1").await; // in a call Redis read but did not answer
     assert!(a.wait_metric("stomp_edge_cluster_publish_retries_total", 1), "m1's call never failed");
