@@ -59,7 +59,8 @@ impl<'a> Layers<'a> {
     /// Puts every key of a config file over the current values. `name` is used in errors.
     /// A key whose value is written exactly as in the default file (`DEFAULT_FILE`, which a
     /// unit test holds equal to the declared defaults) is its default already and is left out,
-    /// so a copy of the shipped file with a few keys changed costs those keys only.
+    /// so a copy of the shipped file with a few keys changed costs those keys only, and the
+    /// shipped file itself, unedited, is not even parsed.
     pub(super) fn apply_file(&mut self, name: &str, text: &'a str) -> Result<(), String> {
         self.apply_file_keys(name, text, Shipped::LeftOut)
     }
@@ -71,6 +72,9 @@ impl<'a> Layers<'a> {
         text: &'a str,
         shipped: Shipped,
     ) -> Result<(), String> {
+        if shipped == Shipped::LeftOut && text == DEFAULT_FILE {
+            return Ok(()); // every key as shipped
+        }
         let doc = DeTable::parse(text).map_err(|e| at_line(name, text, e.span(), e.message()))?;
         self.text = text;
         let defaults = match (shipped, DeTable::parse(DEFAULT_FILE)) {
@@ -78,18 +82,14 @@ impl<'a> Layers<'a> {
             // Read, or a default file that does not parse (a build defect the tests catch).
             _ => DeTable::new(),
         };
-        let as_shipped = |section: &str, key: &str, value: &Spanned<DeValue<'_>>| {
-            let shipped = match defaults.get(section).map(Spanned::get_ref) {
-                Some(DeValue::Table(table)) => table.get(key),
-                _ => None,
+        // Whether `value`, set at `section.key` (or top-level `key`), is written as shipped.
+        let as_shipped = |section: Option<&str>, key: &str, value: &Spanned<DeValue<'_>>| {
+            let table = match section.map(|s| defaults.get(s).map(Spanned::get_ref)) {
+                None => Some(&defaults),
+                Some(Some(DeValue::Table(table))) => Some(table),
+                Some(_) => None,
             };
-            shipped.is_some_and(|shipped| {
-                let (ours, theirs) = (value.span(), shipped.span());
-                text.get(ours) == DEFAULT_FILE.get(theirs)
-            })
-        };
-        let top_as_shipped = |key: &str, value: &Spanned<DeValue<'_>>| {
-            defaults.get(key).is_some_and(|shipped| {
+            table.and_then(|t| t.get(key)).is_some_and(|shipped| {
                 !matches!(shipped.get_ref(), DeValue::Table(_))
                     && text.get(value.span()) == DEFAULT_FILE.get(shipped.span())
             })
@@ -101,7 +101,7 @@ impl<'a> Layers<'a> {
             if is_section && matches!(value.get_ref(), DeValue::Table(_)) {
                 let DeValue::Table(entries) = value.into_inner() else { continue };
                 for (inner, inner_value) in entries {
-                    if as_shipped(&key_name, inner.get_ref(), &inner_value) {
+                    if as_shipped(Some(&key_name), inner.get_ref(), &inner_value) {
                         continue;
                     }
                     let path = format!("{key_name}.{}", inner.get_ref());
@@ -130,7 +130,7 @@ impl<'a> Layers<'a> {
                     Some(value.span()),
                     &format!("`{key_name}` must be a table (`[{key_name}]`)"),
                 ));
-            } else if top_as_shipped(&key_name, &value) {
+            } else if as_shipped(None, &key_name, &value) {
                 continue;
             } else if Config::find(&key_name).is_some() {
                 let origin = Origin::File { name: name.into(), key: key_span, value: value.span() };

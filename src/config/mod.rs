@@ -458,12 +458,7 @@ impl Config {
         let mut keys = Vec::new(); // every key, listed at the first STOMP_EDGE_* variable
         let mut layers = Layers::new();
         if let (Some(path), Some(text)) = (&config_path, &text) {
-            // The file the packages install, still as shipped, sets every key to its default
-            // (`every_key_is_in_the_default_file_with_its_environment_variable` reads it in
-            // full): nothing to read. An edited file is read key by key.
-            if text.as_str() != DEFAULT_FILE {
-                layers.apply_file(path, text)?;
-            }
+            layers.apply_file(path, text)?;
         }
         for (name, raw) in env {
             if !name.starts_with("STOMP_EDGE_") {
