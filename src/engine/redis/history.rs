@@ -291,15 +291,15 @@ impl Relay {
         let Some(epoch) = head.epoch.clone() else { return fallback() };
         let oldest = crate::board::clock::now_ms().saturating_sub(self.streams.max_age_ms);
         let mut kept: Vec<Publication> = Vec::with_capacity(entries.len());
-        // Entries whose origin gave up publications just before them (`Envelope::dropped`).
-        let mut dropped_at: Vec<u64> = Vec::new();
+        // The last entry whose origin gave up publications just before it (`Envelope::dropped`).
+        let mut last_dropped: Option<u64> = None;
         for (offset, payload) in &entries {
             let Ok(envelope) = super::envelope::Envelope::decode(payload) else { continue };
             if envelope.at != 0 && envelope.at < oldest {
                 continue;
             }
             if envelope.dropped > 0 {
-                dropped_at.push(*offset);
+                last_dropped = Some(*offset);
             }
             if let Ok(p) = envelope.into_publication() {
                 kept.push(self.positioned(p, *offset, &epoch));
@@ -310,7 +310,7 @@ impl Relay {
         let (from, recovered) = plan(&since, first, next, &epoch);
         // Publications given up by their origin within what is recovered never reached the
         // stream: the recovery cannot be complete.
-        let recovered = recovered && !dropped_at.iter().any(|offset| *offset >= from);
+        let recovered = recovered && last_dropped.is_none_or(|offset| offset < from);
         kept.retain(|p| p.stream.as_ref().is_some_and(|s| s.offset >= from));
         if since != Since::Next {
             self.stream_stats.recoveries.inc();
