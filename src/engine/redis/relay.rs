@@ -153,6 +153,18 @@ impl Relay {
         })
     }
 
+    /// A relay of server id "me" that never connects (its URL is only parsed), for tests;
+    /// `edit` changes the configuration first.
+    #[cfg(test)]
+    pub(super) fn unconnected(edit: impl FnOnce(&mut crate::config::Config)) -> Rc<Relay> {
+        let mut config = crate::config::Config::embedded();
+        config.server_id = "me".into();
+        config.redis_url = Some("redis://127.0.0.1:1".into());
+        edit(&mut config);
+        let shard = Shard::new(&config).unwrap_or_else(|e| panic!("test shard: {e}"));
+        Relay::new(Rc::new(shard), config.streams.clone())
+    }
+
     pub fn set_handler(&self, handler: Weak<dyn BrokerEventHandler>) {
         *self.handler.borrow_mut() = Some(handler);
     }
@@ -557,7 +569,6 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use redis::Value;
 
     /// Records what the relay delivers to this node's subscribers (message ids).
@@ -599,10 +610,7 @@ mod tests {
     /// A relay that never connects, with one subscriber list, positioned at the start of
     /// `DESTINATION`'s stream in epoch "e", and one own publication "own" waiting in a call.
     fn relay_with_one_own_publication() -> (Rc<Relay>, Rc<Subscribers>, u64) {
-        let mut config = Config::embedded();
-        config.server_id = "me".into();
-        config.redis_url = Some("redis://127.0.0.1:1".into());
-        let relay = Relay::new(Rc::new(Shard::new(&config).unwrap()), config.streams.clone());
+        let relay = Relay::unconnected(|_| {});
         let subscribers = Rc::new(Subscribers::default());
         let handler: Rc<dyn BrokerEventHandler> = subscribers.clone();
         relay.set_handler(Rc::downgrade(&handler));
@@ -630,11 +638,8 @@ mod tests {
 
     #[test]
     fn given_up_publications_are_carried_by_the_next_one_of_their_destination() {
-        let mut config = Config::embedded();
-        config.server_id = "me".into();
-        config.redis_url = Some("redis://127.0.0.1:1".into());
-        config.cluster.relay_buffer_messages = 2; // Redis is away: the outbox holds two
-        let relay = Relay::new(Rc::new(Shard::new(&config).unwrap()), config.streams.clone());
+        // Redis is away: the outbox holds two.
+        let relay = Relay::unconnected(|config| config.cluster.relay_buffer_messages = 2);
         let p = |destination: &str| {
             Publication::message(
                 Rc::from(destination),

@@ -177,16 +177,10 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::engine::redis::Shard;
     use crate::hub::Publication;
 
     fn relay() -> Rc<Relay> {
-        let mut config = Config::embedded();
-        config.server_id = "me".into();
-        // Never connected in this test: the URL is only parsed.
-        config.redis_url = Some("redis://127.0.0.1:1".into());
-        Relay::new(Rc::new(Shard::new(&config).unwrap()), config.streams.clone())
+        Relay::unconnected(|_| {})
     }
 
     fn envelope(origin: &str, offset: u64, epoch: &str) -> Vec<u8> {
